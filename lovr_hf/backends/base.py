@@ -1,0 +1,121 @@
+"""The small interfaces every backend family implements.
+
+Each interface is deliberately narrow (one or two methods) so that a new model or service is one
+small class. Implementations register themselves in the matching registry below.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lovr_hf.registry import Registry
+
+
+@dataclass
+class GenerationParams:
+    """Sampling settings shared by captioners and LLMs (defaults = the original LoVR captioner)."""
+
+    temperature: float = 0.9
+    top_p: float = 0.001
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 1024
+    do_sample: bool = True
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Captioner(ABC):
+    """Vision-language model: frames of each clip -> one caption per clip."""
+
+    name: str = "captioner"
+
+    @abstractmethod
+    def caption(
+        self, batch: Sequence[np.ndarray], prompt: dict[str, str], params: GenerationParams
+    ) -> list[str]:
+        """``batch``: one uint8 array [n_frames, H, W, 3] per clip; ``prompt``: {"system", "user"}."""
+
+    def model_id(self) -> str:
+        return self.name
+
+
+class ChatLLM(ABC):
+    """Text LLM speaking chat messages (OpenAI-style ``[{"role", "content"}]``)."""
+
+    name: str = "llm"
+
+    @abstractmethod
+    def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> str:
+        """Return the reply text; raise on failure (callers record failures per row)."""
+
+    def model_id(self) -> str:
+        return self.name
+
+
+class Embedder(ABC):
+    """Retrieval model: texts and frames into one shared, L2-normalised space."""
+
+    name: str = "embedder"
+    #: text length limit in tokens (None = no limit), used by --text-mode truncate / chunk-mean
+    max_text_tokens: int | None = None
+
+    @abstractmethod
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """[n, d] float32, L2-normalised."""
+
+    @abstractmethod
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised."""
+
+    def embed_video(self, frames: np.ndarray) -> np.ndarray | None:
+        """Native video tower, if any: [n, H, W, 3] -> [d]. None = mean-pool frame embeddings."""
+        return None
+
+    def model_id(self) -> str:
+        return self.name
+
+
+class SceneDetector(ABC):
+    """Shot-boundary detector: a video file -> the frame indices where new scenes start."""
+
+    name: str = "detector"
+
+    @abstractmethod
+    def detect(self, path: str) -> list[int]:
+        """Frame indices (0-based, ascending, > 0) of the first frame of each new scene."""
+
+
+class QualityScorer(ABC):
+    """Caption quality judge: 0-10, higher is better."""
+
+    name: str = "scorer"
+
+    @abstractmethod
+    def score(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[float]:
+        """One score in [0, 10] per caption."""
+
+
+CAPTIONERS: Registry[Captioner] = Registry(
+    "captioners",
+    ("lovr_hf.backends.captioner_transformers", "lovr_hf.backends.captioner_openai",
+     "lovr_hf.backends.captioner_vllm", "lovr_hf.backends.testing"),
+)
+LLMS: Registry[ChatLLM] = Registry(
+    "llms", ("lovr_hf.backends.llm_openai", "lovr_hf.backends.llm_transformers", "lovr_hf.backends.testing")
+)
+EMBEDDERS: Registry[Embedder] = Registry(
+    "embedders",
+    ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
+     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing"),
+)
+DETECTORS: Registry[SceneDetector] = Registry(
+    "detectors",
+    ("lovr_hf.backends.detector_fast", "lovr_hf.backends.detector_pyscenedetect",
+     "lovr_hf.backends.detector_transnet"),
+)
+SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.scorers",))

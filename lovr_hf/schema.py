@@ -1,0 +1,231 @@
+"""Column names and ``datasets.Features`` of every table of a benchmark repo.
+
+One place for the data model, so that every stage, the builder and the card agree on it.
+Times are seconds; frame ranges are half-open ``[start_frame, end_frame)`` in the source video.
+"""
+
+from __future__ import annotations
+
+from datasets import Features, Sequence, Value
+
+# ---- status values (every table has ``status`` + ``error``) -------------------------------------------
+OK = "ok"
+ERROR = "error"  # bad input (corrupt video, unreadable file): will not get better by retrying
+FAILED = "failed"  # a model/backend call failed: ``--retry-failed`` re-processes these rows
+SKIPPED = "skipped"  # deliberately not processed (e.g. clip too short to caption)
+NEEDS_REVIEW = "needs_review"  # processed but below the quality threshold after all attempts
+STATUSES = (OK, ERROR, FAILED, SKIPPED, NEEDS_REVIEW)
+
+# ---- config (table) names -------------------------------------------------------------------------------
+VIDEOS = "videos"
+CLIPS = "clips"
+CLIP_CAPTIONS = "clip_captions"
+CLUSTERS = "clusters"
+VIDEO_CAPTIONS = "video_captions"
+THEME_CAPTIONS = "theme_captions"
+RESULTS = "results"
+EMBEDDINGS_PREFIX = "embeddings"  # per-model configs are named ``embeddings-<model_slug>``
+
+# ---- shared column names --------------------------------------------------------------------------------
+VIDEO_ID = "video_id"
+CLIP_ID = "clip_id"
+SLICE_NUM = "slice_num"
+CLUSTER_ID = "cluster_id"
+CAPTION = "caption"
+STATUS = "status"
+ERROR_COL = "error"
+
+_status = {STATUS: Value("string"), ERROR_COL: Value("string")}
+
+VIDEOS_FEATURES = Features(
+    {
+        VIDEO_ID: Value("string"),
+        "source_name": Value("string"),  # file name relative to the input folder (the id mapping)
+        "path": Value("string"),  # absolute path of the source video
+        "duration_s": Value("float64"),
+        "fps": Value("float64"),
+        "num_frames": Value("int64"),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "rotation": Value("int32"),
+        **_status,
+    }
+)
+
+CLIPS_FEATURES = Features(
+    {
+        VIDEO_ID: Value("string"),
+        CLIP_ID: Value("string"),
+        SLICE_NUM: Value("int32"),  # 1-based, in time order
+        "start_time": Value("float64"),
+        "end_time": Value("float64"),
+        "start_frame": Value("int64"),  # in the source video, inclusive
+        "end_frame": Value("int64"),  # in the source video, exclusive
+        "num_frames": Value("int64"),
+        "fps": Value("float64"),
+        # Reader contract: decode frames [frame_offset, frame_offset + num_frames) of ``path`` in
+        # presentation order. exact: clip file, offset 0; copy: clip file, offset = pre-roll frames;
+        # virtual: the source video, offset = start_frame. Relative paths are relative to the repo root.
+        "path": Value("string"),
+        "frame_offset": Value("int64"),
+        "clip_mode": Value("string"),
+        **_status,
+    }
+)
+
+CLIP_CAPTIONS_FEATURES = Features(
+    {
+        CLIP_ID: Value("string"),
+        VIDEO_ID: Value("string"),
+        SLICE_NUM: Value("int32"),
+        CAPTION: Value("string"),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),
+        "quality_score": Value("float32"),  # null when no scorer ran
+        "attempts": Value("int32"),
+        "num_frames_used": Value("int32"),
+        "settings": Value("string"),  # JSON of the generation settings of the kept attempt
+        **_status,
+    }
+)
+
+CLUSTERS_FEATURES = Features(
+    {
+        VIDEO_ID: Value("string"),
+        CLUSTER_ID: Value("string"),  # <video_id>_<k>, k from 0
+        "start_slice_num": Value("int32"),
+        "end_slice_num": Value("int32"),
+        "clip_count": Value("int32"),
+        CAPTION: Value("string"),
+        "merged_paragraphs": Value("int32"),
+        "llm_calls": Value("int32"),
+        "failed_calls": Value("int32"),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),
+        **_status,
+    }
+)
+
+VIDEO_CAPTIONS_FEATURES = Features(
+    {
+        VIDEO_ID: Value("string"),
+        CAPTION: Value("string"),
+        "cluster_ids": Sequence(Value("string")),
+        "clip_ids": Sequence(Value("string")),
+        "strategy": Value("string"),
+        "llm_calls": Value("int32"),
+        "failed_calls": Value("int32"),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),
+        **_status,
+    }
+)
+
+THEME_CAPTIONS_FEATURES = Features(
+    {
+        VIDEO_ID: Value("string"),
+        CLIP_ID: Value("string"),  # empty for a video-level theme
+        CAPTION: Value("string"),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),
+        **_status,
+    }
+)
+
+EMBEDDINGS_FEATURES = Features(
+    {
+        "model": Value("string"),
+        "kind": Value("string"),  # clip_caption | video_caption | theme_caption | clip | video
+        "item_id": Value("string"),  # clip_id or video_id
+        VIDEO_ID: Value("string"),
+        "embedding": Sequence(Value("float32")),
+        "num_frames": Value("int32"),  # frames pooled (visual) or text chunks averaged (text)
+        "text_mode": Value("string"),
+        "interval": Value("int32"),
+        **_status,
+    }
+)
+
+RESULTS_FEATURES = Features(
+    {
+        "model": Value("string"),
+        "direction": Value("string"),  # text_to_clip, clip_to_text, text_to_video, video_to_text, ...
+        "metric": Value("string"),  # pass@k | median_rank | mean_rank
+        "k": Value("int32"),  # 0 for rank metrics
+        "value": Value("float64"),
+        "num_queries": Value("int64"),
+        "num_candidates": Value("int64"),
+        "text_mode": Value("string"),
+        "interval": Value("int32"),
+        "query_seed": Value("int64"),
+        "lovr_hf_version": Value("string"),
+    }
+)
+
+FEATURES: dict[str, Features] = {
+    VIDEOS: VIDEOS_FEATURES,
+    CLIPS: CLIPS_FEATURES,
+    CLIP_CAPTIONS: CLIP_CAPTIONS_FEATURES,
+    CLUSTERS: CLUSTERS_FEATURES,
+    VIDEO_CAPTIONS: VIDEO_CAPTIONS_FEATURES,
+    THEME_CAPTIONS: THEME_CAPTIONS_FEATURES,
+    RESULTS: RESULTS_FEATURES,
+}
+
+# primary key(s) of each table: a row is unique by these columns
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    VIDEOS: (VIDEO_ID,),
+    CLIPS: (CLIP_ID,),
+    CLIP_CAPTIONS: (CLIP_ID,),
+    CLUSTERS: (CLUSTER_ID,),
+    VIDEO_CAPTIONS: (VIDEO_ID,),
+    THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
+    RESULTS: ("model", "direction", "metric", "k"),
+}
+
+# row order of each table when written (numeric slice order, never string order)
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    VIDEOS: (VIDEO_ID,),
+    CLIPS: (VIDEO_ID, SLICE_NUM),
+    CLIP_CAPTIONS: (VIDEO_ID, SLICE_NUM),
+    CLUSTERS: (VIDEO_ID, "start_slice_num"),
+    VIDEO_CAPTIONS: (VIDEO_ID,),
+    THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
+    RESULTS: ("model", "direction", "metric", "k"),
+}
+
+
+def embeddings_config(model_slug: str) -> str:
+    """Config name holding one model's embeddings."""
+    return f"{EMBEDDINGS_PREFIX}-{model_slug}"
+
+
+def features_for(config: str) -> Features:
+    """Features of a config name, including per-model embedding configs."""
+    if config.startswith(EMBEDDINGS_PREFIX):
+        return EMBEDDINGS_FEATURES
+    return FEATURES[config]
+
+
+def primary_key(config: str) -> tuple[str, ...]:
+    if config.startswith(EMBEDDINGS_PREFIX):
+        return ("kind", "item_id")
+    return PRIMARY_KEYS[config]
+
+
+def sort_key(config: str) -> tuple[str, ...]:
+    if config.startswith(EMBEDDINGS_PREFIX):
+        return ("kind", VIDEO_ID, "item_id")
+    return SORT_KEYS[config]
+
+
+def clip_id_for(video_id: str, slice_num: int) -> str:
+    """LoVR release naming: ``<video_id>-Scene-NNN`` (3 digits, 1-based; more digits past 999)."""
+    if slice_num < 1:
+        raise ValueError(f"slice_num is 1-based, got {slice_num}")
+    return f"{video_id}-Scene-{slice_num:03d}"
+
+
+def cluster_id_for(video_id: str, k: int) -> str:
+    """Original merger naming: ``<video_id>_<k>`` with k from 0."""
+    return f"{video_id}_{k}"
