@@ -1,0 +1,268 @@
+"""The benchmark repo: a Hugging Face dataset repo laid out on local disk.
+
+Layout (what ``load_dataset(<dir>, <config>)`` and the Hub both read)::
+
+    <repo>/README.md                      dataset card; YAML ``configs:`` lists every shard file explicitly
+    <repo>/data/<config>/<config>-00000-of-00001-<fingerprint>.parquet
+    <repo>/assets/*.png                   plots referenced from the card
+    <repo>/run_config.json                the configuration of the last run (no secrets)
+    <repo>/clips/<video_id>/<video_id>-Scene-NNN.mp4   clip files (default clip folder)
+    <repo>/.lovr/                         work state (batch completions, locks); never uploaded
+
+Shard names carry a content fingerprint and the card lists them one by one: with a glob, datasets'
+cache key ignores which files match, and a rewritten repo (or another folder with the same name)
+would silently serve stale rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from datasets import Dataset, Features
+from filelock import FileLock
+
+from lovr_hf import schema
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+ASSETS_DIR = "assets"
+WORK_DIR = ".lovr"
+CARD = "README.md"
+RUN_CONFIG = "run_config.json"
+DEFAULT_CLIPS_DIR = "clips"
+MAX_SHARD_BYTES = 256 * 1024 * 1024
+TMP_PREFIX = ".tmp-"
+
+_CARD_BODY_START = "<!-- lovr_hf:card -->"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a hidden temp name in the same folder, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def to_arrow(data: Dataset | pa.Table | list[dict[str, Any]], features: Features) -> pa.Table:
+    """Any row source -> an Arrow table cast to ``features`` (the schema is enforced on every write)."""
+    if isinstance(data, Dataset):
+        data = data.with_format("arrow")[:]
+    if isinstance(data, list):
+        return Dataset.from_list(data, features=features).data.table
+    table = data.select([c for c in features if c in data.column_names])
+    return Dataset(table).cast(features).data.table if table.schema != features.arrow_schema else table
+
+
+class BenchmarkRepo:
+    """One benchmark folder. Every stage reads and writes its tables through this class."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    # ---- paths -----------------------------------------------------------------------------------------
+    @property
+    def card_path(self) -> Path:
+        return self.root / CARD
+
+    @property
+    def work_root(self) -> Path:
+        return self.root / WORK_DIR
+
+    def work_dir(self, *parts: str) -> Path:
+        return self.work_root.joinpath("work", *parts)
+
+    def lock(self) -> FileLock:
+        """Inter-process lock around card/config writes (several ranks or chunks may finish together)."""
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.work_root / "repo.lock"))
+
+    def resolve(self, path: str) -> Path:
+        """Clip paths are stored relative to the repo root when inside it; absolute otherwise."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        p = Path(path).resolve()
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(p)
+
+    # ---- card metadata ---------------------------------------------------------------------------------
+    def _read_card(self) -> tuple[dict[str, Any], str]:
+        if not self.card_path.exists():
+            return {}, ""
+        text = self.card_path.read_text(encoding="utf-8")
+        if text.startswith("---"):
+            _, meta, body = text.split("---", 2)
+            return yaml.safe_load(meta) or {}, body.lstrip("\n")
+        return {}, text
+
+    def config_files(self) -> dict[str, list[str]]:
+        """config name -> shard paths (relative) as listed in the card: the single source of truth."""
+        meta, _ = self._read_card()
+        out: dict[str, list[str]] = {}
+        for cfg in meta.get("configs", []) or []:
+            files: list[str] = []
+            for df in cfg.get("data_files", []):
+                p = df.get("path") if isinstance(df, dict) else df
+                files.extend([p] if isinstance(p, str) else list(p))
+            out[cfg["config_name"]] = files
+        return out
+
+    def configs(self) -> list[str]:
+        return list(self.config_files())
+
+    def has(self, config: str) -> bool:
+        return config in self.config_files()
+
+    # ---- tables ----------------------------------------------------------------------------------------
+    def read_table(self, config: str) -> pa.Table:
+        files = self.config_files().get(config)
+        if files is None:
+            raise KeyError(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
+        feats = schema.features_for(config)
+        tables = [pq.read_table(self.root / f) for f in files]
+        if not tables:
+            return feats.arrow_schema.empty_table()
+        return pa.concat_tables(tables).cast(feats.arrow_schema)
+
+    def read(self, config: str) -> Dataset:
+        """The rows of ``config`` as an in-memory Dataset (no datasets cache involved)."""
+        return Dataset(self.read_table(config)).cast(schema.features_for(config))
+
+    def read_or_empty(self, config: str) -> Dataset:
+        if self.has(config):
+            return self.read(config)
+        return Dataset.from_list([], features=schema.features_for(config))
+
+    def load(self, config: str, split: str = "train") -> Dataset:
+        """Read through plain ``datasets.load_dataset`` exactly as a user would."""
+        from datasets import load_dataset
+
+        return load_dataset(str(self.root), config, split=split)
+
+    def write(
+        self,
+        config: str,
+        data: Dataset | pa.Table | list[dict[str, Any]],
+        *,
+        sort: bool = True,
+        update_card: bool = True,
+    ) -> list[str]:
+        """Replace ``config`` with ``data``: new fingerprinted shards, then the card, then old shards go."""
+        feats = schema.features_for(config)
+        table = to_arrow(data, feats)
+        if sort and table.num_rows:
+            table = table.sort_by([(k, "ascending") for k in schema.sort_key(config)])
+        n_shards = max(1, -(-table.nbytes // MAX_SHARD_BYTES))
+        step = -(-table.num_rows // n_shards) if table.num_rows else 0
+        blobs = [
+            table_to_parquet_bytes(table.slice(i * step, step) if step else table) for i in range(n_shards)
+        ]
+        fp = hashlib.sha256(b"".join(blobs)).hexdigest()[:12]
+        folder = self.root / DATA_DIR / config
+        names = [f"{config}-{i:05d}-of-{n_shards:05d}-{fp}.parquet" for i in range(n_shards)]
+        rel = [f"{DATA_DIR}/{config}/{n}" for n in names]
+        with self.lock():
+            for name, blob in zip(names, blobs):
+                if not (folder / name).exists():
+                    atomic_write_bytes(folder / name, blob)
+            files = self.config_files()
+            files[config] = rel
+            self._write_card(files, refresh_body=update_card)
+            for old in folder.glob("*.parquet"):
+                if old.name not in names:
+                    old.unlink(missing_ok=True)
+            for tmp in folder.glob(f"{TMP_PREFIX}*"):
+                tmp.unlink(missing_ok=True)
+        logger.info("wrote %s: %d rows in %d shard(s)", config, table.num_rows, n_shards)
+        return rel
+
+    def remove(self, config: str) -> None:
+        with self.lock():
+            files = self.config_files()
+            if files.pop(config, None) is not None:
+                self._write_card(files)
+                shutil.rmtree(self.root / DATA_DIR / config, ignore_errors=True)
+
+    # ---- run configuration -----------------------------------------------------------------------------
+    def write_run_config(self, config: dict[str, Any]) -> None:
+        """Record the exact configuration of a run (the caller strips secrets; see ``redact``)."""
+        atomic_write_text(self.root / RUN_CONFIG, json.dumps(redact(config), indent=2, sort_keys=True, default=str))
+
+    def run_config(self) -> dict[str, Any]:
+        p = self.root / RUN_CONFIG
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    # ---- card ------------------------------------------------------------------------------------------
+    def _write_card(self, files: dict[str, list[str]], refresh_body: bool = True) -> None:
+        from lovr_hf.card import render_card_body
+
+        meta, body = self._read_card()
+        order = [c for c in schema.FEATURES if c in files] + sorted(c for c in files if c not in schema.FEATURES)
+        meta["configs"] = [
+            {"config_name": c, "data_files": [{"split": "train", "path": list(files[c])}]} for c in order
+        ]
+        meta.setdefault("pretty_name", f"LoVR-style long-video retrieval benchmark ({self.root.name})")
+        meta.setdefault("tags", ["video", "long-video", "retrieval", "video-text", "lovr"])
+        meta.setdefault("task_categories", ["text-retrieval", "video-text-to-text"])
+        meta.setdefault("license", "other")
+        if refresh_body or not body:
+            body = render_card_body(self, files)
+        text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+        atomic_write_text(self.card_path, text)
+
+    def refresh_card(self) -> None:
+        with self.lock():
+            self._write_card(self.config_files(), refresh_body=True)
+
+
+SECRET_WORDS = {"token", "key", "apikey", "secret", "password", "authorization", "auth"}
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(part in SECRET_WORDS for part in re.split(r"[_\-.\s]", key.lower()))
+
+
+def redact(obj: Any) -> Any:
+    """Drop values whose key names a credential (``api_key``, ``hf_token``…), recursively: run configs are
+    published with the repo. ``max_new_tokens`` and the like are kept (whole words only)."""
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _is_secret_key(str(k)) and v else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def iter_files(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.is_file())
