@@ -24,6 +24,7 @@ CLUSTERS = "clusters"
 VIDEO_CAPTIONS = "video_captions"
 THEME_CAPTIONS = "theme_captions"
 RESULTS = "results"
+SPLITS = "splits"  # official release train/test assignment of clips
 EMBEDDINGS_PREFIX = "embeddings"  # per-model configs are named ``embeddings-<model_slug>``
 
 # ---- shared column names --------------------------------------------------------------------------------
@@ -162,6 +163,8 @@ RESULTS_FEATURES = Features(
     }
 )
 
+SPLITS_FEATURES = Features({CLIP_ID: Value("string"), VIDEO_ID: Value("string"), "split": Value("string")})
+
 FEATURES: dict[str, Features] = {
     VIDEOS: VIDEOS_FEATURES,
     CLIPS: CLIPS_FEATURES,
@@ -170,6 +173,7 @@ FEATURES: dict[str, Features] = {
     VIDEO_CAPTIONS: VIDEO_CAPTIONS_FEATURES,
     THEME_CAPTIONS: THEME_CAPTIONS_FEATURES,
     RESULTS: RESULTS_FEATURES,
+    SPLITS: SPLITS_FEATURES,
 }
 
 # primary key(s) of each table: a row is unique by these columns
@@ -181,6 +185,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     VIDEO_CAPTIONS: (VIDEO_ID,),
     THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
     RESULTS: ("model", "direction", "metric", "k"),
+    SPLITS: (CLIP_ID,),
 }
 
 # row order of each table when written (numeric slice order, never string order)
@@ -192,6 +197,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     VIDEO_CAPTIONS: (VIDEO_ID,),
     THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
     RESULTS: ("model", "direction", "metric", "k"),
+    SPLITS: ("split", VIDEO_ID, CLIP_ID),
 }
 
 

@@ -285,3 +285,135 @@ def build_tiny_qwen25vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 def build_tiny_qwen2vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny Qwen2-VL (same sizes as :func:`build_tiny_qwen25vl`) -> folder."""
     return _build_once(out_dir, "qwen2_vl", seed, lambda p: _qwen_vl_save(p, seed, "qwen2_vl"))
+
+
+# ---------------------------------------------------------------------------------------------- CLIP / SigLIP
+
+TINY_IMAGE_SIZE = 32
+
+
+def _clip_tokenizer() -> Any:
+    """A genuine ``CLIPTokenizer`` (CLIP normaliser/pre-tokenizer, ``</w>`` BPE) trained on the corpus."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    def configure(tok: Any) -> None:
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+        )
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(
+                    Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                    behavior="removed",
+                    invert=True,
+                ),
+                pre_tokenizers.ByteLevel(add_prefix_space=False),
+            ]
+        )
+        tok.decoder = decoders.ByteLevel()
+
+    vocab, merges = _train_bpe(
+        vocab_size=600,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        configure=configure,
+        end_of_word_suffix="</w>",
+    )
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _siglip_tokenizer() -> Any:
+    """SigLIP-style tokenizer (lower-cased metaspace BPE, ``</s>`` appended, pad = ``</s>``, 64 tokens).
+
+    The real SiglipTokenizer needs sentencepiece (not a dependency), so a trained ``tokenizers`` model is
+    wrapped as ``PreTrainedTokenizerFast``, which AutoTokenizer/AutoProcessor reload as is.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    eos_id = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="</s>", unk_token="<unk>", model_max_length=64
+    )
+
+
+def _clip_save(out: Path, seed: int) -> None:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = _clip_tokenizer()
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision_config = {
+        "image_size": TINY_IMAGE_SIZE,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
+    config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=16)
+    _seed_everything(seed)
+    model = CLIPModel(config).eval()
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+    )
+    model.save_pretrained(out)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+
+
+def _siglip_save(out: Path, seed: int) -> None:
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    tokenizer = _siglip_tokenizer()
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "projection_size": 32,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+    }
+    vision_config = {
+        "image_size": TINY_IMAGE_SIZE,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
+    config = SiglipConfig(text_config=text_config, vision_config=vision_config)
+    _seed_everything(seed)
+    model = SiglipModel(config).eval()
+    image_processor = SiglipImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    model.save_pretrained(out)
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+
+
+def build_tiny_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
+    """Tiny CLIPModel (2+2 layers, width 32, 32x32 images, 77-token text) + CLIPProcessor -> folder."""
+    return _build_once(out_dir, "clip", seed, lambda p: _clip_save(p, seed))
+
+
+def build_tiny_siglip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
+    """Tiny SiglipModel (2+2 layers, width 32, 32x32 images, 64-token text) + SiglipProcessor -> folder."""
+    return _build_once(out_dir, "siglip", seed, lambda p: _siglip_save(p, seed))

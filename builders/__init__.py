@@ -1,0 +1,1 @@
+"""datasets builders (used programmatically: datasets 5 refuses loading scripts)."""

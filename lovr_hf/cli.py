@@ -1,0 +1,71 @@
+"""``lovr`` console script: a thin argparse layer; each subcommand lives in the module that does the work.
+
+A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only
+when their command runs, so ``lovr --help`` stays instant and an optional extra never breaks another command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("lovr_hf.segment", "cut long videos into scene clips (videos -> clips)"),
+    "caption": ("lovr_hf.caption", "caption every clip with a vision-language model (clips -> clip_captions)"),
+    "merge": ("lovr_hf.merge", "merge clip captions into cluster and full-video captions with an LLM"),
+    "eval": ("lovr_hf.evaluation", "embed captions/clips/videos with a model and score pass@k"),
+    "run": ("lovr_hf.pipeline", "run segment -> caption -> merge -> eval end to end, resuming"),
+    "demo": ("lovr_hf.demo", "offline end-to-end demo on generated sample videos with tiny local models"),
+    "push": ("lovr_hf.push", "publish a benchmark repo to the Hugging Face Hub"),
+    "import-release": ("lovr_hf.release", "import the official LoVR release into a benchmark repo"),
+    "info": ("lovr_hf.info", "show where a benchmark stands, or summarise a parquet file"),
+}
+
+
+def _module(name: str):
+    return importlib.import_module(COMMANDS[name][0])
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lovr", description="Build and evaluate LoVR-style long-video retrieval benchmarks."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            try:
+                _module(name).add_arguments(p)
+            except ImportError as exc:
+                p.set_defaults(_missing=str(exc))
+    return parser
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec", "datasets.arrow_dataset"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    if getattr(args, "_missing", None):
+        print(f"lovr {args.command}: not available ({args._missing})", file=sys.stderr)
+        return 2
+    setup_logging(args.verbose, args.quiet)
+    return int(_module(args.command).main(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

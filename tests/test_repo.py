@@ -1,0 +1,160 @@
+"""Benchmark repo: schema round trip, card YAML, atomic writes, no stale rows through load_dataset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+
+from lovr_hf import schema
+from lovr_hf.ids import check_id, safe_id, safe_join
+from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, redact
+
+
+def clip_rows(video_id: str, n: int, length: float = 5.0) -> list[dict]:
+    return [
+        {
+            "video_id": video_id,
+            "clip_id": schema.clip_id_for(video_id, i),
+            "slice_num": i,
+            "start_time": (i - 1) * length,
+            "end_time": i * length,
+            "start_frame": (i - 1) * 120,
+            "end_frame": i * 120,
+            "num_frames": 120,
+            "fps": 24.0,
+            "path": f"clips/{video_id}/{schema.clip_id_for(video_id, i)}.mp4",
+            "frame_offset": 0,
+            "clip_mode": "exact",
+            "status": schema.OK,
+            "error": None,
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+def test_schema_round_trip_through_parquet_and_load_dataset(tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    rows = clip_rows("vidA", 12) + clip_rows("vidB", 3)
+    repo.write(schema.CLIPS, list(reversed(rows)))  # written sorted by (video_id, slice_num)
+    ds = load_dataset(str(repo.root), schema.CLIPS, split="train")
+    assert ds.features == schema.CLIPS_FEATURES
+    assert [r["clip_id"] for r in ds] == [r["clip_id"] for r in rows]
+    assert ds[10]["clip_id"] == "vidA-Scene-011"  # numeric slice order, not string order
+    assert repo.read(schema.CLIPS).to_list() == ds.to_list()
+
+
+def test_card_yaml_lists_fingerprinted_shards(tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, clip_rows("v", 4))
+    repo.write(schema.VIDEOS, [{"video_id": "v", "source_name": "v.mp4", "path": "/x/v.mp4", "duration_s": 20.0,
+                                "fps": 24.0, "num_frames": 480, "width": 64, "height": 48, "rotation": 0,
+                                "status": "ok", "error": None}])
+    card = DatasetCard.load(repo.card_path)
+    configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}
+    assert set(configs) == {"videos", "clips"}
+    paths = configs["clips"]["data_files"][0]["path"]
+    assert len(paths) == 1 and "*" not in paths[0]
+    assert paths[0].startswith("data/clips/clips-00000-of-00001-") and (repo.root / paths[0]).exists()
+    assert (repo.root / "assets/clip_lengths.png").read_bytes()[:4] == b"\x89PNG"
+    assert "assets/clip_lengths.png" in card.text
+    assert "| clips | 4 |" in card.text
+
+
+def test_rewrite_and_same_named_repo_never_serve_stale_rows(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, clip_rows("first", 5))
+    assert load_dataset("lovr", "clips", split="train").num_rows == 5
+    repo.write(schema.CLIPS, clip_rows("second", 2))  # a re-run rewrites the config
+    ds = load_dataset("lovr", "clips", split="train")
+    assert ds.num_rows == 2 and set(ds["video_id"]) == {"second"}
+    assert len(list((repo.root / "data/clips").glob("*.parquet"))) == 1  # old shard removed
+    other = BenchmarkRepo(tmp_path / "elsewhere" / "lovr")  # same folder name, different rows
+    other.write(schema.CLIPS, clip_rows("third", 7))
+    ds2 = load_dataset(str(other.root), "clips", split="train")
+    assert ds2.num_rows == 7 and set(ds2["video_id"]) == {"third"}
+
+
+def test_crash_mid_write_leaves_previous_state_loadable(tmp_path: Path, monkeypatch) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, clip_rows("v", 3))
+    before = repo.read(schema.CLIPS).to_list()
+
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def crash_on_card(src, dst):  # the shard lands, then the process "dies" before the card is renamed
+        calls["n"] += 1
+        if str(dst).endswith("README.md"):
+            raise KeyboardInterrupt("simulated crash")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_card)
+    with pytest.raises(KeyboardInterrupt):
+        repo.write(schema.CLIPS, clip_rows("v", 9))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls["n"] >= 2
+    assert repo.read(schema.CLIPS).to_list() == before
+    assert load_dataset(str(repo.root), "clips", split="train").num_rows == 3
+    # leftover temp files are hidden and never listed; a half-written parquet never loads as a shard
+    for p in (repo.root / "data/clips").iterdir():
+        if not p.name.startswith("."):
+            pq.read_table(p)
+    repo.write(schema.CLIPS, clip_rows("v", 9))
+    assert repo.read(schema.CLIPS).num_rows == 9
+    assert not [p for p in (repo.root / "data/clips").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_atomic_write_bytes_never_exposes_partial_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new-but-broken")
+    assert target.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.mp4", "../../etc/passwd", "my video é.mp4", "視頻 1.mkv", "a/b.mp4", "-rf.mp4", "..", ".hidden.mp4"]
+)
+def test_unsafe_video_names_get_safe_ids(tmp_path: Path, name: str) -> None:
+    vid = safe_id(name)
+    assert check_id(vid) == vid
+    p = safe_join(tmp_path, vid, schema.clip_id_for(vid, 1) + ".mp4")
+    assert tmp_path.resolve() in p.parents
+    assert safe_id(name) == vid  # stable
+
+
+def test_safe_ids_keep_release_ids_and_do_not_collide() -> None:
+    assert safe_id("Z5p0xAyQhVQ.mp4") == "Z5p0xAyQhVQ"
+    assert safe_id("a b.mp4") != safe_id("a_b.mp4")
+    with pytest.raises(ValueError):
+        safe_join("/tmp/base", "..", "x")
+    with pytest.raises(ValueError):
+        check_id("../x")
+
+
+def test_redact_drops_credentials_but_keeps_token_counts() -> None:
+    cfg = {"api_key": "sk-123", "hf_token": "hf_abc", "max_new_tokens": 1024, "nested": {"OPENAI_API_KEY": "x"}}
+    out = redact(cfg)
+    assert out["api_key"] == "<redacted>" and out["hf_token"] == "<redacted>"
+    assert out["nested"]["OPENAI_API_KEY"] == "<redacted>"
+    assert out["max_new_tokens"] == 1024
+
+
+def test_remove_config(tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, clip_rows("v", 2))
+    repo.remove(schema.CLIPS)
+    assert not repo.has(schema.CLIPS)
+    shutil.rmtree(repo.root)
