@@ -1,0 +1,58 @@
+"""Flags every stage command shares (repo, sharding, resume control), parsed the same way everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from lovr_hf.dist import Shard, current_shard
+
+
+@dataclasses.dataclass
+class RunControl:
+    """How a stage runs, as opposed to what it computes (never part of a fingerprint)."""
+
+    repo: str = "lovr"
+    num_proc: int | None = None
+    num_chunks: int | None = None
+    chunk_idx: int | None = None
+    rerun: bool = False
+    retry_failed: bool = False
+    gather_only: bool = False
+    strict: bool = False
+    debug: bool = False
+
+    def shard(self) -> Shard:
+        return current_shard(self.num_chunks, self.chunk_idx)
+
+
+def add_common_args(p: argparse.ArgumentParser, *, chunks: bool = True) -> None:
+    g = p.add_argument_group("run control")
+    g.add_argument("--repo", default="lovr", help="benchmark repo folder (default ./lovr)")
+    g.add_argument("--num-proc", "--num_proc", dest="num_proc", type=int, default=None,
+                   help="datasets.map worker processes on this machine")
+    if chunks:
+        g.add_argument("--num-chunks", "--num_chunks", dest="num_chunks", type=int, default=None,
+                       help="split the work into N chunks (original LoVR flag; or use accelerate launch)")
+        g.add_argument("--chunk-idx", "--chunk_idx", dest="chunk_idx", type=int, default=None,
+                       help="which chunk this process runs, from 0 (original LoVR flag)")
+        g.add_argument("--gather", dest="gather_only", action="store_true",
+                       help="only gather finished chunk shards into the repo config")
+    g.add_argument("--rerun", action="store_true", help="recompute rows already done with the same settings")
+    g.add_argument("--retry-failed", action="store_true", help="re-process only rows whose status is failed/error")
+    g.add_argument("--strict", action="store_true", help="exit non-zero when any row failed")
+    g.add_argument("--debug", action="store_true", help="log prompts and full outputs of the first batch")
+
+
+def control_from_args(args: argparse.Namespace) -> RunControl:
+    fields = {f.name for f in dataclasses.fields(RunControl)}
+    return RunControl(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build a stage config dataclass from the parsed flags whose dest matches a field name."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values.update(overrides)
+    return cls(**values)
