@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from datasets import Dataset, Features
+from datasets import Dataset, DatasetInfo, Features
 from filelock import FileLock
 
 from lovr_hf import schema
@@ -77,9 +77,15 @@ def to_arrow(data: Dataset | pa.Table | list[dict[str, Any]], features: Features
     if isinstance(data, Dataset):
         data = data.with_format("arrow")[:]
     if isinstance(data, list):
-        return Dataset.from_list(data, features=features).data.table
-    table = data.select([c for c in features if c in data.column_names])
-    return Dataset(table).cast(features).data.table if table.schema != features.arrow_schema else table
+        unknown = {k for r in data for k in r} - set(features)
+        if unknown:
+            raise ValueError(f"columns not in the schema: {sorted(unknown)}")
+        cols = {c: [r.get(c) for r in data] for c in features}
+        return pa.Table.from_pydict(cols, schema=features.arrow_schema)
+    missing = [c for c in features if c not in data.column_names]
+    if missing:
+        raise ValueError(f"missing columns: {missing}")
+    return data.select(list(features)).cast(features.arrow_schema)
 
 
 class BenchmarkRepo:
@@ -158,7 +164,7 @@ class BenchmarkRepo:
 
     def read(self, config: str) -> Dataset:
         """The rows of ``config`` as an in-memory Dataset (no datasets cache involved)."""
-        return Dataset(self.read_table(config)).cast(schema.features_for(config))
+        return Dataset(self.read_table(config), info=DatasetInfo(features=schema.features_for(config)))
 
     def read_or_empty(self, config: str) -> Dataset:
         if self.has(config):

@@ -49,6 +49,7 @@ VIDEOS_FEATURES = Features(
         "width": Value("int32"),
         "height": Value("int32"),
         "rotation": Value("int32"),
+        "threshold": Value("float64"),  # detector threshold used (the one settled on with --adaptive)
         **_status,
     }
 )

@@ -32,7 +32,7 @@ class RecordingApi:
 def make_repo(root: Path) -> BenchmarkRepo:
     repo = BenchmarkRepo(root)
     repo.write(schema.VIDEOS, [{"video_id": "v", "source_name": "v.mp4", "path": "/x/v.mp4", "duration_s": 9.0,
-                                "fps": 24.0, "num_frames": 216, "width": 64, "height": 48, "rotation": 0,
+                                "fps": 24.0, "num_frames": 216, "width": 64, "height": 48, "rotation": 0, "threshold": 34.0,
                                 "status": "ok", "error": None}])
     repo.write_run_config({"segment": {"threshold": 34}, "api_key": "sk-secret-value"})
     (repo.work_dir("caption")).mkdir(parents=True)

@@ -53,7 +53,7 @@ def test_card_yaml_lists_fingerprinted_shards(tmp_path: Path) -> None:
     repo = BenchmarkRepo(tmp_path / "lovr")
     repo.write(schema.CLIPS, clip_rows("v", 4))
     repo.write(schema.VIDEOS, [{"video_id": "v", "source_name": "v.mp4", "path": "/x/v.mp4", "duration_s": 20.0,
-                                "fps": 24.0, "num_frames": 480, "width": 64, "height": 48, "rotation": 0,
+                                "fps": 24.0, "num_frames": 480, "width": 64, "height": 48, "rotation": 0, "threshold": 34.0,
                                 "status": "ok", "error": None}])
     card = DatasetCard.load(repo.card_path)
     configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}

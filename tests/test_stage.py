@@ -39,7 +39,7 @@ class ToyStage(Stage):
                 raise KeyboardInterrupt("simulated kill")
             bad = vid in self.config.fail_on.split(",")
             rows.append({"video_id": vid, "source_name": vid, "path": "/x", "duration_s": self.config.factor * len(vid),
-                         "fps": 1.0, "num_frames": 1, "width": 1, "height": 1, "rotation": 0,
+                         "fps": 1.0, "num_frames": 1, "width": 1, "height": 1, "rotation": 0, "threshold": None,
                          "status": schema.FAILED if bad else schema.OK, "error": "boom" if bad else None})
         return {schema.VIDEOS: rows}
 
