@@ -90,6 +90,13 @@ class Stage(ABC):
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models etc. Called lazily in the process that runs ``process`` (never pickled)."""
 
+    def prepare(self, todo: Dataset) -> None:  # noqa: B027 - optional hook
+        """Called once with the rows about to be processed (e.g. to prefetch ahead of the map)."""
+
+    def batch_meta(self) -> dict[str, Any]:
+        """Extra numbers stored with each committed batch (timings, token counts) for summaries."""
+        return {}
+
     @abstractmethod
     def process(self, batch: dict[str, list[Any]]) -> dict[str, dict[str, list[Any]] | list[dict[str, Any]]]:
         """One batch of input rows -> rows per output config (column dict or list of row dicts)."""
@@ -131,6 +138,7 @@ class Stage(ABC):
         )
         if len(todo):
             primary = self.outputs[0]
+            self.prepare(todo)
             fn = _BatchRunner(self, str(work))
             out = todo.map(
                 fn,
@@ -242,7 +250,7 @@ def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], s
             f.flush()
             os.fsync(f.fileno())
     with open(tmp / DONE_FILE, "w") as f:
-        json.dump({"keys": keys, "failed": sorted(failed)}, f)
+        json.dump({"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}, f)
         f.flush()
         os.fsync(f.fileno())
     final = work / f"batch-{name}"
@@ -273,6 +281,13 @@ def completed_keys(work: Path, retry_failed: bool = False) -> set[str]:
         for k in d["keys"]:
             status[k] = k in failed
     return {k for k, bad in status.items() if not (retry_failed and bad)}
+
+
+def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
+    """The ``meta`` of every committed batch (optionally only those committed after ``since``)."""
+    return [
+        _read_done(b).get("meta", {}) for b in committed_batches(work) if b.name[len("batch-"):] >= since
+    ]
 
 
 def keys_committed_since(work: Path, since: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""Real, tiny, randomly initialised models saved to a folder, so tests and the offline demo never need the Hub.
+"""Real, tiny, randomly initialised models saved to a folder: tests and the offline demo never need the Hub.
 
 Each builder creates a genuine transformers architecture (Qwen2.5-VL, Qwen2-VL, CLIP, SigLIP) from a small
 config, a tokenizer trained locally with ``tokenizers`` on a fixed built-in corpus, and the real processors,
@@ -124,6 +124,24 @@ def _train_bpe(
     return vocab, merges  # type: ignore[return-value]
 
 
+# files a (possibly interrupted) build writes: only folders made of these are ever replaced
+_BUILD_FILES = {
+    MARKER, "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja",
+    "chat_template.json", "processor_config.json", "preprocessor_config.json",
+    "video_preprocessor_config.json", "added_tokens.json",
+}  # fmt: skip
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to delete a folder that is not an (old or interrupted) tiny-model build."""
+    foreign = [p.name for p in out.iterdir() if p.name not in _BUILD_FILES] if out.is_dir() else [out.name]
+    if foreign:
+        raise FileExistsError(
+            f"{out} exists and is not a tiny-model folder (has {foreign[:3]}); not replacing it"
+        )
+
+
 def _build_once(out_dir: str | os.PathLike[str], kind: str, seed: int, build: Callable[[Path], None]) -> str:
     """Run ``build(tmp)`` unless ``out_dir`` already holds a complete build; publish atomically."""
     out = Path(out_dir)
@@ -144,6 +162,7 @@ def _build_once(out_dir: str | os.PathLike[str], kind: str, seed: int, build: Ca
         if out.exists():
             if (out / MARKER).exists() and json.loads((out / MARKER).read_text()) == want:
                 return str(out)  # another process won the race
+            _check_replaceable(out)
             shutil.rmtree(out)
         try:
             os.replace(tmp, out)
@@ -161,7 +180,7 @@ def _build_once(out_dir: str | os.PathLike[str], kind: str, seed: int, build: Ca
 
 
 def _qwen_tokenizer() -> Any:
-    """A genuine ``Qwen2Tokenizer`` (Qwen pre-tokenizer + byte-level BPE, ~400 tokens, Qwen special tokens)."""
+    """A genuine ``Qwen2Tokenizer``: Qwen pre-tokenizer, ~400-token byte-level BPE, Qwen special tokens."""
     from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -185,12 +204,12 @@ def _qwen_tokenizer() -> Any:
         pad_token="<|endoftext|>",
         errors="replace",
         model_max_length=32768,
+        padding_side="left",
     )
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [AddedToken(t, special=True) for t in QWEN_SPECIAL_TOKENS]}
     )
     tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
-    tokenizer.padding_side = "left"
     return tokenizer
 
 
@@ -290,6 +309,10 @@ def build_tiny_qwen2vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 # ---------------------------------------------------------------------------------------------- CLIP / SigLIP
 
 TINY_IMAGE_SIZE = 32
+# CLIPTokenizer's pre-tokenizer split (words, single digits, punctuation runs, the two special tokens)
+_CLIP_SPLIT = (
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
 
 
 def _clip_tokenizer() -> Any:
@@ -304,7 +327,7 @@ def _clip_tokenizer() -> Any:
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [
                 pre_tokenizers.Split(
-                    Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                    Regex(_CLIP_SPLIT),
                     behavior="removed",
                     invert=True,
                 ),
@@ -335,7 +358,9 @@ def _siglip_tokenizer() -> Any:
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False
+    )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     eos_id = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
@@ -371,7 +396,8 @@ def _clip_save(out: Path, seed: int) -> None:
     _seed_everything(seed)
     model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
     )
     model.save_pretrained(out)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)

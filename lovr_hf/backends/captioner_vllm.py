@@ -1,0 +1,199 @@
+"""Captioning through vLLM's offline engine (what the original LoVR captioner used), same prompt and sampling.
+
+vLLM is an optional extra (``pip install lovr_hf[vllm]``): this module imports without it, so the name
+``vllm`` is always listed, and using the backend without vLLM raises an ImportError that says how to
+install it. The prompt is rendered with the model's own chat template (``AutoProcessor``), exactly as
+the transformers backend does, and each clip's frames go in as ``multi_modal_data={"video": frames}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
+from lovr_hf.backends.captioner_transformers import DEFAULT_MODEL, OutOfMemory, downscale_frames, is_oom
+
+logger = logging.getLogger(__name__)
+
+_ENGINES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_LOCK = threading.Lock()
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the vllm captioner needs vLLM: pip install 'lovr_hf[vllm]'") from exc
+    return vllm
+
+
+@CAPTIONERS.register("vllm")
+class VLLMCaptioner(Captioner):
+    """Video VLM through ``vllm.LLM`` (continuous batching, tensor parallelism).
+
+    Args:
+        model_path: Hub id or local folder (default ``Qwen/Qwen2.5-VL-7B-Instruct``).
+        tensor_parallel_size: GPUs one engine shards the model over (the original's flag).
+        dtype: vLLM dtype string (``"auto"``, ``"bfloat16"``, ``"float16"``).
+        revision, trust_remote_code: passed to vLLM and to the processor (remote code only when asked).
+        max_model_len: context length (must hold 64 frames of visual tokens plus 1024 new tokens).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take.
+        min_pixels / max_pixels: per-frame pixel budget, passed as ``mm_processor_kwargs``.
+        downscale: ``(width, height)`` box frames are shrunk into first (the original's 426x240), or None.
+        engine_kwargs: any further ``vllm.LLM`` keyword arguments.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        tensor_parallel_size: int = 1,
+        dtype: str = "auto",
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        max_model_len: int | None = 32768,
+        gpu_memory_utilization: float = 0.9,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        downscale: tuple[int, int] | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        self.model_path = model_path or DEFAULT_MODEL
+        self.tensor_parallel_size = int(tensor_parallel_size)
+        self.dtype = dtype
+        self.revision = revision
+        self.trust_remote_code = trust_remote_code
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.downscale = tuple(downscale) if downscale else None
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.last_stats: dict[str, Any] = {}
+        self.last_prompt_text: str | None = None
+        self._llm: Any = None
+        self._processor: Any = None
+
+    def model_id(self) -> str:
+        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_llm"] = None  # an engine (and its GPU workers) never travels
+        state["_processor"] = None
+        state["last_stats"] = {}
+        return state
+
+    def mm_processor_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.min_pixels is not None:
+            kwargs["min_pixels"] = self.min_pixels
+        if self.max_pixels is not None:
+            kwargs["max_pixels"] = self.max_pixels
+        return kwargs
+
+    def engine_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``vllm.LLM`` (kept separate so they can be inspected and tested)."""
+        args: dict[str, Any] = {
+            "model": self.model_path,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "dtype": self.dtype,
+            "trust_remote_code": self.trust_remote_code,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "limit_mm_per_prompt": {"image": 0, "video": 1},
+        }
+        if self.revision:
+            args["revision"] = self.revision
+        if self.max_model_len:
+            args["max_model_len"] = self.max_model_len
+        if self.mm_processor_kwargs():
+            args["mm_processor_kwargs"] = self.mm_processor_kwargs()
+        args.update(self.engine_kwargs)
+        return args
+
+    def load(self) -> tuple[Any, Any]:
+        """Start (once per process) the vLLM engine and the processor used for the chat template."""
+        if self._llm is not None:
+            return self._llm, self._processor
+        key = tuple(sorted((k, repr(v)) for k, v in self.engine_args().items()))
+        with _LOCK:
+            if key not in _ENGINES:
+                vllm = _import_vllm()
+                from transformers import AutoProcessor
+
+                t0 = time.perf_counter()
+                llm = vllm.LLM(**self.engine_args())
+                processor = AutoProcessor.from_pretrained(
+                    self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+                )
+                logger.info("started vLLM engine for %s in %.1fs", self.model_id(), time.perf_counter() - t0)
+                _ENGINES[key] = (llm, processor)
+            self._llm, self._processor = _ENGINES[key]
+        return self._llm, self._processor
+
+    def prompt_text(self, prompt: dict[str, str], processor: Any) -> str:
+        """The chat-templated prompt with one video placeholder (same layout as the transformers backend)."""
+        messages: list[dict[str, Any]] = []
+        if prompt.get("system"):
+            messages.append({"role": "system", "content": [{"type": "text", "text": prompt["system"]}]})
+        messages.append(
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt.get("user", "")}]}
+        )
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @staticmethod
+    def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+        """``vllm.SamplingParams`` arguments; greedy (temperature 0) when ``do_sample`` is off."""
+        kwargs: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "repetition_penalty": params.repetition_penalty,
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "top_k": -1,  # disabled, as in the original run (not the checkpoint's generation_config)
+        }
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        kwargs.update(params.extra.get("sampling_kwargs", {}))
+        return kwargs
+
+    def caption(
+        self, batch: Sequence[np.ndarray], prompt: dict[str, str], params: GenerationParams
+    ) -> list[str]:
+        if not batch:
+            return []
+        vllm = _import_vllm()
+        llm, processor = self.load()
+        videos = [np.asarray(v) for v in batch]
+        if self.downscale:
+            videos = [downscale_frames(v, self.downscale) for v in videos]
+        text = self.prompt_text(prompt, processor)
+        self.last_prompt_text = text
+        requests = [{"prompt": text, "multi_modal_data": {"video": v}} for v in videos]
+        sampling = vllm.SamplingParams(**self.sampling_kwargs(params))
+        t0 = time.perf_counter()
+        try:
+            outputs = llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        except Exception as exc:
+            if is_oom(exc):
+                raise OutOfMemory(f"vLLM out of memory on {len(videos)} clip(s)") from exc
+            raise
+        texts = [o.outputs[0].text.strip() for o in outputs]
+        counts = [len(o.outputs[0].token_ids) for o in outputs]
+        self.last_stats = {
+            "clips": len(videos),
+            "tokens_in": int(sum(len(o.prompt_token_ids or []) for o in outputs)),
+            "tokens_out": int(sum(counts)),
+            "tokens_out_per_clip": counts,
+            "preprocess_s": 0.0,
+            "generate_s": time.perf_counter() - t0,
+        }
+        return texts

@@ -1,0 +1,300 @@
+"""Retrieval embeddings from any transformers dual encoder (CLIP, SigLIP, SigLIP2, MetaCLIP, ...).
+
+One adapter for every model exposing ``get_text_features`` / ``get_image_features``, by Hub id or local
+folder, replacing the original per-model scripts. Long captions (full-video captions run to ~17k words)
+are either truncated at the model's text length (the original behaviour: CLIP 77 tokens, SigLIP 64) or
+split into max-length chunks whose embeddings are averaged (``chunk-mean``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lovr_hf.backends.base import EMBEDDERS, Embedder
+from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
+
+TEXT_MODES = ("truncate", "chunk-mean")
+#: model types trained with text padded to the full length (pooled from the last position)
+_PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
+
+_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _features(out: Any) -> Any:
+    """transformers 5 returns a ModelOutput (projected features in ``pooler_output``); 4.x a tensor."""
+    import torch
+
+    if torch.is_tensor(out):
+        return out
+    for key in ("pooler_output", "text_embeds", "image_embeds"):
+        value = getattr(out, key, None)
+        if value is not None:
+            return value
+    if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
+        return out[0]
+    raise TypeError(f"cannot find features in {type(out).__name__}")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@EMBEDDERS.register("transformers")
+class TransformersEmbedder(Embedder):
+    """Dual-encoder embeddings through ``AutoModel`` + ``AutoProcessor``.
+
+    Args:
+        model_path: Hub id or local folder (required).
+        device / dtype: as for the transformers captioner (``"auto"``: cuda:LOCAL_RANK or cpu; bf16/fp32).
+        revision, trust_remote_code: passed to ``from_pretrained`` (remote code only when asked for).
+        batch_size: texts or frames per forward pass.
+        text_mode: default for :meth:`embed_text` (``"truncate"`` or ``"chunk-mean"``).
+        max_text_tokens: override the text length limit (default: from the model config / tokenizer).
+        text_padding: ``"max_length"`` or ``"longest"``; default ``"max_length"`` for SigLIP-family models
+            (trained that way, pooled at the last position) and ``"longest"`` otherwise.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "auto",
+        dtype: str | None = "auto",
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        batch_size: int = 64,
+        text_mode: str = "truncate",
+        max_text_tokens: int | None = None,
+        text_padding: str | None = None,
+    ) -> None:
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        self.model_path = model_path
+        self.device = device
+        self.dtype = dtype
+        self.revision = revision
+        self.trust_remote_code = trust_remote_code
+        self.batch_size = max(1, int(batch_size))
+        self.text_mode = text_mode
+        self._max_text_tokens_override = max_text_tokens
+        self.text_padding = text_padding
+        self.last_stats: dict[str, float] = {}
+        self._model: Any = None
+        self._processor: Any = None
+        self._dim: int | None = None
+        self._affixes: tuple[list[int], list[int]] | None = None
+
+    def model_id(self) -> str:
+        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None  # never pickle weights into workers
+        state["_processor"] = None
+        return state
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    def load(self) -> tuple[Any, Any]:
+        """Load once per process and device (module cache), then reuse."""
+        if self._model is not None:
+            return self._model, self._processor
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
+        key = (self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                from transformers import AutoModel, AutoProcessor
+
+                t0 = time.perf_counter()
+                model = AutoModel.from_pretrained(
+                    self.model_path,
+                    revision=self.revision,
+                    dtype=dtype,
+                    trust_remote_code=self.trust_remote_code,
+                )
+                model = model.to(device).eval()
+                processor = AutoProcessor.from_pretrained(
+                    self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+                )
+                for method in ("get_text_features", "get_image_features"):
+                    if not hasattr(model, method):
+                        raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+                logger.info(
+                    "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
+                )
+                _CACHE[key] = (model, processor)
+            self._model, self._processor = _CACHE[key]
+        return self._model, self._processor
+
+    @property
+    def tokenizer(self) -> Any:
+        _, processor = self.load()
+        return getattr(processor, "tokenizer", processor)
+
+    @property
+    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+        """Text length limit in tokens, special tokens included (CLIP 77, SigLIP 64)."""
+        if self._max_text_tokens_override:
+            return int(self._max_text_tokens_override)
+        model, _ = self.load()
+        limits = []
+        text_config = getattr(model.config, "text_config", model.config)
+        n_pos = getattr(text_config, "max_position_embeddings", None)
+        if isinstance(n_pos, int) and n_pos > 0:
+            limits.append(n_pos)
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+            limits.append(tok_max)
+        return min(limits) if limits else None
+
+    def _padding(self) -> str:
+        if self.text_padding:
+            return self.text_padding
+        model, _ = self.load()
+        return "max_length" if model.config.model_type in _PAD_TO_MAX_LENGTH else "longest"
+
+    def _use_attention_mask(self) -> bool:
+        # SigLIP-family text towers were trained on max-length padded text without masking the padding
+        # (pooled at the last position), so the mask is left out for them, as in open_clip.
+        model, _ = self.load()
+        return model.config.model_type not in _PAD_TO_MAX_LENGTH
+
+    # -- text ----------------------------------------------------------------------------------------
+
+    def _special_affixes(self) -> tuple[list[int], list[int]]:
+        """Token ids the tokenizer puts before / after the content (e.g. CLIP ``[bos]``/``[eos]``)."""
+        if getattr(self, "_affixes", None) is None:
+            tok = self.tokenizer
+            probe = "a photo"
+            full = list(tok(probe).input_ids)
+            content = list(tok(probe, add_special_tokens=False).input_ids)
+            for p in range(len(full) - len(content) + 1):
+                if full[p : p + len(content)] == content:
+                    self._affixes = (full[:p], full[p + len(content) :])
+                    break
+            else:  # unusual template: no affixes rather than wrong ones
+                logger.warning("cannot locate special tokens of %s; chunks get none", self.model_id())
+                self._affixes = ([], [])
+        return self._affixes
+
+    def text_chunk_ids(self, text: str) -> list[list[int]]:
+        """Token ids of ``text`` split into chunks that fit the model, each wrapped in the special tokens.
+
+        The content ids of the whole text are cut every ``max_text_tokens - specials`` tokens (no
+        re-tokenisation, so no token is lost or changed at a boundary).
+        """
+        tok = self.tokenizer
+        prefix, suffix = self._special_affixes()
+        ids = list(tok(text, add_special_tokens=False, verbose=False).input_ids)
+        limit = self.max_text_tokens
+        room = max(1, limit - len(prefix) - len(suffix)) if limit else max(1, len(ids))
+        return [prefix + ids[i : i + room] + suffix for i in range(0, max(1, len(ids)), room)]
+
+    def _encode_ids(self, batch_ids: list[list[int]]) -> np.ndarray:
+        """Text features for already tokenised inputs (each within the limit), in batches."""
+        import torch
+
+        model, _ = self.load()
+        tok = self.tokenizer
+        padding = self._padding()
+        limit = self.max_text_tokens
+        use_mask = self._use_attention_mask()
+        out = []
+        for i in range(0, len(batch_ids), self.batch_size):
+            enc = tok.pad(
+                {"input_ids": batch_ids[i : i + self.batch_size]},
+                padding=padding,
+                max_length=limit if padding == "max_length" else None,
+                return_tensors="pt",
+            )
+            inputs = {"input_ids": enc["input_ids"].to(model.device)}
+            if use_mask:
+                inputs["attention_mask"] = enc["attention_mask"].to(model.device)
+            with torch.inference_mode():
+                feats = _features(model.get_text_features(**inputs))
+            out.append(feats.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.concatenate(out))
+
+    def _truncated_ids(self, texts: list[str]) -> list[list[int]]:
+        """The original behaviour: cut at the model limit, keeping the special tokens (e.g. CLIP's eos)."""
+        limit = self.max_text_tokens
+        enc = self.tokenizer(texts, truncation=limit is not None, max_length=limit, verbose=False)
+        return [list(x) for x in enc["input_ids"]]
+
+    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
+        """[n, d] float32, L2-normalised. ``chunk-mean``: mean of the chunk embeddings, re-normalised."""
+        mode = text_mode or self.text_mode
+        if mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {mode!r}")
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        t0 = time.perf_counter()
+        if mode == "truncate":
+            result = self._encode_ids(self._truncated_ids(texts))
+        else:
+            pieces: list[list[int]] = []
+            owner: list[int] = []
+            for i, text in enumerate(texts):
+                chunks = self.text_chunk_ids(text)
+                pieces.extend(chunks)
+                owner.extend([i] * len(chunks))
+            emb = self._encode_ids(pieces)
+            sums = np.zeros((len(texts), emb.shape[1]), np.float32)
+            np.add.at(sums, np.asarray(owner), emb)
+            result = l2_normalize(sums)
+        self.last_stats = {"text_s": time.perf_counter() - t0}
+        return result
+
+    # -- frames --------------------------------------------------------------------------------------
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised (the model's own image preprocessing)."""
+        import torch
+
+        model, processor = self.load()
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
+        image_processor = getattr(processor, "image_processor", processor)
+        if len(frames) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        t0 = time.perf_counter()
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            inputs = image_processor(images=list(frames[i : i + self.batch_size]), return_tensors="pt")
+            # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
+            kwargs = {}
+            for k, v in inputs.items():
+                if torch.is_tensor(v):
+                    v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
+                kwargs[k] = v
+            with torch.inference_mode():
+                feats = _features(model.get_image_features(**kwargs))
+            out.append(feats.float().cpu().numpy())
+        self.last_stats = {"frames_s": time.perf_counter() - t0}
+        return l2_normalize(np.concatenate(out))
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (measured once with a tiny text forward pass)."""
+        if getattr(self, "_dim", None) is None:
+            self._dim = int(self._encode_ids(self._truncated_ids([""])).shape[1])
+        return self._dim

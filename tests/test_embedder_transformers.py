@@ -1,0 +1,178 @@
+"""Retrieval embedders on real decoded frames and real forward passes (tiny CLIP and SigLIP), the text
+length modes, the original eval frame-sampling rule (interval stride continuous across clips), and the
+dummy embedder."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from lovr_hf.backends.base import EMBEDDERS, GenerationParams
+from lovr_hf.backends.embedder_transformers import TransformersEmbedder
+from lovr_hf.backends.testing import DummyCaptioner, DummyEmbedder
+from lovr_hf.frames import (
+    clip_start_offsets,
+    interval_indices,
+    next_start_offset,
+    uniform_indices,
+    video_interval_indices,
+)
+from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.tiny import build_tiny_clip, build_tiny_siglip
+from lovr_hf.video import read_frames
+
+LONG = " ".join(
+    f"In scene {i} a man in a red jacket walks along the busy street while the camera pans slowly."
+    for i in range(40)
+)
+BUILDERS = {"clip": (build_tiny_clip, 77), "siglip": (build_tiny_siglip, 64)}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.getbasetemp() / "tiny_models"  # shared with the other tiny-model tests
+    return {name: build(root / name) for name, (build, _) in BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def scene_frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Real decoded frames: 3 from each of two visually different scenes."""
+    path = tmp_path_factory.mktemp("embed_video") / "scenes.mp4"
+    make_video(path, [SceneSpec(12), SceneSpec(12)], width=96, height=64, fps=24, seed=2)
+    return read_frames(path, [0, 5, 10, 12, 17, 22])
+
+
+# ------------------------------------------------------------------------------------ frame sampling rule
+
+
+def test_interval_indices_within_one_clip() -> None:
+    assert interval_indices(100, 30) == [0, 30, 60, 90]
+    assert interval_indices(100, 30, start_offset=12) == [12, 42, 72]
+    assert interval_indices(10, 30, start_offset=25) == []
+    assert next_start_offset(100, 30, 0) == 20  # last sample at 90, next 30 frames later = frame 120 = 20
+    assert next_start_offset(10, 30, 25) == 15  # clip shorter than its offset: offset shrinks
+    assert next_start_offset(90, 30, 0) == 0
+    with pytest.raises(ValueError):
+        interval_indices(10, 0)
+
+
+@pytest.mark.parametrize("interval", [1, 7, 10, 30])
+def test_full_video_stride_continues_across_clips(interval: int) -> None:
+    rng = np.random.default_rng(interval)
+    for _ in range(50):
+        counts = rng.integers(1, 120, size=rng.integers(1, 9)).tolist()
+        per_clip = video_interval_indices(counts, interval)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        flat = [int(s) + i for s, idx in zip(starts, per_clip, strict=True) for i in idx]
+        # sampling each clip with its carried offset == sampling the concatenated video every `interval`
+        assert flat == list(range(0, sum(counts), interval))
+        assert all(0 <= i < n for idx, n in zip(per_clip, counts, strict=True) for i in idx)
+
+
+def test_clip_offsets_known_counts() -> None:
+    # clips of 45, 20, 50 frames, every 30: frames 0, 30 | 60 = clip 2 frame 15 | 90 = clip 3 frame 25
+    assert clip_start_offsets([45, 20, 50], 30) == [0, 15, 25]
+    assert video_interval_indices([45, 20, 50], 30) == [[0, 30], [15], [25]]
+    assert uniform_indices(300, 4) == [0, 99, 199, 299]
+
+
+# ------------------------------------------------------------------------------------ transformers embedder
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_embedder_shapes_normalisation_and_limits(tiny_encoders, scene_frames, name: str) -> None:
+    emb = EMBEDDERS.create("transformers", model_path=tiny_encoders[name], batch_size=4)
+    assert isinstance(emb, TransformersEmbedder)
+    assert emb.max_text_tokens == BUILDERS[name][1]  # CLIP 77, SigLIP 64 (the original truncation)
+    assert emb._padding() == ("max_length" if name == "siglip" else "longest")
+
+    texts = ["a red car", "two dogs play in the park", LONG, ""]
+    t = emb.embed_text(texts)
+    f = emb.embed_frames(scene_frames)
+    assert t.dtype == np.float32 and f.dtype == np.float32
+    assert t.shape == (4, emb.dim) and f.shape == (6, emb.dim)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+    assert emb.embed_text([]).shape == (0, emb.dim)
+    assert emb.embed_frames(scene_frames[:0]).shape == (0, emb.dim)
+
+    # different frames -> different image features; batching does not change them
+    assert not np.allclose(f[0], f[3], atol=1e-3)
+    np.testing.assert_allclose(emb.embed_frames(scene_frames[3:4]), f[3:4], atol=1e-5)
+    np.testing.assert_allclose(emb.embed_text(texts[1:2]), t[1:2], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_truncate_vs_chunk_mean(tiny_encoders, name: str) -> None:
+    emb = TransformersEmbedder(tiny_encoders[name], device="cpu")
+    limit = emb.max_text_tokens
+    chunks = emb.text_chunk_ids(LONG)
+    content = emb.tokenizer(LONG, add_special_tokens=False, verbose=False).input_ids
+    prefix, suffix = emb._special_affixes()
+    assert len(chunks) == -(-len(content) // (limit - len(prefix) - len(suffix))) > 5
+    assert all(
+        len(c) <= limit and c[: len(prefix)] == prefix and c[len(c) - len(suffix) :] == suffix for c in chunks
+    )
+    # the chunks' contents are exactly the token ids of the whole text, in order
+    assert [t for c in chunks for t in c[len(prefix) : len(c) - len(suffix)]] == list(content)
+    eos = emb.tokenizer.eos_token_id
+    assert suffix == [eos]  # both CLIP and SigLIP end every input with eos (pooled at / after it)
+
+    trunc = emb.embed_text([LONG, LONG + " And then it rains.", "a red car"], text_mode="truncate")
+    mean = emb.embed_text([LONG, LONG + " And then it rains.", "a red car"], text_mode="chunk-mean")
+    # truncation: the tail past the limit is ignored; chunk-mean sees it
+    np.testing.assert_allclose(trunc[0], trunc[1], atol=1e-6)
+    assert not np.allclose(mean[0], mean[1], atol=1e-4)
+    assert not np.allclose(trunc[0], mean[0], atol=1e-3)
+    np.testing.assert_allclose(trunc[2], mean[2], atol=1e-5)  # fits in one chunk: the same either way
+    np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-5)
+    # chunk-mean is the re-normalised mean of the chunk embeddings
+    per_chunk = emb._encode_ids(chunks)
+    expected = per_chunk.mean(0) / np.linalg.norm(per_chunk.mean(0))
+    np.testing.assert_allclose(mean[0], expected, atol=1e-5)
+    with pytest.raises(ValueError):
+        emb.embed_text(["x"], text_mode="average")
+
+
+def test_embedder_pickles_without_weights(tiny_encoders, scene_frames) -> None:
+    emb = TransformersEmbedder(tiny_encoders["clip"], device="cpu")
+    expected = emb.embed_frames(scene_frames[:2])
+    blob = pickle.dumps(emb)
+    assert len(blob) < 10_000
+    np.testing.assert_allclose(pickle.loads(blob).embed_frames(scene_frames[:2]), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ dummy embedder
+
+
+def test_dummy_embedder_retrieves_dummy_captions(scene_frames) -> None:
+    emb = EMBEDDERS.create("dummy")
+    assert isinstance(emb, DummyEmbedder)
+    frames = emb.embed_frames(scene_frames)
+    np.testing.assert_allclose(np.linalg.norm(frames, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(emb.embed_frames(scene_frames), frames)  # deterministic
+    assert not np.allclose(frames[0], frames[3])
+
+    # solid-colour clips, captioned by the dummy captioner: each caption is nearest to its own clip
+    colours = [(220, 40, 40), (40, 180, 60), (40, 70, 220), (235, 220, 50)]
+    clips = [np.full((4, 16, 16, 3), c, np.uint8) for c in colours]
+    captions = DummyCaptioner().caption(clips, {}, GenerationParams())
+    clip_emb = np.stack([emb.embed_frames(c).mean(0) for c in clips])
+    sims = emb.embed_text(captions) @ clip_emb.T
+    assert (sims.argmax(1) == np.arange(len(clips))).all()
+
+
+def test_dummy_embedder_text_modes() -> None:
+    emb = DummyEmbedder(max_text_tokens=10)
+    words = "red car " * 10 + "blue sky " * 10
+    trunc, mean = (
+        emb.embed_text([words], text_mode="truncate")[0],
+        emb.embed_text([words], text_mode="chunk-mean")[0],
+    )
+    red, blue = 3, 8  # palette order: black white gray red orange yellow green cyan blue ...
+    assert trunc[blue] == 0 and trunc[red] > 0  # only the first 10 words
+    assert mean[blue] > 0 and mean[red] > 0
+    np.testing.assert_allclose(np.linalg.norm([trunc, mean], axis=1), 1.0, atol=1e-6)
+    assert emb.embed_text([]).shape == (0, emb.dim)
