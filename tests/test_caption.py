@@ -1,0 +1,166 @@
+"""Caption stage on real decoded clips: frame rule, skips, failures, resume, rerun, chunks, refinement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lovr_hf import schema
+from lovr_hf.backends.base import SCORERS, QualityScorer
+from lovr_hf.caption import CaptionConfig, CaptionStage, caption
+from lovr_hf.cli import main as cli_main
+from lovr_hf.cli_common import RunControl
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+
+FPS = 12
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("src")
+    make_video(d / "v.mp4", [SceneSpec(120), SceneSpec(96), SceneSpec(60)], 96, 64, FPS, seed=5)
+    return d / "v.mp4"
+
+
+def clip_row(src: Path, vid: str, k: int, start: int, n: int, path: str | None = None) -> dict:
+    return {"video_id": vid, "clip_id": schema.clip_id_for(vid, k), "slice_num": k,
+            "start_time": start / FPS, "end_time": (start + n) / FPS, "start_frame": start, "end_frame": start + n,
+            "num_frames": n, "fps": float(FPS), "path": path or str(src), "frame_offset": start,
+            "clip_mode": "virtual", "status": "ok", "error": None}
+
+
+def make_repo(root: Path, src: Path) -> BenchmarkRepo:
+    repo = BenchmarkRepo(root)
+    rows = [
+        clip_row(src, "v", 1, 0, 120),  # 10 s -> 10 frames
+        clip_row(src, "v", 2, 120, 96),  # 8 s -> 8 frames
+        clip_row(src, "v", 3, 216, 6),  # 6 frames (< 8) -> 2 frames
+        clip_row(src, "v", 4, 222, 4),  # 4 frames (< 5) -> skipped
+        clip_row(src, "v", 5, 226, 50, path=str(src.parent / "missing.mp4")),  # unreadable -> error
+        clip_row(src, "w", 1, 0, 60),
+        {**clip_row(src, "w", 2, 60, 60), "status": "error"},  # not captioned at all
+    ]
+    repo.write(schema.CLIPS, rows)
+    return repo
+
+
+def by_id(repo: BenchmarkRepo) -> dict[str, dict]:
+    return {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
+
+
+def test_frame_rule_skips_and_errors(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", batch_size=3))
+    rows = by_id(repo)
+    assert set(rows) == {"v-Scene-001", "v-Scene-002", "v-Scene-003", "v-Scene-004", "v-Scene-005", "w-Scene-001"}
+    assert rows["v-Scene-001"]["num_frames_used"] == 10 and "10 frames" in rows["v-Scene-001"]["caption"]
+    assert rows["v-Scene-002"]["num_frames_used"] == 8
+    assert rows["v-Scene-003"]["num_frames_used"] == 2 and rows["v-Scene-003"]["status"] == schema.OK
+    assert rows["v-Scene-004"]["status"] == schema.SKIPPED and "too few frames" in rows["v-Scene-004"]["error"]
+    assert rows["v-Scene-005"]["status"] == schema.ERROR and "cannot decode" in rows["v-Scene-005"]["error"]
+    assert rows["w-Scene-001"]["model"] == "dummy-captioner-v1" and rows["w-Scene-001"]["prompt_hash"]
+    assert json.loads(rows["v-Scene-001"]["settings"])["temperature"] == 0.9
+
+
+def test_failed_and_empty_outputs_are_recorded_then_retried(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    bad = CaptionConfig(backend="dummy", batch_size=4, backend_options={"fail_frame_counts": [8],
+                                                                         "empty_frame_counts": [2]})
+    caption(repo, bad)
+    rows = by_id(repo)
+    assert rows["v-Scene-002"]["status"] == schema.FAILED and "refusing" in rows["v-Scene-002"]["error"]
+    assert rows["v-Scene-003"]["status"] == schema.FAILED and rows["v-Scene-003"]["error"] == "empty output"
+    assert rows["v-Scene-001"]["status"] == schema.OK  # the rest of the failing batch still captioned
+    # backend options are part of the fingerprint: the healthy backend is a fresh computation
+    healthy = CaptionConfig(backend="dummy", batch_size=4)
+    res = caption(repo, healthy)
+    assert res.processed == 6
+
+
+def test_out_of_memory_retries_with_fewer_frames(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", batch_size=2, backend_options={"oom_above_frames": 6}))
+    rows = by_id(repo)
+    assert rows["v-Scene-001"]["status"] == schema.OK and rows["v-Scene-001"]["num_frames_used"] == 5
+    assert rows["v-Scene-002"]["num_frames_used"] == 4
+
+
+def test_resume_rerun_and_chunks(source: Path, tmp_path: Path, monkeypatch) -> None:
+    ref = make_repo(tmp_path / "ref", source)
+    caption(ref, CaptionConfig(backend="dummy", batch_size=2))
+    expected = ref.read(schema.CLIP_CAPTIONS).to_list()
+
+    repo = make_repo(tmp_path / "lovr", source)
+    real = CaptionStage.process
+    calls = {"n": 0}
+
+    def dying(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, batch)
+
+    monkeypatch.setattr(CaptionStage, "process", dying)
+    with pytest.raises(KeyboardInterrupt):
+        caption(repo, CaptionConfig(backend="dummy", batch_size=2))
+    monkeypatch.setattr(CaptionStage, "process", real)
+    res = caption(repo, CaptionConfig(backend="dummy", batch_size=2))
+    assert (res.skipped_done, res.processed) == (2, 4)
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == expected
+    assert caption(repo, CaptionConfig(backend="dummy", batch_size=2)).processed == 0
+    assert caption(repo, CaptionConfig(backend="dummy", batch_size=2), RunControl(rerun=True)).processed == 6
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == expected
+
+    chunked = make_repo(tmp_path / "chunks", source)
+    for idx in range(3):
+        rc = cli_main(["-q", "caption", "--repo", str(chunked.root), "--backend", "dummy", "--batch-size", "2",
+                       "--num-chunks", "3", "--chunk-idx", str(idx)])
+        assert rc == 0
+    assert chunked.read(schema.CLIP_CAPTIONS).to_list() == expected
+
+
+@SCORERS.register("first-attempt-fails")
+class FirstAttemptFails(QualityScorer):
+    """Fails every caption the first time it sees it (-> a second attempt that passes); always fails the
+    8-frame clip (-> needs_review after all attempts)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def score(self, captions, frames=None):
+        out = []
+        for c in captions:
+            out.append(1.0 if "shows 8 frames" in c else 9.0 if c in self.seen else 2.0)
+            self.seen.add(c)
+        return out
+
+
+def test_refinement_recaptions_weak_clips(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", batch_size=8, min_quality=5.0, scorer="first-attempt-fails"))
+    rows = by_id(repo)
+    r1 = rows["v-Scene-001"]
+    assert (r1["attempts"], r1["quality_score"], r1["status"]) == (2, 9.0, schema.OK)
+    assert json.loads(r1["settings"])["max_frames"] == 128  # the kept attempt's settings are recorded
+    r2 = rows["v-Scene-002"]
+    assert (r2["attempts"], r2["quality_score"], r2["status"]) == (3, 1.0, schema.NEEDS_REVIEW)
+    assert "after 3 attempt" in r2["error"]
+    assert rows["v-Scene-004"]["status"] == schema.SKIPPED  # skipped clips are never scored
+    plain = BenchmarkRepo(tmp_path / "plain")
+    make_repo(plain.root, source)
+    caption(plain, CaptionConfig(backend="dummy"))
+    assert all(r["quality_score"] is None and r["attempts"] <= 1 for r in by_id(plain).values())
+
+
+def test_heuristic_scorer_orders_captions() -> None:
+    s = SCORERS.create("heuristic")
+    good = ("A man in a red jacket walks along a rainy street at night, passing lit shop windows. "
+            "He stops at a corner, looks at his phone and then crosses the road as a bus arrives. "
+            "The mood is quiet and slightly melancholic, with reflections of neon signs on the wet asphalt.")
+    assert s.score([good])[0] > 8
+    assert s.score(["the the the the the the the the the the the the"])[0] < 4
+    assert s.score(["A man walks"])[0] < s.score([good])[0]
+    assert s.score([""])[0] == 0.0
