@@ -78,7 +78,7 @@ class CaptionConfig:
     backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     RUNTIME: ClassVar[tuple[str, ...]] = (
-        "batch_size", "decode_workers", "prefetch_batches", "device", "api_concurrency", "decode_backend",
+        "batch_size", "decode_workers", "prefetch_batches", "device", "api_concurrency", "decode_backend", "api_base",
     )
 
     def prompts(self) -> dict[str, str]:
