@@ -1,0 +1,289 @@
+"""Cut lists -> scene (clip) ranges, and the pure cut-decision rules shared by the detectors.
+
+Everything here works on plain frame indices and per-frame scores, with no video I/O, so that the
+rules are unit-testable and the fast backend can re-threshold cached scores (e.g. in the adaptive
+threshold loop) without decoding again.
+
+Conventions: frames are 0-based in presentation order; a *cut* is the index of the first frame of a
+new scene (always > 0); scene ranges are half-open ``(start_frame, end_frame)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MERGE = "merge"
+SUPPRESS = "suppress"
+
+
+def seconds_to_frames(seconds: float, fps: float) -> int:
+    """Minimum lengths given in seconds become whole frames (rounded), as the original LoVR did when
+    it passed ``min_scene_len`` to PySceneDetect in frames."""
+    if seconds <= 0 or fps <= 0:
+        return 0
+    return int(round(seconds * fps))
+
+
+# ----------------------------------------------------------------------------------------------------
+# scene ranges
+# ----------------------------------------------------------------------------------------------------
+
+
+def scenes_from_cuts(
+    cuts: Sequence[int], num_frames: int, fps: float, min_clip_s: float = 5.0
+) -> list[tuple[int, int]]:
+    """Half-open ``(start_frame, end_frame)`` clip ranges covering ``[0, num_frames)`` exactly.
+
+    Rule (stated once, applied to every detector's output):
+
+    1. Cuts are sorted and de-duplicated; cuts ``<= 0`` or ``>= num_frames`` are dropped.
+    2. A video with no cut is one clip; a video shorter than the minimum (``min_clip_s`` converted with
+       :func:`seconds_to_frames`) is one clip, whatever the cuts say.
+    3. Scanning left to right, a clip shorter than the minimum is merged into its neighbour: the first
+       clip joins the next one, any later one (in particular the trailing part after the last cut)
+       joins the previous one. So every clip is >= the minimum except when the whole video is shorter.
+
+    The content detectors already keep cuts at least ``min_scene_len`` apart (PySceneDetect's flash
+    filter), so in practice only the trailing part is ever merged; other detectors (TransNetV2) may
+    produce short interior scenes, which rule 3 folds into the previous clip.
+    """
+    if num_frames <= 0:
+        return []
+    min_len = seconds_to_frames(min_clip_s, fps)
+    bounds = sorted({int(c) for c in cuts if 0 < int(c) < num_frames})
+    if num_frames < min_len or not bounds:
+        return [(0, num_frames)]
+    starts = [0, *bounds]
+    ends = [*bounds, num_frames]
+    ranges = [[s, e] for s, e in zip(starts, ends, strict=True)]
+    merged: list[list[int]] = []
+    for start, end in ranges:
+        if merged and (merged[-1][1] - merged[-1][0] < min_len or end - start < min_len):
+            merged[-1][1] = end  # short first clip absorbs the next; short later clip joins the previous
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+def scene_times(
+    ranges: Sequence[tuple[int, int]], fps: float, frame_times: Sequence[float] | None = None
+) -> list[tuple[float, float]]:
+    """Start/end seconds of frame ranges: from real presentation times when given (variable frame rate;
+    ``frame_times`` has one entry per frame), else ``frame / fps``. The end of the last frame is its
+    start plus one nominal frame duration."""
+    out = []
+    for s, e in ranges:
+        if frame_times is not None and len(frame_times) > 0:
+            start = float(frame_times[s])
+            end = float(frame_times[e]) if e < len(frame_times) else float(frame_times[-1]) + 1.0 / fps
+        else:
+            start, end = s / fps, e / fps
+        out.append((start, end))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# PySceneDetect 0.7 decision rules, on arrays
+# ----------------------------------------------------------------------------------------------------
+
+
+def flash_filter(above: np.ndarray, min_len: int, mode: str = MERGE) -> list[int]:
+    """Cut frames from a per-frame "score >= threshold" mask, with PySceneDetect 0.7's ``FlashFilter``
+    semantics (``scenedetect.detector.FlashFilter``, lengths in frames, first frame = 0).
+
+    ``merge`` (ContentDetector's default): a cut is emitted when an above-threshold frame comes at
+    least ``min_len`` frames after the previous above-threshold frame; after the first cut, a burst of
+    closer above-threshold frames is merged and reported at its last frame once ``min_len`` quiet frames
+    follow and the burst spans at least ``min_len`` frames (otherwise it keeps merging into the next
+    burst). ``suppress``: a cut is emitted when at least ``min_len`` frames passed since the last cut.
+    """
+    idx = np.flatnonzero(np.asarray(above, dtype=bool))
+    n = len(above)
+    if min_len <= 0:
+        return [int(i) for i in idx if i > 0]
+    cuts: list[int] = []
+    if mode == SUPPRESS:
+        last = 0
+        for a in idx:
+            if a - last >= min_len:
+                cuts.append(int(a))
+                last = int(a)
+        return [c for c in cuts if c > 0]
+    if mode != MERGE:
+        raise ValueError(f"unknown flash filter mode {mode!r}")
+    last_above = 0
+    merge_enabled = False
+    triggered = False
+    merge_start = 0
+    for a in idx.tolist():
+        if triggered:
+            # a quiet frame at last_above + min_len (before this above frame) releases the merge
+            release_at = last_above + min_len
+            if release_at < a and last_above - merge_start >= min_len:
+                cuts.append(last_above)
+                triggered = False
+        if not triggered:
+            if a - last_above >= min_len:
+                merge_enabled = True
+                cuts.append(a)
+            elif merge_enabled:
+                triggered = True
+                merge_start = a
+        last_above = a
+    if triggered and last_above + min_len < n and last_above - merge_start >= min_len:
+        cuts.append(last_above)
+    return [c for c in cuts if c > 0]
+
+
+def adaptive_cuts(
+    scores: np.ndarray,
+    min_len: int,
+    adaptive_threshold: float = 3.0,
+    window_width: int = 2,
+    min_content_val: float = 15.0,
+) -> list[int]:
+    """PySceneDetect 0.7 ``AdaptiveDetector`` on a per-frame content score array (``scores[0] == 0``):
+    a frame is a cut when its score is ``adaptive_threshold`` times the mean score of the
+    ``window_width`` frames on each side and at least ``min_content_val``, and ``min_len`` frames passed
+    since the previous cut (the first frame counts as the previous cut)."""
+    s = np.asarray(scores, dtype=np.float64)
+    n, w = len(s), int(window_width)
+    if w < 1:
+        raise ValueError("window_width must be at least 1")
+    if n < 2 * w + 1:
+        return []
+    csum = np.concatenate([[0.0], np.cumsum(s)])
+    t = np.arange(w, n - w)
+    window = csum[t + w + 1] - csum[t - w]
+    avg = (window - s[t]) / (2.0 * w)
+    # sums of floats in a different order than PySceneDetect's: recompute exactly where it matters
+    ratio = np.zeros(len(t))
+    nz = np.abs(avg) >= 0.00001
+    ratio[nz] = np.minimum(s[t][nz] / avg[nz], 255.0)
+    ratio[~nz & (s[t] >= min_content_val)] = 255.0
+    cand = t[(ratio >= adaptive_threshold * 0.999) & (s[t] >= min_content_val)]
+    cuts: list[int] = []
+    last = 0
+    for c in cand:
+        c = int(c)
+        buf = s[c - w : c + w + 1]
+        a = sum(float(x) for i, x in enumerate(buf) if i != w) / (2.0 * w)
+        if abs(a) < 0.00001:
+            r = 255.0 if s[c] >= min_content_val else 0.0
+        else:
+            r = min(float(s[c]) / a, 255.0)
+        if r >= adaptive_threshold and c - last >= min_len:
+            cuts.append(c)
+            last = c
+    return [c for c in cuts if c > 0]
+
+
+def suppress_flashes(
+    scores: np.ndarray, return_dist: np.ndarray, return_len: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Above-threshold mask with flashes removed (the fast backend's opt-in ``flash_guard``).
+
+    ``return_dist[i]``/``return_len[i]``: the smallest content distance between frame ``i-1`` and one of
+    the next few frames ``i-1+k`` and that ``k`` (``inf``/0 where not computed). When frame ``i`` jumps
+    above the threshold but the picture comes back within ``k`` frames (distance below the threshold),
+    frames ``i .. i-1+k`` are a flash (or a single-frame glitch), not a cut.
+    """
+    above = np.asarray(scores) >= threshold
+    for i in np.flatnonzero(above & (np.asarray(return_dist) < threshold)):
+        k = int(return_len[i])
+        above[i : i + k] = False
+    return above
+
+
+# ----------------------------------------------------------------------------------------------------
+# threshold search and evaluation
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ThresholdSearch:
+    threshold: float
+    cuts: list[int]
+    iterations: int
+    history: list[tuple[float, int]]  # (threshold tried, clips found)
+    converged: bool
+
+
+def adaptive_threshold_search(
+    detect_fn: Callable[[float], Sequence[int]],
+    start: float = 34.0,
+    min_clips: int = 64,
+    max_clips: int = 100,
+    max_iter: int = 10,
+    count_fn: Callable[[Sequence[int]], int] | None = None,
+) -> ThresholdSearch:
+    """The original LoVR loop (disabled there, opt-in here): lower the threshold x0.9 while fewer than
+    ``min_clips`` clips come out, raise it x1.1 while more than ``max_clips``; stop when inside the
+    range, after ``max_iter`` detections, or when the search starts oscillating (a threshold repeats).
+
+    ``count_fn`` turns cuts into a clip count (default ``len(cuts) + 1``; pass one built on
+    :func:`scenes_from_cuts` to count after the minimum-length merge). Returns the threshold it settled
+    on (the last one tried, or on oscillation the one whose count was closest to the range).
+    """
+    if min_clips > max_clips:
+        raise ValueError("min_clips must be <= max_clips")
+    count = count_fn or (lambda c: len(c) + 1)
+    thr = float(start)
+    history: list[tuple[float, int]] = []
+    tried: dict[float, list[int]] = {}
+    best: tuple[float, float, list[int]] | None = None  # (distance to range, threshold, cuts)
+    for it in range(1, max(1, max_iter) + 1):
+        cuts = list(detect_fn(thr))
+        n = count(cuts)
+        history.append((thr, n))
+        tried[round(thr, 9)] = cuts
+        dist = 0 if min_clips <= n <= max_clips else min(abs(n - min_clips), abs(n - max_clips))
+        if best is None or dist < best[0]:
+            best = (dist, thr, cuts)
+        if dist == 0:
+            return ThresholdSearch(thr, cuts, it, history, True)
+        nxt = thr * 0.9 if n < min_clips else thr * 1.1
+        if round(nxt, 9) in tried or nxt <= 0 or math.isclose(nxt, thr):
+            logger.info("threshold search oscillates at %.3f; keeping the closest count", thr)
+            break
+        thr = nxt
+    assert best is not None
+    return ThresholdSearch(best[1], best[2], len(history), history, False)
+
+
+def match_cuts(pred: Sequence[int], truth: Sequence[int], tolerance: int = 1) -> tuple[int, int, int]:
+    """Greedy one-to-one matching of predicted and true cut frames within ``tolerance`` frames.
+    Returns (true positives, false positives, false negatives)."""
+    p = sorted(int(x) for x in pred)
+    t = sorted(int(x) for x in truth)
+    used = [False] * len(t)
+    tp = 0
+    j0 = 0
+    for x in p:
+        while j0 < len(t) and t[j0] < x - tolerance:
+            j0 += 1
+        j = j0
+        while j < len(t) and t[j] <= x + tolerance:
+            if not used[j]:
+                used[j] = True
+                tp += 1
+                break
+            j += 1
+    return tp, len(p) - tp, len(t) - tp
+
+
+def cut_prf(pred: Sequence[int], truth: Sequence[int], tolerance: int = 1) -> tuple[float, float, float]:
+    """Precision, recall, F1 of predicted cuts against true cuts (+/- ``tolerance`` frames).
+    Empty prediction and empty truth count as perfect."""
+    tp, fp, fn = match_cuts(pred, truth, tolerance)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
