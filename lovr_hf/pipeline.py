@@ -1,0 +1,210 @@
+"""``lovr run``: segment -> caption -> merge -> (eval), each stage resuming where it stopped.
+
+Options come from a YAML/JSON config file (``--config``; sections ``segment``, ``caption``, ``merge``,
+``eval`` plus top-level ``input_folder``, ``repo``, ``eval_models``) and from flags, flags winning. The
+exact configuration used is written to ``<repo>/run_config.json`` and the card (credentials redacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lovr_hf import __version__, schema
+from lovr_hf.caption import CaptionConfig, caption
+from lovr_hf.cli_common import RunControl, add_common_args, control_from_args
+from lovr_hf.merge import MergeConfig, merge
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.segment import SegmentConfig, segment
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    input_folder: str = ""
+    repo: str = "lovr"
+    recursive: bool = True
+    segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
+    caption: CaptionConfig = dataclasses.field(default_factory=CaptionConfig)
+    merge: MergeConfig = dataclasses.field(default_factory=MergeConfig)
+    eval_models: list[str] = dataclasses.field(default_factory=list)
+    eval: dict[str, Any] = dataclasses.field(default_factory=dict)  # lovr_hf.evaluation.EvalConfig fields
+    demo: bool = False  # set by `lovr demo`: the card says the captions come from random weights
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lovr_hf_version"] = __version__
+        return d
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s): {', '.join(sorted(unknown))}")
+    return cls(**values)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Config file (YAML or JSON) merged with ``overrides`` (``{"segment": {...}, "repo": ...}``)."""
+    data: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if str(path).endswith(".json") else (yaml.safe_load(text) or {})
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        elif value is not None:
+            data[key] = value
+    sections = {"segment": SegmentConfig, "caption": CaptionConfig, "merge": MergeConfig}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in sections:
+            kwargs[key] = _build(sections[key], value or {})
+        elif key in ("lovr_hf_version",):
+            continue
+        else:
+            kwargs[key] = value
+    return _build(PipelineConfig, kwargs)
+
+
+def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict[str, Any]:
+    """Every stage in order; returns the summary (also logged)."""
+    control = control or RunControl(repo=cfg.repo)
+    control = dataclasses.replace(control, repo=cfg.repo)
+    if not cfg.input_folder:
+        raise ValueError("input_folder is required (--input_folder or the config file)")
+    repo = BenchmarkRepo(cfg.repo)
+    repo.root.mkdir(parents=True, exist_ok=True)
+    repo.write_run_config(cfg.to_dict())
+    summary: dict[str, Any] = {"repo": str(repo.root)}
+    logger.info("== segment ==")
+    segment(cfg.input_folder, repo, cfg.segment, control, recursive=cfg.recursive)
+    if not repo.has(schema.CLIPS):
+        logger.warning("segmentation not complete (other chunks still running?): stopping here")
+        return summary
+    logger.info("== caption ==")
+    caption(repo, cfg.caption, control)
+    if not repo.has(schema.CLIP_CAPTIONS):
+        return summary
+    logger.info("== merge ==")
+    merge(repo, cfg.merge, control)
+    if cfg.eval_models and repo.has(schema.VIDEO_CAPTIONS):
+        logger.info("== eval: %s ==", ", ".join(cfg.eval_models))
+        from lovr_hf.evaluation import EvalConfig, evaluate_models
+
+        evaluate_models(repo, cfg.eval_models, _build(EvalConfig, dict(cfg.eval)), control)
+    repo.refresh_card()
+    summary.update(summarize(repo))
+    log_summary(summary)
+    return summary
+
+
+def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
+    s: dict[str, Any] = {}
+    if repo.has(schema.VIDEOS):
+        v = repo.read(schema.VIDEOS)
+        ok = [r for r in v if r[schema.STATUS] == schema.OK]
+        s.update(videos=v.num_rows, videos_ok=len(ok), hours=sum(r["duration_s"] or 0 for r in ok) / 3600)
+    if repo.has(schema.CLIPS):
+        s["clips"] = repo.read(schema.CLIPS).num_rows
+    if repo.has(schema.CLIP_CAPTIONS):
+        st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
+        s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
+    if repo.has(schema.CLUSTERS):
+        c = repo.read(schema.CLUSTERS)
+        s.update(clusters=c.num_rows, merge_calls=sum(c["llm_calls"]), merge_failed_calls=sum(c["failed_calls"]))
+    if repo.has(schema.VIDEO_CAPTIONS):
+        vc = repo.read(schema.VIDEO_CAPTIONS)
+        s["video_captions"] = vc.num_rows
+        s["merge_calls"] = s.get("merge_calls", 0) + sum(vc["llm_calls"])
+    results_md = repo.root / "results.md"
+    if results_md.exists():
+        s["results_table"] = results_md.read_text(encoding="utf-8")
+    return s
+
+
+def log_summary(s: dict[str, Any]) -> None:
+    root = s.get("repo", "lovr")
+    lines = [
+        "== summary ==",
+        f"repo: {root}",
+        f"videos: {s.get('videos', 0)} ({s.get('videos_ok', 0)} ok, {s.get('hours', 0.0):.2f} h), "
+        f"clips: {s.get('clips', 0)}",
+        f"captions: {s.get('captions', {})}",
+        f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
+        f"merge LLM calls: {s.get('merge_calls', 0)} ({s.get('merge_failed_calls', 0)} failed)",
+    ]
+    if s.get("results_table"):
+        lines += ["results:", s["results_table"]]
+    lines += [
+        "next:",
+        f"  python -c \"from datasets import load_dataset; print(load_dataset('{root}', 'clip_captions'))\"",
+        f"  lovr push {root} --repo-id <org>/<name>",
+    ]
+    logger.info("\n".join(lines))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML/JSON file with every option (flags override it)")
+    p.add_argument("--input_folder", "--input-folder", dest="input_folder", default=None)
+    p.add_argument("--output_dir", "--output-dir", dest="output_dir", default=None, help="clip folder")
+    g = p.add_argument_group("segment")
+    g.add_argument("--detector", default=None)
+    g.add_argument("--threshold", type=float, default=None)
+    g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None)
+    g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"))
+    g = p.add_argument_group("caption")
+    g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | dummy")
+    g.add_argument("--model-path", "--model_path", dest="caption_model", default=None, help="captioning VLM")
+    g.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
+    g.add_argument("--greedy", action="store_true", default=None)
+    g.add_argument("--min-quality", dest="min_quality", type=float, default=None)
+    g = p.add_argument_group("merge")
+    g.add_argument("--llm", default=None, help="merge LLM backend: openai | transformers | dummy")
+    g.add_argument("--merge-model", dest="merge_model", default=None,
+                   help="merge model: API model name (openai) or Hub id/folder/.gguf/'smollm2' (transformers)")
+    g.add_argument("--api-base", dest="api_base", default=None)
+    g.add_argument("--num-workers", dest="num_workers", type=int, default=None)
+    g = p.add_argument_group("eval")
+    g.add_argument("--eval-models", dest="eval_models", default=None, help="comma-separated models to evaluate")
+    g.add_argument("--eval-backend", dest="eval_backend", default=None)
+    g.add_argument("--interval", type=int, default=None)
+    add_common_args(p)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    seg = {k: getattr(args, k) for k in ("detector", "threshold", "min_clip_duration", "clip_mode", "output_dir")}
+    cap = {"backend": args.captioner, "model_path": args.caption_model, "batch_size": args.batch_size,
+           "max_new_tokens": args.max_new_tokens, "min_quality": args.min_quality, "api_base": args.api_base}
+    if args.greedy:
+        cap["do_sample"] = False
+    mer: dict[str, Any] = {"llm": args.llm, "api_base": args.api_base, "num_workers": args.num_workers}
+    if args.merge_model:
+        mer["model_path" if (args.llm or "openai") != "openai" else "api_model"] = args.merge_model
+    ev = {"backend": args.eval_backend, "interval": args.interval}
+    clean = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
+    out: dict[str, Any] = {"segment": clean(seg), "caption": clean(cap), "merge": clean(mer), "eval": clean(ev),
+                           "input_folder": args.input_folder}
+    if args.repo != "lovr" or not args.config:
+        out["repo"] = args.repo
+    if args.eval_models:
+        out["eval_models"] = [m for m in args.eval_models.split(",") if m]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, overrides_from_args(args))
+    control = control_from_args(args)
+    summary = run_pipeline(cfg, control)
+    failed = summary.get("captions", {}).get(schema.FAILED, 0) + summary.get("merge_failed_calls", 0)
+    return 1 if control.strict and failed else 0
