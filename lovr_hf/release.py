@@ -18,7 +18,7 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
 
     ``clips=False`` skips probing the clip files (40,804 files in the full release), keeping captions only.
     """
-    from builders.lovr_release import THEME_JSONL, VIDEO_JSONL, LoVRRelease, SPLIT_FILES
+    from builders.lovr_release import SPLIT_FILES, THEME_JSONL, VIDEO_JSONL, LoVRRelease
 
     root = Path(release_dir).expanduser().resolve()
     repo = BenchmarkRepo(repo_dir)
