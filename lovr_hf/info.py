@@ -1,0 +1,129 @@
+"""``lovr info``: where a benchmark stands (the original ``check_left.py``), or a summary of any parquet
+file (the original ``read_pt.py``, without unpickling anything)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from lovr_hf import schema
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stage import completed_keys
+
+logger = logging.getLogger(__name__)
+
+
+def _status_counts(repo: BenchmarkRepo, config: str) -> dict[str, int]:
+    if not repo.has(config):
+        return {}
+    st = repo.read_table(config).column(schema.STATUS).to_pylist()
+    return {k: st.count(k) for k in sorted(set(st))}
+
+
+def _committed_not_gathered(repo: BenchmarkRepo, stage: str, gathered: set[str]) -> int:
+    """Units already committed by a running/killed ``stage`` (any settings) but not in the config yet."""
+    root = repo.work_dir(stage)
+    if not root.exists():
+        return 0
+    return max((len(completed_keys(p) - gathered) for p in root.iterdir() if p.is_dir()), default=0)
+
+
+def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]:
+    """Rows per config, what each stage has left, failure counts and the run configuration."""
+    out: dict[str, Any] = {"repo": str(repo.root), "configs": {}}
+    for cfg, files in repo.config_files().items():
+        out["configs"][cfg] = sum(pq.ParquetFile(repo.root / f).metadata.num_rows for f in files)
+    left: dict[str, Any] = {}
+    run = repo.run_config()
+    folder = run.get("input_folder")
+    if folder and Path(folder).is_dir():
+        from lovr_hf.segment import scan_videos
+
+        files = scan_videos(folder)
+        done = set(repo.read(schema.VIDEOS)[schema.VIDEO_ID]) if repo.has(schema.VIDEOS) else set()
+        left["videos_to_segment"] = sum(v not in done for v in files[schema.VIDEO_ID])
+    if repo.has(schema.CLIPS):
+        clips = repo.read(schema.CLIPS).filter(lambda r: r[schema.STATUS] == schema.OK)
+        captioned = set(repo.read(schema.CLIP_CAPTIONS)[schema.CLIP_ID]) if repo.has(schema.CLIP_CAPTIONS) else set()
+        left["clips_to_caption"] = sum(c not in captioned for c in clips[schema.CLIP_ID])
+        left["clips_captioned_not_gathered"] = _committed_not_gathered(repo, "caption", captioned)
+    if repo.has(schema.CLIP_CAPTIONS):
+        from lovr_hf.merge_text import clusters_per_video
+
+        caps = repo.read(schema.CLIP_CAPTIONS)
+        per_video: dict[str, int] = {}
+        for vid, st in zip(caps[schema.VIDEO_ID], caps[schema.STATUS]):
+            if st in (schema.OK, schema.NEEDS_REVIEW):
+                per_video[vid] = per_video.get(vid, 0) + 1
+        size = int((run.get("merge") or {}).get("cluster_size", 10))
+        expected = sum(clusters_per_video(n, size) for n in per_video.values())
+        have = out["configs"].get(schema.CLUSTERS, 0)
+        left["clusters_to_merge"] = max(0, expected - have)
+        vdone = set(repo.read(schema.VIDEO_CAPTIONS)[schema.VIDEO_ID]) if repo.has(schema.VIDEO_CAPTIONS) else set()
+        left["videos_to_integrate"] = sum(v not in vdone for v in per_video)
+    emb = {c: n for c, n in out["configs"].items() if c.startswith(schema.EMBEDDINGS_PREFIX)}
+    if repo.has(schema.VIDEOS):
+        ok_videos = {r[schema.VIDEO_ID] for r in repo.read(schema.VIDEOS) if r[schema.STATUS] == schema.OK}
+        for cfg in emb:
+            if model and model not in cfg:
+                continue
+            t = repo.read_table(cfg)
+            embedded = {i for i, k in zip(t.column("item_id").to_pylist(), t.column("kind").to_pylist()) if k == "video"}
+            left[f"videos_to_embed[{cfg[len(schema.EMBEDDINGS_PREFIX) + 1:]}]"] = len(ok_videos - embedded)
+    out["left"] = left
+    out["status"] = {c: _status_counts(repo, c) for c in (schema.VIDEOS, schema.CLIPS, schema.CLIP_CAPTIONS,
+                                                         schema.CLUSTERS, schema.VIDEO_CAPTIONS) if repo.has(c)}
+    out["run_config"] = run
+    return out
+
+
+def file_summary(path: str | Path, rows: int = 3) -> dict[str, Any]:
+    """Schema, row count and the first rows of a parquet file (embedding vectors shown by shape)."""
+    pf = pq.ParquetFile(path)
+    table = pf.read_row_group(0) if pf.num_row_groups else pf.schema_arrow.empty_table()
+    head = table.slice(0, rows).to_pylist()
+    for r in head:
+        for k, v in list(r.items()):
+            if isinstance(v, list) and len(v) > 8:
+                r[k] = f"<{len(v)} values: {v[:3]}...>"
+            elif isinstance(v, str) and len(v) > 200:
+                r[k] = v[:200] + "..."
+    return {"file": str(path), "rows": pf.metadata.num_rows, "schema": str(pf.schema_arrow), "head": head}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", default=None, help="a parquet file to summarise (else --repo)")
+    p.add_argument("--repo", default="lovr")
+    p.add_argument("--model", default=None, help="only this model's embedding progress")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.target and args.target.endswith(".parquet"):
+        info = file_summary(args.target)
+    else:
+        repo = BenchmarkRepo(args.target or args.repo)
+        if not repo.card_path.exists():
+            logger.error("%s is not a benchmark repo (no README.md)", repo.root)
+            return 2
+        info = repo_status(repo, args.model)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+        elif isinstance(value, list):
+            print(f"{key}:")
+            for v in value:
+                print(f"  {v}")
+        else:
+            print(f"{key}: {value}")
+    return 0
