@@ -1,0 +1,146 @@
+"""kill -9 at random (seeded, printed) moments, then rerun: the same rows as an uninterrupted run.
+
+Real subprocesses of the ``lovr`` CLI, real SIGKILL of the whole process group, deterministic backends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from lovr_hf import schema
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+
+pytestmark = pytest.mark.slow
+KILLS = 5
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ft_videos")
+    make_video(d / "a.mp4", [SceneSpec(72), SceneSpec(60), SceneSpec(66), SceneSpec(60)], 96, 64, 12, seed=11)
+    make_video(d / "b video é.mp4", [SceneSpec(66), SceneSpec(72), SceneSpec(60)], 96, 64, 12, seed=12)
+    make_video(d / "c.mkv", [SceneSpec(60)] * 12, 96, 64, 12, seed=13)
+    return d
+
+
+def write_config(path: Path, videos: Path, repo: Path, clip_mode: str = "exact") -> Path:
+    cfg = {
+        "input_folder": str(videos),
+        "repo": str(repo),
+        "segment": {"clip_mode": clip_mode},
+        "caption": {"backend": "dummy", "batch_size": 2, "backend_options": {"delay_s": 0.05}},
+        "merge": {"llm": "dummy", "num_workers": 2, "cluster_size": 4},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def lovr(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lovr_hf", "-q", *args]
+
+
+def run_to_end(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def committed(root: Path) -> int:
+    return len(list((root / ".lovr" / "work").glob("*/*/batch-*")))
+
+
+def kill_at_random_moments(cmd: list[str], root: Path, seed: int, total_batches: int) -> list[tuple[int, float]]:
+    """Start ``cmd`` KILLS times; SIGKILL its process group once a seeded random number of batches has
+    been committed (so kills land inside the work, not in interpreter start-up), plus a random delay."""
+    rng = random.Random(seed)
+    base = committed(root)
+    moments = sorted((rng.randrange(0, max(1, total_batches - 1)), rng.uniform(0.0, 0.4)) for _ in range(KILLS))
+    print(f"kill -9 moments (seed {seed}): after (batches committed, extra seconds) {moments}")
+    for after, delay in moments:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and committed(root) - base < after and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return moments
+
+
+def snapshot(repo: BenchmarkRepo) -> dict[str, list[dict]]:
+    out = {}
+    for cfg in repo.configs():
+        rows = repo.read(cfg).to_list()
+        pk = schema.primary_key(cfg)
+        keys = [tuple(r[k] for k in pk) for r in rows]
+        assert len(keys) == len(set(keys)), f"duplicate ids in {cfg}"
+        out[cfg] = rows
+    return out
+
+
+def assert_clean(repo: BenchmarkRepo) -> None:
+    """No temp file outside the work area, every visible parquet loads, every clip file is complete."""
+    for p in repo.root.rglob("*"):
+        if ".lovr" in p.parts or not p.is_file():
+            continue
+        assert not p.name.startswith(".tmp"), p
+        assert not p.name.endswith(".tmp.mp4"), p
+        if p.suffix == ".parquet":
+            pq.read_table(p)
+    if repo.has(schema.CLIPS):
+        from lovr_hf.video import probe
+
+        for r in repo.read(schema.CLIPS):
+            if r["clip_mode"] == "exact":
+                assert probe(str(repo.resolve(r["path"]))).num_frames == r["num_frames"], r["clip_id"]
+
+
+def test_kill9_whole_run(videos: Path, tmp_path: Path) -> None:
+    ref_cfg = write_config(tmp_path / "ref.yaml", videos, tmp_path / "ref")
+    run_to_end(lovr("run", "--config", str(ref_cfg)))
+    cfg = write_config(tmp_path / "run.yaml", videos, tmp_path / "lovr")
+    total = committed(tmp_path / "ref")
+    kill_at_random_moments(lovr("run", "--config", str(cfg)), tmp_path / "lovr", seed=1234, total_batches=total)
+    run_to_end(lovr("run", "--config", str(cfg)))
+    ref, got = BenchmarkRepo(tmp_path / "ref"), BenchmarkRepo(tmp_path / "lovr")
+    assert snapshot(got) == snapshot(ref)
+    assert set(ref.configs()) >= {"videos", "clips", "clip_captions", "clusters", "video_captions"}
+    assert_clean(got)
+
+
+@pytest.mark.parametrize("stage", ["segment", "caption", "merge"])
+def test_kill9_each_stage(stage: str, videos: Path, tmp_path: Path) -> None:
+    """Stages before ``stage`` run normally; ``stage`` itself is killed 5 times, then finished."""
+    ref_root, root = tmp_path / "ref", tmp_path / "lovr"
+    commands = {
+        "segment": lambda r: lovr("segment", "--input_folder", str(videos), "--repo", str(r)),
+        "caption": lambda r: lovr("caption", "--repo", str(r), "--backend", "dummy", "--batch-size", "2"),
+        "merge": lambda r: lovr("merge", "--repo", str(r), "--llm", "dummy", "--num-workers", "2",
+                                "--cluster-size", "4"),
+    }
+    order = ["segment", "caption", "merge"]
+    for before in order[: order.index(stage)]:
+        run_to_end(commands[before](ref_root))
+        run_to_end(commands[before](root))
+    before_ref = committed(ref_root)
+    run_to_end(commands[stage](ref_root))
+    total = committed(ref_root) - before_ref
+    kill_at_random_moments(commands[stage](root), root, seed={"segment": 7, "caption": 8, "merge": 9}[stage],
+                           total_batches=total)
+    run_to_end(commands[stage](root))
+    ref, got = BenchmarkRepo(ref_root), BenchmarkRepo(root)
+    assert snapshot(got) == snapshot(ref)
+    assert_clean(got)
