@@ -1,0 +1,163 @@
+"""A corpus of bad inputs through `lovr run`, backend faults end to end, and the security promises."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lovr_hf import schema
+from lovr_hf.caption import CaptionConfig
+from lovr_hf.cli_common import RunControl
+from lovr_hf.merge import MergeConfig
+from lovr_hf.pipeline import PipelineConfig, run_pipeline
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_bad_inputs, make_video
+from lovr_hf.segment import SegmentConfig
+from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Garbage, Hang, RateLimit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bad_input_corpus_through_lovr_run(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    inp = work / "in"
+    inp.mkdir(parents=True)
+    expected_bad = make_bad_inputs(inp)
+    make_video(inp / "two seconds.mp4", [SceneSpec(24)], 64, 48, 12, seed=1)
+    make_video(inp / "vidéo à écouter 視頻.mp4", [SceneSpec(72), SceneSpec(72)], 64, 48, 12, seed=2)
+    make_video(inp / "..mp4", [SceneSpec(30)], 64, 48, 12, seed=3)  # a name made of '..'
+    make_video(inp / "..\\..\\escape.mp4", [SceneSpec(30)], 64, 48, 12, seed=4)  # backslashes: legal here
+    (inp / "folder.mp4").mkdir()
+    os.symlink(inp / "loop.mp4", inp / "loop.mp4")
+    before = {p.name for p in tmp_path.iterdir()}
+    work_before = {p.name for p in work.iterdir()}
+    cfg = PipelineConfig(input_folder=str(inp), repo=str(work / "lovr"),
+                         caption=CaptionConfig(backend="dummy"), merge=MergeConfig(llm="dummy"))
+    summary = run_pipeline(cfg)
+    repo = BenchmarkRepo(work / "lovr")
+    videos = {r["source_name"]: r for r in repo.read(schema.VIDEOS)}
+    bad = set(expected_bad) | {"folder.mp4", "loop.mp4"}
+    good = {"two seconds.mp4", "vidéo à écouter 視頻.mp4", "..mp4", "..\\..\\escape.mp4"}
+    assert set(videos) == bad | good
+    for name in bad:
+        assert videos[name]["status"] == schema.ERROR and len(videos[name]["error"]) > 5, name
+    for name in good:
+        assert videos[name]["status"] == schema.OK, (name, videos[name]["error"])
+        vid = videos[name]["video_id"]
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", vid)
+        assert (repo.root / "clips" / vid).is_dir()
+    clips = repo.read(schema.CLIPS)
+    assert {videos[n]["video_id"] for n in good} == set(clips["video_id"])
+    assert set(repo.read(schema.VIDEO_CAPTIONS)["video_id"]) == set(clips["video_id"])
+    assert summary["videos_ok"] == 4
+    # nothing written outside the repo folder (inputs untouched, no stray files next to them)
+    assert {p.name for p in tmp_path.iterdir()} == before
+    assert {p.name for p in work.iterdir()} == work_before | {"lovr"}
+    for p in repo.root.rglob("*"):
+        assert repo.root in p.resolve().parents or p.is_symlink()
+
+
+@pytest.fixture()
+def small_videos(tmp_path: Path) -> Path:
+    d = tmp_path / "vids"
+    d.mkdir()
+    make_video(d / "a.mp4", [SceneSpec(60), SceneSpec(66), SceneSpec(72)], 64, 48, 12, seed=5)
+    return d
+
+
+def test_backend_faults_end_to_end_then_retry_failed(small_videos: Path, tmp_path: Path, monkeypatch,
+                                                      caplog) -> None:
+    secret, hf_token = "sk-never-show-me-4242", "hf_never_show_me_4242"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    with FakeOpenAIServer() as srv, caplog.at_level(logging.DEBUG):
+        # the captioner's first requests fail in every way; retries absorb the transient ones,
+        # the persistent garbage exhausts the retries of one clip -> failed row
+        srv.push(Error(500), RateLimit(retry_after=0.1), Hang(seconds=4), Garbage("no_choices"),
+                 Garbage("no_choices"), Garbage("no_choices"), Garbage("no_choices"))
+        cfg = PipelineConfig(
+            input_folder=str(small_videos), repo=str(tmp_path / "lovr"),
+            segment=SegmentConfig(clip_mode="virtual"),
+            caption=CaptionConfig(backend="openai", api_base=srv.base_url, api_model="fake-vlm", batch_size=1,
+                                  api_concurrency=1, backend_options={"timeout": 1.5, "max_retries": 3}),
+            merge=MergeConfig(llm="openai", api_base=srv.base_url, api_model="fake-llm", num_workers=1,
+                              timeout=1.5),
+        )
+        run_pipeline(cfg)
+        n_requests = len(srv.chat_requests)
+        repo = BenchmarkRepo(tmp_path / "lovr")
+        caps = repo.read(schema.CLIP_CAPTIONS)
+        assert caps.num_rows == 3
+        failed = [r["clip_id"] for r in caps if r["status"] == schema.FAILED]
+        assert len(failed) == 1, caps["status"]
+        assert n_requests > caps.num_rows + repo.read(schema.CLUSTERS)["llm_calls"][0]  # retries happened
+        ok_before = {r["clip_id"]: r["caption"] for r in caps if r["status"] == schema.OK}
+        n_before = len(srv.chat_requests)
+        run_pipeline(cfg, RunControl(retry_failed=True))
+        caption_requests = [r for r in srv.chat_requests[n_before:] if r.body.get("model") == "fake-vlm"]
+        assert len(caption_requests) == 1  # only the failed clip was captioned again
+        caps = repo.read(schema.CLIP_CAPTIONS)
+        assert set(caps["status"]) == {schema.OK}
+        assert {r["clip_id"]: r["caption"] for r in caps if r["clip_id"] in ok_before} == ok_before
+    # credentials never leak into logs or outputs
+    assert secret not in caplog.text and hf_token not in caplog.text
+    for p in repo.root.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert secret.encode() not in data and hf_token.encode() not in data, p
+
+
+UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|trust_remote_code\s*=\s*True|"
+                    r"(?<![.\w])eval\(|dill\.loads?\(|joblib\.load\(")
+#: the one adapter that needs remote code; it raises unless the user passed --trust-remote-code
+REMOTE_CODE_ALLOWED = {"lovr_hf/backends/embedder_jina.py"}
+
+
+def code_lines(path: Path) -> dict[int, str]:
+    """Source lines with strings and comments removed (so messages and docs do not count)."""
+    import tokenize
+
+    skip = {tokenize.STRING, tokenize.COMMENT, tokenize.ENCODING, getattr(tokenize, "FSTRING_MIDDLE", -1)}
+    lines: dict[int, str] = {}
+    with open(path, "rb") as f:
+        for tok in tokenize.tokenize(f.readline):
+            if tok.type not in skip:
+                lines[tok.start[0]] = lines.get(tok.start[0], "") + tok.string
+    return lines
+
+
+def test_no_pickle_and_no_remote_code_by_default_in_library_code() -> None:
+    offenders = []
+    for folder in ("lovr_hf", "builders", "metrics", "scripts"):
+        for p in (ROOT / folder).rglob("*.py"):
+            rel = p.relative_to(ROOT).as_posix()
+            for i, line in code_lines(p).items():
+                m = UNSAFE.search(line)
+                if m and not (rel in REMOTE_CODE_ALLOWED and "trust_remote_code" in m.group(0)):
+                    offenders.append(f"{rel}:{i}: {line}")
+    assert not offenders, "\n".join(offenders)
+    # the grep itself works: it catches a planted call
+    assert UNSAFE.search("x=pickle.load(f)") and UNSAFE.search("torch.load(p)") and not UNSAFE.search("m.eval()")
+
+
+def test_trust_remote_code_is_off_unless_asked() -> None:
+    from lovr_hf.backends.captioner_transformers import TransformersCaptioner
+    from lovr_hf.backends.embedder_transformers import TransformersEmbedder
+    from lovr_hf.backends.llm_transformers import TransformersChatLLM
+
+    assert TransformersCaptioner("x").trust_remote_code is False
+    assert CaptionConfig().trust_remote_code is False
+    assert TransformersChatLLM("x")._load_kwargs["trust_remote_code"] is False
+    assert TransformersEmbedder("x").trust_remote_code is False
+
+
+def test_cli_help_lists_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "lovr_hf", "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("segment", "caption", "merge", "eval", "run", "demo", "push", "import-release", "info"):
+        assert cmd in out
