@@ -181,6 +181,19 @@ def _plausible_length(out_chars: int, in_chars: int, min_ratio: float, max_ratio
     return min_ratio * in_chars <= out_chars <= max_ratio * in_chars + 200
 
 
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+
+
+def _covers(reply: str, source: str, min_coverage: float) -> bool:
+    """Does the reply keep the facts of ``source``? Share of its distinct content words (4+ letters) that
+    the reply still contains. Catches small models that echo one paragraph twice and drop the other."""
+    words = {w.lower() for w in _CONTENT_WORD.findall(source)}
+    if not words or min_coverage <= 0:
+        return True
+    kept = {w.lower() for w in _CONTENT_WORD.findall(reply)}
+    return len(words & kept) / len(words) >= min_coverage
+
+
 # ---- transition smoothing inside a cluster ------------------------------------------------------------
 
 
@@ -222,6 +235,7 @@ def smooth_group(
     system: str = MERGE_SYSTEM,
     min_ratio: float = 0.2,
     max_ratio: float = 4.0,
+    min_coverage: float = 0.5,
 ) -> ClusterResult:
     """Concatenate the captions of one cluster, letting the LLM rewrite only each join.
 
@@ -229,7 +243,8 @@ def smooth_group(
     caption's first paragraph go to the LLM; the parsed reply replaces those two paragraphs and the
     caption's other paragraphs follow verbatim. A call that raises, or a reply that is empty,
     unparsable or of implausible length (outside ``[min_ratio, max_ratio]`` x the input), keeps the two
-    original paragraphs and is counted in ``failed_calls`` with a reason in ``errors``. Captions
+    original paragraphs and is counted in ``failed_calls`` with a reason in ``errors``; so does a reply
+    that keeps under ``min_coverage`` of the content words of either paragraph (facts must be preserved). Captions
     without text contribute nothing and cost no call (as the original).
     """
     params = params or merger_params()
@@ -259,6 +274,9 @@ def smooth_group(
                 out_chars = sum(len(p) for p in parsed)
                 if not _plausible_length(out_chars, len(prev) + len(nxt), min_ratio, max_ratio):
                     reason = f"implausible reply length {out_chars} for {len(prev) + len(nxt)} input chars"
+                    parsed = None
+                elif not (_covers(" ".join(parsed), prev, min_coverage) and _covers(" ".join(parsed), nxt, min_coverage)):
+                    reason = "reply dropped the content of one paragraph"
                     parsed = None
         if parsed is None:
             failed += 1

@@ -135,3 +135,16 @@ def test_original_jsonl_mode_in_out_and_resume(tmp_path: Path) -> None:
     assert set(got[1]) >= {"vid", "start_slice_num", "end_slice_num", "cap", "clip_count", "cluster_id",
                            "merged_paragraphs"}
     assert merge_jsonl(str(caps), str(out), MergeConfig(llm="dummy")) == 0  # nothing left
+
+
+def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
+    from lovr_hf.merge_text import smooth_group
+    from lovr_hf.testing import ScriptedLLM
+
+    prev = "A man walks down a rainy street at night, passing shops."
+    nxt = "He stops at a corner, checks his phone and crosses as a bus arrives."
+    echo = f"{prev}\n{prev}"  # what a tiny model does: repeat the first paragraph, lose the second
+    res = smooth_group([prev, nxt], ScriptedLLM([echo]))
+    assert res.caption == f"{prev}\n{nxt}" and res.failed_calls == 1 and "dropped" in res.error
+    good = ScriptedLLM([f"{prev}\nThen he stops at a corner, checks his phone and crosses as a bus arrives."])
+    assert smooth_group([prev, nxt], good).failed_calls == 0
