@@ -143,7 +143,8 @@ EMBEDDINGS_FEATURES = Features(
         "embedding": Sequence(Value("float32")),
         "num_frames": Value("int32"),  # frames pooled (visual) or text chunks averaged (text)
         "text_mode": Value("string"),
-        "interval": Value("int32"),
+        "interval": Value("int32"),  # frame interval (visual rows); null with --num-frames
+        "uniform_frames": Value("int32"),  # --num-frames N (visual rows); null with --interval
         **_status,
     }
 )
@@ -158,7 +159,8 @@ RESULTS_FEATURES = Features(
         "num_queries": Value("int64"),
         "num_candidates": Value("int64"),
         "text_mode": Value("string"),
-        "interval": Value("int32"),
+        "interval": Value("int32"),  # null when frames were sampled uniformly (--num-frames)
+        "uniform_frames": Value("int32"),  # --num-frames N; null when sampled every ``interval`` frames
         "query_seed": Value("int64"),
         "lovr_hf_version": Value("string"),
     }

@@ -1,0 +1,273 @@
+"""Embedding stages on real decoded frames: the original frame-sampling rule (exact frames decoded, full-video
+stride continuous across clips), pooling, Arrow float32 storage, resume after a kill, slugs, tiny CLIP/SigLIP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lovr_hf import embed as embed_mod
+from lovr_hf import schema
+from lovr_hf.backends.testing import DummyEmbedder
+from lovr_hf.cli_common import RunControl
+from lovr_hf.embed import EmbedConfig, VideoEmbedStage, embed, model_slug, sample_video
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.tiny import build_tiny_clip, build_tiny_siglip
+from lovr_hf.video import read_clip_frames
+
+FPS = 10
+# video a: clips of 45, 20, 50 frames; video b: 60, 55 (b uses later frames of the source: no duplicates)
+LAYOUT = {"a": [(0, 45), (45, 20), (65, 50)], "b": [(115, 60), (175, 55)]}
+LONG = " ".join(f"In scene {i} a man in a red jacket walks along the busy street." for i in range(30))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("embed_src") / "src.mp4"
+    make_video(p, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, FPS, seed=4)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.getbasetemp() / "tiny_models"  # shared with the other tiny-model tests
+    return {"clip": build_tiny_clip(root / "clip"), "siglip": build_tiny_siglip(root / "siglip")}
+
+
+def clip_rows(src: Path) -> list[dict]:
+    rows = []
+    for vid, clips in LAYOUT.items():
+        for k, (start, n) in enumerate(clips, start=1):
+            rows.append({"video_id": vid, "clip_id": schema.clip_id_for(vid, k), "slice_num": k,
+                         "start_time": start / FPS, "end_time": (start + n) / FPS, "start_frame": start,
+                         "end_frame": start + n, "num_frames": n, "fps": float(FPS), "path": str(src),
+                         "frame_offset": start, "clip_mode": "virtual", "status": "ok", "error": None})
+    return rows
+
+
+def make_repo(root: Path, src: Path, long_caption: bool = False, themes: bool = False) -> BenchmarkRepo:
+    repo = BenchmarkRepo(root)
+    rows = clip_rows(src)
+    repo.write(schema.CLIPS, rows)
+    repo.write(schema.CLIP_CAPTIONS, [
+        {"clip_id": r["clip_id"], "video_id": r["video_id"], "slice_num": r["slice_num"],
+         "caption": f"a red and blue scene number {i}", "model": "m", "prompt_hash": "", "quality_score": None,
+         "attempts": 1, "num_frames_used": 8, "settings": "{}", "status": "ok", "error": None}
+        for i, r in enumerate(rows)
+    ])
+    repo.write(schema.VIDEO_CAPTIONS, [
+        {"video_id": v, "caption": LONG if long_caption and v == "a" else f"video {v} shows green things",
+         "cluster_ids": [], "clip_ids": [], "strategy": "x", "llm_calls": 0, "failed_calls": 0, "model": "m",
+         "prompt_hash": "", "status": "ok", "error": None}
+        for v in LAYOUT
+    ])
+    if themes:  # video-level themes, as `lovr merge` writes them
+        repo.write(schema.THEME_CAPTIONS, [
+            {"video_id": v, "clip_id": "", "caption": f"the theme of {v} is red", "model": "m", "prompt_hash": "",
+             "status": "ok", "error": None}
+            for v in LAYOUT
+        ])
+    return repo
+
+
+def rows_of(repo: BenchmarkRepo, slug: str) -> dict[tuple[str, str], dict]:
+    return {(r["kind"], r["item_id"]): r for r in repo.read(schema.embeddings_config(slug))}
+
+
+def test_sampling_rule_known_counts() -> None:
+    # every 30 frames: clips restart at 0; the video continues the stride across clips: 0, 30 | 60 | 90
+    clip_sel, video_sel = sample_video([45, 20, 50], interval=30)
+    assert clip_sel == [[0, 30], [0], [0, 30]]
+    assert video_sel == [[0, 30], [15], [25]]
+    # uniform: 4 per clip, 4 over the concatenated 115 frames (0, 38 | - | 76-65, 114-65)
+    clip_sel, video_sel = sample_video([45, 20, 50], num_frames=4)
+    assert clip_sel == [[0, 14, 29, 44], [0, 6, 12, 19], [0, 16, 32, 49]]
+    assert video_sel == [[0, 38], [], [11, 49]]
+
+
+def test_decodes_exactly_the_sampled_frames_once(source: Path, tmp_path: Path, monkeypatch) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    seen: list[tuple[str, list[int]]] = []
+    real = embed_mod.read_clip_frames
+
+    def recording(row, indices, root=None, **kw):
+        seen.append((row["clip_id"], list(indices)))
+        return real(row, indices, root, **kw)
+
+    monkeypatch.setattr(embed_mod, "read_clip_frames", recording)
+    embed(repo, EmbedConfig(model="dummy", interval=30, frames_per_read=2), text=False)
+    decoded: dict[str, list[int]] = {}
+    for cid, idx in seen:
+        decoded.setdefault(cid, []).extend(idx)
+    assert decoded == {
+        "a-Scene-001": [0, 30], "a-Scene-002": [0, 15], "a-Scene-003": [0, 25, 30],  # clip ∪ video frames
+        "b-Scene-001": [0, 30], "b-Scene-002": [0, 30],  # 60 frames: the stride lands on 0 of clip 2 again
+    }
+    assert max(len(idx) for _, idx in seen) == 2  # pieces of frames_per_read frames
+
+    got = rows_of(repo, "dummy")
+    assert {k for k in got} == {("clip", r["clip_id"]) for r in clip_rows(source)} | {("video", "a"), ("video", "b")}
+    assert [got[("clip", f"a-Scene-00{i}")]["num_frames"] for i in (1, 2, 3)] == [2, 1, 2]
+    assert got[("video", "a")]["num_frames"] == 4 and got[("video", "a")]["interval"] == 30
+    # pooling: mean of L2-normalised frame embeddings of exactly those frames, re-normalised
+    emb = DummyEmbedder()
+    clips = {r["clip_id"]: r for r in clip_rows(source)}
+
+    def pooled(parts: list[tuple[str, list[int]]]) -> np.ndarray:
+        frames = np.concatenate([read_clip_frames(clips[c], idx) for c, idx in parts])
+        v = emb.embed_frames(frames).mean(axis=0)
+        return v / np.linalg.norm(v)
+
+    np.testing.assert_allclose(got[("clip", "a-Scene-003")]["embedding"], pooled([("a-Scene-003", [0, 30])]),
+                               atol=1e-6)
+    expect_video = pooled([("a-Scene-001", [0, 30]), ("a-Scene-002", [15]), ("a-Scene-003", [25])])
+    np.testing.assert_allclose(got[("video", "a")]["embedding"], expect_video, atol=1e-6)
+
+
+def test_uniform_num_frames(source: Path, tmp_path: Path, monkeypatch) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    seen: dict[str, list[int]] = {}
+    real = embed_mod.read_clip_frames
+
+    def recording(row, indices, root=None, **kw):
+        seen.setdefault(row["clip_id"], []).extend(indices)
+        return real(row, indices, root, **kw)
+
+    monkeypatch.setattr(embed_mod, "read_clip_frames", recording)
+    embed(repo, EmbedConfig(model="dummy", num_frames=4), text=False)
+    assert seen["a-Scene-001"] == [0, 14, 29, 38, 44]
+    assert seen["a-Scene-002"] == [0, 6, 12, 19]
+    assert seen["a-Scene-003"] == [0, 11, 16, 32, 49]
+    got = rows_of(repo, "dummy")
+    assert got[("video", "a")]["num_frames"] == 4
+    assert got[("video", "a")]["interval"] is None and got[("video", "a")]["uniform_frames"] == 4
+
+
+def test_stored_as_float32_arrow_and_normalised(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    embed(repo, EmbedConfig(model="dummy", interval=30))
+    config = schema.embeddings_config("dummy")
+    files = repo.config_files()[config]
+    assert all(f.endswith(".parquet") for f in files) and not list(repo.root.rglob("*.pt"))
+    arrow_type = pq.read_schema(repo.root / files[0]).field("embedding").type
+    assert str(arrow_type.value_type) == "float"  # float32
+    ds = repo.load(config)  # plain datasets.load_dataset
+    assert set(ds["kind"]) == {"clip_caption", "video_caption", "clip", "video"}
+    vec = np.asarray(ds["embedding"], dtype=np.float64)
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+    assert set(ds["status"]) == {schema.OK}
+
+
+def test_resume_after_kill(source: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = EmbedConfig(model="dummy", interval=30)
+    ref = make_repo(tmp_path / "ref", source)
+    embed(ref, cfg)
+    expected = ref.read(schema.embeddings_config("dummy")).to_list()
+
+    repo = make_repo(tmp_path / "lovr", source)
+    real = VideoEmbedStage.process
+    calls = {"n": 0}
+
+    def dying(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, batch)
+
+    monkeypatch.setattr(VideoEmbedStage, "process", dying)
+    with pytest.raises(KeyboardInterrupt):
+        embed(repo, cfg)
+    monkeypatch.setattr(VideoEmbedStage, "process", real)
+    run = embed(repo, cfg)
+    video = run.results["embed-video"]
+    assert (video.skipped_done, video.processed) == (1, 1)  # video a was committed before the kill
+    assert run.results["embed-text-clip_caption"].processed == 0
+    assert repo.read(schema.embeddings_config("dummy")).to_list() == expected
+    assert embed(repo, cfg).results["embed-video"].processed == 0
+    assert embed(repo, cfg, RunControl(rerun=True)).results["embed-video"].processed == 2
+    assert repo.read(schema.embeddings_config("dummy")).to_list() == expected
+
+
+def test_bad_clip_marks_clip_and_video(source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", source)
+    rows = clip_rows(source)
+    rows[1]["path"] = str(tmp_path / "missing.mp4")
+    repo.write(schema.CLIPS, rows)
+    embed(repo, EmbedConfig(model="dummy", interval=30), text=False)
+    got = rows_of(repo, "dummy")
+    assert got[("clip", "a-Scene-002")]["status"] == schema.ERROR
+    assert "cannot decode" in got[("clip", "a-Scene-002")]["error"]
+    assert got[("video", "a")]["status"] == schema.ERROR and "a-Scene-002" in got[("video", "a")]["error"]
+    assert got[("clip", "a-Scene-001")]["status"] == schema.OK and got[("video", "b")]["status"] == schema.OK
+
+
+DECODE_THREADS = """
+import sys
+from lovr_hf import schema
+from lovr_hf.embed import EmbedConfig, embed
+from lovr_hf.repo import BenchmarkRepo
+src, root = sys.argv[1], sys.argv[2]
+rows = [{"video_id": "v", "clip_id": schema.clip_id_for("v", k + 1), "slice_num": k + 1, "start_time": 2.0 * k,
+         "end_time": 2.0 * k + 2, "start_frame": 48 * k, "end_frame": 48 * k + 48, "num_frames": 48, "fps": 24.0,
+         "path": src, "frame_offset": 48 * k, "clip_mode": "virtual", "status": "ok", "error": None} for k in range(3)]
+repo = BenchmarkRepo(root)
+repo.write(schema.CLIPS, rows)
+embed(repo, EmbedConfig(model="dummy", interval=2, frames_per_read=1, decode_workers=4, prefetch_reads=8), text=False)
+assert set(repo.read(schema.embeddings_config("dummy"))["status"]) == {"ok"}
+"""
+
+
+def test_threaded_decoding_of_one_file_is_safe(tmp_path: Path) -> None:
+    """Four decode threads on 1-frame pieces of one source file: without the per-file lock the shared decord
+    reader deadlocked or corrupted memory (abort) on every try; run in a subprocess so a hang cannot stall
+    the suite."""
+    src = tmp_path / "v.mp4"
+    make_video(src, [SceneSpec(48), SceneSpec(48), SceneSpec(48)], 320, 180, 24, seed=1)
+    proc = subprocess.run([sys.executable, "-c", DECODE_THREADS, str(src), str(tmp_path / "lovr")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_model_slug_is_folder_safe(tmp_path: Path) -> None:
+    assert model_slug("openai/clip-vit-base-patch32") == "openai__clip-vit-base-patch32"
+    assert model_slug("my_module:MyEmbedder") == "my_module__MyEmbedder"
+    for bad in ("../../etc/passwd", "/abs/path/../x", "a b/ü:..", "-rf"):
+        slug = model_slug(bad)
+        assert slug and all(c.isalnum() or c in "_-" for c in slug) and not slug.startswith("-")
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    other = tmp_path / "x" / "clip"
+    other.mkdir(parents=True)
+    assert model_slug(str(folder)).startswith("clip-") and model_slug(str(folder)) != model_slug(str(other))
+    with pytest.raises(ValueError):
+        model_slug("  ")
+
+
+@pytest.mark.parametrize("kind,interval,limit", [("clip", 10, 77), ("siglip", 30, 64)])
+def test_tiny_models_text_modes_and_default_interval(source: Path, tmp_path: Path, tiny: dict[str, str],
+                                                     kind: str, interval: int, limit: int) -> None:
+    repo = make_repo(tmp_path / "lovr", source, long_caption=True)
+    cfg = EmbedConfig(model=tiny[kind], text_mode="chunk-mean", batch_size=8, device="cpu", dtype="float32")
+    embed(repo, cfg)
+    got = rows_of(repo, model_slug(tiny[kind]))
+    assert got[("clip", "a-Scene-001")]["interval"] == interval  # original defaults: 10 for CLIP, 30 otherwise
+    assert got[("video_caption", "a")]["num_frames"] > 1  # the long caption was averaged over chunks
+    assert got[("video_caption", "b")]["num_frames"] == 1
+    assert {r["text_mode"] for k, r in got.items() if k[0].endswith("caption")} == {"chunk-mean"}
+    vecs = np.asarray([r["embedding"] for r in got.values()])
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert {r["model"] for r in got.values()} == {tiny[kind]}
+    # truncate differs from chunk-mean only for the long caption (a different computation, not a mix)
+    embed(repo, EmbedConfig(model=tiny[kind], batch_size=8, device="cpu", dtype="float32"), video=False)
+    trunc = rows_of(repo, model_slug(tiny[kind]))
+    assert trunc[("video_caption", "a")]["text_mode"] == "truncate" and trunc[("video_caption", "a")]["num_frames"] == 1
+    assert not np.allclose(trunc[("video_caption", "a")]["embedding"], got[("video_caption", "a")]["embedding"])
+    np.testing.assert_allclose(trunc[("video_caption", "b")]["embedding"], got[("video_caption", "b")]["embedding"],
+                               atol=1e-5)
+    assert trunc[("clip", "a-Scene-001")]["embedding"] == got[("clip", "a-Scene-001")]["embedding"]
