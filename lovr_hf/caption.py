@@ -68,6 +68,7 @@ class CaptionConfig:
     scorer: str = "heuristic"  # heuristic | llm
     scorer_model: str | None = None  # llm judge: an LLM backend spec, e.g. "openai:gpt-4o-mini"
     max_attempts: int = 3
+    generate_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra model.generate() options
     # runtime only
     batch_size: int = 8
     decode_workers: int = 2
@@ -86,8 +87,9 @@ class CaptionConfig:
         return load_prompt_set(self.prompt_file, base) if self.prompt_file else base
 
     def params(self) -> GenerationParams:
+        extra = {"generate_kwargs": dict(self.generate_kwargs)} if self.generate_kwargs else {}
         return GenerationParams(self.temperature, self.top_p, self.repetition_penalty, self.max_new_tokens,
-                                self.do_sample, self.seed)
+                                self.do_sample, self.seed, extra)
 
 
 def make_captioner(cfg: CaptionConfig) -> Captioner:

@@ -41,8 +41,8 @@ def stats(repo: BenchmarkRepo, files: dict[str, list[str]]) -> dict[str, Any]:
     if schema.CLIPS in files:
         starts = _column(repo, files, schema.CLIPS, "start_time")
         ends = _column(repo, files, schema.CLIPS, "end_time")
-        lengths = [e - b for b, e in zip(starts, ends)]
-        s["clips"] = len(lengths)
+        lengths = [e - b for b, e in zip(starts, ends) if b is not None and e is not None]
+        s["clips"] = len(starts)
         if lengths:
             s["clip_length_mean_s"] = statistics.fmean(lengths)
             s["clip_length_median_s"] = statistics.median(lengths)

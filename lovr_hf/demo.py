@@ -37,14 +37,28 @@ RANDOM_WEIGHTS_NOTE = (
 )
 
 
-def demo_config(out: Path, *, durations_s: tuple[float, ...] = (70.0, 60.0, 50.0), eval_models: bool = True,
+def word_tokens_only(model_dir: str) -> list[int]:
+    """Token ids of the tiny VLM whose text is not plain words/punctuation, to suppress in generation: the
+    random model then writes word soup instead of raw bytes (still meaningless, but readable text that
+    the merge LLM can work with)."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ok = re.compile(r"^[ A-Za-z.,']+$")
+    special = set(tok.all_special_ids)
+    return [i for i in range(len(tok)) if i not in special and not ok.match(tok.decode([i]))]
+
+
+def demo_config(out: Path, *, durations_s: tuple[float, ...] = (42.0, 35.0), eval_models: bool = True,
                 llm: str = "transformers") -> tuple[PipelineConfig, dict[str, Any]]:
     """Generate inputs and tiny models under ``out`` and return the pipeline config that uses them."""
     from lovr_hf.samples import make_sample_folder
     from lovr_hf.tiny import build_tiny_clip, build_tiny_qwen25vl
 
     videos = out / "videos"
-    if not any(videos.glob("*.m*")):
+    if not any(videos.glob("*.m[pk]*")):
         logger.info("generating %d sample videos (%.0f s in total) in %s", len(durations_s), sum(durations_s), videos)
         make_sample_folder(videos, durations_s=durations_s, width=320, height=180, fps=24, write_truth=True)
     vlm = build_tiny_qwen25vl(out / "models" / "tiny-qwen2_5-vl")
@@ -54,9 +68,10 @@ def demo_config(out: Path, *, durations_s: tuple[float, ...] = (70.0, 60.0, 50.0
         repo=str(out / "lovr"),
         segment=SegmentConfig(),  # the LoVR defaults: content detector, threshold 34, min 5 s, downscale 3
         caption=CaptionConfig(backend="transformers", model_path=vlm, do_sample=False, max_new_tokens=24,
-                              batch_size=4, dtype="float32", device="cpu"),
+                              batch_size=4, dtype="float32", device="cpu",
+                              generate_kwargs={"suppress_tokens": word_tokens_only(vlm)}),
         merge=MergeConfig(llm=llm, model_path="smollm2" if llm == "transformers" else None, temperature=0.0,
-                          max_new_tokens=96, video_max_new_tokens=160, num_workers=1, seed=0),
+                          max_new_tokens=64, video_max_new_tokens=128, num_workers=1, seed=0, theme=True),
         eval_models=[clip] if eval_models else [],
         eval={"interval": 10, "clip_queries": "all"},
         demo=True,

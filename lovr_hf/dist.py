@@ -46,9 +46,11 @@ def barrier(shard: Shard) -> None:
     """Wait for every rank of a launched job (no-op for manual chunks and single processes)."""
     if not shard.launched or shard.world_size <= 1:
         return
+    import torch
     from accelerate import PartialState
 
-    PartialState().wait_for_everyone()
+    # without cpu=True a CPU-only multi-process launch reports DistributedType.NO and does not wait
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def shard_range(n: int, shard: Shard) -> range:

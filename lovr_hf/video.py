@@ -20,10 +20,10 @@ import bisect
 import functools
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
@@ -76,6 +76,7 @@ class FrameIndex:
     dec_key: np.ndarray  # bool [num_packets]
     dec_discard: np.ndarray  # bool [num_packets]
     container_frames: int  # the container's own frame count (0 when it has none)
+    open_gop: bool  # some key frame has leading frames (decoded after it, shown before it)
 
     @property
     def num_frames(self) -> int:
@@ -145,6 +146,7 @@ def clear_cache() -> None:
     """Forget cached indexes and probes (benchmarks, or files rewritten within one mtime tick)."""
     _build_index_cached.cache_clear()
     _probe_cached.cache_clear()
+    _decord_reader.cache_clear()
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,10 +161,21 @@ def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
         disc_l: list[bool] = []
         durs: dict[int, int] = {}
         missing_pts = 0
+        # Matroska/WebM have no frame count to check truncation against: compare how far the packets of
+        # all streams reach with the duration in the header instead.
+        check_end = "matroska" in (c.format.name or "") and bool(c.duration)
+        streams = tuple(c.streams) if check_end else (vs,)
+        reach = 0.0
         try:
-            for pkt in c.demux(vs):
+            for pkt in c.demux(streams):
                 if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
                     continue  # the flush packet at the end of demuxing
+                if check_end and pkt.time_base is not None:
+                    ts = pkt.pts if pkt.pts is not None else pkt.dts
+                    if ts is not None:
+                        reach = max(reach, float((ts + (pkt.duration or 0)) * pkt.time_base))
+                if pkt.stream_index != vs.index:
+                    continue
                 pts = pkt.pts
                 if pts is None:
                     missing_pts += 1
@@ -177,6 +190,14 @@ def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
             raise VideoError(f"{path}: corrupt or truncated after {len(pts_l)} video packets: {e}") from None
         container_frames = int(vs.frames or 0)
         rate = vs.average_rate or vs.guessed_rate
+        if check_end and pts_l:
+            start = (c.start_time or 0) / 1e6
+            expected = c.duration / 1e6
+            got = reach - start
+            if got < expected - max(1.0, 0.02 * expected):
+                raise VideoError(
+                    f"{path}: truncated: the header says {expected:.2f}s but the packets end at {got:.2f}s"
+                )
     if not pts_l:
         raise VideoError(f"{path}: the video stream has no frames")
     if container_frames and len(pts_l) < container_frames:
@@ -193,12 +214,16 @@ def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
     reliable = bool(
         (dec_pts[keep] >= 0).all() and (len(pts) < 2 or (np.diff(pts) > 0).all()) and missing_pts == 0
     )
-    if missing_pts and not reliable:
-        logger.debug("%s: %d packets without pts; reading by counting decoded frames", path, missing_pts)
-    if missing_pts and (dec_pts >= 0).all() and (len(pts) < 2 or (np.diff(pts) > 0).all()):
-        # dts-only streams without B-frames (some AVI): dts order is presentation order, trust it
-        reliable = True
+    if reliable and not _decoded_pts_match(path, pts):
+        reliable = False
+    if not reliable:
+        logger.debug("%s: packet timestamps do not index the frames; counting decoded frames", path)
     keyframes = np.flatnonzero(dec_key[keep][order]).astype(np.int64)
+    # open GOP: a packet after a key frame (decode order) that is shown before it; decord mis-seeks there
+    seg = np.cumsum(dec_key) - 1
+    has_kf = seg >= 0
+    kf_pts = dec_pts[np.flatnonzero(dec_key)]
+    open_gop = bool(has_kf.any() and (dec_pts[has_kf] < kf_pts[seg[has_kf]]).any())
     if len(pts):
         last = durs.get(int(pts[-1]), 0)
         if last <= 0:
@@ -221,6 +246,27 @@ def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
         dec_key=dec_key,
         dec_discard=dec_disc,
         container_frames=container_frames,
+        open_gop=open_gop,
+    )
+
+
+def _decoded_pts_match(path: str, pts: np.ndarray, check: int = 48) -> bool:
+    """Do the first decoded frames carry the packet timestamps, in order? (No for e.g. H.264 B-frames
+    in AVI, whose demuxer invents timestamps in decode order.)"""
+    want = pts[: min(check, len(pts))]
+    got: list[int | None] = []
+    try:
+        with _open(path) as c:
+            vs = _video_stream(c, path)
+            vs.thread_type = "AUTO"
+            for frame in c.decode(vs):
+                got.append(frame.pts)
+                if len(got) == len(want):
+                    break
+    except av.error.FFmpegError:
+        return False
+    return len(got) == len(want) and all(
+        g is not None and int(g) == int(w) for g, w in zip(got, want, strict=True)
     )
 
 
@@ -254,17 +300,23 @@ def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
             raise VideoError(f"{path}: no decodable frame in the video stream ({codec})")
         rotation = _rotation_of(first, vs)
         coded_w, coded_h = first.width, first.height
-        rate = vs.average_rate or vs.guessed_rate
+        avg = vs.average_rate
+        guessed = vs.guessed_rate
+        container_s = (c.duration or 0) / 1e6
     n = index.num_frames if index.reliable else decoded
-    duration = index.duration_s()
-    if rate and float(rate) > 0:
-        fps = float(rate)
+    duration = index.duration_s() if index.reliable else 0.0
+    if avg and float(avg) > 0:
+        fps = float(avg)  # the container's average rate (frames / duration, also for VFR)
     elif duration > 0:
         fps = n / duration
+    elif guessed and float(guessed) > 0:
+        fps = float(guessed)
+    elif container_s > 0:
+        fps = n / container_s
     else:
         fps = 0.0
-    if not index.reliable and duration <= 0 and fps > 0:
-        duration = n / fps
+    if duration <= 0:  # no usable timestamps
+        duration = n / fps if fps > 0 else container_s
     w, h = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
     return VideoInfo(
         duration_s=float(duration),
@@ -327,8 +379,33 @@ class _Mismatch(Exception):
     """A decoded frame did not line up with the index: fall back to decoding from the start."""
 
 
+def _seek_to(
+    c: av.container.InputContainer, vs: av.video.stream.VideoStream, index: FrameIndex, kf: int, t: int
+) -> tuple[Iterator[av.VideoFrame], av.VideoFrame, int]:
+    """Seek to key frame ``kf`` and return the decoder with its first frame at or before frame ``t``.
+
+    Containers seek by their own timestamps (dts for MP4), so a seek may land on a later key frame; then
+    retry from earlier key frames rather than trust it.
+    """
+    seek_kf = kf
+    while True:
+        c.seek(int(index.pts[seek_kf]), stream=vs, backward=True, any_frame=False)
+        frames = iter(c.decode(vs))
+        first = next(frames, None)
+        if first is None:
+            raise _Mismatch("nothing decoded after a seek")
+        i = index.lookup(first.pts)
+        if i < 0:
+            raise _Mismatch(f"decoded pts {first.pts} is not in the index")
+        if i <= t:
+            return frames, first, i
+        if seek_kf == 0:
+            raise _Mismatch(f"seeking never landed at or before frame {t}")
+        seek_kf = index.keyframe_at_or_before(seek_kf - 1)
+
+
 def _pyav_seek_frames(
-    path: str, targets: Sequence[int], index: FrameIndex
+    path: str, targets: Iterable[int], index: FrameIndex
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode the (sorted, unique) file frame ``targets`` using the pts index and keyframe seeks."""
     with _open(path) as c:
@@ -338,37 +415,19 @@ def _pyav_seek_frames(
         frames: Iterator[av.VideoFrame] | None = None
         for t in targets:
             kf = index.keyframe_at_or_before(t)
-            if frames is None or kf > pos + SEEK_GAP:
-                seek_to = kf
-                for attempt in range(3):
-                    if seek_to > 0:
-                        c.seek(int(index.pts[seek_to]), stream=vs, backward=True, any_frame=False)
-                    elif frames is not None or attempt:
-                        c.seek(int(index.pts[0]), stream=vs, backward=True, any_frame=False)
-                    frames = iter(c.decode(vs))
-                    first = next(frames, None)
-                    if first is None:
-                        raise _Mismatch("nothing decoded after seek")
-                    i = index.lookup(first.pts)
-                    if i < 0:
-                        raise _Mismatch(f"decoded pts {first.pts} is not in the index")
-                    if i <= t:
-                        break
-                    # landed after the wanted frame: seek to an earlier key frame
-                    seek_to = index.keyframe_at_or_before(max(0, seek_to - 1))
-                    if seek_to == 0 and attempt == 1:
-                        seek_to = 0
-                else:
-                    raise _Mismatch(f"seeking never landed at or before frame {t}")
-                pos = i
-                if i == t:
+            if kf > pos + SEEK_GAP:
+                frames, first, pos = _seek_to(c, vs, index, kf, t)
+                if pos == t:
                     yield t, first
                     continue
-            assert frames is not None
+            elif frames is None:
+                frames = iter(c.decode(vs))
             for frame in frames:
                 i = index.lookup(frame.pts)
                 if i < 0:
                     raise _Mismatch(f"decoded pts {frame.pts} is not in the index")
+                if i <= pos:
+                    raise _Mismatch(f"decoded frames out of pts order ({i} after {pos})")
                 pos = i
                 if i < t:
                     continue
@@ -380,7 +439,7 @@ def _pyav_seek_frames(
                 raise _Mismatch(f"stream ended before frame {t}")
 
 
-def _pyav_count_frames(path: str, targets: Sequence[int]) -> Iterator[tuple[int, av.VideoFrame]]:
+def _pyav_count_frames(path: str, targets: Iterable[int]) -> Iterator[tuple[int, av.VideoFrame]]:
     """Ground truth: decode from the start and count frames (no timestamps trusted)."""
     if not targets:
         return
@@ -419,32 +478,46 @@ def _pyav_frames(path: str, targets: Sequence[int]) -> Iterator[tuple[int, av.Vi
     yield from _pyav_count_frames(path, rest)
 
 
-def _decord_read(
-    path: str, targets: Sequence[int], index: FrameIndex, info: VideoInfo, size: tuple[int, int] | None
-) -> np.ndarray:
-    """Read with decord, refusing (raising) whenever its frame numbering differs from ours."""
+@functools.lru_cache(maxsize=4)
+def _decord_reader(
+    path: str, size_b: int, mtime_ns: int, size: tuple[int, int] | None
+) -> tuple[Any, threading.Lock]:
+    """Kept open between calls (opening demuxes the whole file: costly for a long source read clip by
+    clip), with a lock: a decord reader is not thread-safe and callers decode in thread pools."""
     import decord  # optional: not on every platform
 
     kwargs: dict[str, Any] = {"ctx": decord.cpu(0), "num_threads": 0}
     if size is not None:
-        w, h = int(size[0]), int(size[1])
-        if info.rotation in (90, 270):
-            w, h = h, w
-        kwargs.update(width=w, height=h)
-    vr = decord.VideoReader(path, **kwargs)
-    if len(vr) != info.num_frames:
-        raise VideoError(f"{path}: decord counts {len(vr)} frames, the index {info.num_frames}")
-    if index.reliable and len(targets):
-        probe_idx = sorted({0, *targets})
-        ts = np.asarray(vr.get_frame_timestamp(probe_idx))[:, 0]
-        want = (index.pts[probe_idx] - index.pts[0]).astype(np.float64) * float(index.time_base)
-        tol = 0.5 / max(info.fps, 1.0)
-        if np.abs((ts - ts[0]) - want).max() > tol:
-            raise VideoError(f"{path}: decord frame timestamps disagree with the index")
-    arr = vr.get_batch(list(targets)).asnumpy()
+        kwargs.update(width=int(size[0]), height=int(size[1]))
+    return decord.VideoReader(path, **kwargs), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # worker processes (datasets num_proc) must not inherit decoder threads
+    os.register_at_fork(before=_decord_reader.cache_clear)
+
+
+def _decord_read(
+    path: str, targets: Sequence[int], index: FrameIndex, info: VideoInfo, size: tuple[int, int] | None
+) -> np.ndarray:
+    """Read with decord, refusing (raising) whenever its frame numbering differs from ours."""
     if info.rotation:
-        arr = np.ascontiguousarray(np.rot90(arr, info.rotation // 90, axes=(1, 2)))
-    return arr
+        # decord 0.6 applies the display matrix itself but mis-sizes rotated frames when resizing
+        raise VideoError(f"{path}: rotated video (decord is not used for rotated files)")
+    if not index.reliable:
+        raise VideoError(f"{path}: timestamps do not index the frames (decord would guess)")
+    if index.open_gop:
+        raise VideoError(f"{path}: open-GOP stream (decord returns wrong frames after seeks there)")
+    vr, lock = _decord_reader(*_file_key(path), size)
+    with lock:
+        if len(vr) != info.num_frames:
+            raise VideoError(f"{path}: decord counts {len(vr)} frames, the index {info.num_frames}")
+        if len(targets):
+            probe_idx = sorted({0, *targets})
+            ts = np.asarray(vr.get_frame_timestamp(probe_idx))[:, 0]
+            want = (index.pts[probe_idx] - index.pts[0]).astype(np.float64) * float(index.time_base)
+            if np.abs((ts - ts[0]) - want).max() > 0.5 / max(info.fps, 1.0):
+                raise VideoError(f"{path}: decord frame timestamps disagree with the index")
+        return vr.get_batch(list(targets)).asnumpy()
 
 
 def read_frames(
@@ -603,5 +676,3 @@ __all__ = [
     "read_clip_frames",
     "read_frames",
 ]
-
-_ = Path  # re-exported type for callers' annotations
