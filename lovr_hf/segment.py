@@ -160,8 +160,14 @@ class SegmentStage(Stage):
                 raise ValueError(f"too short: {info.num_frames} frame(s), need at least {MIN_VIDEO_FRAMES}")
             c = self.config
             if c.adaptive:
+                det = self._detector(c.threshold)
+                if hasattr(det, "scores") and hasattr(det, "cuts_from_scores"):
+                    fs = det.scores(path)  # decode once; each threshold tried is a re-threshold
+                    detect_at = lambda thr: det.cuts_from_scores(fs, thr)  # noqa: E731
+                else:
+                    detect_at = lambda thr: self._detector(thr).detect(path)  # noqa: E731
                 search = adaptive_threshold_search(
-                    lambda thr: self._detector(thr).detect(path),
+                    detect_at,
                     start=c.threshold if c.threshold is not None else 34.0,
                     min_clips=c.min_clips, max_clips=c.max_clips, max_iter=c.max_adaptive_iter,
                     count_fn=lambda cuts: len(scenes_from_cuts(cuts, info.num_frames, info.fps,

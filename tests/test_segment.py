@@ -146,3 +146,22 @@ def test_resume_after_kill_and_num_proc(videos, tmp_path: Path, monkeypatch) -> 
     segment(d, par, SegmentConfig(clip_mode="virtual"), RunControl(num_proc=2))
     assert par.read(schema.CLIPS).to_list() == ref.read(schema.CLIPS).to_list()
     assert par.read(schema.VIDEOS).to_list() == ref.read(schema.VIDEOS).to_list()
+
+
+def test_adaptive_threshold_loop_records_settled_threshold(videos, tmp_path: Path) -> None:
+    d, _ = videos
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    # at most 2 clips wanted: the 3-clip video makes the loop raise the threshold (x1.1 per try) until a cut
+    # score falls below it; scores are computed once and re-thresholded
+    segment(d, repo, SegmentConfig(clip_mode="virtual", adaptive=True, min_clips=1, max_clips=2,
+                                   max_adaptive_iter=40))
+    vids = {r["source_name"]: r for r in repo.read(schema.VIDEOS)}
+    clips = repo.read(schema.CLIPS)
+    long_vid = vids["long one.mp4"]
+    settled = long_vid["threshold"]
+    assert settled > 34.0 and round(settled / 34.0, 6) in {round(1.1**n, 6) for n in range(1, 41)}
+    assert 1 <= clips["video_id"].count(long_vid["video_id"]) <= 2
+    assert vids["static.mkv"]["threshold"] == 34.0  # already inside [1, 2]: no change
+    plain = BenchmarkRepo(tmp_path / "plain")
+    segment(d, plain, SegmentConfig(clip_mode="virtual"))
+    assert {r["threshold"] for r in plain.read(schema.VIDEOS)} == {34.0}
