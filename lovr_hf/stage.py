@@ -29,9 +29,10 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
+from datasets.distributed import split_dataset_by_node
 
 from lovr_hf import __version__, schema
-from lovr_hf.dist import Shard, barrier, shard_range
+from lovr_hf.dist import Shard, barrier
 from lovr_hf.repo import TMP_PREFIX, BenchmarkRepo, table_to_parquet_bytes, to_arrow
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class Stage(ABC):
         work = self.work_path(repo)
         work.mkdir(parents=True, exist_ok=True)
         self._write_manifest(work)
-        mine = ds.select(shard_range(len(ds), shard)) if shard.world_size > 1 else ds
+        # contiguous shard of the FULL input (same rows for shard i on every rerun), as datasets does it
+        mine = split_dataset_by_node(ds, shard.rank, shard.world_size) if shard.world_size > 1 else ds
         if rerun:  # a killed --rerun resumes itself: only batches since it started count
             done = keys_committed_since(work, self._started_marker(work, shard))
         else:

@@ -121,7 +121,7 @@ def test_kill9_whole_run(videos: Path, tmp_path: Path) -> None:
     assert_clean(got)
 
 
-@pytest.mark.parametrize("stage", ["segment", "caption", "merge"])
+@pytest.mark.parametrize("stage", ["segment", "caption", "merge", "eval"])
 def test_kill9_each_stage(stage: str, videos: Path, tmp_path: Path) -> None:
     """Stages before ``stage`` run normally; ``stage`` itself is killed 5 times, then finished."""
     ref_root, root = tmp_path / "ref", tmp_path / "lovr"
@@ -130,15 +130,17 @@ def test_kill9_each_stage(stage: str, videos: Path, tmp_path: Path) -> None:
         "caption": lambda r: lovr("caption", "--repo", str(r), "--backend", "dummy", "--batch-size", "2"),
         "merge": lambda r: lovr("merge", "--repo", str(r), "--llm", "dummy", "--num-workers", "2",
                                 "--cluster-size", "4"),
+        "eval": lambda r: lovr("eval", "--repo", str(r), "--model", "dummy", "--backend", "dummy",
+                               "--interval", "6", "--batch-size", "4"),
     }
-    order = ["segment", "caption", "merge"]
+    order = ["segment", "caption", "merge", "eval"]
     for before in order[: order.index(stage)]:
         run_to_end(commands[before](ref_root))
         run_to_end(commands[before](root))
     before_ref = committed(ref_root)
     run_to_end(commands[stage](ref_root))
     total = committed(ref_root) - before_ref
-    kill_at_random_moments(commands[stage](root), root, seed={"segment": 7, "caption": 8, "merge": 9}[stage],
+    kill_at_random_moments(commands[stage](root), root, seed={"segment": 7, "caption": 8, "merge": 9, "eval": 10}[stage],
                            total_batches=total)
     run_to_end(commands[stage](root))
     ref, got = BenchmarkRepo(ref_root), BenchmarkRepo(root)
