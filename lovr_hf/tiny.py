@@ -1,8 +1,8 @@
 """Real, tiny, randomly initialised models saved to a folder: tests and the offline demo never need the Hub.
 
-Each builder creates a genuine transformers architecture (Qwen2.5-VL, Qwen2-VL, CLIP, SigLIP) from a small
-config, a tokenizer trained locally with ``tokenizers`` on a fixed built-in corpus, and the real processors,
-and saves them with ``save_pretrained``. The folders reload through the Auto classes exactly like a Hub
+Each builder creates a genuine transformers architecture (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, CLIP, SigLIP)
+from a small config, a tokenizer trained locally with ``tokenizers`` on a fixed built-in corpus, and the
+real processors, and saves them with ``save_pretrained``. The folders reload through the Auto classes exactly like a Hub
 checkpoint, so every code path that loads a model by id/folder is exercised for real. Weights depend only
 on ``seed`` (same weights every build, hence the same greedy outputs).
 
@@ -89,6 +89,9 @@ QWEN_VL_CHAT_TEMPLATE = (
 # generation from 8 frames well under a second while still running the real resize/patchify path.
 TINY_MIN_PIXELS = 28 * 28 * 4
 TINY_MAX_PIXELS = 28 * 28 * 16
+#: the same budgets for Qwen3-VL's 16-pixel patches
+TINY_MIN_PIXELS_P16 = 32 * 32 * 4
+TINY_MAX_PIXELS_P16 = 32 * 32 * 16
 
 
 def _seed_everything(seed: int) -> None:
@@ -214,7 +217,7 @@ def _qwen_tokenizer() -> Any:
 
 
 def _qwen_vl_save(out: Path, seed: int, arch: str) -> None:
-    """Build and save one tiny Qwen-VL (``arch`` = "qwen2_5_vl" or "qwen2_vl") with its processor."""
+    """Build and save one tiny Qwen-VL (``arch`` = "qwen2_5_vl", "qwen2_vl" or "qwen3_vl") + processor."""
     import torch
     from transformers import GenerationConfig, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -261,6 +264,31 @@ def _qwen_vl_save(out: Path, seed: int, arch: str) -> None:
         }
         config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **common)
         model_cls, processor_cls = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    elif arch == "qwen3_vl":
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+        # Qwen3 text: explicit head_dim (q/k norms), interleaved M-RoPE over the same 8 frequencies
+        text_config["head_dim"] = 16
+        text_config["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 5000000.0,
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        }
+        vision_config = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,  # 8x8 learned grid, interpolated to each frame's patch grid
+            "deepstack_visual_indexes": [0],  # one deepstack merger feeding the first text layer
+        }
+        config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **common)
+        model_cls, processor_cls = Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     elif arch == "qwen2_vl":
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
@@ -284,12 +312,22 @@ def _qwen_vl_save(out: Path, seed: int, arch: str) -> None:
     model.generation_config = GenerationConfig(
         eos_token_id=[eos, pad], pad_token_id=pad, bos_token_id=None, do_sample=False
     )
-    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+    if arch == "qwen3_vl":
+        from transformers import Qwen3VLVideoProcessor
+
+        # 16-pixel patches (32-pixel merged tokens); Qwen3-VL's video budget covers all frames (t*h*w),
+        # so the video gets 4x the per-image budget: a few merged tokens per frame pair, as for Qwen2.5-VL
+        size = {"shortest_edge": TINY_MIN_PIXELS_P16, "longest_edge": TINY_MAX_PIXELS_P16}
+        video_size = {"shortest_edge": TINY_MIN_PIXELS_P16, "longest_edge": 4 * TINY_MAX_PIXELS_P16}
+        norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+        image_processor = Qwen2VLImageProcessor(size=size, patch_size=16, **norm)
+        video_processor: Any = Qwen3VLVideoProcessor(size=video_size, cap_pixels_per_frame=False, **norm)
+    else:
+        size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+        image_processor = Qwen2VLImageProcessor(size=size)
+        video_processor = Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False)
     processor = processor_cls(
-        Qwen2VLImageProcessor(size=size),
-        tokenizer,
-        Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False),
-        chat_template=QWEN_VL_CHAT_TEMPLATE,
+        image_processor, tokenizer, video_processor, chat_template=QWEN_VL_CHAT_TEMPLATE
     )
     with torch.no_grad():
         model.save_pretrained(out)
@@ -304,6 +342,15 @@ def build_tiny_qwen25vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 def build_tiny_qwen2vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny Qwen2-VL (same sizes as :func:`build_tiny_qwen25vl`) -> folder."""
     return _build_once(out_dir, "qwen2_vl", seed, lambda p: _qwen_vl_save(p, seed, "qwen2_vl"))
+
+
+def build_tiny_qwen3vl(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
+    """Tiny Qwen3-VL (2 text layers of width 64, 2-block vision tower with one deepstack merger) -> folder.
+
+    Exercises what differs from Qwen2.5-VL: 16-pixel patches, learned interpolated vision positions,
+    deepstack features, interleaved M-RoPE and per-frame timestamp tokens in the prompt.
+    """
+    return _build_once(out_dir, "qwen3_vl", seed, lambda p: _qwen_vl_save(p, seed, "qwen3_vl"))
 
 
 # ---------------------------------------------------------------------------------------------- CLIP / SigLIP

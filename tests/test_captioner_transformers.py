@@ -1,5 +1,5 @@
-"""Captioning backends on real decoded frames: the transformers VLM backend (tiny Qwen2-VL / Qwen2.5-VL,
-real forward passes), the original LoVR frame-count/skip rules, and the deterministic dummy backends."""
+"""Captioning backends on real decoded frames: the transformers VLM backend (tiny Qwen2-VL / Qwen2.5-VL /
+Qwen3-VL, real forward passes), the original LoVR frame-count/skip rules, and the deterministic dummy backends."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lovr_hf.backends.captioner_transformers import (
 from lovr_hf.backends.testing import DummyCaptioner, DummyChatLLM
 from lovr_hf.frames import caption_frame_plan, caption_num_frames, uniform_indices
 from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.tiny import build_tiny_qwen2vl, build_tiny_qwen25vl
+from lovr_hf.tiny import build_tiny_qwen2vl, build_tiny_qwen3vl, build_tiny_qwen25vl
 from lovr_hf.video import probe, read_frames
 
 PROMPT = {"system": "You are a video analysis assistant.", "user": "Describe the video in detail."}
@@ -105,6 +105,27 @@ def test_batched_left_padded_generation_matches_single(tiny_vlms, two_clips, arc
     assert len(stats["tokens_out_per_clip"]) == 2 and 0 < stats["tokens_out"] <= 2 * GREEDY.max_new_tokens
     assert stats["generate_s"] > 0
     assert "You are a video analysis assistant." in cap.last_prompt_text
+
+
+def test_qwen3_vl_batched_captions_match_single(tmp_path_factory, two_clips) -> None:
+    """Qwen3-VL (deepstack, interleaved M-RoPE, per-frame timestamps) captions through the same backend."""
+    path = build_tiny_qwen3vl(tmp_path_factory.getbasetemp() / "tiny_models" / "qwen3_vl")
+    cap = TransformersCaptioner(path, device="cpu")
+    batch = cap.caption(two_clips, PROMPT, GREEDY)
+    singles = [cap.caption([clip], PROMPT, GREEDY)[0] for clip in two_clips]
+    assert len(batch) == 2 and all(isinstance(t, str) and t for t in batch)
+    assert batch == singles  # left padding
+    model, processor = cap.load()
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    # the processor expands the video into timestamped frame groups, from the fps the captioner passed
+    inputs = processor(
+        text=[cap.last_prompt_text],
+        videos=[two_clips[0]],
+        return_tensors="pt",
+        videos_kwargs=cap._video_kwargs(two_clips[:1], GREEDY, processor),
+    )
+    prompt = processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "<0.5 seconds>" in prompt and "<6.5 seconds>" in prompt  # 8 frames at 1 fps, 2 per group
 
 
 def test_sampling_is_seeded_and_loads_once(tiny_vlms, two_clips) -> None:
