@@ -63,8 +63,10 @@ def test_accelerate_two_processes_equal_one(tiny_vlm: str, clips_repo: Benchmark
         single = clips_repo.read(schema.CLIP_CAPTIONS).to_list()
     repo = BenchmarkRepo(tmp_path / "dist")
     repo.write(schema.CLIPS, clips_repo.read(schema.CLIPS))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `accelerate launch --cpu` starts ONE process without an MPI hostfile (accelerate 1.x simple_launcher);
+    # the multi-process launcher with no visible GPU gives 2 real CPU ranks (gloo)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "lovr_hf", "-q", "caption", "--repo", str(repo.root), "--backend", "transformers",
            "--model-path", tiny_vlm, "--greedy", "--max-new-tokens", "12", "--batch-size", "2",

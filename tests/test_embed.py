@@ -105,7 +105,8 @@ def test_decodes_exactly_the_sampled_frames_once(source: Path, tmp_path: Path, m
     decoded: dict[str, list[int]] = {}
     for cid, idx in seen:
         decoded.setdefault(cid, []).extend(idx)
-    assert decoded == {
+    # pieces are decoded by a thread pool: the order of the calls varies, the frames must not
+    assert {cid: sorted(idx) for cid, idx in decoded.items()} == {
         "a-Scene-001": [0, 30], "a-Scene-002": [0, 15], "a-Scene-003": [0, 25, 30],  # clip ∪ video frames
         "b-Scene-001": [0, 30], "b-Scene-002": [0, 30],  # 60 frames: the stride lands on 0 of clip 2 again
     }
