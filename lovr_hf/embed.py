@@ -185,7 +185,7 @@ def check_embedder(config: EmbedConfig) -> type[Embedder]:
     cls = EMBEDDERS.get(backend)
     if getattr(cls, "requires_remote_code", False) and not config.trust_remote_code:
         raise ValueError(f"{config.model} runs code from its Hub repo: pass --trust-remote-code "
-                         "(trust_remote_code=True) if you trust it")
+                         "if you trust it")
     return cls
 
 

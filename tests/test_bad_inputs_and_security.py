@@ -115,8 +115,6 @@ def test_backend_faults_end_to_end_then_retry_failed(small_videos: Path, tmp_pat
 
 UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|trust_remote_code\s*=\s*True|"
                     r"(?<![.\w])eval\(|dill\.loads?\(|joblib\.load\(")
-#: the one adapter that needs remote code; it raises unless the user passed --trust-remote-code
-REMOTE_CODE_ALLOWED = {"lovr_hf/backends/embedder_jina.py"}
 
 
 def code_lines(path: Path) -> dict[int, str]:
@@ -139,7 +137,7 @@ def test_no_pickle_and_no_remote_code_by_default_in_library_code() -> None:
             rel = p.relative_to(ROOT).as_posix()
             for i, line in code_lines(p).items():
                 m = UNSAFE.search(line)
-                if m and not (rel in REMOTE_CODE_ALLOWED and "trust_remote_code" in m.group(0)):
+                if m:
                     offenders.append(f"{rel}:{i}: {line}")
     assert not offenders, "\n".join(offenders)
     # the grep itself works: it catches a planted call

@@ -1,7 +1,7 @@
 """jina-clip-v2 (and v1) through transformers ``AutoModel`` with the model's own remote code.
 
 The model's Python code comes from its Hub repo, so it runs only when the user passes
-``--trust-remote-code`` (``trust_remote_code=True``); without it the adapter refuses before anything is
+``--trust-remote-code`` (the ``trust_remote_code`` option); without it the adapter refuses before anything is
 downloaded (``lovr eval`` checks ``requires_remote_code`` even earlier). UNTESTED here: no Hub access, and
 the remote code cannot be built from a local config; the calls follow the model card (``encode_text`` /
 ``encode_image`` on the model, ``truncate_dim`` for Matryoshka widths).
@@ -52,12 +52,13 @@ class JinaClipEmbedder(Embedder):
     ) -> None:
         if not trust_remote_code:
             raise ValueError(
-                f"{model_path} runs code from its Hub repo: pass --trust-remote-code (trust_remote_code=True) "
+                f"{model_path} runs code from its Hub repo: pass --trust-remote-code "
                 "if you trust it"
             )
         if text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
         self.model_path = model_path
+        self.trust_remote_code = trust_remote_code  # True here: refused above otherwise
         self.revision = revision
         self.device = device
         self.dtype = dtype
@@ -81,7 +82,8 @@ class JinaClipEmbedder(Embedder):
             from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
 
             device = resolve_device(self.device)
-            model = AutoModel.from_pretrained(self.model_path, revision=self.revision, trust_remote_code=True,
+            model = AutoModel.from_pretrained(self.model_path, revision=self.revision,
+                                              trust_remote_code=self.trust_remote_code,
                                               dtype=resolve_dtype(self.dtype, device))
             self._model = model.to(device).eval()
         return self._model
@@ -103,7 +105,7 @@ class JinaClipEmbedder(Embedder):
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.revision,
-                                                            trust_remote_code=True)
+                                                            trust_remote_code=self.trust_remote_code)
         room = max(1, int(self.max_text_tokens or DEFAULT_TEXT_LIMIT) - 2)
         pieces, owner = [], []
         for i, t in enumerate(texts):
