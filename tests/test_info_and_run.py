@@ -1,0 +1,52 @@
+"""`lovr info` on a repo mid-way and on a parquet file; `lovr run` records its configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from lovr_hf import schema
+from lovr_hf.caption import CaptionConfig, caption
+from lovr_hf.cli import main as cli_main
+from lovr_hf.info import file_summary, repo_status
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+
+
+def test_info_reports_what_is_left_and_summarises_files(tmp_path: Path, capsys) -> None:
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    make_video(vids / "a.mp4", [SceneSpec(60), SceneSpec(66), SceneSpec(60)], 64, 48, 12, seed=1)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "input_folder": str(vids), "repo": str(tmp_path / "lovr"),
+        "segment": {"clip_mode": "virtual"},
+        "caption": {"backend": "dummy", "backend_options": {"api_key": "sk-do-not-write-me"}},
+        "merge": {"llm": "dummy"},
+    }))
+    assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    run = repo.run_config()
+    assert run["segment"]["clip_mode"] == "virtual" and run["merge"]["llm"] == "dummy"
+    card = repo.card_path.read_text()
+    assert '"clip_mode": "virtual"' in card and "sk-do-not-write-me" not in card  # config in the card, redacted
+    status = repo_status(repo)
+    assert status["configs"]["clips"] == 3 and status["configs"]["clip_captions"] == 3
+    assert status["left"]["videos_to_segment"] == 0 and status["left"]["clips_to_caption"] == 0
+    assert status["left"]["clusters_to_merge"] == 0 and status["left"]["videos_to_integrate"] == 0
+    # a new video arrives and some clips lose their captions: info says what is left
+    make_video(vids / "b.mp4", [SceneSpec(60)], 64, 48, 12, seed=2)
+    repo.write(schema.CLIP_CAPTIONS, repo.read(schema.CLIP_CAPTIONS).select([0]))
+    left = repo_status(repo)["left"]
+    assert left["videos_to_segment"] == 1 and left["clips_to_caption"] == 2
+    caption(repo, CaptionConfig(backend="dummy"))
+    assert repo_status(repo)["left"]["clips_to_caption"] == 0
+    assert cli_main(["info", "--repo", str(repo.root)]) == 0
+    assert "clips_to_caption: 0" in capsys.readouterr().out
+    shard = repo.root / repo.config_files()["clips"][0]
+    summary = file_summary(shard)
+    assert summary["rows"] == 3 and "clip_id" in summary["schema"] and len(summary["head"]) == 3
+    assert cli_main(["info", str(shard), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 3
