@@ -164,3 +164,14 @@ def test_heuristic_scorer_orders_captions() -> None:
     assert s.score(["the the the the the the the the the the the the"])[0] < 4
     assert s.score(["A man walks"])[0] < s.score([good])[0]
     assert s.score([""])[0] == 0.0
+
+
+def test_debug_logs_prompt_and_full_output_of_first_batch(source: Path, tmp_path: Path, caplog) -> None:
+    import logging
+
+    repo = make_repo(tmp_path / "lovr", source)
+    with caplog.at_level(logging.INFO, logger="lovr_hf.caption"):
+        caption(repo, CaptionConfig(backend="dummy", batch_size=2), RunControl(debug=True))
+    debug = [r.getMessage() for r in caplog.records if r.getMessage().startswith("debug:")]
+    assert len(debug) == 1  # first batch only
+    assert "video analysis assistant" in debug[0] and "The clip shows" in debug[0]
