@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +25,7 @@ from lovr_hf import schema
 from lovr_hf.backends.base import CAPTIONERS, SCORERS, Captioner, GenerationParams, QualityScorer
 from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
 from lovr_hf.frames import caption_frame_plan
+from lovr_hf.prefetch import Prefetcher
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stage import Stage, StageResult, batch_metas
@@ -116,40 +115,6 @@ def make_scorer(cfg: CaptionConfig) -> QualityScorer:
     return SCORERS.create(cfg.scorer)
 
 
-class _Prefetcher:
-    """Decodes clips in a thread pool, running ``depth`` clips ahead of the one being captioned."""
-
-    def __init__(self, order: list[str], load: Callable[[str], Any], workers: int, depth: int) -> None:
-        self.order = order
-        self.pos = {k: i for i, k in enumerate(order)}
-        self.load = load
-        self.depth = depth
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") if workers > 0 else None
-        self.futures: dict[str, Future[Any]] = {}
-        self.wait_s = 0.0
-
-    def get(self, keys: list[str]) -> list[Any]:
-        if self.pool is None:
-            t0 = time.perf_counter()
-            out = [self.load(k) for k in keys]
-            self.wait_s += time.perf_counter() - t0
-            return out
-        for k in keys:
-            self._submit(k)
-        last = max((self.pos.get(k, -1) for k in keys), default=-1)
-        for k in self.order[last + 1 : last + 1 + self.depth]:
-            self._submit(k)
-        t0 = time.perf_counter()
-        out = [self.futures.pop(k).result() for k in keys]
-        self.wait_s += time.perf_counter() - t0
-        return out
-
-    def _submit(self, key: str) -> None:
-        if key not in self.futures:
-            assert self.pool is not None
-            self.futures[key] = self.pool.submit(self.load, key)
-
-
 class CaptionStage(Stage):
     name = "caption"
     input_key = schema.CLIP_ID
@@ -165,7 +130,7 @@ class CaptionStage(Stage):
         self.order: list[str] = []
         self._backend: Captioner | None = None
         self._scorer: QualityScorer | None = None
-        self._prefetch: _Prefetcher | None = None
+        self._prefetch: Prefetcher | None = None
         self._stats: dict[str, float] = {}
         self._debug_left = 1 if debug else 0
 
@@ -191,7 +156,7 @@ class CaptionStage(Stage):
         self._backend = make_captioner(cfg)
         self._scorer = make_scorer(cfg) if cfg.min_quality is not None else None
         depth = cfg.batch_size * max(1, cfg.prefetch_batches)
-        self._prefetch = _Prefetcher(self.order, lambda k: self._decode(k, None), cfg.decode_workers, depth)
+        self._prefetch = Prefetcher(self.order, lambda k: self._decode(k, None), cfg.decode_workers, depth)
         self._stats = {"decode_s": 0.0, "decode_wait_s": 0.0, "generate_s": 0.0, "tokens_out": 0.0, "clips": 0.0}
 
     def batch_meta(self) -> dict[str, Any]:

@@ -43,10 +43,10 @@ from filelock import FileLock
 
 from lovr_hf import schema
 from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.caption import _Prefetcher
 from lovr_hf.cli_common import RunControl
 from lovr_hf.frames import interval_indices, uniform_indices, video_interval_indices
 from lovr_hf.ids import check_id, safe_id, short_hash
+from lovr_hf.prefetch import Prefetcher
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stage import DONE_FILE, Stage, StageResult, committed_batches, completed_keys, gather_table
 from lovr_hf.video import read_clip_frames
@@ -453,7 +453,7 @@ class VideoEmbedStage(_EmbedStage):
         self.batch_size = max(1, int(config.videos_per_commit))
         self.plans: dict[str, VideoPlan] = {}
         self.order: list[tuple[str, int, int, int]] = []
-        self._prefetch: _Prefetcher | None = None
+        self._prefetch: Prefetcher | None = None
         self._native = False
 
     def fingerprint_payload(self) -> dict[str, Any]:
@@ -482,7 +482,7 @@ class VideoEmbedStage(_EmbedStage):
         assert self._backend is not None
         self._native = _has_native_video(self._backend)
         cfg = self.config
-        self._prefetch = _Prefetcher(self.order, self._decode, cfg.decode_workers, max(1, cfg.prefetch_reads))
+        self._prefetch = Prefetcher(self.order, self._decode, cfg.decode_workers, max(1, cfg.prefetch_reads))
 
     def _decode(self, key: tuple[str, int, int, int]) -> tuple[np.ndarray | None, str | None, float]:
         """(frames, error, seconds) of one piece; never raises (a bad clip becomes an error row)."""
