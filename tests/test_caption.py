@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
@@ -94,19 +95,8 @@ def test_resume_rerun_and_chunks(source: Path, tmp_path: Path, monkeypatch) -> N
     expected = ref.read(schema.CLIP_CAPTIONS).to_list()
 
     repo = make_repo(tmp_path / "lovr", source)
-    real = CaptionStage.process
-    calls = {"n": 0}
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return real(self, batch)
-
-    monkeypatch.setattr(CaptionStage, "process", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(monkeypatch, CaptionStage):
         caption(repo, CaptionConfig(backend="dummy", batch_size=2))
-    monkeypatch.setattr(CaptionStage, "process", real)
     res = caption(repo, CaptionConfig(backend="dummy", batch_size=2))
     assert (res.skipped_done, res.processed) == (2, 4)
     assert repo.read(schema.CLIP_CAPTIONS).to_list() == expected

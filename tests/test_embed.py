@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import killed_on_call
 
 from lovr_hf import embed as embed_mod
 from lovr_hf import schema
@@ -172,19 +173,8 @@ def test_resume_after_kill(source: Path, tmp_path: Path, monkeypatch) -> None:
     expected = ref.read(schema.embeddings_config("dummy")).to_list()
 
     repo = make_repo(tmp_path / "lovr", source)
-    real = VideoEmbedStage.process
-    calls = {"n": 0}
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return real(self, batch)
-
-    monkeypatch.setattr(VideoEmbedStage, "process", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(monkeypatch, VideoEmbedStage):
         embed(repo, cfg)
-    monkeypatch.setattr(VideoEmbedStage, "process", real)
     run = embed(repo, cfg)
     video = run.results["embed-video"]
     assert (video.skipped_done, video.processed) == (1, 1)  # video a was committed before the kill

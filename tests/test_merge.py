@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
+from conftest import killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.cli import main as cli_main
@@ -95,20 +95,9 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypatch) -> 
     ref = make_repo(tmp_path / "ref")
     merge(ref, MergeConfig(llm="dummy", num_workers=2))
     repo = make_repo(tmp_path / "lovr")
-    real = ClusterStage.process
-    calls = {"n": 0}
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return real(self, batch)
-
-    monkeypatch.setattr(ClusterStage, "process", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_on_call(monkeypatch, ClusterStage):
         merge(repo, MergeConfig(llm="dummy", num_workers=2))
     assert not repo.has(schema.CLUSTERS) and not repo.has(schema.VIDEO_CAPTIONS)
-    monkeypatch.setattr(ClusterStage, "process", real)
     res = merge(repo, MergeConfig(llm="dummy", num_workers=2))
     assert res.processed == 2 + 2  # the two clusters left + two videos
     for config in (schema.CLUSTERS, schema.VIDEO_CAPTIONS):
