@@ -1,4 +1,4 @@
-"""Benchmark of the segmentation stage: scene-cut detection speed and accuracy (+ clip modes when wired).
+"""Benchmark of the segmentation stage: scene-cut detection speed and accuracy and the three clip modes.
 
 Generates (once, cached) synthetic videos with known cuts via ``lovr_hf.samples``:
 a 10-minute 640x360 24 fps video with ~60 cuts and a 2-minute 1280x720 one (``--quick``: 2 minutes and
@@ -36,6 +36,7 @@ import av
 from lovr_hf.backends.base import DETECTORS
 from lovr_hf.samples import GroundTruth, make_sample_video
 from lovr_hf.scenes import cut_prf, seconds_to_frames
+from lovr_hf.video import probe
 
 
 def load_or_make(cache: Path, name: str, duration_s: float, width: int, height: int, fps: int,
@@ -99,15 +100,31 @@ def timed(fn: Callable[[], tuple[int, list[int] | None]], repeat: int) -> dict:
 
 
 def bench_clip_modes(video: Path, truth: GroundTruth, cuts: list[int], out_dir: Path) -> list[dict]:
-    """Time the three clip modes (exact, copy, virtual) on the 10-minute video.
+    """Time the three clip modes (exact, copy, virtual) on the 10-minute video against one ffmpeg
+    re-encode pass of the whole file (same encoder settings), and check exact clips are frame-exact."""
+    from lovr_hf.clipper import bench_clip_modes as time_modes
+    from lovr_hf.clipper import cut_clips
+    from lovr_hf.scenes import scenes_from_cuts
 
-    TODO(lead): wire this to ``lovr_hf.clipper`` once it exists: for each mode, time cutting ``video``
-    at ``cuts`` into ``out_dir / mode``, check that exact clips' frame counts add up to
-    ``truth.num_frames``, and return one dict per mode (mode, wall_s, clips, frames, frame-exact).
-    Called by :func:`main` only when ``lovr_hf.clipper`` is importable.
-    """
-    print("  clip modes: lovr_hf.clipper is importable but bench_clip_modes is not wired yet")
-    return []
+    ranges = scenes_from_cuts(cuts, truth.num_frames, truth.fps, 5.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = time_modes(str(video), ranges, out_dir)
+    exact = cut_clips(str(video), ranges, out_dir / "check", "check", mode="exact")
+    frames = sum(probe(c.path).num_frames for c in exact)
+    base_w, base_c = t.get("ffmpeg_reencode"), t.get("ffmpeg_reencode_cpu")
+    print(f"\n== clip modes: {Path(video).name}, {len(ranges)} clips")
+    print(f"  {'mode':<22} {'wall s':>8} {'CPU s':>8} {'wall / ffmpeg':>14} {'CPU / ffmpeg':>13}")
+    rows = []
+    for mode in ("exact", "copy", "virtual", "ffmpeg_reencode"):
+        if mode not in t:
+            continue
+        w, c = t[mode], t[f"{mode}_cpu"]
+        rw = f"{w / base_w:.2f}x" if base_w else "-"
+        rc = f"{c / base_c:.2f}x" if base_c else "-"
+        print(f"  {mode:<22} {w:>8.2f} {c:>8.2f} {rw:>14} {rc:>13}")
+        rows.append({"mode": mode, "wall_s": w, "cpu_s": c, "clips": len(ranges)})
+    print(f"  exact clips hold {frames} of {truth.num_frames} frames ({'frame-exact' if frames == truth.num_frames else 'MISMATCH'})")
+    return rows
 
 
 def run_file(gt: GroundTruth, args: argparse.Namespace) -> list[dict]:
