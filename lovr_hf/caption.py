@@ -115,6 +115,14 @@ def make_scorer(cfg: CaptionConfig) -> QualityScorer:
     return SCORERS.create(cfg.scorer)
 
 
+def clip_duration(row: dict[str, Any]) -> float:
+    """Seconds of a clip row: its time range, else frames / fps (release clips may lack times)."""
+    dur = (row.get("end_time") or 0.0) - (row.get("start_time") or 0.0)
+    if dur <= 0 and row.get("fps"):
+        dur = (row.get("num_frames") or 0) / row["fps"]
+    return max(0.0, float(dur))
+
+
 class CaptionStage(Stage):
     name = "caption"
     input_key = schema.CLIP_ID
@@ -138,8 +146,6 @@ class CaptionStage(Stage):
         payload = super().fingerprint_payload()
         payload["config"].pop("prompt_file", None)
         payload["prompt_hash"] = self.prompt_hash()
-        payload["config"].pop("backend_options", None)
-        payload["backend_options"] = {k: v for k, v in self.config.backend_options.items() if k != "api_key"}
         return payload
 
     def prompt_hash(self) -> str:
@@ -170,10 +176,7 @@ class CaptionStage(Stage):
 
     # ---- decoding --------------------------------------------------------------------------------------
     def _plan(self, row: dict[str, Any], max_frames: int):
-        dur = (row["end_time"] - row["start_time"]) if row.get("end_time") is not None else 0.0
-        if not dur and row.get("fps"):
-            dur = row["num_frames"] / row["fps"]
-        return caption_frame_plan(int(row["num_frames"] or 0), float(dur or 0.0),
+        return caption_frame_plan(int(row["num_frames"] or 0), clip_duration(row),
                                   min_frames=self.config.min_frames, max_frames=max_frames)
 
     def _decode(self, clip_id: str, max_frames: int | None) -> tuple[np.ndarray | None, str | None, float]:
@@ -268,10 +271,7 @@ class CaptionStage(Stage):
             yield (cid, *self._caption_one(frames, prompt, one))
 
     def _sampled_fps(self, clip_id: str, n_frames: int) -> float:
-        r = self.rows[clip_id]
-        dur = (r["end_time"] or 0.0) - (r["start_time"] or 0.0)
-        if dur <= 0 and r.get("fps"):
-            dur = (r["num_frames"] or 0) / r["fps"]
+        dur = clip_duration(self.rows[clip_id])
         return float(n_frames / dur) if dur > 0 else 1.0
 
     def _caption_one(self, frames: np.ndarray, prompt: dict[str, str], params: GenerationParams):

@@ -108,8 +108,6 @@ class _MergeStageBase(Stage):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = super().fingerprint_payload()
-        payload["config"].pop("backend_options", None)
-        payload["backend_options"] = {k: v for k, v in self.config.backend_options.items() if k != "api_key"}
         payload["prompts"] = prompt_hash(MERGE_SYSTEM, TRANSITION_PROMPT, INTEGRATE_PROMPT, THEME_PROMPT)
         return payload
 

@@ -33,7 +33,7 @@ from datasets.distributed import split_dataset_by_node
 
 from lovr_hf import __version__, schema
 from lovr_hf.dist import Shard, barrier
-from lovr_hf.repo import TMP_PREFIX, BenchmarkRepo, table_to_parquet_bytes, to_arrow
+from lovr_hf.repo import TMP_PREFIX, BenchmarkRepo, redact, table_to_parquet_bytes, to_arrow
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class Stage(ABC):
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
         for f in self.runtime_fields:
             cfg.pop(f, None)
-        return {"stage": self.name, "version": self.version, "config": cfg}
+        # credentials (api_key in backend_options...) never enter a fingerprint or the stage manifest
+        return {"stage": self.name, "version": self.version, "config": redact(cfg)}
 
     def fingerprint(self) -> str:
         return stable_hash(self.fingerprint_payload())

@@ -165,3 +165,14 @@ def test_debug_logs_prompt_and_full_output_of_first_batch(source: Path, tmp_path
     debug = [r.getMessage() for r in caplog.records if r.getMessage().startswith("debug:")]
     assert len(debug) == 1  # first batch only
     assert "video analysis assistant" in debug[0] and "The clip shows" in debug[0]
+
+
+def test_credentials_never_enter_fingerprint_or_manifest(source: Path, tmp_path: Path) -> None:
+    a = CaptionStage(CaptionConfig(backend="dummy", backend_options={"api_key": "sk-aaa", "delay_s": 0.0}), "r")
+    b = CaptionStage(CaptionConfig(backend="dummy", backend_options={"api_key": "sk-bbb", "delay_s": 0.0}), "r")
+    assert a.fingerprint() == b.fingerprint()
+    assert "sk-aaa" not in json.dumps(a.fingerprint_payload())
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", backend_options={"api_key": "sk-aaa"}))
+    manifests = list(repo.work_dir("caption").glob("*/stage.json"))
+    assert manifests and all("sk-aaa" not in m.read_text() for m in manifests)
