@@ -16,6 +16,7 @@ would silently serve stale rows.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,16 +53,63 @@ _CARD_BODY_START = "<!-- lovr_hf:card -->"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: the card is read on every step
 
 
+def _tmp_name(path: Path) -> str:
+    """``.tmp-<name>-<host>-<pid>-<rand>``: host and pid let a later writer tell a dead writer's leftover."""
+    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+    return f"{TMP_PREFIX}{path.name}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_tmp(path: Path) -> int:
+    """Remove temp files of ``path`` left by writers that died (kill -9) between write and rename.
+
+    Only temps written on this host by a process that no longer exists go: a live writer's temp (another
+    rank writing the same file) is never touched, so its rename cannot fail. Returns how many went.
+    """
+    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+    prefix = f"{TMP_PREFIX}{path.name}-"
+    removed = 0
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+        rest = tmp.name[len(prefix):]
+        m = re.fullmatch(r"(.+)-(\d+)-[0-9a-f]{8}", rest)
+        if m is None:  # the older naming without host/pid (``<name>-<rand>``): a previous version's leftover
+            stale = re.fullmatch(r"[0-9a-f]{8}", rest) is not None
+        else:
+            stale = m.group(1) == host and not _pid_alive(int(m.group(2)))
+        if stale:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a hidden temp name in the same folder, fsync, then rename: readers see old or new, never half."""
+    """Write to a hidden temp name in the same folder, fsync, then rename: readers see old or new, never half.
+
+    A writer killed between write and rename leaves its temp behind; the next write of the same file
+    sweeps such leftovers (see ``sweep_stale_tmp``), so a resumed run ends with a clean folder.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    sweep_stale_tmp(path)
+    tmp = path.with_name(_tmp_name(path))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

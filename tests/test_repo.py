@@ -122,6 +122,34 @@ def test_atomic_write_bytes_never_exposes_partial_file(tmp_path: Path, monkeypat
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"new-but-broken")
     assert target.read_bytes() == b"old"
+    assert [q.name for q in tmp_path.iterdir()] == ["f.bin"]  # the failed write's temp is gone too
+
+
+def test_temp_of_a_killed_writer_is_swept_by_the_next_write(tmp_path: Path) -> None:
+    """kill -9 between write and rename leaves a temp; the next write of that file removes it, and
+    never a temp of a writer that is still alive (its rename must not fail)."""
+    import subprocess
+    import sys
+
+    card = tmp_path / "README.md"
+    code = (
+        "import os, sys, lovr_hf.repo as r\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), 9)\n"
+        "r.atomic_write_bytes(sys.argv[1], b'half')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(card)], check=False)
+    assert proc.returncode == -9
+    left = [q.name for q in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".tmp-README.md-"), left
+    live = tmp_path / f".tmp-README.md-{left[0].split('-')[-3]}-{os.getpid()}-0123abcd"
+    live.write_bytes(b"a live writer's temp")
+    old_style = tmp_path / ".tmp-README.md-ac1abd64"  # naming before host/pid were recorded
+    old_style.write_bytes(b"x")
+    other = tmp_path / ".tmp-run_config.json-h-1-0123abcd"  # another file's temp is not ours to judge
+    other.write_bytes(b"x")
+    atomic_write_bytes(card, b"full")
+    assert card.read_bytes() == b"full"
+    assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["README.md", live.name, other.name])
 
 
 @pytest.mark.parametrize(
