@@ -23,6 +23,8 @@ from lovr_hf.samples import SceneSpec, make_video
 
 pytestmark = pytest.mark.slow
 KILLS = 5
+# Fixed seeds keep CI reproducible; LOVR_KILL_SEED_OFFSET=N shifts them all for a soak run over new moments.
+SEED_OFFSET = int(os.environ.get("LOVR_KILL_SEED_OFFSET", "0"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
 
@@ -63,6 +65,7 @@ def committed(root: Path) -> int:
 def kill_at_random_moments(cmd: list[str], root: Path, seed: int, total_batches: int) -> list[tuple[int, float]]:
     """Start ``cmd`` KILLS times; SIGKILL its process group once a seeded random number of batches has
     been committed (so kills land inside the work, not in interpreter start-up), plus a random delay."""
+    seed += SEED_OFFSET
     rng = random.Random(seed)
     base = committed(root)
     moments = sorted((rng.randrange(0, max(1, total_batches - 1)), rng.uniform(0.0, 0.4)) for _ in range(KILLS))
