@@ -53,10 +53,14 @@ _CARD_BODY_START = "<!-- lovr_hf:card -->"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: the card is read on every step
 
 
+def _host_tag() -> str:
+    """This host's name as it appears in temp names (no ``-``, so the name parses back)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+
+
 def _tmp_name(path: Path) -> str:
     """``.tmp-<name>-<host>-<pid>-<rand>``: host and pid let a later writer tell a dead writer's leftover."""
-    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
-    return f"{TMP_PREFIX}{path.name}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{TMP_PREFIX}{path.name}-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -75,7 +79,7 @@ def sweep_stale_tmp(path: Path) -> int:
     Only temps written on this host by a process that no longer exists go: a live writer's temp (another
     rank writing the same file) is never touched, so its rename cannot fail. Returns how many went.
     """
-    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+    host = _host_tag()
     prefix = f"{TMP_PREFIX}{path.name}-"
     removed = 0
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
