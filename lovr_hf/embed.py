@@ -28,6 +28,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -101,9 +102,13 @@ class EmbedConfig:
 # ---------------------------------------------------------------------------------------------------------
 
 
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # marks a local open_clip model folder (the Hub layout)
+
+
 def resolve_backend(model: str, backend: str | None = "auto") -> str:
     """``auto``: ``module:Class`` given as the model -> that class; ``dummy``; jina-clip -> ``jina``;
-    ``hf-hub:``/``open_clip:`` specs -> ``open_clip``; anything else -> ``transformers``."""
+    ``hf-hub:``/``open_clip:``/``local-dir:`` specs and local folders holding ``open_clip_config.json`` ->
+    ``open_clip``; anything else -> ``transformers``."""
     if backend and backend != "auto":
         return backend
     if _PLUGIN.match(model):
@@ -113,7 +118,9 @@ def resolve_backend(model: str, backend: str | None = "auto") -> str:
         return "dummy"
     if "jina-clip" in low:
         return "jina"
-    if low.startswith(("hf-hub:", "open_clip:")):
+    if low.startswith(("hf-hub:", "open_clip:", "local-dir:")):
+        return "open_clip"
+    if os.path.isfile(os.path.join(os.path.expanduser(model), OPEN_CLIP_CONFIG)):
         return "open_clip"
     return "transformers"
 

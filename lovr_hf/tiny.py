@@ -132,7 +132,8 @@ _BUILD_FILES = {
     MARKER, "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja",
     "chat_template.json", "processor_config.json", "preprocessor_config.json",
-    "video_preprocessor_config.json", "added_tokens.json",
+    "video_preprocessor_config.json", "added_tokens.json", "open_clip_config.json",
+    "open_clip_model.safetensors",
 }  # fmt: skip
 
 
@@ -490,3 +491,30 @@ def build_tiny_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 def build_tiny_siglip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny SiglipModel (2+2 layers, width 32, 32x32 images, 64-token text) + SiglipProcessor -> folder."""
     return _build_once(out_dir, "siglip", seed, lambda p: _siglip_save(p, seed))
+
+
+# ------------------------------------------------------------------------------------------------- open_clip
+
+def _open_clip_save(out: Path, seed: int) -> None:
+    """A random open_clip ``CLIP`` in the Hub layout (config JSON + safetensors; the tokenizer is open_clip's
+    bundled ``SimpleTokenizer``, so nothing is downloaded)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from lovr_hf.embed import OPEN_CLIP_CONFIG
+
+    model_cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": TINY_IMAGE_SIZE, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    _seed_everything(seed)
+    model = open_clip.CLIP(**model_cfg).eval()
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}}
+    (out / OPEN_CLIP_CONFIG).write_text(json.dumps(cfg, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+
+
+def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
+    """Tiny open_clip CLIP (2+2 layers, width 32, 32x32 images, 77-token text) -> folder (needs open_clip_torch)."""
+    return _build_once(out_dir, "open_clip", seed, lambda p: _open_clip_save(p, seed))

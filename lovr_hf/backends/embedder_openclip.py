@@ -3,14 +3,15 @@
 Only registered when ``open_clip`` imports (the registry skips this module otherwise; ``lovr eval`` then
 says which extra to install). Model specs: ``hf-hub:<org>/<repo>`` (weights and tokenizer from the Hub), or
 ``<architecture>/<pretrained tag>`` such as ``ViT-B-32/laion2b_s34b_b79k`` (an ``open_clip:`` prefix is
-allowed). UNTESTED here: open_clip_torch is not installed in this environment and no weights can be
-downloaded; the calls follow open_clip's documented API (``create_model_and_transforms``,
-``get_tokenizer``, ``encode_text``, ``encode_image``).
+allowed), or a local folder in the Hub layout (``open_clip_config.json`` + ``open_clip_model.safetensors``,
+given as a path or ``local-dir:<path>``; open_clip >= 2.32). Tested offline on a tiny random model built
+by :func:`lovr_hf.tiny.build_tiny_open_clip`; Hub weights cannot be fetched here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,13 +20,28 @@ import open_clip  # noqa: F401  (ImportError here = backend not available)
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, l2_normalize
+from lovr_hf.embed import OPEN_CLIP_CONFIG
 
 logger = logging.getLogger(__name__)
 
 
+LOCAL_DIR = "local-dir:"
+
+
+def is_local_open_clip(path: str) -> bool:
+    """A folder that open_clip's ``local-dir:`` loader can read (its config file is there)."""
+    return os.path.isfile(os.path.join(os.path.expanduser(path), OPEN_CLIP_CONFIG))
+
+
 def parse_spec(spec: str, pretrained: str | None = None) -> tuple[str, str | None]:
-    """``hf-hub:org/repo`` -> (spec, None); ``ViT-B-32/laion2b_s34b_b79k`` -> (``ViT-B-32``, tag)."""
+    """``hf-hub:org/repo`` -> (spec, None); ``ViT-B-32/laion2b_s34b_b79k`` -> (``ViT-B-32``, tag);
+    a local folder (or ``local-dir:<folder>``) -> (``local-dir:<absolute folder>``, None)."""
     spec = spec.removeprefix("open_clip:")
+    local = spec.removeprefix(LOCAL_DIR)
+    if spec.startswith(LOCAL_DIR) or is_local_open_clip(local):
+        if not is_local_open_clip(local):
+            raise FileNotFoundError(f"{local}: not an open_clip model folder (no {OPEN_CLIP_CONFIG})")
+        return LOCAL_DIR + os.path.abspath(os.path.expanduser(local)), None
     if spec.startswith("hf-hub:") or "/" not in spec:
         return spec, pretrained
     arch, _, tag = spec.partition("/")
@@ -108,7 +124,7 @@ class OpenCLIPEmbedder(Embedder):
             tokens = self._tokenizer(texts[i : i + self.batch_size]).to(next(model.parameters()).device)
             with torch.inference_mode():
                 out.append(model.encode_text(tokens).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
         mode = text_mode or self.text_mode
@@ -137,4 +153,11 @@ class OpenCLIPEmbedder(Embedder):
             batch = torch.stack([self._preprocess(Image.fromarray(f)) for f in frames[i : i + self.batch_size]])
             with torch.inference_mode():
                 out.append(model.encode_image(batch.to(device)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (measured once with one short text through the model)."""
+        if getattr(self, "_dim", None) is None:
+            self._dim = int(self._encode_texts([""]).shape[1])
+        return self._dim
