@@ -38,7 +38,7 @@ from lovr_hf.merge_text import (
     smooth_group,
 )
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
-from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 from lovr_hf.stage import Stage, StageResult
 
 logger = logging.getLogger(__name__)
@@ -301,10 +301,9 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
     config = config or MergeConfig()
     done_rows = _read_jsonl(result_file, tolerate_partial_tail=True)
     done = {r["cluster_id"] for r in done_rows}
-    Path(result_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(result_file, "w", encoding="utf-8") as f:  # rewrite the complete lines (drops a torn tail)
-        for r in done_rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    # rewrite the complete lines (drops a torn tail) by atomic rename: a kill during this rewrite must not
+    # truncate the clusters already finished
+    atomic_write_text(result_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done_rows))
     todo = [c for c in group_clips(_read_jsonl(cap_file), config.cluster_size) if c.cluster_id not in done]
     logger.info("merge (jsonl): %d clusters to do, %d already in %s", len(todo), len(done), result_file)
     llm = make_llm(config)

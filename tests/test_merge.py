@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
+import pytest
 from conftest import killed_on_call
 
 from lovr_hf import schema
@@ -124,6 +126,29 @@ def test_original_jsonl_mode_in_out_and_resume(tmp_path: Path) -> None:
     assert set(got[1]) >= {"vid", "start_slice_num", "end_slice_num", "cap", "clip_count", "cluster_id",
                            "merged_paragraphs"}
     assert merge_jsonl(str(caps), str(out), MergeConfig(llm="dummy")) == 0  # nothing left
+
+
+def test_jsonl_resume_rewrite_never_truncates_finished_clusters(tmp_path: Path, monkeypatch) -> None:
+    """Dropping a torn tail rewrites the result file; dying in that rewrite must keep every finished line."""
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text("".join(json.dumps({"vid": "v", "slice_num": i, "cap": f"clip {i}."}) + "\n" for i in range(1, 21)))
+    out = tmp_path / "merged.jsonl"
+    done = {"vid": "v", "start_slice_num": 1, "end_slice_num": 10, "cap": "finished", "clip_count": 10,
+            "cluster_id": "v_0", "merged_paragraphs": 1}
+    before = json.dumps(done) + "\n" + '{"vid": "v", "start_sl'
+    out.write_text(before)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed during the rewrite")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        merge_jsonl(str(caps), str(out), MergeConfig(llm="dummy"))
+    monkeypatch.undo()
+    assert out.read_text() == before  # untouched, not truncated
+    assert merge_jsonl(str(caps), str(out), MergeConfig(llm="dummy")) == 1
+    assert [json.loads(line)["cluster_id"] for line in out.read_text().splitlines()] == ["v_0", "v_1"]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["caps.jsonl", "merged.jsonl"]
 
 
 def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
