@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, l2_normalize
+from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +107,12 @@ class JinaClipEmbedder(Embedder):
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.revision,
                                                             trust_remote_code=self.trust_remote_code)
         room = max(1, int(self.max_text_tokens or DEFAULT_TEXT_LIMIT) - 2)
-        pieces, owner = [], []
-        for i, t in enumerate(texts):
-            ids = self._tokenizer(t, add_special_tokens=False).input_ids
-            chunks = [self._tokenizer.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)]
-            pieces += chunks
-            owner += [i] * len(chunks)
-        emb = self._encode(pieces)
-        sums = np.zeros((len(texts), emb.shape[1]), np.float32)
-        np.add.at(sums, np.asarray(owner), emb)
-        return l2_normalize(sums)
+
+        def split(text: str) -> list[str]:
+            ids = self._tokenizer(text, add_special_tokens=False).input_ids
+            return [self._tokenizer.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)]
+
+        return chunk_mean(texts, split, self._encode)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         from PIL import Image

@@ -19,7 +19,7 @@ import numpy as np
 import open_clip  # noqa: F401  (ImportError here = backend not available)
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, l2_normalize
+from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
 from lovr_hf.embed import OPEN_CLIP_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -131,16 +131,10 @@ class OpenCLIPEmbedder(Embedder):
         texts = [str(t) for t in texts]
         if mode == "truncate":  # open_clip's tokenizer truncates at the context length
             return self._encode_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
         self.load()
-        pieces, owner = [], []
-        for i, t in enumerate(texts):
-            chunks = self._split(t)
-            pieces += chunks
-            owner += [i] * len(chunks)
-        emb = self._encode_texts(pieces)
-        sums = np.zeros((len(texts), emb.shape[1]), np.float32)
-        np.add.at(sums, np.asarray(owner), emb)
-        return l2_normalize(sums)
+        return chunk_mean(texts, self._split, self._encode_texts)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         import torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,24 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+def chunk_mean(
+    texts: Sequence[str], split: Callable[[str], list[Any]], encode: Callable[[list[Any]], np.ndarray]
+) -> np.ndarray:
+    """``chunk-mean`` for any adapter: ``split`` cuts one text into model-sized chunks, ``encode`` embeds a
+    list of chunks; each text gets the re-normalised mean of its chunks' embeddings. All chunks of all
+    texts go through ``encode`` in one call so the adapter can batch them."""
+    pieces: list[Any] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        chunks = split(text)
+        pieces.extend(chunks)
+        owner.extend([i] * len(chunks))
+    emb = encode(pieces)
+    sums = np.zeros((len(texts), emb.shape[1]), np.float32)
+    np.add.at(sums, np.asarray(owner, dtype=np.int64), emb)
+    return l2_normalize(sums)
 
 
 @EMBEDDERS.register("transformers")
@@ -250,16 +268,7 @@ class TransformersEmbedder(Embedder):
         if mode == "truncate":
             result = self._encode_ids(self._truncated_ids(texts))
         else:
-            pieces: list[list[int]] = []
-            owner: list[int] = []
-            for i, text in enumerate(texts):
-                chunks = self.text_chunk_ids(text)
-                pieces.extend(chunks)
-                owner.extend([i] * len(chunks))
-            emb = self._encode_ids(pieces)
-            sums = np.zeros((len(texts), emb.shape[1]), np.float32)
-            np.add.at(sums, np.asarray(owner), emb)
-            result = l2_normalize(sums)
+            result = chunk_mean(texts, self.text_chunk_ids, self._encode_ids)
         self.last_stats = {"text_s": time.perf_counter() - t0}
         return result
 
