@@ -23,7 +23,13 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.backends.base import CAPTIONERS, SCORERS, Captioner, GenerationParams, QualityScorer
-from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
+from lovr_hf.cli_common import (
+    RunControl,
+    add_backend_option_arg,
+    add_common_args,
+    config_from_args,
+    control_from_args,
+)
 from lovr_hf.frames import caption_frame_plan
 from lovr_hf.prefetch import Prefetcher
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
@@ -438,6 +444,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jsonl-file", dest="jsonl_file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result-file", dest="result_file", default=None,
                    help="also write the captions as JSONL (original fields vid, slice_num, cap)")
+    add_backend_option_arg(p)
     add_common_args(p)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from typing import Any
 
 from lovr_hf.dist import Shard, current_shard
@@ -45,6 +46,26 @@ def add_common_args(p: argparse.ArgumentParser, *, chunks: bool = True) -> None:
     g.add_argument("--debug", action="store_true", help="log prompts and full outputs of the first batch")
 
 
+def backend_option(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value); VALUE is read as JSON when it parses (numbers, true/false, lists),
+    else kept as a string. An argparse ``type``: a malformed item is a usage error."""
+    key, sep, raw = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"wants KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def add_backend_option_arg(p: argparse.ArgumentParser) -> None:
+    """``--backend-option KEY=VALUE`` (repeatable): constructor options of the chosen backend class that have
+    no flag of their own (e.g. ``truncate_dim=512`` for jina, ``pretrained=...`` for open_clip)."""
+    p.add_argument("--backend-option", dest="backend_option_list", action="append", type=backend_option,
+                   default=None, metavar="KEY=VALUE", help="an extra option for the backend class (repeatable)")
+
+
 def control_from_args(args: argparse.Namespace) -> RunControl:
     fields = {f.name for f in dataclasses.fields(RunControl)}
     return RunControl(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
@@ -54,5 +75,8 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
     """Build a stage config dataclass from the parsed flags whose dest matches a field name."""
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    extra = dict(getattr(args, "backend_option_list", None) or [])
+    if extra:
+        values["backend_options"] = {**values.get("backend_options", {}), **extra}
     values.update(overrides)
     return cls(**values)

@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lovr_hf import __version__, schema
-from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
+from lovr_hf.cli_common import (
+    RunControl,
+    add_backend_option_arg,
+    add_common_args,
+    config_from_args,
+    control_from_args,
+)
 from lovr_hf.embed import (
     TEXT_KINDS,
     TEXT_MODES,
@@ -477,6 +483,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{step}", f"--{step.replace('_', '-')}", dest=step, action="store_true", help=text)
     p.add_argument("--compare", nargs="*", default=None, metavar="MODEL",
                    help="render results of these models (default all) side by side; embeds nothing")
+    add_backend_option_arg(p)
     add_common_args(p)
 
 

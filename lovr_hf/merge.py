@@ -29,7 +29,13 @@ from datasets import Dataset, Features, Sequence, Value
 
 from lovr_hf import schema
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
-from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
+from lovr_hf.cli_common import (
+    RunControl,
+    add_backend_option_arg,
+    add_common_args,
+    config_from_args,
+    control_from_args,
+)
 from lovr_hf.merge_text import (
     DEFAULT_CLUSTER_SIZE,
     approx_tokens,
@@ -347,6 +353,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", dest="max_retries", type=int, default=3)
     p.add_argument("--cap-file", dest="cap_file", default=None, help="original JSONL mode: input captions")
     p.add_argument("--result-file", dest="result_file", default=None, help="original JSONL mode: output")
+    add_backend_option_arg(p)
     add_common_args(p)
 
 

@@ -52,6 +52,16 @@ def by_id(repo: BenchmarkRepo) -> dict[str, dict]:
     return {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
 
 
+def test_backend_option_flag_reaches_the_backend(source: Path, tmp_path: Path) -> None:
+    """``--backend-option`` passes constructor options (JSON values) that have no flag of their own."""
+    repo = make_repo(tmp_path / "lovr", source)
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy",
+                     "--backend-option", "fail_frame_counts=[10]"]) == 0
+    rows = by_id(repo)
+    assert rows["v-Scene-001"]["status"] == schema.FAILED  # the 10-frame clip: the option took effect
+    assert rows["v-Scene-002"]["status"] == schema.OK
+
+
 def test_frame_rule_skips_and_errors(source: Path, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "lovr", source)
     caption(repo, CaptionConfig(backend="dummy", batch_size=3))

@@ -2,9 +2,10 @@
 
 The model's Python code comes from its Hub repo, so it runs only when the user passes
 ``--trust-remote-code`` (the ``trust_remote_code`` option); without it the adapter refuses before anything is
-downloaded (``lovr eval`` checks ``requires_remote_code`` even earlier). UNTESTED here: no Hub access, and
-the remote code cannot be built from a local config; the calls follow the model card (``encode_text`` /
-``encode_image`` on the model, ``truncate_dim`` for Matryoshka widths).
+downloaded (``lovr eval`` checks ``requires_remote_code`` even earlier). The calls follow the model card
+(``encode_text`` / ``encode_image`` on the model, ``truncate_dim`` for Matryoshka widths) and are tested
+against a local remote-code model implementing that API (tests/remote_code/); jina-clip-v2 itself needs
+the Hub and was not run here.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class JinaClipEmbedder(Embedder):
     def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
         mode = text_mode or self.text_mode
         texts = [str(t) for t in texts]
+        if not texts:  # the model's encode_text fails on an empty list
+            return np.zeros((0, self.dim), np.float32)
         if mode == "truncate":  # the model's own tokenizer truncates at its limit
             return self._encode(texts)
         if self._tokenizer is None:
@@ -117,6 +120,15 @@ class JinaClipEmbedder(Embedder):
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         from PIL import Image
 
+        if len(frames) == 0:
+            return np.zeros((0, self.dim), np.float32)
         images = [Image.fromarray(np.asarray(f)) for f in frames]
         out = self.load().encode_image(images, batch_size=self.batch_size, truncate_dim=self.truncate_dim)
         return l2_normalize(_numpy(out))
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (after ``truncate_dim``), measured once with one short text."""
+        if getattr(self, "_dim", None) is None:
+            self._dim = int(self._encode(["a"]).shape[1])
+        return self._dim

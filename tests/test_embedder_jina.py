@@ -1,0 +1,121 @@
+"""The ``jina`` adapter against a local model with remote code (tests/remote_code/modeling_jina_standin.py,
+which implements jina-clip's documented ``encode_text`` / ``encode_image`` API on a tiny random network):
+refused without ``--trust-remote-code``, loaded through ``AutoModel(trust_remote_code=True)`` with it,
+batch size and Matryoshka ``truncate_dim`` passed through, both text modes, and ``lovr eval`` end to end.
+jina-clip-v2 itself needs the Hub and is not run here."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_embed import make_repo
+from test_embedder_transformers import LONG, scene_frames  # noqa: F401  (fixture re-used)
+
+from lovr_hf import schema
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedder_jina import JinaClipEmbedder
+from lovr_hf.cli import main as cli_main
+from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
+from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.tiny import _clip_tokenizer
+
+STANDIN = Path(__file__).parent / "remote_code" / "modeling_jina_standin.py"
+
+
+def _standin_module():
+    spec = importlib.util.spec_from_file_location("modeling_jina_standin", STANDIN)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # save_pretrained copies the class's source file next to the weights
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def jina_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import torch
+
+    mod = _standin_module()
+    out = tmp_path_factory.mktemp("models") / "jina-clip-standin"  # the name is what `auto` keys on
+    mod.JinaStandInConfig.register_for_auto_class()
+    mod.JinaStandInModel.register_for_auto_class("AutoModel")
+    torch.manual_seed(0)
+    mod.JinaStandInModel(mod.JinaStandInConfig()).save_pretrained(out)
+    _clip_tokenizer().save_pretrained(out)
+    assert (out / "modeling_jina_standin.py").is_file()  # the model's code travels with it: remote code
+    return str(out)
+
+
+def calls() -> list[dict]:
+    """What the adapter passed to the model loaded by transformers' remote-code loader."""
+    mods = [m for n, m in sys.modules.items()
+            if n.startswith("transformers_modules") and n.endswith("modeling_jina_standin")]
+    assert mods, "the model was not loaded through transformers' remote-code loader"
+    return [c for m in mods for c in m.JinaStandInModel.calls]
+
+
+def test_refused_without_trust_remote_code(jina_dir: str) -> None:
+    assert resolve_backend(jina_dir) == "jina"
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        EMBEDDERS.create("jina", model_path=jina_dir)
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        make_embedder(EmbedConfig(model=jina_dir))
+
+
+def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.ndarray) -> None:  # noqa: F811
+    emb = make_embedder(EmbedConfig(model=jina_dir, trust_remote_code=True, device="cpu", batch_size=4))
+    assert isinstance(emb, JinaClipEmbedder)
+    texts = ["a red car", "two dogs play in the park", LONG]
+    t, f = emb.embed_text(texts), emb.embed_frames(scene_frames)
+    assert t.shape == (3, 32) and f.shape == (6, 32) and t.dtype == f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(np.vstack([t, f]), axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(f[0], f[3], atol=1e-3)  # two different scenes
+    log = calls()
+    assert {c["fn"] for c in log} == {"encode_text", "encode_image"}
+    assert all(c["batch_size"] == 4 and c["truncate_dim"] is None for c in log)
+    assert emb.embed_text([]).shape[0] == 0 and emb.embed_frames(scene_frames[:0]).shape[0] == 0
+
+    # Matryoshka width: passed through to the model, rows stay unit length
+    small = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", truncate_dim=8)
+    s = small.embed_text(texts[:1])
+    assert s.shape == (1, 8) and calls()[-1]["truncate_dim"] == 8
+    np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
+
+    # text modes: the stand-in truncates at 24 tokens; chunk-mean with a 24-token limit sees the whole text
+    cm = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", max_text_tokens=24)
+    trunc = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="truncate")
+    mean = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="chunk-mean")
+    np.testing.assert_allclose(trunc[0], trunc[1], atol=1e-6)
+    assert not np.allclose(mean[0], mean[1], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-5)
+
+    blob = pickle.dumps(emb)
+    assert len(blob) < 10_000  # the model is never pickled into workers
+    np.testing.assert_allclose(pickle.loads(blob).embed_frames(scene_frames[:2]), f[:2], atol=1e-6)
+
+
+def test_lovr_eval_with_remote_code_model(jina_dir: str, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src.mp4"
+    make_video(src, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, 10, seed=4)
+    repo = make_repo(tmp_path / "lovr", src)
+    args = ["-q", "eval", "--repo", str(repo.root), "--model", jina_dir, "--device", "cpu", "--topk", "1,5",
+            "--interval", "10"]
+    assert cli_main(args) == 2 and "--trust-remote-code" in capsys.readouterr().err
+    assert cli_main([*args, "--trust-remote-code"]) == 0
+    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == jina_dir]
+    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
+    emb_rows = repo.read(schema.embeddings_config(model_slug(jina_dir)))
+    assert all(r["status"] == schema.OK and len(r["embedding"]) == 32 for r in emb_rows)
+
+    # an option of the backend class without a flag of its own: Matryoshka width through --backend-option
+    narrow = ["--model-name", "jina-8", "--backend-option", "truncate_dim=8", "--trust-remote-code"]
+    assert cli_main([*args, *narrow]) == 0
+    emb_rows = repo.read(schema.embeddings_config(model_slug("jina-8")))
+    assert emb_rows.num_rows and all(len(r["embedding"]) == 8 for r in emb_rows)
+    with pytest.raises(SystemExit) as bad:
+        cli_main([*args, "--backend-option", "truncate_dim"])
+    assert bad.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
