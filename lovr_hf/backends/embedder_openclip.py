@@ -131,8 +131,6 @@ class OpenCLIPEmbedder(Embedder):
         texts = [str(t) for t in texts]
         if mode == "truncate":  # open_clip's tokenizer truncates at the context length
             return self._encode_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
         self.load()
         return chunk_mean(texts, self._split, self._encode_texts)
 
