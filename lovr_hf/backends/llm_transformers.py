@@ -80,14 +80,6 @@ def _gguf_cache_dir(folder: str, gguf_file: str, dtype_name: str) -> Path | None
     return cache_root() / "gguf" / f"{path.stem}-{key}"
 
 
-def _torch_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
-
-
 def load_causal_lm(
     model_path: str | None = None,
     gguf_file: str | None = None,
@@ -100,13 +92,14 @@ def load_causal_lm(
     gguf_cache: bool = True,
 ) -> tuple[Any, Any]:
     """(model, tokenizer), loaded once per process per settings (later calls share the objects)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
+
     folder, gguf_file = resolve_model_path(model_path, gguf_file)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)  # cuda:<LOCAL_RANK> under accelerate launch, one GPU per rank
     attn = attn_implementation or ("eager" if device == "cpu" else None)
-    torch_dtype = _torch_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device)
     key = (folder, gguf_file, revision, str(torch_dtype), device, attn, trust_remote_code, gguf_cache)
     with _MODELS_LOCK:
         if key in _MODELS:
