@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lovr_hf.backends import llm_transformers as lt
+from lovr_hf.backends import model_cache
 from lovr_hf.backends.base import LLMS
 from lovr_hf.merge_text import merger_params, smooth_group, transition_messages
 
@@ -48,7 +49,7 @@ def smol(tmp_path_factory: pytest.TempPathFactory):
 
     mp = pytest.MonkeyPatch()
     mp.setenv("LOVR_HF_CACHE", str(tmp_path_factory.mktemp("lovr_cache")))
-    mp.setattr(lt, "_MODELS", {})
+    mp.setattr(model_cache, "_LOADED", {})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     llm = lt.TransformersChatLLM("smollm2")
@@ -89,7 +90,7 @@ def test_converted_cache_loads_fast_and_generates_the_same(smol, monkeypatch: py
     cached = lt._gguf_cache_dir(folder, gguf, "torch.float32")
     assert (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file()
     expected = smol.get("greedy_reply") or smol["llm"].chat(transition_messages(PREV, NEXT), GREEDY)
-    monkeypatch.setattr(lt, "_MODELS", {})  # a new process, as far as the loader can tell
+    monkeypatch.setattr(model_cache, "_LOADED", {})  # a new process, as far as the loader can tell
     again = lt.TransformersChatLLM("smollm2")
     t0 = time.perf_counter()
     again._load()

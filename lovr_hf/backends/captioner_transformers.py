@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
+from lovr_hf.backends.model_cache import load_once
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,6 @@ def downscale_frames(frames: np.ndarray, size: tuple[int, int] = ORIGINAL_DOWNSC
         x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
     )
     return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 @CAPTIONERS.register("transformers")
@@ -178,19 +174,9 @@ class TransformersCaptioner(Captioner):
             return self._model, self._processor
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        key = (
-            self.model_path,
-            self.revision,
-            device,
-            str(dtype),
-            self.attn_implementation,
-            self.trust_remote_code,
-            repr(self.device_map),
-        )
-        with _CACHE_LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = self._load_uncached(device, dtype)
-            self._model, self._processor = _CACHE[key]
+        key = ("captioner", self.model_path, self.revision, device, str(dtype), self.attn_implementation,
+               self.trust_remote_code, repr(self.device_map))
+        self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
 
     def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:

@@ -9,7 +9,6 @@ split into max-length chunks whose embeddings are averaged (``chunk-mean``).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
+from lovr_hf.backends.model_cache import load_once
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +25,6 @@ TEXT_MODES = ("truncate", "chunk-mean")
 #: model types trained with text padded to the full length (pooled from the last position)
 _PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
 
-_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_CACHE_LOCK = threading.Lock()
 
 
 def _features(out: Any) -> Any:
@@ -133,31 +131,31 @@ class TransformersEmbedder(Embedder):
             return self._model, self._processor
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        key = (self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
-        with _CACHE_LOCK:
-            if key not in _CACHE:
-                from transformers import AutoModel, AutoProcessor
-
-                t0 = time.perf_counter()
-                model = AutoModel.from_pretrained(
-                    self.model_path,
-                    revision=self.revision,
-                    dtype=dtype,
-                    trust_remote_code=self.trust_remote_code,
-                )
-                model = model.to(device).eval()
-                processor = AutoProcessor.from_pretrained(
-                    self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
-                )
-                for method in ("get_text_features", "get_image_features"):
-                    if not hasattr(model, method):
-                        raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
-                logger.info(
-                    "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
-                )
-                _CACHE[key] = (model, processor)
-            self._model, self._processor = _CACHE[key]
+        key = ("embedder", self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
+        self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
+
+    def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
+        from transformers import AutoModel, AutoProcessor
+
+        t0 = time.perf_counter()
+        model = AutoModel.from_pretrained(
+            self.model_path,
+            revision=self.revision,
+            dtype=dtype,
+            trust_remote_code=self.trust_remote_code,
+        )
+        model = model.to(device).eval()
+        processor = AutoProcessor.from_pretrained(
+            self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+        )
+        for method in ("get_text_features", "get_image_features"):
+            if not hasattr(model, method):
+                raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+        logger.info(
+            "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
+        )
+        return model, processor
 
     @property
     def tokenizer(self) -> Any:

