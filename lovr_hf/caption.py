@@ -30,7 +30,7 @@ from lovr_hf.cli_common import (
     config_from_args,
     control_from_args,
 )
-from lovr_hf.frames import caption_frame_plan
+from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
 from lovr_hf.prefetch import Prefetcher
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
 from lovr_hf.repo import BenchmarkRepo
@@ -60,14 +60,15 @@ class CaptionConfig:
     api_base: str | None = None  # openai: also OPENAI_BASE_URL
     api_model: str | None = None
     prompt_file: str | None = None  # JSON/YAML {"system": ..., "user": ...} or a text file = user prompt
-    temperature: float = 0.9
-    top_p: float = 0.001
-    repetition_penalty: float = 1.05
-    max_new_tokens: int = 1024
-    do_sample: bool = True
+    # sampling and frame counts of the original captioner: one source each (GenerationParams, frames.py)
+    temperature: float = GenerationParams.temperature
+    top_p: float = GenerationParams.top_p
+    repetition_penalty: float = GenerationParams.repetition_penalty
+    max_new_tokens: int = GenerationParams.max_new_tokens
+    do_sample: bool = GenerationParams.do_sample
     seed: int | None = None
-    min_frames: int = 8
-    max_frames: int = 64
+    min_frames: int = CAPTION_MIN_FRAMES
+    max_frames: int = CAPTION_MAX_FRAMES
     downscale: bool = False  # the original's 426x240 helper
     min_quality: float | None = None  # quality threshold θ (0-10); None = original single pass
     scorer: str = "heuristic"  # heuristic | llm
@@ -425,12 +426,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-model", dest="api_model", default=None)
     p.add_argument("--prompt-file", dest="prompt_file", default=None)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
-    p.add_argument("--temperature", type=float, default=0.9)
-    p.add_argument("--top-p", dest="top_p", type=float, default=0.001)
-    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=1.05)
-    p.add_argument("--max-new-tokens", "--max_tokens", dest="max_new_tokens", type=int, default=1024)
+    d = CaptionConfig  # unset flags fall back to the config's defaults (the original captioner's)
+    p.add_argument("--temperature", type=float, default=None, help=f"default {d.temperature}")
+    p.add_argument("--top-p", dest="top_p", type=float, default=None, help=f"default {d.top_p}")
+    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=None,
+                   help=f"default {d.repetition_penalty}")
+    p.add_argument("--max-new-tokens", "--max_tokens", dest="max_new_tokens", type=int, default=None,
+                   help=f"default {d.max_new_tokens}")
     p.add_argument("--greedy", dest="do_sample", action="store_false", help="greedy decoding (deterministic)")
-    p.add_argument("--max-frames", dest="max_frames", type=int, default=64)
+    p.add_argument("--max-frames", dest="max_frames", type=int, default=None, help=f"default {d.max_frames}")
     p.add_argument("--downscale", action="store_true", help="shrink frames into 426x240 as the original helper")
     p.add_argument("--min-quality", dest="min_quality", type=float, default=None,
                    help="quality threshold θ (0-10): re-caption below it, up to --max-attempts")
