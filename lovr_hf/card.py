@@ -61,29 +61,39 @@ def _count(repo: BenchmarkRepo, files: list[str]) -> int:
     return sum(pq.ParquetFile(repo.root / f).metadata.num_rows for f in files if (repo.root / f).exists())
 
 
-def write_clip_histogram(repo: BenchmarkRepo, lengths: list[float]) -> str | None:
-    if not lengths:
-        return None
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display), imported only when a plot is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(repo: BenchmarkRepo, fig: Any, rel: str) -> str:
+    """Render ``fig`` as PNG, close it, and write it atomically at ``rel`` inside the repo."""
+    import io
+
     from lovr_hf.repo import atomic_write_bytes
 
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    atomic_write_bytes(repo.root / rel, buf.getvalue())
+    return rel
+
+
+def write_clip_histogram(repo: BenchmarkRepo, lengths: list[float]) -> str | None:
+    if not lengths:
+        return None
+    fig, ax = pyplot().subplots(figsize=(6, 3.2), dpi=100)
     ax.hist(lengths, bins=min(40, max(5, len(lengths) // 3)), color="#4C72B0")
     ax.set_xlabel("clip length (s)")
     ax.set_ylabel("clips")
     ax.set_title(f"Clip lengths ({len(lengths)} clips)")
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(repo.root / CLIP_HIST, buf.getvalue())
-    return CLIP_HIST
+    return save_png(repo, fig, CLIP_HIST)
 
 
 def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:

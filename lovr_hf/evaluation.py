@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -46,7 +45,7 @@ from lovr_hf.embed import (
     text_stages,
     video_stage,
 )
-from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_bytes, atomic_write_text
+from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.retrieval import DIRECTIONS, EmbeddingSet, evaluate_directions, parse_ks
 
 logger = logging.getLogger(__name__)
@@ -234,14 +233,11 @@ def write_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], models: list[str
     dirs = [d for d in DIRECTIONS if any(r["direction"] == d and r["metric"] == "pass@k" for r in rows)]
     if not dirs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lovr_hf.card import pyplot, save_png
 
     cols = min(3, len(dirs))
     nrows = -(-len(dirs) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), dpi=100, squeeze=False)
+    fig, axes = pyplot().subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), dpi=100, squeeze=False)
     for ax, d in zip(axes.flat, dirs):
         for m in models:
             pts = sorted((r["k"], 100.0 * r["value"]) for r in rows
@@ -257,11 +253,7 @@ def write_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], models: list[str
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(repo.root / PLOT, buf.getvalue())
-    return PLOT
+    return save_png(repo, fig, PLOT)
 
 
 def _frames_label(r: dict[str, Any]) -> str:
