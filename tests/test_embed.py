@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import killed_on_call
+from conftest import EVAL_FPS, killed_on_call
 
 from lovr_hf import embed as embed_mod
 from lovr_hf import schema
@@ -19,26 +19,12 @@ from lovr_hf.cli_common import RunControl
 from lovr_hf.embed import EmbedConfig, VideoEmbedStage, embed, model_slug, sample_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.tiny import build_tiny_clip, build_tiny_siglip
 from lovr_hf.video import read_clip_frames
 
-FPS = 10
+FPS = EVAL_FPS  # clip rows describe the conftest source video
 # video a: clips of 45, 20, 50 frames; video b: 60, 55 (b uses later frames of the source: no duplicates)
 LAYOUT = {"a": [(0, 45), (45, 20), (65, 50)], "b": [(115, 60), (175, 55)]}
 LONG = " ".join(f"In scene {i} a man in a red jacket walks along the busy street." for i in range(30))
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("embed_src") / "src.mp4"
-    make_video(p, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, FPS, seed=4)
-    return p
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.getbasetemp() / "tiny_models"  # shared with the other tiny-model tests
-    return {"clip": build_tiny_clip(root / "clip"), "siglip": build_tiny_siglip(root / "siglip")}
 
 
 def clip_rows(src: Path) -> list[dict]:
@@ -92,8 +78,8 @@ def test_sampling_rule_known_counts() -> None:
     assert video_sel == [[0, 38], [], [11, 49]]
 
 
-def test_decodes_exactly_the_sampled_frames_once(source: Path, tmp_path: Path, monkeypatch) -> None:
-    repo = make_repo(tmp_path / "lovr", source)
+def test_decodes_exactly_the_sampled_frames_once(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
     seen: list[tuple[str, list[int]]] = []
     real = embed_mod.read_clip_frames
 
@@ -114,12 +100,12 @@ def test_decodes_exactly_the_sampled_frames_once(source: Path, tmp_path: Path, m
     assert max(len(idx) for _, idx in seen) == 2  # pieces of frames_per_read frames
 
     got = rows_of(repo, "dummy")
-    assert {k for k in got} == {("clip", r["clip_id"]) for r in clip_rows(source)} | {("video", "a"), ("video", "b")}
+    assert {k for k in got} == {("clip", r["clip_id"]) for r in clip_rows(eval_source)} | {("video", "a"), ("video", "b")}
     assert [got[("clip", f"a-Scene-00{i}")]["num_frames"] for i in (1, 2, 3)] == [2, 1, 2]
     assert got[("video", "a")]["num_frames"] == 4 and got[("video", "a")]["interval"] == 30
     # pooling: mean of L2-normalised frame embeddings of exactly those frames, re-normalised
     emb = DummyEmbedder()
-    clips = {r["clip_id"]: r for r in clip_rows(source)}
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
 
     def pooled(parts: list[tuple[str, list[int]]]) -> np.ndarray:
         frames = np.concatenate([read_clip_frames(clips[c], idx) for c, idx in parts])
@@ -132,8 +118,8 @@ def test_decodes_exactly_the_sampled_frames_once(source: Path, tmp_path: Path, m
     np.testing.assert_allclose(got[("video", "a")]["embedding"], expect_video, atol=1e-6)
 
 
-def test_uniform_num_frames(source: Path, tmp_path: Path, monkeypatch) -> None:
-    repo = make_repo(tmp_path / "lovr", source)
+def test_uniform_num_frames(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
     seen: dict[str, list[int]] = {}
     real = embed_mod.read_clip_frames
 
@@ -151,8 +137,8 @@ def test_uniform_num_frames(source: Path, tmp_path: Path, monkeypatch) -> None:
     assert got[("video", "a")]["interval"] is None and got[("video", "a")]["uniform_frames"] == 4
 
 
-def test_stored_as_float32_arrow_and_normalised(source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", source)
+def test_stored_as_float32_arrow_and_normalised(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
     embed(repo, EmbedConfig(model="dummy", interval=30))
     config = schema.embeddings_config("dummy")
     files = repo.config_files()[config]
@@ -166,13 +152,13 @@ def test_stored_as_float32_arrow_and_normalised(source: Path, tmp_path: Path) ->
     assert set(ds["status"]) == {schema.OK}
 
 
-def test_resume_after_kill(source: Path, tmp_path: Path, monkeypatch) -> None:
+def test_resume_after_kill(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
     cfg = EmbedConfig(model="dummy", interval=30)
-    ref = make_repo(tmp_path / "ref", source)
+    ref = make_repo(tmp_path / "ref", eval_source)
     embed(ref, cfg)
     expected = ref.read(schema.embeddings_config("dummy")).to_list()
 
-    repo = make_repo(tmp_path / "lovr", source)
+    repo = make_repo(tmp_path / "lovr", eval_source)
     with killed_on_call(monkeypatch, VideoEmbedStage):
         embed(repo, cfg)
     run = embed(repo, cfg)
@@ -185,9 +171,9 @@ def test_resume_after_kill(source: Path, tmp_path: Path, monkeypatch) -> None:
     assert repo.read(schema.embeddings_config("dummy")).to_list() == expected
 
 
-def test_bad_clip_marks_clip_and_video(source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", source)
-    rows = clip_rows(source)
+def test_bad_clip_marks_clip_and_video(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    rows = clip_rows(eval_source)
     rows[1]["path"] = str(tmp_path / "missing.mp4")
     repo.write(schema.CLIPS, rows)
     embed(repo, EmbedConfig(model="dummy", interval=30), text=False)
@@ -241,9 +227,9 @@ def test_model_slug_is_folder_safe(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind,interval,limit", [("clip", 10, 77), ("siglip", 30, 64)])
-def test_tiny_models_text_modes_and_default_interval(source: Path, tmp_path: Path, tiny: dict[str, str],
+def test_tiny_models_text_modes_and_default_interval(eval_source: Path, tmp_path: Path, tiny: dict[str, str],
                                                      kind: str, interval: int, limit: int) -> None:
-    repo = make_repo(tmp_path / "lovr", source, long_caption=True)
+    repo = make_repo(tmp_path / "lovr", eval_source, long_caption=True)
     cfg = EmbedConfig(model=tiny[kind], text_mode="chunk-mean", batch_size=8, device="cpu", dtype="float32")
     embed(repo, cfg)
     got = rows_of(repo, model_slug(tiny[kind]))

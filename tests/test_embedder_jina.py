@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_embed import make_repo
-from test_embedder_transformers import LONG, scene_frames  # noqa: F401  (fixture re-used)
+from test_embedder_transformers import LONG
 
 from lovr_hf import schema
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedder_jina import JinaClipEmbedder
 from lovr_hf.cli import main as cli_main
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
-from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.tiny import _clip_tokenizer
 
 STANDIN = Path(__file__).parent / "remote_code" / "modeling_jina_standin.py"
@@ -66,7 +65,7 @@ def test_refused_without_trust_remote_code(jina_dir: str) -> None:
         make_embedder(EmbedConfig(model=jina_dir))
 
 
-def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.ndarray) -> None:  # noqa: F811
+def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.ndarray) -> None:
     emb = make_embedder(EmbedConfig(model=jina_dir, trust_remote_code=True, device="cpu", batch_size=4))
     assert isinstance(emb, JinaClipEmbedder)
     texts = ["a red car", "two dogs play in the park", LONG]
@@ -98,10 +97,8 @@ def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.n
     np.testing.assert_allclose(pickle.loads(blob).embed_frames(scene_frames[:2]), f[:2], atol=1e-6)
 
 
-def test_lovr_eval_with_remote_code_model(jina_dir: str, tmp_path: Path, capsys) -> None:
-    src = tmp_path / "src.mp4"
-    make_video(src, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, 10, seed=4)
-    repo = make_repo(tmp_path / "lovr", src)
+def test_lovr_eval_with_remote_code_model(jina_dir: str, eval_source: Path, tmp_path: Path, capsys) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
     args = ["-q", "eval", "--repo", str(repo.root), "--model", jina_dir, "--device", "cpu", "--topk", "1,5",
             "--interval", "10"]
     assert cli_main(args) == 2 and "--trust-remote-code" in capsys.readouterr().err

@@ -13,14 +13,13 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 
 from test_embed import make_repo  # noqa: E402
-from test_embedder_transformers import LONG, scene_frames  # noqa: E402,F401  (fixture re-used)
+from test_embedder_transformers import LONG  # noqa: E402
 
 from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.base import EMBEDDERS  # noqa: E402
 from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
 from lovr_hf.cli import main as cli_main  # noqa: E402
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
-from lovr_hf.samples import SceneSpec, make_video  # noqa: E402
 from lovr_hf.tiny import build_tiny_open_clip  # noqa: E402
 
 
@@ -56,7 +55,7 @@ def test_local_folder_is_recognised(tiny_oc: str, tmp_path: Path) -> None:
     assert isinstance(emb, OpenCLIPEmbedder) and emb.model_id().startswith("open_clip:local-dir:")
 
 
-def test_features_equal_open_clip_forward(tiny_oc: str, scene_frames: np.ndarray) -> None:  # noqa: F811
+def test_features_equal_open_clip_forward(tiny_oc: str, scene_frames: np.ndarray) -> None:
     emb = EMBEDDERS.create("open_clip", model_path=tiny_oc, device="cpu", batch_size=4)
     texts = ["a red car", "two dogs play in the park", LONG, ""]
     t, f = emb.embed_text(texts), emb.embed_frames(scene_frames)
@@ -70,7 +69,7 @@ def test_features_equal_open_clip_forward(tiny_oc: str, scene_frames: np.ndarray
     assert emb.embed_frames(scene_frames[:0]).shape == (0, 16)
 
 
-def test_text_modes_and_pickling(tiny_oc: str, scene_frames: np.ndarray) -> None:  # noqa: F811
+def test_text_modes_and_pickling(tiny_oc: str, scene_frames: np.ndarray) -> None:
     emb = OpenCLIPEmbedder(tiny_oc, device="cpu")
     texts = [LONG, LONG + " And then it rains.", "a red car"]
     trunc = emb.embed_text(texts, text_mode="truncate")
@@ -89,10 +88,8 @@ def test_text_modes_and_pickling(tiny_oc: str, scene_frames: np.ndarray) -> None
                                atol=1e-6)
 
 
-def test_lovr_eval_with_local_open_clip_folder(tiny_oc: str, tmp_path: Path) -> None:
-    src = tmp_path / "src.mp4"
-    make_video(src, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, 10, seed=4)
-    repo = make_repo(tmp_path / "lovr", src)
+def test_lovr_eval_with_local_open_clip_folder(tiny_oc: str, eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", tiny_oc, "--device", "cpu",
                      "--topk", "1,5", "--interval", "10"]) == 0
     rows = [r for r in repo.read(schema.RESULTS) if r["model"] == tiny_oc]

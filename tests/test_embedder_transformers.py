@@ -19,29 +19,12 @@ from lovr_hf.frames import (
     uniform_indices,
     video_interval_indices,
 )
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.tiny import build_tiny_clip, build_tiny_siglip
-from lovr_hf.video import read_frames
 
 LONG = " ".join(
     f"In scene {i} a man in a red jacket walks along the busy street while the camera pans slowly."
     for i in range(40)
 )
-BUILDERS = {"clip": (build_tiny_clip, 77), "siglip": (build_tiny_siglip, 64)}
-
-
-@pytest.fixture(scope="session")
-def tiny_encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.getbasetemp() / "tiny_models"  # shared with the other tiny-model tests
-    return {name: build(root / name) for name, (build, _) in BUILDERS.items()}
-
-
-@pytest.fixture(scope="session")
-def scene_frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """Real decoded frames: 3 from each of two visually different scenes."""
-    path = tmp_path_factory.mktemp("embed_video") / "scenes.mp4"
-    make_video(path, [SceneSpec(12), SceneSpec(12)], width=96, height=64, fps=24, seed=2)
-    return read_frames(path, [0, 5, 10, 12, 17, 22])
+TEXT_LIMITS = {"clip": 77, "siglip": 64}  # the original truncation of each family
 
 
 # ------------------------------------------------------------------------------------ frame sampling rule
@@ -81,11 +64,11 @@ def test_clip_offsets_known_counts() -> None:
 # ------------------------------------------------------------------------------------ transformers embedder
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_embedder_shapes_normalisation_and_limits(tiny_encoders, scene_frames, name: str) -> None:
-    emb = EMBEDDERS.create("transformers", model_path=tiny_encoders[name], batch_size=4)
+@pytest.mark.parametrize("name", sorted(TEXT_LIMITS))
+def test_embedder_shapes_normalisation_and_limits(tiny, scene_frames, name: str) -> None:
+    emb = EMBEDDERS.create("transformers", model_path=tiny[name], batch_size=4)
     assert isinstance(emb, TransformersEmbedder)
-    assert emb.max_text_tokens == BUILDERS[name][1]  # CLIP 77, SigLIP 64 (the original truncation)
+    assert emb.max_text_tokens == TEXT_LIMITS[name]  # CLIP 77, SigLIP 64 (the original truncation)
     assert emb._padding() == ("max_length" if name == "siglip" else "longest")
 
     texts = ["a red car", "two dogs play in the park", LONG, ""]
@@ -104,9 +87,9 @@ def test_embedder_shapes_normalisation_and_limits(tiny_encoders, scene_frames, n
     np.testing.assert_allclose(emb.embed_text(texts[1:2]), t[1:2], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_truncate_vs_chunk_mean(tiny_encoders, name: str) -> None:
-    emb = TransformersEmbedder(tiny_encoders[name], device="cpu")
+@pytest.mark.parametrize("name", sorted(TEXT_LIMITS))
+def test_truncate_vs_chunk_mean(tiny, name: str) -> None:
+    emb = TransformersEmbedder(tiny[name], device="cpu")
     limit = emb.max_text_tokens
     chunks = emb.text_chunk_ids(LONG)
     content = emb.tokenizer(LONG, add_special_tokens=False, verbose=False).input_ids
@@ -136,8 +119,8 @@ def test_truncate_vs_chunk_mean(tiny_encoders, name: str) -> None:
         emb.embed_text(["x"], text_mode="average")
 
 
-def test_embedder_pickles_without_weights(tiny_encoders, scene_frames) -> None:
-    emb = TransformersEmbedder(tiny_encoders["clip"], device="cpu")
+def test_embedder_pickles_without_weights(tiny, scene_frames) -> None:
+    emb = TransformersEmbedder(tiny["clip"], device="cpu")
     expected = emb.embed_frames(scene_frames[:2])
     blob = pickle.dumps(emb)
     assert len(blob) < 10_000

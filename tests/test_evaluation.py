@@ -21,25 +21,9 @@ from lovr_hf.cli import main as cli_main
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
 from lovr_hf.evaluation import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
 from lovr_hf.retrieval import DIRECTIONS
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.tiny import build_tiny_clip, build_tiny_siglip
 from lovr_hf.video import read_clip_frames
 
-FPS = 10
 N_CLIPS = sum(len(c) for c in LAYOUT.values())
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("eval_src") / "src.mp4"
-    make_video(p, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, FPS, seed=4)
-    return p
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.getbasetemp() / "tiny_models"  # shared with the other tiny-model tests
-    return {"clip": build_tiny_clip(root / "clip"), "siglip": build_tiny_siglip(root / "siglip")}
 
 
 def tiny_config(model: str, **kw) -> EvalConfig:
@@ -51,9 +35,9 @@ def results_of(repo, model: str) -> dict[tuple[str, str, int], dict]:
     return {(r["direction"], r["metric"], r["k"]): r for r in repo.read(schema.RESULTS) if r["model"] == model}
 
 
-def test_tiny_clip_then_siglip_results_table_plot_card(source: Path, tmp_path: Path, tiny: dict[str, str],
+def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_path: Path, tiny: dict[str, str],
                                                        capsys) -> None:
-    repo = make_repo(tmp_path / "lovr", source, themes=True)
+    repo = make_repo(tmp_path / "lovr", eval_source, themes=True)
     clip, siglip = tiny["clip"], tiny["siglip"]
     rows = evaluate_model(repo, tiny_config(clip))
     got = results_of(repo, clip)
@@ -106,16 +90,16 @@ def test_tiny_clip_then_siglip_results_table_plot_card(source: Path, tmp_path: P
     assert "/clip |" not in (repo.root / RESULTS_MD).read_text()
 
 
-def test_stage_flags_chunks_then_merge_equal_single(source: Path, tmp_path: Path) -> None:
+def test_stage_flags_chunks_then_merge_equal_single(eval_source: Path, tmp_path: Path) -> None:
     args = ["--model", "dummy", "--interval", "30", "--topk", "1,5,10", "--clip-queries", "3", "--seed", "7"]
-    single = make_repo(tmp_path / "single", source, themes=True)
+    single = make_repo(tmp_path / "single", eval_source, themes=True)
     assert cli_main(["-q", "eval", "--repo", str(single.root), *args]) == 0
     cfg = schema.embeddings_config("dummy")
     expected_emb = single.read(cfg).to_list()
     expected_res = single.read(schema.RESULTS).to_list()
     assert {r["num_queries"] for r in expected_res if r["direction"] == "text_to_clip"} == {3}
 
-    repo = make_repo(tmp_path / "chunks", source, themes=True)
+    repo = make_repo(tmp_path / "chunks", eval_source, themes=True)
     run = ["-q", "eval", "--repo", str(repo.root), *args]
     assert cli_main([*run, "--encode_text"]) == 0
     assert cli_main([*run, "--encode_video", "--num_chunks", "2", "--chunk_idx", "0"]) == 0
@@ -168,10 +152,10 @@ class VideoTower(Embedder):
 '''
 
 
-def test_plugin_embedder_module_class(source: Path, tmp_path: Path, monkeypatch) -> None:
+def test_plugin_embedder_module_class(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "lovr_plugin_video_tower.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    repo = make_repo(tmp_path / "lovr", source)
+    repo = make_repo(tmp_path / "lovr", eval_source)
     spec = "lovr_plugin_video_tower:VideoTower"
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", spec, "--interval", "30",
                      "--topk", "1,5"]) == 0
@@ -191,13 +175,13 @@ def test_plugin_embedder_module_class(source: Path, tmp_path: Path, monkeypatch)
     assert set(rows["model"]) == {"video-tower:some/weights"}
 
 
-def test_remote_code_refused_and_optional_backends(source: Path, tmp_path: Path, capsys) -> None:
+def test_remote_code_refused_and_optional_backends(eval_source: Path, tmp_path: Path, capsys) -> None:
     assert resolve_backend("jinaai/jina-clip-v2") == "jina"
     with pytest.raises(ValueError, match="--trust-remote-code"):
         EMBEDDERS.create("jina", model_path="jinaai/jina-clip-v2")
     with pytest.raises(ValueError, match="--trust-remote-code"):
         make_embedder(EmbedConfig(model="jinaai/jina-clip-v2"))
-    repo = make_repo(tmp_path / "lovr", source)
+    repo = make_repo(tmp_path / "lovr", eval_source)
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", "jinaai/jina-clip-v2"]) == 2
     assert "--trust-remote-code" in capsys.readouterr().err
     assert not repo.work_dir().exists() or not any(repo.work_dir().iterdir())  # refused before any work
@@ -212,11 +196,11 @@ def test_remote_code_refused_and_optional_backends(source: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_accelerate_two_processes_equal_one(source: Path, tmp_path: Path, tiny: dict[str, str]) -> None:
+def test_accelerate_two_processes_equal_one(eval_source: Path, tmp_path: Path, tiny: dict[str, str]) -> None:
     clip = tiny["clip"]
-    single = make_repo(tmp_path / "single", source, themes=True)
+    single = make_repo(tmp_path / "single", eval_source, themes=True)
     evaluate_model(single, tiny_config(clip, batch_size=4))
-    repo = make_repo(tmp_path / "dist", source, themes=True)
+    repo = make_repo(tmp_path / "dist", eval_source, themes=True)
     # `accelerate launch --cpu` starts ONE process unless given an MPI hostfile (accelerate 1.x simple_launcher);
     # the torchrun-based launcher with no visible GPU gives 2 real CPU ranks (gloo, via dist.barrier)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
