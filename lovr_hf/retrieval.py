@@ -519,38 +519,25 @@ def evaluate_directions(
         n_ranked = len(set(text.ids)) if rank_kwargs.get("rank_by") == "id" else len(text.ids)
         return np.concatenate([ranks, np.full(n_absent, n_ranked + 1, dtype=np.int64)]), len(text.ids)
 
-    def need(*kinds: str) -> bool:
-        return all(k in sets for k in kinds)
-
     rows: list[dict[str, Any]] = []
-    if any(d in wanted for d in ("text_to_clip", "clip_to_text")) and need("clip_caption", "clip"):
+
+    def pair(to_visual: str, to_text: str, text: EmbeddingSet, visual: EmbeddingSet, text_ids: list[str]) -> None:
+        """Both directions between one text set and one visual set (each only when asked for)."""
+        if to_visual in wanted:
+            rows.extend(_direction_rows(to_visual, *text_to_visual(text, visual), ks))
+        if to_text in wanted:
+            rows.extend(_direction_rows(to_text, *visual_to_text(visual, text, text_ids), ks))
+
+    if any(d in wanted for d in ("text_to_clip", "clip_to_text")) and "clip_caption" in sets and "clip" in sets:
         captions = sets["clip_caption"]
         if isinstance(clip_queries, (int, str)):
             selected = select_clip_queries(captions.ids, clip_queries, seed)
         else:
             selected = sorted(set(clip_queries))
-        q_ids, q_vecs = captions.rows_for(selected)
-        sel_text = EmbeddingSet(q_ids, q_vecs)
-        if "text_to_clip" in wanted:
-            ranks, n_cand = text_to_visual(sel_text, sets["clip"])
-            rows += _direction_rows("text_to_clip", ranks, n_cand, ks)
-        if "clip_to_text" in wanted:
-            ranks, n_cand = visual_to_text(sets["clip"], sel_text, selected)
-            rows += _direction_rows("clip_to_text", ranks, n_cand, ks)
-    if any(d in wanted for d in ("text_to_video", "video_to_text")) and need("video_caption", "video"):
-        vcap = sets["video_caption"]
-        if "text_to_video" in wanted:
-            ranks, n_cand = text_to_visual(vcap, sets["video"])
-            rows += _direction_rows("text_to_video", ranks, n_cand, ks)
-        if "video_to_text" in wanted:
-            ranks, n_cand = visual_to_text(sets["video"], vcap, list(dict.fromkeys(vcap.ids)))
-            rows += _direction_rows("video_to_text", ranks, n_cand, ks)
-    if any(d in wanted for d in ("theme_to_clip", "clip_to_theme")) and need("theme_caption", "clip"):
-        theme = sets["theme_caption"]
-        if "theme_to_clip" in wanted:
-            ranks, n_cand = text_to_visual(theme, sets["clip"])
-            rows += _direction_rows("theme_to_clip", ranks, n_cand, ks)
-        if "clip_to_theme" in wanted:
-            ranks, n_cand = visual_to_text(sets["clip"], theme, list(dict.fromkeys(theme.ids)))
-            rows += _direction_rows("clip_to_theme", ranks, n_cand, ks)
+        pair("text_to_clip", "clip_to_text", EmbeddingSet(*captions.rows_for(selected)), sets["clip"], selected)
+    for to_visual, to_text, text_kind, visual_kind in (("text_to_video", "video_to_text", "video_caption", "video"),
+                                                        ("theme_to_clip", "clip_to_theme", "theme_caption", "clip")):
+        if text_kind in sets and visual_kind in sets:
+            text = sets[text_kind]
+            pair(to_visual, to_text, text, sets[visual_kind], list(dict.fromkeys(text.ids)))
     return rows
