@@ -197,8 +197,24 @@ def _covers(reply: str, source: str, min_coverage: float) -> bool:
 # ---- transition smoothing inside a cluster ------------------------------------------------------------
 
 
+class _CallOutcome:
+    """``status``/``error`` of a result made by several LLM calls (``failed_calls``, ``errors``)."""
+
+    failed_calls: int
+    errors: list[str]
+
+    @property
+    def status(self) -> str:
+        """``failed`` when any call fell back to the original text (``--retry-failed`` redoes it)."""
+        return OK if self.failed_calls == 0 else FAILED
+
+    @property
+    def error(self) -> str:
+        return "; ".join(self.errors)
+
+
 @dataclass
-class ClusterResult:
+class ClusterResult(_CallOutcome):
     """A cluster caption and how it was made (``errors`` say which joins kept their original text)."""
 
     caption: str
@@ -206,15 +222,6 @@ class ClusterResult:
     llm_calls: int = 0
     failed_calls: int = 0
     errors: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        """``failed`` when any join fell back to the original text (``--retry-failed`` redoes it)."""
-        return OK if self.failed_calls == 0 else FAILED
-
-    @property
-    def error(self) -> str:
-        return "; ".join(self.errors)
 
 
 def transition_messages(prev: str, nxt: str, *, prompt: str = TRANSITION_PROMPT,
@@ -401,7 +408,7 @@ def approx_tokens(text: str) -> int:
 
 
 @dataclass
-class VideoResult:
+class VideoResult(_CallOutcome):
     """A full-video caption; ``strategy`` says how the text was bounded by the model's context."""
 
     caption: str
@@ -411,14 +418,6 @@ class VideoResult:
     errors: list[str] = field(default_factory=list)
     theme: str | None = None
     theme_error: str | None = None
-
-    @property
-    def status(self) -> str:
-        return OK if self.failed_calls == 0 else FAILED
-
-    @property
-    def error(self) -> str:
-        return "; ".join(self.errors)
 
 
 @dataclass
