@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("lovr_hf.push", "publish a benchmark repo to the Hugging Face Hub"),
     "import-release": ("lovr_hf.release", "import the official LoVR release into a benchmark repo"),
     "info": ("lovr_hf.info", "show where a benchmark stands, or summarise a parquet file"),
+    "export": ("lovr_hf.export", "export a benchmark repo in the original LoVR file layout (JSONL, JSON/CSV)"),
+    "materialize": ("lovr_hf.materialize", "rebuild clip files of an index-only repo from your own videos"),
 }
 
 

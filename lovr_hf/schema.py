@@ -50,6 +50,8 @@ VIDEOS_FEATURES = Features(
         "height": Value("int32"),
         "rotation": Value("int32"),
         "threshold": Value("float64"),  # detector threshold used (the one settled on with --adaptive)
+        "size_bytes": Value("int64"),  # source file size: with sha256, identifies the file for index-only repos
+        "sha256": Value("string"),  # of the source file's bytes (null until computed)
         **_status,
     }
 )
@@ -145,6 +147,8 @@ EMBEDDINGS_FEATURES = Features(
         "text_mode": Value("string"),
         "interval": Value("int32"),  # frame interval (visual rows); null with --num-frames
         "uniform_frames": Value("int32"),  # --num-frames N (visual rows); null with --interval
+        "frame_rule": Value("string"),  # visual rows: interval:K | uniform:N | native:N | files
+        "protocol": Value("string"),  # lovr | original (the evaluation protocol the row was made under)
         **_status,
     }
 )
@@ -152,6 +156,8 @@ EMBEDDINGS_FEATURES = Features(
 RESULTS_FEATURES = Features(
     {
         "model": Value("string"),
+        "protocol": Value("string"),  # lovr | original (docs/evaluation.md)
+        "slice": Value("string"),  # "all", or a slice of the queries (e.g. "duration:0-10s")
         "direction": Value("string"),  # text_to_clip, clip_to_text, text_to_video, video_to_text, ...
         "metric": Value("string"),  # pass@k | median_rank | mean_rank
         "k": Value("int32"),  # 0 for rank metrics
@@ -187,7 +193,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     CLUSTERS: (CLUSTER_ID,),
     VIDEO_CAPTIONS: (VIDEO_ID,),
     THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
-    RESULTS: ("model", "direction", "metric", "k"),
+    RESULTS: ("model", "protocol", "slice", "direction", "metric", "k"),
     SPLITS: (CLIP_ID,),
 }
 
@@ -199,7 +205,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     CLUSTERS: (VIDEO_ID, "start_slice_num"),
     VIDEO_CAPTIONS: (VIDEO_ID,),
     THEME_CAPTIONS: (VIDEO_ID, CLIP_ID),
-    RESULTS: ("model", "direction", "metric", "k"),
+    RESULTS: ("model", "protocol", "slice", "direction", "metric", "k"),
     SPLITS: ("split", VIDEO_ID, CLIP_ID),
 }
 

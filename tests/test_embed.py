@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EVAL_FPS, killed_on_call
 
-from lovr_hf import embed as embed_mod
+from lovr_hf import embed_video as embed_mod
 from lovr_hf import schema
 from lovr_hf.backends.testing import DummyEmbedder
 from lovr_hf.cli_common import RunControl
-from lovr_hf.embed import EmbedConfig, VideoEmbedStage, embed, model_slug, sample_video
+from lovr_hf.embed import EmbedConfig, embed, model_slug
+from lovr_hf.embed_video import VideoEmbedStage, sample_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.video import read_clip_frames

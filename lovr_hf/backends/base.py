@@ -72,8 +72,21 @@ class Embedder(ABC):
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised."""
 
+    #: how the visual stage feeds this model: ``"frames"`` (decoded frames: ``embed_frames`` pooled, or
+    #: ``embed_video`` for a native video tower) or ``"files"`` (``embed_video_files`` on the clip files)
+    video_input: str = "frames"
+    #: native video towers: frames per clip / per video taken by the family's own rule (uniform);
+    #: None = the interval sampling of frame-based families
+    video_frames: int | None = None
+
     def embed_video(self, frames: np.ndarray) -> np.ndarray | None:
         """Native video tower, if any: [n, H, W, 3] -> [d]. None = mean-pool frame embeddings."""
+        return None
+
+    def embed_video_files(self, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
+        """``video_input == "files"``: one item per group of video files in time order (a clip = its one file,
+        a full video = its clip files; the adapter merges a group as its family did) -> [n, d]. None = the
+        embedder does not read files."""
         return None
 
     def model_id(self) -> str:

@@ -20,7 +20,7 @@ import open_clip  # noqa: F401  (ImportError here = backend not available)
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
-from lovr_hf.embed import OPEN_CLIP_CONFIG
+from lovr_hf.models import OPEN_CLIP_CONFIG
 
 logger = logging.getLogger(__name__)
 
