@@ -55,6 +55,18 @@ def _features(out: Any) -> Any:
     raise TypeError(f"cannot find features in {type(out).__name__}")
 
 
+def to_model(inputs: Any, model: Any) -> dict[str, Any]:
+    """Processor outputs on the model's device; floating tensors (pixels) in the model's dtype."""
+    import torch
+
+    out = {}
+    for k, v in dict(inputs).items():
+        if torch.is_tensor(v):
+            v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
+        out[k] = v
+    return out
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float32)
@@ -195,15 +207,16 @@ class TransformersEmbedder(Embedder):
             return self._model, self._processor
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        key = ("embedder", self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
+        key = ("embedder", type(self).__name__, self.model_path, self.revision, device, str(dtype),
+               self.trust_remote_code)
         self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
 
     def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoProcessor
 
         t0 = time.perf_counter()
-        model = AutoModel.from_pretrained(
+        model = self._model_class().from_pretrained(
             self.model_path,
             revision=self.revision,
             dtype=dtype,
@@ -213,13 +226,31 @@ class TransformersEmbedder(Embedder):
         processor = AutoProcessor.from_pretrained(
             self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
         )
-        for method in ("get_text_features", "get_image_features"):
-            if not hasattr(model, method):
-                raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+        self._check_model(model)
         logger.info(
             "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
         )
         return model, processor
+
+    # -- hooks for family adapters built on this one (BLIP, X-CLIP): which class, which features -------
+
+    def _model_class(self) -> Any:
+        from transformers import AutoModel
+
+        return AutoModel
+
+    def _check_model(self, model: Any) -> None:
+        for method in ("get_text_features", "get_image_features"):
+            if not hasattr(model, method):
+                raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+
+    def _text_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """Projected (unnormalised) text features of one tokenised batch."""
+        return _features(model.get_text_features(**inputs))
+
+    def _image_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """Projected (unnormalised) image features of one processed batch of frames."""
+        return _features(model.get_image_features(**inputs))
 
     @property
     def tokenizer(self) -> Any:
@@ -315,7 +346,7 @@ class TransformersEmbedder(Embedder):
             if self.text_attention_mask and "attention_mask" in enc:
                 inputs["attention_mask"] = enc["attention_mask"].to(model.device)
             with torch.inference_mode():
-                feats = _features(model.get_text_features(**inputs))
+                feats = self._text_features(model, inputs)
             out.append(feats.float().cpu().numpy())
         if not out:
             return np.zeros((0, self.dim), np.float32)
@@ -361,13 +392,9 @@ class TransformersEmbedder(Embedder):
         for i in range(0, len(frames), self.batch_size):
             inputs = image_processor(images=list(frames[i : i + self.batch_size]), return_tensors="pt")
             # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
-            kwargs = {}
-            for k, v in inputs.items():
-                if torch.is_tensor(v):
-                    v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
-                kwargs[k] = v
+            kwargs = to_model(inputs, model)
             with torch.inference_mode():
-                feats = _features(model.get_image_features(**kwargs))
+                feats = self._image_features(model, kwargs)
             out.append(feats.float().cpu().numpy())
         self.last_stats = {"frames_s": time.perf_counter() - t0}
         return l2_normalize(np.concatenate(out))
