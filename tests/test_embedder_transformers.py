@@ -270,3 +270,17 @@ def test_siglip2_max_length_lowercase_and_original_case(tiny_siglip2, scene_fram
     mean = emb.embed_text([LONG, LONG + " And then it rains."], text_mode="chunk-mean")
     assert not np.allclose(mean[0], mean[1], atol=1e-4)
     assert all(len(c) <= 64 for c in emb.text_chunk_ids(LONG))
+
+
+def test_siglip_tokenizer_without_sentencepiece_names_the_extra(tiny, monkeypatch) -> None:
+    """google/siglip-* ship a SentencePiece SiglipTokenizer: without sentencepiece the load fails with one
+    clear error naming the extra (the message transformers raises, wrapped)."""
+    import transformers
+
+    def no_spm(*args, **kwargs):
+        raise ImportError("SiglipTokenizer requires the SentencePiece library but it was not found")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_spm)
+    emb = TransformersEmbedder(tiny["siglip"], device="cpu", revision="spm-test")  # own cache entry
+    with pytest.raises(ImportError, match=r"lovr_hf\[siglip\]"):
+        emb.embed_text(["a"])

@@ -223,9 +223,15 @@ class TransformersEmbedder(Embedder):
             trust_remote_code=self.trust_remote_code,
         )
         model = model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(
-            self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
+        try:
+            processor = AutoProcessor.from_pretrained(
+                self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
+        except ImportError as e:  # SigLIP's SiglipTokenizer: sentencepiece + protobuf
+            if "sentencepiece" in str(e).lower() or "protobuf" in str(e).lower():
+                raise ImportError(f"{self.model_path}: its tokenizer needs sentencepiece and protobuf: "
+                                  "pip install 'lovr_hf[siglip]'") from e
+            raise
         self._check_model(model)
         logger.info(
             "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
