@@ -116,3 +116,24 @@ def test_lovr_eval_with_remote_code_model(jina_dir: str, eval_source: Path, tmp_
     with pytest.raises(SystemExit) as bad:
         cli_main([*args, "--backend-option", "truncate_dim"])
     assert bad.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_jina_clip_matches_own_encode(jina_dir: str, scene_frames: np.ndarray) -> None:
+    """jina-clip-v2's own API is its forward for retrieval: the adapter returns exactly what the loaded
+    model's ``encode_text`` / ``encode_image`` return for the same inputs (PIL RGB frames), unit length."""
+    from PIL import Image
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(jina_dir, trust_remote_code=True).eval()
+    texts = ["A Man in a red jacket", "two dogs play in the park", LONG]
+    ref_t = model.encode_text(texts, batch_size=2)
+    ref_f = model.encode_image([Image.fromarray(f) for f in scene_frames], batch_size=2)
+    emb = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", batch_size=2)
+    np.testing.assert_allclose(emb.embed_text(texts), ref_t, atol=1e-6)
+    np.testing.assert_allclose(emb.embed_frames(scene_frames), ref_f, atol=1e-6)
+    narrow = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", truncate_dim=8)
+    ref8 = model.encode_text(texts, truncate_dim=8)
+    np.testing.assert_allclose(narrow.embed_text(texts), ref8, atol=1e-6)
+    from lovr_hf.families import family_for
+
+    assert family_for("jinaai/jina-clip-v2").backend == "jina"

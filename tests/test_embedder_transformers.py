@@ -159,3 +159,128 @@ def test_dummy_embedder_text_modes() -> None:
     assert mean[blue] > 0 and mean[red] > 0
     np.testing.assert_allclose(np.linalg.norm([trunc, mean], axis=1), 1.0, atol=1e-6)
     assert emb.embed_text([]).shape == (0, emb.dim)
+
+
+# ------------------------------------------------------------------------------------ vs the model's own forward
+# The reference is the model's full forward (``model(**processor outputs)`` -> text_embeds / image_embeds) on
+# what the family's processor makes of the same inputs with the family's text settings; the adapter must give
+# the same vectors (cosine 1), so a dropped mask, a wrong padding or a missed lower-casing fails here.
+
+MIXED = ["A Man in a Red Jacket walks along the busy Street", "two dogs play in the park", LONG, "Rain"]
+
+
+def own_forward(path: str, texts: list[str], frames: np.ndarray, *, padding: str | bool, max_length: int,
+                lowercase: bool = False, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(path).eval()
+    proc = AutoProcessor.from_pretrained(path)
+    tok = tokenizer or proc.tokenizer
+    t_in = tok([t.lower() for t in texts] if lowercase else texts, padding=padding, truncation=True,
+               max_length=max_length, return_tensors="pt")
+    i_in = proc.image_processor(images=list(frames), return_tensors="pt")
+    with torch.no_grad():
+        out = model(**t_in, **i_in)
+    return out.text_embeds.numpy(), out.image_embeds.numpy()
+
+
+def assert_same(a: np.ndarray, b: np.ndarray, atol: float = 1e-5) -> None:
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.sum(a * b, axis=1), 1.0, atol=atol)  # both unit length: cosine 1 = equal
+
+
+@pytest.fixture(scope="module")
+def tiny_siglip2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from lovr_hf.tiny.siglip2 import build_tiny_siglip2
+
+    return build_tiny_siglip2(tmp_path_factory.getbasetemp() / "tiny_models" / "siglip2")
+
+
+def test_clip_matches_own_forward(tiny, scene_frames) -> None:
+    emb = TransformersEmbedder(tiny["clip"], device="cpu", batch_size=3)
+    ref_t, ref_f = own_forward(tiny["clip"], MIXED, scene_frames, padding=True, max_length=77)
+    assert_same(emb.embed_text(MIXED), ref_t)
+    assert_same(emb.embed_frames(scene_frames), ref_f)
+
+
+def test_metaclip_matches_own_forward(tmp_path_factory, scene_frames) -> None:
+    """MetaCLIP (v1) checkpoints are CLIPModel; the original script: processor(padding=True, truncation=True,
+    max_length=77) -> get_text_features."""
+    from lovr_hf.families import family_for
+    from lovr_hf.tiny import build_tiny_clip
+
+    path = build_tiny_clip(tmp_path_factory.getbasetemp() / "tiny_models" / "metaclip-tiny", seed=3)
+    assert family_for("facebook/metaclip-h14-fullcc2.5b").name == "metaclip"
+    for protocol in ("lovr", "original"):
+        emb = TransformersEmbedder(path, device="cpu", protocol=protocol)
+        ref_t, ref_f = own_forward(path, MIXED, scene_frames, padding=True, max_length=77)
+        assert_same(emb.embed_text(MIXED), ref_t)
+        assert_same(emb.embed_frames(scene_frames), ref_f)
+
+
+def test_siglip_matches_own_forward_with_its_attention_mask(tiny, scene_frames) -> None:
+    path = tiny["siglip"]
+    emb = TransformersEmbedder(path, device="cpu", batch_size=3)
+    ref_t, ref_f = own_forward(path, MIXED, scene_frames, padding="max_length", max_length=64)
+    assert_same(emb.embed_text(MIXED), ref_t)
+    assert_same(emb.embed_frames(scene_frames), ref_f)
+    # the former adapter left the mask out: a different (big_vision-style) embedding, now an explicit option
+    unmasked = TransformersEmbedder(path, device="cpu", text_attention_mask=False).embed_text(MIXED)
+    assert np.min(np.sum(unmasked * ref_t, axis=1)) < 0.99
+    # --protocol original: the original script's padding=True (longest), with the processor's mask
+    orig = TransformersEmbedder(path, device="cpu", protocol="original")
+    assert orig._padding() == "longest"
+    short = [MIXED[0], MIXED[1], MIXED[3]]  # no 64-token text: "longest" pads less than max_length
+    ref_o, _ = own_forward(path, short, scene_frames[:1], padding=True, max_length=64)
+    assert_same(orig.embed_text(short), ref_o)
+    ref_m, _ = own_forward(path, short, scene_frames[:1], padding="max_length", max_length=64)
+    assert np.min(np.sum(ref_o * ref_m, axis=1)) < 0.999  # the padding matters for a last-position pooler
+
+
+def test_siglip2_max_length_lowercase_and_original_case(tiny_siglip2, scene_frames) -> None:
+    from transformers import AutoTokenizer
+
+    from lovr_hf.backends.embedder_transformers import without_lowercase
+    from lovr_hf.families import family_for
+
+    assert family_for("google/siglip2-base-patch16-224").name == "siglip2"
+    emb = TransformersEmbedder(tiny_siglip2, device="cpu", batch_size=3)
+    assert (emb._padding(), emb._lowercase(), emb.max_text_tokens) == ("max_length", True, 64)
+    ref_t, ref_f = own_forward(tiny_siglip2, MIXED, scene_frames, padding="max_length", max_length=64,
+                               lowercase=True)
+    assert_same(emb.embed_text(MIXED), ref_t)
+    assert_same(emb.embed_frames(scene_frames), ref_f)  # NaFlex: pixel_attention_mask + spatial_shapes go in
+
+    # --protocol original: max_length 64 as the original script, the case kept (its GemmaTokenizerFast did
+    # not lower-case; transformers 5's Siglip2Tokenizer does, so the adapter takes that normaliser out)
+    tok = AutoTokenizer.from_pretrained(tiny_siglip2)
+    cased = without_lowercase(tok)
+    assert tok("A Man").input_ids == tok("a man").input_ids and cased("A Man").input_ids != tok("a man").input_ids
+    orig = TransformersEmbedder(tiny_siglip2, device="cpu", protocol="original")
+    assert (orig._padding(), orig._lowercase()) == ("max_length", False)
+    ref_o, _ = own_forward(tiny_siglip2, MIXED, scene_frames[:1], padding="max_length", max_length=64,
+                           tokenizer=cased)
+    out_o = orig.embed_text(MIXED)
+    assert_same(out_o, ref_o)
+    assert np.sum(out_o[0] * ref_t[0]) < 0.999  # mixed-case caption: the two protocols differ
+    np.testing.assert_allclose(out_o[1], ref_t[1], atol=1e-5)  # an all-lower-case caption does not
+
+    # chunk-mean sees the whole (lower-cased) text, in 64-token chunks
+    mean = emb.embed_text([LONG, LONG + " And then it rains."], text_mode="chunk-mean")
+    assert not np.allclose(mean[0], mean[1], atol=1e-4)
+    assert all(len(c) <= 64 for c in emb.text_chunk_ids(LONG))
+
+
+def test_siglip_tokenizer_without_sentencepiece_names_the_extra(tiny, monkeypatch) -> None:
+    """google/siglip-* ship a SentencePiece SiglipTokenizer: without sentencepiece the load fails with one
+    clear error naming the extra (the message transformers raises, wrapped)."""
+    import transformers
+
+    def no_spm(*args, **kwargs):
+        raise ImportError("SiglipTokenizer requires the SentencePiece library but it was not found")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_spm)
+    emb = TransformersEmbedder(tiny["siglip"], device="cpu", revision="spm-test")  # own cache entry
+    with pytest.raises(ImportError, match=r"lovr_hf\[siglip\]"):
+        emb.embed_text(["a"])

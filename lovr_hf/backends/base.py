@@ -124,7 +124,9 @@ LLMS: Registry[ChatLLM] = Registry(
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
     ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
-     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing"),
+     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing",
+     "lovr_hf.backends.embedder_blip", "lovr_hf.backends.embedder_xclip", "lovr_hf.backends.embedder_gme",
+     "lovr_hf.backends.embedder_mm_embed"),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",

@@ -8,6 +8,7 @@ split into max-length chunks whose embeddings are averaged (``chunk-mean``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,8 +23,20 @@ from lovr_hf.backends.model_cache import load_once
 logger = logging.getLogger(__name__)
 
 TEXT_MODES = ("truncate", "chunk-mean")
-#: model types trained with text padded to the full length (pooled from the last position)
-_PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
+PROTOCOLS = ("lovr", "original")
+#: text handling per model type and protocol: (padding, lower-case the text first). SigLIP-family towers pool
+#: the LAST position, so the padding changes the embedding: they were trained on text padded to 64 tokens
+#: (big_vision; the model cards say padding="max_length"), SigLIP2 also on lower-cased text. Under
+#: ``original`` each family gets what its original LoVR script passed: SigLIP ``padding=True`` (longest),
+#: SigLIP2 ``padding="max_length"`` without lower-casing (the tokenizer of its time, GemmaTokenizerFast, kept
+#: the case; transformers 5's Siglip2Tokenizer lower-cases, so that normaliser is taken out under
+#: ``original``). Other model types: the tokenizer's own padding, ``longest`` (CLIP/MetaCLIP: causal
+#: towers pooled at eos, padding-independent).
+TEXT_RULES: dict[str, dict[str, tuple[str, bool]]] = {
+    "siglip": {"lovr": ("max_length", False), "original": ("longest", False)},
+    "siglip2": {"lovr": ("max_length", True), "original": ("max_length", False)},
+}
+_DEFAULT_RULE = ("longest", False)
 
 
 
@@ -42,11 +55,55 @@ def _features(out: Any) -> Any:
     raise TypeError(f"cannot find features in {type(out).__name__}")
 
 
+def to_model(inputs: Any, model: Any) -> dict[str, Any]:
+    """Processor outputs on the model's device; floating tensors (pixels) in the model's dtype."""
+    import torch
+
+    out = {}
+    for k, v in dict(inputs).items():
+        if torch.is_tensor(v):
+            v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
+        out[k] = v
+    return out
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+def without_lowercase(tokenizer: Any) -> Any:
+    """A copy of a tokenizers-backed tokenizer whose normaliser no longer lower-cases (unchanged otherwise).
+
+    transformers 5 loads SigLIP2 checkpoints with ``Siglip2Tokenizer`` (Gemma + a Lowercase normaliser); the
+    original LoVR script ran under transformers 4 (GemmaTokenizerFast, case kept), so ``--protocol original``
+    needs the case back."""
+    import copy
+
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer
+    data = json.loads(backend.to_str())
+
+    def strip(node: Any) -> Any:
+        if not isinstance(node, dict) or node.get("type") == "Lowercase":
+            return None
+        if node.get("type") == "Sequence":
+            kept = [n for n in (strip(x) for x in node.get("normalizers", [])) if n is not None]
+            return {**node, "normalizers": kept} if kept else None
+        return node
+
+    new = strip(data.get("normalizer"))
+    if new == data.get("normalizer"):
+        return tokenizer
+    data["normalizer"] = new
+    out = copy.deepcopy(tokenizer)
+    out._tokenizer = Tokenizer.from_str(json.dumps(data))
+    return out
 
 
 def chunk_mean(
@@ -78,8 +135,15 @@ class TransformersEmbedder(Embedder):
         batch_size: texts or frames per forward pass.
         text_mode: default for :meth:`embed_text` (``"truncate"`` or ``"chunk-mean"``).
         max_text_tokens: override the text length limit (default: from the model config / tokenizer).
-        text_padding: ``"max_length"`` or ``"longest"``; default ``"max_length"`` for SigLIP-family models
-            (trained that way, pooled at the last position) and ``"longest"`` otherwise.
+        text_padding: ``"max_length"`` or ``"longest"``; default from :data:`TEXT_RULES` (model type and
+            protocol): ``"max_length"`` for SigLIP/SigLIP2 under ``lovr``, ``"longest"`` otherwise.
+        protocol: ``"lovr"`` (default) or ``"original"`` (the text handling of the family's original LoVR
+            script, see :data:`TEXT_RULES`).
+        lowercase: lower-case texts before tokenising (default from :data:`TEXT_RULES`: SigLIP2 under
+            ``lovr``, as big_vision trained it).
+        text_attention_mask: pass the tokenizer's attention mask to the text tower (default True: what the
+            model's own forward gets from its processor). ``False`` leaves the padding unmasked, as big_vision
+            and open_clip run SigLIP; an explicit choice, never a silent one.
     """
 
     name = "transformers"
@@ -96,9 +160,20 @@ class TransformersEmbedder(Embedder):
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
         text_padding: str | None = None,
+        protocol: str = "lovr",
+        lowercase: bool | None = None,
+        text_attention_mask: bool = True,
     ) -> None:
         if text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if text_padding not in (None, "max_length", "longest"):
+            raise ValueError(f"text_padding must be 'max_length' or 'longest', got {text_padding!r}")
+        self.protocol = protocol
+        self.lowercase = lowercase
+        self.text_attention_mask = bool(text_attention_mask)
+        self._tok: Any = None
         self.model_path = model_path
         self.device = device
         self.dtype = dtype
@@ -121,6 +196,7 @@ class TransformersEmbedder(Embedder):
         state = self.__dict__.copy()
         state["_model"] = None  # never pickle weights into workers
         state["_processor"] = None
+        state["_tok"] = None
         return state
 
     # -- loading -------------------------------------------------------------------------------------
@@ -131,36 +207,77 @@ class TransformersEmbedder(Embedder):
             return self._model, self._processor
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        key = ("embedder", self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
+        key = ("embedder", type(self).__name__, self.model_path, self.revision, device, str(dtype),
+               self.trust_remote_code)
         self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
 
     def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoProcessor
 
         t0 = time.perf_counter()
-        model = AutoModel.from_pretrained(
+        model = self._model_class().from_pretrained(
             self.model_path,
             revision=self.revision,
             dtype=dtype,
             trust_remote_code=self.trust_remote_code,
         )
         model = model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(
-            self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
-        for method in ("get_text_features", "get_image_features"):
-            if not hasattr(model, method):
-                raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+        try:
+            processor = AutoProcessor.from_pretrained(
+                self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
+        except ImportError as e:  # SigLIP's SiglipTokenizer: sentencepiece + protobuf
+            if "sentencepiece" in str(e).lower() or "protobuf" in str(e).lower():
+                raise ImportError(f"{self.model_path}: its tokenizer needs sentencepiece and protobuf: "
+                                  "pip install 'lovr_hf[siglip]'") from e
+            raise
+        self._check_model(model)
         logger.info(
             "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
         )
         return model, processor
 
+    # -- hooks for family adapters built on this one (BLIP, X-CLIP): which class, which features -------
+
+    def _model_class(self) -> Any:
+        from transformers import AutoModel
+
+        return AutoModel
+
+    def _check_model(self, model: Any) -> None:
+        for method in ("get_text_features", "get_image_features"):
+            if not hasattr(model, method):
+                raise TypeError(f"{self.model_path}: {type(model).__name__} has no {method}()")
+
+    def _text_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """Projected (unnormalised) text features of one tokenised batch."""
+        return _features(model.get_text_features(**inputs))
+
+    def _image_features(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """Projected (unnormalised) image features of one processed batch of frames."""
+        return _features(model.get_image_features(**inputs))
+
     @property
     def tokenizer(self) -> Any:
-        _, processor = self.load()
-        return getattr(processor, "tokenizer", processor)
+        """The processor's tokenizer (under ``original`` for SigLIP2: without transformers 5's lower-casing)."""
+        if getattr(self, "_tok", None) is None:
+            model, processor = self.load()
+            tok = getattr(processor, "tokenizer", processor)
+            if self.protocol == "original" and model.config.model_type == "siglip2":
+                tok = without_lowercase(tok)
+            self._tok = tok
+        return self._tok
+
+    def _rule(self) -> tuple[str, bool]:
+        model, _ = self.load()
+        return TEXT_RULES.get(model.config.model_type, {}).get(self.protocol, _DEFAULT_RULE)
+
+    def _lowercase(self) -> bool:
+        return self._rule()[1] if self.lowercase is None else bool(self.lowercase)
+
+    def _prepare(self, texts: list[str]) -> list[str]:
+        return [t.lower() for t in texts] if self._lowercase() else texts
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
@@ -179,16 +296,7 @@ class TransformersEmbedder(Embedder):
         return min(limits) if limits else None
 
     def _padding(self) -> str:
-        if self.text_padding:
-            return self.text_padding
-        model, _ = self.load()
-        return "max_length" if model.config.model_type in _PAD_TO_MAX_LENGTH else "longest"
-
-    def _use_attention_mask(self) -> bool:
-        # SigLIP-family text towers were trained on max-length padded text without masking the padding
-        # (pooled at the last position), so the mask is left out for them, as in open_clip.
-        model, _ = self.load()
-        return model.config.model_type not in _PAD_TO_MAX_LENGTH
+        return self.text_padding or self._rule()[0]
 
     # -- text ----------------------------------------------------------------------------------------
 
@@ -216,7 +324,7 @@ class TransformersEmbedder(Embedder):
         """
         tok = self.tokenizer
         prefix, suffix = self._special_affixes()
-        ids = list(tok(text, add_special_tokens=False, verbose=False).input_ids)
+        ids = list(tok(self._prepare([text])[0], add_special_tokens=False, verbose=False).input_ids)
         limit = self.max_text_tokens
         room = max(1, limit - len(prefix) - len(suffix)) if limit else max(1, len(ids))
         return [prefix + ids[i : i + room] + suffix for i in range(0, max(1, len(ids)), room)]
@@ -229,7 +337,6 @@ class TransformersEmbedder(Embedder):
         tok = self.tokenizer
         padding = self._padding()
         limit = self.max_text_tokens
-        use_mask = self._use_attention_mask()
         out = []
         for i in range(0, len(batch_ids), self.batch_size):
             enc = tok.pad(
@@ -238,11 +345,14 @@ class TransformersEmbedder(Embedder):
                 max_length=limit if padding == "max_length" else None,
                 return_tensors="pt",
             )
+            # the model's own forward gets what its processor returns: input_ids and, where the tokenizer
+            # makes one, the attention mask (SigLIP included; leaving it out changed SigLIP text embeddings
+            # by up to 0.5 in cosine against the model's forward)
             inputs = {"input_ids": enc["input_ids"].to(model.device)}
-            if use_mask:
+            if self.text_attention_mask and "attention_mask" in enc:
                 inputs["attention_mask"] = enc["attention_mask"].to(model.device)
             with torch.inference_mode():
-                feats = _features(model.get_text_features(**inputs))
+                feats = self._text_features(model, inputs)
             out.append(feats.float().cpu().numpy())
         if not out:
             return np.zeros((0, self.dim), np.float32)
@@ -251,7 +361,7 @@ class TransformersEmbedder(Embedder):
     def _truncated_ids(self, texts: list[str]) -> list[list[int]]:
         """The original behaviour: cut at the model limit, keeping the special tokens (e.g. CLIP's eos)."""
         limit = self.max_text_tokens
-        enc = self.tokenizer(texts, truncation=limit is not None, max_length=limit, verbose=False)
+        enc = self.tokenizer(self._prepare(texts), truncation=limit is not None, max_length=limit, verbose=False)
         return [list(x) for x in enc["input_ids"]]
 
     def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
@@ -288,13 +398,9 @@ class TransformersEmbedder(Embedder):
         for i in range(0, len(frames), self.batch_size):
             inputs = image_processor(images=list(frames[i : i + self.batch_size]), return_tensors="pt")
             # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
-            kwargs = {}
-            for k, v in inputs.items():
-                if torch.is_tensor(v):
-                    v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
-                kwargs[k] = v
+            kwargs = to_model(inputs, model)
             with torch.inference_mode():
-                feats = _features(model.get_image_features(**kwargs))
+                feats = self._image_features(model, kwargs)
             out.append(feats.float().cpu().numpy())
         self.last_stats = {"frames_s": time.perf_counter() - t0}
         return l2_normalize(np.concatenate(out))

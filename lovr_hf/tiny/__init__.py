@@ -518,3 +518,12 @@ def _open_clip_save(out: Path, seed: int) -> None:
 def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny open_clip CLIP (2+2 layers, width 32, 32x32 images, 77-token text) -> folder (needs open_clip_torch)."""
     return _build_once(out_dir, "open_clip", seed, lambda p: _open_clip_save(p, seed))
+
+
+# ------------------------------------------------------------------------- family builders (own modules)
+from lovr_hf.tiny.blip import build_tiny_blip  # noqa: E402
+from lovr_hf.tiny.gme import build_tiny_gme  # noqa: E402
+from lovr_hf.tiny.siglip2 import build_tiny_siglip2  # noqa: E402
+from lovr_hf.tiny.xclip import build_tiny_xclip  # noqa: E402
+
+__all__ = ["build_tiny_blip", "build_tiny_gme", "build_tiny_siglip2", "build_tiny_xclip"]

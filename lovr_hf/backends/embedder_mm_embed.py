@@ -1,0 +1,212 @@
+"""nvidia/MM-Embed through its own remote code (``model.encode``), and the original's ORACLE frame choice.
+
+MM-Embed (NV-Embed on LLaVA-Next) ships its Python code in its Hub repo, so it runs only with
+``--trust-remote-code`` (``requires_remote_code``). The calls follow its model card and the original LoVR
+script: texts ``encode([{"txt": t}], is_query=True, instruction=INSTRUCTION, max_length=4096)``, frames
+``encode([{"img": image}], is_query=False, max_length=4096)``, both read from ``["hidden_states"]`` and
+L2-normalised here.
+
+The ORIGINAL script did not pool a clip's frames: for each clip and each full video it took the single
+frame whose embedding is most similar to that item's GOLD caption (:func:`oracle_frame`). That uses the
+answer to build the gallery — an oracle that inflates every number of the paper's MM-Embed row. lovr_hf
+therefore mean-pools frames by default (``--protocol lovr``) and offers the oracle only under
+``--protocol original``, where the visual stage calls :func:`oracle_pool` (class attribute
+``original_oracle_frame``) and the results are flagged as oracle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lovr_hf.backends.base import EMBEDDERS, Embedder
+from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.families import FRAMES, Family, register_family
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "nvidia/MM-Embed"
+#: the original LoVR script's text instruction (MM-Embed's text-to-image retrieval task)
+INSTRUCTION = "Retrieve the most relevant image given the textual description."
+MAX_LENGTH = 4096  # the original script's max_length for texts and images
+
+
+def oracle_frame(frame_embeddings: np.ndarray, gold_embedding: np.ndarray) -> tuple[int, np.ndarray]:
+    """The original MM-Embed script's frame choice: the frame most similar to the item's gold caption.
+
+    ``frame_embeddings`` [n, d] (one row per sampled frame of ONE clip or ONE full video, any scale) and
+    ``gold_embedding`` [d] (the embedding of that item's own caption) are L2-normalised here; the result is
+    ``(index, embedding)``: the index of the frame with the highest cosine (first one on ties) and its
+    L2-normalised embedding [d] float32, which the original stored as the item's visual embedding.
+    """
+    frames = l2_normalize(np.asarray(frame_embeddings, dtype=np.float32))
+    gold = l2_normalize(np.asarray(gold_embedding, dtype=np.float32).reshape(1, -1))[0]
+    if frames.ndim != 2 or not len(frames):
+        raise ValueError(f"expected frame embeddings [n>0, d], got shape {frames.shape}")
+    if frames.shape[1] != gold.shape[0]:
+        raise ValueError(f"frame width {frames.shape[1]} != caption width {gold.shape[0]}")
+    index = int(np.argmax(frames @ gold))
+    return index, frames[index].copy()
+
+
+def oracle_pool(frame_embeddings: np.ndarray, gold_embedding: np.ndarray | None) -> tuple[np.ndarray, int | None]:
+    """One item's visual embedding under ``--protocol original``: :func:`oracle_frame` when the item has a
+    gold caption; otherwise the mean of its normalised frames, re-normalised (index None).
+
+    The fallback is lovr_hf's: the original looked the gold caption up among the captioned items only and,
+    for a gallery clip without a caption, silently kept the PREVIOUS item's embedding (a bug not copied).
+    """
+    if gold_embedding is None:
+        frames = l2_normalize(np.asarray(frame_embeddings, dtype=np.float32))
+        return l2_normalize(frames.mean(0, keepdims=True))[0], None
+    index, emb = oracle_frame(frame_embeddings, gold_embedding)
+    return emb, index
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, dict):
+        x = x["hidden_states"]
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+@EMBEDDERS.register("mm_embed")
+class MMEmbedEmbedder(Embedder):
+    """``nvidia/MM-Embed`` (``model.encode`` of its remote code)."""
+
+    name = "mm_embed"
+    requires_remote_code = True
+    #: under --protocol original the visual stage picks each item's frame with :func:`oracle_pool`
+    #: (frame embeddings + the gold caption's embedding) instead of mean pooling; results are flagged oracle
+    original_oracle_frame = True
+
+    def __init__(
+        self,
+        model_path: str = DEFAULT_MODEL,
+        *,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str | None = "auto",
+        batch_size: int = 8,
+        text_mode: str = "truncate",
+        max_text_tokens: int | None = None,
+        instruction: str = INSTRUCTION,
+        max_length: int = MAX_LENGTH,
+    ) -> None:
+        if not trust_remote_code:
+            raise ValueError(f"{model_path} runs code from its Hub repo: pass --trust-remote-code if you trust it")
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        self.model_path = model_path
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.text_mode = text_mode
+        self._limit = max_text_tokens
+        self.instruction = instruction
+        self.max_length = int(max_length)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._dim: int | None = None
+
+    def model_id(self) -> str:
+        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None, "_tokenizer": None}
+
+    def load(self) -> Any:
+        if self._model is None:
+            from transformers import AutoModel
+
+            from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
+
+            device = resolve_device(self.device)
+            model = AutoModel.from_pretrained(self.model_path, revision=self.revision,
+                                              trust_remote_code=self.trust_remote_code,
+                                              dtype=resolve_dtype(self.dtype, device))
+            self._model = model.to(device).eval()
+        return self._model
+
+    def _tok(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.revision,
+                                                            trust_remote_code=self.trust_remote_code)
+        return self._tokenizer
+
+    @property
+    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+        """Caption tokens per call: ``max_length`` less the instruction prefix (and two special tokens)."""
+        if self._limit:
+            return int(self._limit)
+        prefix = len(self._tok()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
+        return max(1, self.max_length - prefix - 2)
+
+    def _encode(self, items: list[dict[str, Any]], is_query: bool) -> np.ndarray:
+        import torch
+
+        model, out = self.load(), []
+        kwargs: dict[str, Any] = {"is_query": is_query, "max_length": self.max_length}
+        if is_query:
+            kwargs["instruction"] = self.instruction
+        for i in range(0, len(items), self.batch_size):
+            with torch.inference_mode():
+                out.append(_numpy(model.encode(items[i : i + self.batch_size], **kwargs)))
+        return l2_normalize(np.concatenate(out))
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self._encode([{"txt": t} for t in texts], is_query=True)
+
+    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
+        mode = text_mode or self.text_mode
+        if mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {mode!r}")
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        if mode == "truncate":  # the model's own encode truncates at max_length
+            return self._encode_texts(texts)
+        tok, room = self._tok(), int(self.max_text_tokens or 1)
+
+        def split(text: str) -> list[str]:
+            ids = tok(text, add_special_tokens=False).input_ids
+            return [tok.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)]
+
+        return chunk_mean(texts, split, self._encode_texts)
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
+        if not len(frames):
+            return np.zeros((0, self.dim), np.float32)
+        return self._encode([{"img": Image.fromarray(f)} for f in frames], is_query=False)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self._encode_texts(["a"]).shape[1])
+        return self._dim
+
+
+register_family(Family(
+    name="mm_embed", backend="mm_embed", patterns=(r"mm-embed",), priority=2,
+    video_input=FRAMES, original_interval=None, interval=30, original_bgr=True,
+    text=f"query instruction '{INSTRUCTION}', max_length {MAX_LENGTH} (the model's encode truncates)",
+    pooling="lovr: mean of L2-normalised frame embeddings, re-normalised; original: ORACLE - the frame most "
+            "similar to the item's gold caption",
+    precision="original float32 (no dtype given); lovr_hf: the --dtype (auto: bf16 on GPU)",
+    hub_ids=(DEFAULT_MODEL,),
+    notes="remote code (--trust-remote-code); the paper's numbers come from the oracle frame choice",
+))
