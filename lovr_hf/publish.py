@@ -218,7 +218,7 @@ def _publish_videos(repo: BenchmarkRepo, videos: pa.Table, notes: list[str]) -> 
     return t
 
 
-def stage(repo: BenchmarkRepo | str, *, no_media: bool = False) -> Publication:
+def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | None = None) -> Publication:
     """Write the repo as it will be published under ``<repo>/.lovr/publish/<name>/`` and check it."""
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     if not repo.card_path.exists():
@@ -248,7 +248,7 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False) -> Publication:
 
         render_results(pub)  # results.md and the plot from the sanitised rows (labels included)
     pub.refresh_card()
-    _append_notes(pub, notes, no_media)
+    _append_notes(pub, notes, no_media, repo_id or "ORG/NAME")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
                    and not p.relative_to(out).as_posix().startswith(".lovr"))
     if clean.replaced:
@@ -259,12 +259,12 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False) -> Publication:
     return Publication(out, files, total, no_media, notes)
 
 
-def _append_notes(pub: BenchmarkRepo, notes: list[str], no_media: bool) -> None:
+def _append_notes(pub: BenchmarkRepo, notes: list[str], no_media: bool, repo_id: str) -> None:
     lines = ["", "## Publishing notes", ""] + [f"- {n}" for n in notes]
     if no_media:
         lines += ["", "### Rebuilding the clips from your own copies of the videos", "",
                   "```bash",
-                  "hf download --repo-type dataset ORG/NAME --local-dir lovr",
+                  f"hf download {repo_id} --repo-type dataset --local-dir lovr",
                   "lovr materialize --repo lovr --input_folder /path/to/your/videos   # checks size + SHA-256",
                   "lovr eval --repo lovr --model openai/clip-vit-base-patch32         # scores what is available",
                   "```", "",

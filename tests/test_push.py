@@ -169,7 +169,7 @@ def test_no_media_publishes_an_index_that_materialize_can_rebuild(built: dict, t
         assert not any(f.endswith((".mp4", ".mkv")) for f in files)
         assert {f for f in hub.commits[-1].deleted if not f.startswith("data/")} == media
         card = files["README.md"].decode()
-        assert "lovr materialize" in card and "Index only" in card
+        assert "lovr materialize" in card and "Index only" in card and "hf download me/bench" in card
         local = download(hub, "me/bench", tmp_path / "dl" / "bench")
     pub = BenchmarkRepo(local)
     clips = pub.read(schema.CLIPS).to_list()
