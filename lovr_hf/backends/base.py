@@ -116,7 +116,7 @@ class QualityScorer(ABC):
 CAPTIONERS: Registry[Captioner] = Registry(
     "captioners",
     ("lovr_hf.backends.captioner_transformers", "lovr_hf.backends.captioner_openai",
-     "lovr_hf.backends.captioner_vllm", "lovr_hf.backends.testing"),
+     "lovr_hf.backends.captioner_vllm", "lovr_hf.backends.testing", "lovr_hf.backends.describer"),
 )
 LLMS: Registry[ChatLLM] = Registry(
     "llms", ("lovr_hf.backends.llm_openai", "lovr_hf.backends.llm_transformers", "lovr_hf.backends.testing")
@@ -124,7 +124,7 @@ LLMS: Registry[ChatLLM] = Registry(
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
     ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
-     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing"),
+     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing", "lovr_hf.backends.describer"),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
