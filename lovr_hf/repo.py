@@ -45,6 +45,7 @@ ASSETS_DIR = "assets"
 WORK_DIR = ".lovr"
 CARD = "README.md"
 RUN_CONFIG = "run_config.json"
+EMPTY_CONFIGS = "empty_configs.json"  # under WORK_DIR: configs that exist and hold no rows
 DEFAULT_CLIPS_DIR = "clips"
 MAX_SHARD_BYTES = 256 * 1024 * 1024
 TMP_PREFIX = ".tmp-"
@@ -188,9 +189,14 @@ class BenchmarkRepo:
         return {}, text
 
     def config_files(self) -> dict[str, list[str]]:
-        """config name -> shard paths (relative) as listed in the card: the single source of truth."""
+        """config name -> shard paths (relative) as listed in the card: the single source of truth.
+
+        Configs that exist but hold no rows map to ``[]``: they are not listed in the card (``datasets``
+        cannot load a split without data, and the Hub viewer would show a broken config) and are recorded in
+        the work state instead (:data:`EMPTY_CONFIGS`), so stages still see them as computed.
+        """
         meta, _ = self._read_card()
-        out: dict[str, list[str]] = {}
+        out: dict[str, list[str]] = {c: [] for c in self._read_empty()}
         for cfg in meta.get("configs", []) or []:
             files: list[str] = []
             for df in cfg.get("data_files", []):
@@ -198,6 +204,25 @@ class BenchmarkRepo:
                 files.extend([p] if isinstance(p, str) else list(p))
             out[cfg["config_name"]] = files
         return out
+
+    def listed_configs(self) -> list[str]:
+        """Configs listed in the card (what ``load_dataset`` and the Hub see): the non-empty ones."""
+        return [c for c, fs in self.config_files().items() if fs]
+
+    def empty_configs(self) -> list[str]:
+        return sorted(c for c, fs in self.config_files().items() if not fs)
+
+    def _read_empty(self) -> list[str]:
+        p = self.work_root / EMPTY_CONFIGS
+        try:
+            return list(json.loads(p.read_text())) if p.exists() else []
+        except ValueError:
+            return []
+
+    def _write_empty(self, names: Iterable[str]) -> None:
+        names = sorted(set(names))
+        if names or (self.work_root / EMPTY_CONFIGS).exists():
+            atomic_write_text(self.work_root / EMPTY_CONFIGS, json.dumps(names))
 
     def configs(self) -> list[str]:
         return list(self.config_files())
@@ -244,11 +269,10 @@ class BenchmarkRepo:
         table = to_arrow(data, feats)
         if sort and table.num_rows:
             table = table.sort_by([(k, "ascending") for k in schema.sort_key(config)])
-        n_shards = max(1, -(-table.nbytes // MAX_SHARD_BYTES))
+        # an empty table gets no shard at all: it is recorded as an empty config (see ``config_files``)
+        n_shards = max(1, -(-table.nbytes // MAX_SHARD_BYTES)) if table.num_rows else 0
         step = -(-table.num_rows // n_shards) if table.num_rows else 0
-        blobs = [
-            table_to_parquet_bytes(table.slice(i * step, step) if step else table) for i in range(n_shards)
-        ]
+        blobs = [table_to_parquet_bytes(table.slice(i * step, step)) for i in range(n_shards)]
         fp = hashlib.sha256(b"".join(blobs)).hexdigest()[:12]
         folder = self.root / DATA_DIR / config
         names = [f"{config}-{i:05d}-of-{n_shards:05d}-{fp}.parquet" for i in range(n_shards)]
@@ -289,9 +313,13 @@ class BenchmarkRepo:
         from lovr_hf.card import render_card_body
 
         meta, body = self._read_card()
-        order = [c for c in schema.FEATURES if c in files] + sorted(c for c in files if c not in schema.FEATURES)
+        listed = {c: fs for c, fs in files.items() if fs}
+        empty = [c for c, fs in files.items() if not fs]
+        # while the card changes, every config is in the card or in the empty list (never in neither)
+        self._write_empty(set(empty) | set(self._read_empty()))
+        order = [c for c in schema.FEATURES if c in listed] + sorted(c for c in listed if c not in schema.FEATURES)
         meta["configs"] = [
-            {"config_name": c, "data_files": [{"split": "train", "path": list(files[c])}]} for c in order
+            {"config_name": c, "data_files": [{"split": "train", "path": list(listed[c])}]} for c in order
         ]
         meta.setdefault("pretty_name", f"LoVR-style long-video retrieval benchmark ({self.root.name})")
         meta.setdefault("tags", ["video", "long-video", "retrieval", "video-text", "lovr"])
@@ -301,6 +329,7 @@ class BenchmarkRepo:
             body = render_card_body(self, files)
         text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
         atomic_write_text(self.card_path, text)
+        self._write_empty(empty)
 
     def refresh_card(self) -> None:
         with self.lock():

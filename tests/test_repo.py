@@ -186,3 +186,41 @@ def test_remove_config(tmp_path: Path) -> None:
     repo.remove(schema.CLIPS)
     assert not repo.has(schema.CLIPS)
     shutil.rmtree(repo.root)
+
+
+def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Path) -> None:
+    """A repo built end to end (its theme_captions config is empty: merge ran without --theme): every config
+    the card lists loads with and without streaming, row for row; the empty one is not listed, yet the repo
+    still knows it exists (so no stage recomputes it)."""
+    import yaml
+    from datasets import load_dataset
+
+    from lovr_hf.cli import main as cli_main
+    from lovr_hf.samples import SceneSpec, make_video
+
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    make_video(vids / "a.mp4", [SceneSpec(60), SceneSpec(66)], 64, 48, 12, seed=1)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"input_folder": str(vids), "repo": str(tmp_path / "lovr"),
+                                   "segment": {"clip_mode": "virtual"}, "caption": {"backend": "dummy"},
+                                   "merge": {"llm": "dummy"}}))
+    assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    assert repo.has(schema.THEME_CAPTIONS) and repo.empty_configs() == [schema.THEME_CAPTIONS]
+    card = yaml.safe_load(repo.card_path.read_text().split("---")[1])
+    listed = [c["config_name"] for c in card["configs"]]
+    assert schema.THEME_CAPTIONS not in listed and listed == repo.listed_configs()
+    assert {"videos", "clips", "clip_captions", "clusters", "video_captions"} <= set(listed)
+    for config in listed:
+        want = repo.read(config).to_list()
+        assert load_dataset(str(repo.root), config, split="train").to_list() == want, config
+        assert list(load_dataset(str(repo.root), config, split="train", streaming=True)) == want, config
+    # the empty config turns into a listed one as soon as it has rows, and back
+    repo.write(schema.THEME_CAPTIONS, [{"video_id": "a", "clip_id": "", "caption": "t", "model": "m",
+                                        "prompt_hash": "", "status": "ok", "error": None}])
+    assert schema.THEME_CAPTIONS in repo.listed_configs() and not repo.empty_configs()
+    assert len(load_dataset(str(repo.root), schema.THEME_CAPTIONS, split="train")) == 1
+    repo.write(schema.THEME_CAPTIONS, [])
+    assert repo.empty_configs() == [schema.THEME_CAPTIONS] and repo.read(schema.THEME_CAPTIONS).num_rows == 0
+    assert not list((repo.root / "data" / schema.THEME_CAPTIONS).glob("*.parquet"))

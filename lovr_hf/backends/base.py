@@ -113,24 +113,45 @@ class QualityScorer(ABC):
         """One score in [0, 10] per caption."""
 
 
+# one module per line (several people add backends at once); optional ones register only when importable
 CAPTIONERS: Registry[Captioner] = Registry(
     "captioners",
-    ("lovr_hf.backends.captioner_transformers", "lovr_hf.backends.captioner_openai",
-     "lovr_hf.backends.captioner_vllm", "lovr_hf.backends.testing"),
+    (
+        "lovr_hf.backends.captioner_transformers",
+        "lovr_hf.backends.captioner_openai",
+        "lovr_hf.backends.captioner_vllm",
+        "lovr_hf.backends.testing",
+        "lovr_hf.backends.describer",
+    ),
 )
 LLMS: Registry[ChatLLM] = Registry(
-    "llms", ("lovr_hf.backends.llm_openai", "lovr_hf.backends.llm_transformers", "lovr_hf.backends.testing")
+    "llms",
+    (
+        "lovr_hf.backends.llm_openai",
+        "lovr_hf.backends.llm_transformers",
+        "lovr_hf.backends.testing",
+    ),
 )
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
-    ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
-     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing",
-     "lovr_hf.backends.embedder_blip", "lovr_hf.backends.embedder_xclip", "lovr_hf.backends.embedder_gme",
-     "lovr_hf.backends.embedder_mm_embed"),
+    (
+        "lovr_hf.backends.embedder_transformers",
+        "lovr_hf.backends.embedder_openclip",
+        "lovr_hf.backends.embedder_jina",
+        "lovr_hf.backends.testing",
+        "lovr_hf.backends.describer",
+        "lovr_hf.backends.embedder_blip",
+        "lovr_hf.backends.embedder_xclip",
+        "lovr_hf.backends.embedder_gme",
+        "lovr_hf.backends.embedder_mm_embed",
+    ),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
-    ("lovr_hf.backends.detector_fast", "lovr_hf.backends.detector_pyscenedetect",
-     "lovr_hf.backends.detector_transnet"),
+    (
+        "lovr_hf.backends.detector_fast",
+        "lovr_hf.backends.detector_pyscenedetect",
+        "lovr_hf.backends.detector_transnet",
+    ),
 )
 SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.scorers",))

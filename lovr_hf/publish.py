@@ -1,0 +1,318 @@
+"""What ``lovr push`` publishes: a staged copy of the repo with nothing that belongs to this machine.
+
+The repo on disk is a working benchmark: its tables hold absolute paths of the source videos (virtual
+clips read them), error messages quote local files, model labels may be local folders, and clip files may
+live outside the repo (``--output_dir``). Publishing must not leak any of that, and for videos whose
+licence allows an index only (LoVR's come from LongVideoBench; MTEB withdrew its LoVR task for re-hosting
+the clips) it must be able to publish no video bytes at all. So :func:`stage` writes the repo as it will be
+published into ``<repo>/.lovr/publish/<name>/`` through the same :class:`BenchmarkRepo` code (fingerprinted
+shards, card) and then checks the result:
+
+* path columns: ``videos.path`` is dropped (``source_name`` is the path relative to the input folder);
+  ``clips.path`` stays relative to the repo, clip files outside it are copied in (or, index-only, dropped);
+* every other string (captions' error texts, model labels, ``run_config.json``) has each local root (the
+  repo, the input folders, the model folders and other absolute paths of the run configuration, the home
+  and working folders) replaced by ``<local>/<folder name>``;
+* ``--no-media``: no clip or video file; clips stay as an index (source video id, frame range, times, fps)
+  and each source video as its size and SHA-256, so ``lovr materialize`` rebuilds them from one's own copy;
+* checks that fail the push: any local root left in any staged file or table cell, any folder with more
+  entries than the Hub allows (:data:`MAX_FOLDER_ENTRIES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lovr_hf import schema
+from lovr_hf.repo import ASSETS_DIR, CARD, DATA_DIR, RUN_CONFIG, BenchmarkRepo, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+MAX_FOLDER_ENTRIES = 10_000  # the Hub's limit of files per folder
+PUBLISH_DIR = "publish"
+LOCAL = "<local>"
+COPIED_FILES = ("results.md",)  # re-rendered, so only kept if rendering is not possible
+_ASSET_FILES = ("eval_cost.json",)
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+class PublishError(RuntimeError):
+    """The staged repo would publish something it must not (a local path, an over-full folder)."""
+
+
+@dataclasses.dataclass
+class Publication:
+    """A staged repo ready to upload: its folder, files (relative, sorted), bytes and what was changed."""
+
+    root: Path
+    files: list[str]
+    total_bytes: int
+    no_media: bool
+    notes: list[str]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(HASH_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- local roots and string sanitising --------------------------------------------------------------------
+
+
+def _abs_strings(obj: Any) -> Iterable[str]:
+    if isinstance(obj, str):
+        if os.path.isabs(obj):
+            yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _abs_strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _abs_strings(v)
+
+
+def local_roots(repo: BenchmarkRepo) -> list[str]:
+    """Absolute paths of this machine that may appear in the repo's content, longest first."""
+    roots = {str(repo.root), str(Path.home()), os.getcwd()}
+    for p in _abs_strings(repo.run_config()):
+        roots.add(p.rstrip("/") or p)
+    if repo.has(schema.VIDEOS):
+        for path, rel in zip(*(repo.read_table(schema.VIDEOS).column(c).to_pylist() for c in ("path", "source_name"))):
+            if path and rel and path.endswith(rel):
+                roots.add(path[: -len(rel)].rstrip("/"))  # the input folder this video came from
+            elif path:
+                roots.add(str(Path(path).parent))
+    return sorted((r for r in roots if r and r != "/" and len(r) > 1), key=len, reverse=True)
+
+
+def _root_pattern(root: str) -> re.Pattern[str]:
+    """``root`` as a whole path prefix: ``/data/v`` matches ``/data/v`` and ``/data/v/x``, not ``/data/vids``."""
+    return re.compile(re.escape(root) + r"(?![A-Za-z0-9_.\-])")
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_list(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)))
+
+
+class Sanitizer:
+    """Replaces local roots in strings: the repo root by nothing (repo-relative), others by ``<local>/<name>``."""
+
+    def __init__(self, repo_root: Path, roots: list[str]) -> None:
+        self.repo_root = str(repo_root)
+        self.roots = [(r, _root_pattern(r)) for r in roots]
+        self.replaced = 0
+
+    def text(self, value: str) -> str:
+        out = value
+        for root, pat in self.roots:
+            if root not in out:
+                continue
+            if root == self.repo_root:
+                out = pat.sub(".", out.replace(root + "/", ""))
+            else:
+                out = pat.sub(f"{LOCAL}/{Path(root).name}", out)
+        if out != value:
+            self.replaced += 1
+        return out
+
+    def obj(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.obj(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.obj(v) for v in value]
+        return value
+
+    def table(self, table: pa.Table) -> pa.Table:
+        cols = {}
+        for name in table.column_names:
+            col = table.column(name)
+            if _is_text_type(col.type):
+                cols[name] = pa.array([self.obj(v) for v in col.to_pylist()], type=col.type)
+            else:
+                cols[name] = col
+        return pa.table(cols, schema=table.schema)
+
+
+# ---- staging ------------------------------------------------------------------------------------------------
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # same filesystem: no bytes copied (the staged tree is rebuilt on every push)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _publish_clips(repo: BenchmarkRepo, clips: pa.Table, out: Path, no_media: bool,
+                   notes: list[str]) -> pa.Table:
+    """Clip paths for publication (and the clip files staged unless ``no_media``)."""
+    paths, modes, ids, vids = (clips.column(c).to_pylist() for c in ("path", "clip_mode", schema.CLIP_ID,
+                                                                       schema.VIDEO_ID))
+    new_paths: list[str | None] = []
+    staged = missing = virtual = 0
+    for path, mode, cid, vid in zip(paths, modes, ids, vids):
+        if no_media or not path or mode == "virtual":
+            virtual += mode == "virtual"
+            new_paths.append(None)
+            continue
+        src = repo.resolve(path)
+        inside = not os.path.isabs(path)
+        rel = path if inside else f"clips/{vid}/{cid}{Path(path).suffix or '.mp4'}"
+        if not src.is_file():
+            missing += 1
+            new_paths.append(None)
+            continue
+        _link_or_copy(src, out / rel)
+        staged += 1
+        new_paths.append(rel)
+    if no_media:
+        notes.append(f"Index only: no clip or video file is published ({len(paths)} clips as source video id, "
+                     "frame range, times and fps; every source video as its size and SHA-256).")
+    if virtual and not no_media:
+        notes.append(f"{virtual} virtual clips have no file of their own (they are frame ranges of the source "
+                     "videos): rebuild them with `lovr materialize`.")
+    if missing:
+        notes.append(f"{missing} clip files referenced by `clips` were not found on the building machine and are "
+                     "not published (their `path` is empty).")
+    logger.info("publish: %d clip files staged", staged)
+    return clips.set_column(clips.schema.get_field_index("path"), "path", pa.array(new_paths, pa.string()))
+
+
+def _publish_videos(repo: BenchmarkRepo, videos: pa.Table, notes: list[str]) -> pa.Table:
+    """Drop local paths; fill size and SHA-256 of the sources that lack them (what identifies a copy)."""
+    paths = videos.column("path").to_pylist()
+    sizes = videos.column("size_bytes").to_pylist()
+    shas = videos.column("sha256").to_pylist()
+    filled = 0
+    for i, path in enumerate(paths):
+        if (sizes[i] is None or not shas[i]) and path and os.path.isfile(path):
+            sizes[i], shas[i] = os.path.getsize(path), sha256_file(path)
+            filled += 1
+    if filled:
+        logger.info("publish: hashed %d source videos (size + SHA-256)", filled)
+    notes.append("`videos.path` (a path on the building machine) is not published: `source_name` is each "
+                 "video's path relative to the input folder.")
+    t = videos
+    for name, values, typ in (("path", [None] * len(paths), pa.string()), ("size_bytes", sizes, pa.int64()),
+                              ("sha256", shas, pa.string())):
+        t = t.set_column(t.schema.get_field_index(name), name, pa.array(values, typ))
+    return t
+
+
+def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | None = None) -> Publication:
+    """Write the repo as it will be published under ``<repo>/.lovr/publish/<name>/`` and check it."""
+    repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
+    if not repo.card_path.exists():
+        raise FileNotFoundError(f"{repo.root} has no {CARD}: not a benchmark repo (run a stage first)")
+    out = repo.work_root / PUBLISH_DIR / repo.root.name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pub = BenchmarkRepo(out)
+    roots = local_roots(repo)
+    clean = Sanitizer(repo.root, roots)
+    notes: list[str] = []
+    if repo.run_config():
+        pub.write_run_config(clean.obj(repo.run_config()))
+    for name in _ASSET_FILES:
+        src = repo.root / ASSETS_DIR / name
+        if src.is_file():
+            atomic_write_text(out / ASSETS_DIR / name, json.dumps(clean.obj(json.loads(src.read_text())), indent=2))
+    for config in repo.listed_configs():
+        table = repo.read_table(config)
+        if config == schema.VIDEOS:
+            table = _publish_videos(repo, table, notes)
+        elif config == schema.CLIPS:
+            table = _publish_clips(repo, table, out, no_media, notes)
+        pub.write(config, clean.table(table), update_card=False)
+    if pub.has(schema.RESULTS):
+        from lovr_hf.results import render_results
+
+        render_results(pub)  # results.md and the plot from the sanitised rows (labels included)
+    pub.refresh_card()
+    _append_notes(pub, notes, no_media, repo_id or "ORG/NAME")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                   and not p.relative_to(out).as_posix().startswith(".lovr"))
+    if clean.replaced:
+        logger.info("publish: local paths replaced in %d values", clean.replaced)
+    check_no_local_paths(out, files, roots)
+    check_folder_limits(out, files)
+    total = sum((out / f).stat().st_size for f in files)
+    return Publication(out, files, total, no_media, notes)
+
+
+def _append_notes(pub: BenchmarkRepo, notes: list[str], no_media: bool, repo_id: str) -> None:
+    lines = ["", "## Publishing notes", ""] + [f"- {n}" for n in notes]
+    if no_media:
+        lines += ["", "### Rebuilding the clips from your own copies of the videos", "",
+                  "```bash",
+                  f"hf download {repo_id} --repo-type dataset --local-dir lovr",
+                  "lovr materialize --repo lovr --input_folder /path/to/your/videos   # checks size + SHA-256",
+                  "lovr eval --repo lovr --model openai/clip-vit-base-patch32         # scores what is available",
+                  "```", "",
+                  "Videos missing from your folder or differing from the published checksum are listed; their "
+                  "clips stay unavailable and `lovr eval` reports how many items it could score."]
+    text = pub.card_path.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    atomic_write_text(pub.card_path, text)
+
+
+def _strings_of_file(path: Path) -> Iterable[str]:
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        for col in table.columns:
+            if _is_text_type(col.type):
+                for v in col.to_pylist():
+                    if isinstance(v, str):
+                        yield v
+                    elif isinstance(v, list):
+                        yield from (x for x in v if isinstance(x, str))
+    elif path.suffix in (".md", ".json", ".txt", ".yaml", ".yml", ".csv", ".jsonl"):
+        yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def check_no_local_paths(root: Path, files: list[str], roots: list[str]) -> None:
+    """Fail when any staged text or table cell still holds a local root (a leak is worse than no push)."""
+    leaks: list[str] = []
+    pats = [(r, _root_pattern(r)) for r in roots]
+    for f in files:
+        for s in _strings_of_file(root / f):
+            hit = next((r for r, pat in pats if r in s and pat.search(s)), None)
+            if hit:
+                leaks.append(f"{f}: contains {hit!r}")
+                break
+    if leaks:
+        raise PublishError("refusing to publish local paths:\n  " + "\n  ".join(leaks[:20]))
+
+
+def check_folder_limits(root: Path, files: list[str], limit: int | None = None) -> None:
+    """Fail when a folder would hold more entries (files + sub-folders) than the Hub accepts."""
+    limit = limit or MAX_FOLDER_ENTRIES
+    entries: dict[str, set[str]] = {}
+    for f in files:
+        parts = f.split("/")
+        for i in range(len(parts)):
+            entries.setdefault("/".join(parts[:i]), set()).add(parts[i])
+    over = {d or ".": len(e) for d, e in entries.items() if len(e) > limit}
+    if over:
+        raise PublishError(f"folders over the Hub's limit of {limit} entries: {over}")
+
+
+__all__ = ["Publication", "PublishError", "stage", "sha256_file", "check_folder_limits", "DATA_DIR", "RUN_CONFIG"]
