@@ -211,22 +211,37 @@ def _pass_at_k(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_k[k] for k in sorted(by_k)]
 
 
+def _config_protocol(repo: BenchmarkRepo, config: str) -> str | None:
+    """The protocol an embeddings config's rows record (None when unrecorded or mixed)."""
+    t = repo.read_table(config)
+    values = {v for v in t.column("protocol").to_pylist() if v} if "protocol" in t.column_names else set()
+    return values.pop() if len(values) == 1 else None
+
+
 def _models(repo: BenchmarkRepo, wanted: Sequence[str] | None) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(run name, embeddings config, results rows) per exported model and protocol."""
     from lovr_hf.scoring import EvalConfig
 
     results = _rows(repo, schema.RESULTS)
     pairs = sorted({(r["model"], r.get("protocol") or "lovr") for r in results})
-    out: list[tuple[str, str, list[dict[str, Any]]]] = []
-    seen: set[str] = set()
+    by_config: dict[str, list[tuple[str, str]]] = {}
     for label, proto in pairs:
         if wanted and label not in wanted:
             continue
         config = schema.embeddings_config(EvalConfig(model=label, protocol=proto).slug())
-        if config in seen or not repo.has(config):
-            continue
+        if repo.has(config):
+            by_config.setdefault(config, []).append((label, proto))
+    out: list[tuple[str, str, list[dict[str, Any]]]] = []
+    seen: set[str] = set()
+    for config, owners in sorted(by_config.items()):
+        stored = _config_protocol(repo, config)
+        if stored is not None:
+            owners = [o for o in owners if o[1] == stored]
+        if len(owners) != 1:  # results of several protocols, embeddings of one: never pair them by guess
+            logger.warning("export: %s holds the embeddings of one of %s; exporting them without pass@k",
+                           config, owners)
+        rows = [r for r in results if len(owners) == 1 and (r["model"], r.get("protocol") or "lovr") == owners[0]]
         seen.add(config)
-        rows = [r for r in results if r["model"] == label and (r.get("protocol") or "lovr") == proto]
         out.append((config[len(schema.EMBEDDINGS_PREFIX) + 1:], config, rows))
     for label in wanted or []:
         config = schema.embeddings_config(EvalConfig(model=label).slug())

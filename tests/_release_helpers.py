@@ -122,9 +122,11 @@ class RecordingEmbedder(Embedder):
 def original_calc_pass(text_src: Sequence[str], text_feat: np.ndarray, clip_num: int,
                        clip_src: Sequence[str | None], full_src: Sequence[str | None], image_feats: np.ndarray,
                        ks: Sequence[int] = tuple(range(1, 21))) -> dict[int, dict[str, float]]:
-    """The original ``calc_pass`` restated in numpy (names as in the original). ``torch.topk`` raises for
-    k > candidates (never at LoVR's size); here the top-k is then every candidate. Raises on an exact tie
-    at a gold score, where the original's top-k order (and so its hit) is undefined."""
+    """The original ``calc_pass`` restated in numpy (names as in the original): k -> direction -> pass@k.
+
+    ``torch.topk`` raises for k > candidates (never at LoVR's size, k <= 20): such (k, direction) pairs are
+    left out, as the original has no value for them. Raises on an exact tie at a gold score, where the
+    original's top-k order (and so its hit) is undefined."""
     text_feat = np.asarray(text_feat, np.float32)
     image_feats = np.asarray(image_feats, np.float32)
     clip_rows = [i for i, s in enumerate(clip_src) if s is not None]
@@ -151,6 +153,8 @@ def original_calc_pass(text_src: Sequence[str], text_feat: np.ndarray, clip_num:
     for k in ks:
         row = {}
         for name, (sim, queries, cands) in sims.items():
+            if k > len(cands):
+                continue
             hits = 0
             for i, q in enumerate(queries):
                 top = np.argsort(-sim[i], kind="stable")[:k]
