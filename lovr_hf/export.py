@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from lovr_hf import schema
-from lovr_hf.ids import safe_join
+from lovr_hf.ids import check_id, safe_join
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,14 @@ def query_clip_ids(repo: BenchmarkRepo, clip_queries: str | None = None, seed: i
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _inside(out: Path, rel: str) -> Path:
+    """``out/rel`` without following links (the exported clip files ARE links): each part a safe id."""
+    parts = rel.split("/")
+    for part in parts:
+        check_id(part)
+    return out.joinpath(*parts)
 
 
 def _place(src: Path, dst: Path, mode: str) -> None:
@@ -125,7 +133,7 @@ def export_captions(repo: BenchmarkRepo, out: Path, query_ids: list[str], clips_
                 continue
             if c["frame_offset"]:
                 notes[cid] = f"copy-mode file: starts with {c['frame_offset']} pre-roll frames the original decodes"
-            dst = safe_join(out, CLIP_DIR, vid, f"{cid}.mp4")
+            dst = _inside(out, f"{CLIP_DIR}/{vid}/{cid}.mp4")
             _place(src.resolve(), dst, clips_mode)
             placed.append(dst.relative_to(out).as_posix())
     if left_out:
@@ -271,7 +279,7 @@ def export_original(repo: BenchmarkRepo | str, out: str | os.PathLike[str], *, c
     manifest: dict[str, Any] = {"repo": str(repo.root), "format": "original", "clip_queries": clip_queries,
                                 "seed": seed, **export_captions(repo, out_dir, queries, clips)}
     for stale in set(previous.get("clip_files", [])) - set(manifest["clip_files"]):
-        p = safe_join(out_dir, stale)
+        p = _inside(out_dir, stale)
         if p.is_symlink() or p.is_file():
             p.unlink()  # a clip that no longer exists in the repo (nothing stale survives)
     video_ids = [json.loads(line)["vid"] for line in (out_dir / "caption_data/all_video.jsonl").read_text().splitlines()]

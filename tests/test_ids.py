@@ -95,3 +95,6 @@ def test_the_original_example_id_end_to_end(tmp_path: Path) -> None:
     assert sorted(x["path"].split("/")[-1][:-4] for x in lines) == sorted(ids)
     assert (tmp_path / "export/video_data/long_video_clip/-7wwfGJXEZg/-7wwfGJXEZg-Scene-002.mp4").is_file()
     assert not out["errors"]
+    assert export_original(repo, tmp_path / "export") == out  # a re-export over its own links: the same
+    export_original(repo, tmp_path / "export", clips="none")  # what the new export no longer has goes
+    assert not list((tmp_path / "export/video_data").rglob("*.mp4"))
