@@ -133,13 +133,14 @@ def _local_json(model: str, name: str) -> dict[str, Any]:
 
 
 def _name_parts(model: str) -> list[str]:
-    """Where to look for a family name: a Hub id / spec whole; a local folder's path components from the
-    last one up (the HF cache's ``models--org--name/snapshots/<hash>`` reads as ``org/name``)."""
+    """Where to look for a family name: a Hub id / spec whole; a local folder's last three path components,
+    nearest first (the HF cache's ``models--org--name/snapshots/<hash>`` reads as ``org/name``). Folders
+    further up (a user's project folder) say nothing about the model."""
     text = model.rstrip("/")
     if not Path(text).expanduser().exists():
         return [text]
     parts = [p.replace("--", "/") for p in Path(text).expanduser().resolve().parts if p not in ("/", "")]
-    return list(reversed(parts))
+    return list(reversed(parts))[:3]
 
 
 def _by_name(fams: list[Family], model: str) -> list[Family]:
@@ -160,6 +161,8 @@ def family_for(model: str, family: str | None = None) -> Family | None:
     """
     if family:
         return get_family(family)
+    if not model.strip():
+        return None
     fams = families()
     if (Path(model).expanduser() / OPEN_CLIP_CONFIG).is_file() and "open_clip" in _FAMILIES:
         return _FAMILIES["open_clip"]  # a local open_clip folder (Hub layout), whatever its name says
@@ -216,7 +219,7 @@ register_family(Family(
           "MetaCLIP is the metaclip family",
 ))
 register_family(Family(
-    name="siglip", backend="transformers", patterns=(r"siglip-", r"siglip_"), model_types=("siglip",),
+    name="siglip", backend="transformers", patterns=(r"siglip-",), model_types=("siglip",),
     original_bgr=True, text="64 tokens, padding=max_length (as trained; pooled at the last position)",
     original_text="processor(padding=True, truncation=True, max_length=64) in batches of 256 captions: "
                   "padded to the longest of the batch, i.e. 64 whenever one caption of the batch reaches "

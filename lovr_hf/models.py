@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
     ASSUMED_INTERVAL,
+    DEFAULT_FAMILY,
     OPEN_CLIP_CONFIG,
     Family,
     family_or_default,
@@ -85,7 +86,7 @@ def resolve_family(config: EmbedConfig) -> Family:
     """The family row of ``config``: ``config.family`` when given, else found from the model string
     (:func:`lovr_hf.families.family_for`); :data:`~lovr_hf.families.DEFAULT_FAMILY` when none matches."""
     if config.family is None and _named_class(config.model):
-        return family_or_default("")  # a plug-in class or the dummy: no family row, the template's behaviour
+        return DEFAULT_FAMILY  # a plug-in class or the dummy: no family row, the template's behaviour
     return family_or_default(config.model, config.family)
 
 
