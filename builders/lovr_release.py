@@ -1,24 +1,44 @@
-"""``datasets`` builder for the official LoVR release layout.
+"""``datasets`` builder for the official LoVR release, read with the original evaluation's data model.
 
 Release layout (as published)::
 
-    caption_data/all_clip.jsonl          {"path": ".../<vid>-Scene-NNN.mp4", "cap": "...", ...}
-    caption_data/all_video.jsonl         {"vid": "<vid>", "cap": "..."}
+    caption_data/all_clip.jsonl          {"path": ".../<vid>-Scene-NNN.mp4", "cap": "..."}  = the QUERY clips
+    caption_data/all_video.jsonl         {"vid": "<vid>", "cap": "..."}                     = the video list
     caption_data/clip_cap_theme.jsonl    optional {"vid": "<vid>" or "<vid>-Scene-NNN", "cap": "..."}
     clip_train.parquet, clip_test.parquet   optional split lists (a clip id / path column)
-    video_data/long_video_clip/<vid>/<vid>-Scene-NNN.mp4
+    video_data/long_video_clip/<vid>/<vid>-Scene-NNN.mp4                                  = EVERY clip
 
-Use it programmatically (no loading script): ``LoVRRelease(config_name="clip_captions",
-data_dir=DIR).download_and_prepare(); ds = builder.as_dataset("train")``. ``lovr import-release``
-wraps this and writes each config into a benchmark repo.
+The original evaluation (TechNomad-ds/LoVR-benchmark, ``evaluate/`` and the per-model scripts at commit
+00ca611) embeds every clip FILE in the folder of every video of ``all_video.jsonl`` (``os.listdir``) and
+builds each full video from all of them, while ``all_clip.jsonl`` is only the list of query captions (the
+current release: 1,000 lines, ``CLIP_NUM = 1000``; an older generation: one line per clip, every line a
+query). So here:
+
+- ``clips``: one row per clip file on disk under the folder of each listed video (probed: frames, fps,
+  duration; a file that cannot be opened is an ``error`` row, as the original skips it), plus an ``error``
+  row for each clip listed in ``all_clip.jsonl`` without a file. A clip file without a caption is a
+  retrieval candidate without a query.
+- ``clip_captions``: the released query list, one row per line (whatever its length).
+- ``video_captions``: ``all_video.jsonl``; ``theme_captions`` and ``splits`` when the files exist.
+
+Ids are the release's own (file stems, ``vid`` values), kept verbatim (``-7wwfGJXEZg`` stays
+``-7wwfGJXEZg``) and only refused when unsafe as a path component (:func:`lovr_hf.ids.id_problem`).
+
+Use it programmatically (no loading script): ``LoVRRelease(config_name="clips", data_dir=DIR)`` then
+``download_and_prepare()`` and ``as_dataset("train")``. ``lovr import-release`` wraps this, writes each
+config into a benchmark repo and records the query list (:mod:`lovr_hf.release`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +46,7 @@ import datasets
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
-from lovr_hf.ids import check_id
+from lovr_hf.ids import VIDEO_EXTENSIONS, check_id, check_video_id, id_problem, safe_id, strip_video_extension
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +56,13 @@ THEME_JSONL = "caption_data/clip_cap_theme.jsonl"
 CLIP_DIR = "video_data/long_video_clip"
 SPLIT_FILES = {"train": "clip_train.parquet", "test": "clip_test.parquet"}
 RELEASE_MODEL = "lovr-release"
+#: release generations: the query list is a subset of the clips (current, ``CLIP_NUM = 1000``) or covers
+#: every clip (the first release, whose scripts used ``CLIP_NUM = len(text) - 467``)
+QUERY_LIST = "query-list"
+PER_CLIP = "per-clip"
 
 _SCENE = re.compile(r"^(?P<vid>.+)-Scene-(?P<num>\d+)$")
+PROBE_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def parse_clip_id(clip_id: str) -> tuple[str, int]:
@@ -45,26 +70,182 @@ def parse_clip_id(clip_id: str) -> tuple[str, int]:
     m = _SCENE.match(check_id(clip_id))
     if not m:
         raise ValueError(f"clip id {clip_id!r} is not of the form <video_id>-Scene-NNN")
-    return m.group("vid"), int(m.group("num"))
+    return check_video_id(m.group("vid")), int(m.group("num"))
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{line_no}: not JSON ({exc})") from exc
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}")
+            yield line_no, rec
 
 
 def _clip_id_of(record: dict[str, Any]) -> str:
+    """The original's clip id: the file name of ``path`` without its extension (``x.split('/')[-1][:-4]``)."""
     for key in ("clip_id", "path", "video", "vid"):
         if record.get(key):
-            return Path(str(record[key])).stem
+            return strip_video_extension(str(record[key]).replace("\\", "/").rsplit("/", 1)[-1])
     raise ValueError(f"record has no clip id/path: {sorted(record)}")
+
+
+@dataclasses.dataclass
+class ClipFile:
+    """A file found in a video's clip folder, or a listed clip with no file (``path`` None)."""
+
+    video_id: str
+    clip_id: str
+    slice_num: int
+    path: Path | None
+    problem: str | None = None  # set: the row is an ``error`` row with this reason
+
+
+@dataclasses.dataclass
+class ReleaseScan:
+    """What a release folder holds, read once and shared by every config (and the import's marker)."""
+
+    root: Path
+    query_ids: list[str]  # all_clip.jsonl clip ids, file order, duplicates removed
+    query_captions: dict[str, str]
+    duplicate_queries: list[str]
+    video_ids: list[str]  # the video list: all_video.jsonl order (or every folder when it is absent)
+    videos_listed: bool
+    clip_files: list[ClipFile]  # every clip row: files on disk and listed clips without a file
+    unlisted_dirs: list[str]  # clip folders of videos not in all_video.jsonl (the original ignores them)
+    ignored_files: list[str]  # hidden or non-video files in clip folders, and duplicate stems
+
+    @property
+    def generation(self) -> str:
+        on_disk = {c.clip_id for c in self.clip_files if c.path is not None}
+        return PER_CLIP if on_disk and on_disk <= set(self.query_ids) else QUERY_LIST
+
+
+def _scan_dir(folder: Path, vid: str) -> tuple[list[ClipFile], list[str]]:
+    rows: list[ClipFile] = []
+    ignored: list[str] = []
+    seen: set[str] = set()
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = entry.name
+        rel = f"{vid}/{name}"
+        if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or not entry.is_file():
+            ignored.append(rel)
+            continue
+        stem = strip_video_extension(name)
+        if stem in seen:
+            ignored.append(rel)  # a second file of one clip id (x.mp4 and x.mkv): the first (by name) is kept
+            logger.warning("release: %s: a second file for clip id %r, ignored", rel, stem)
+            continue
+        seen.add(stem)
+        path = Path(entry.path)
+        problem = id_problem(stem)
+        m = _SCENE.match(stem) if problem is None else None
+        if problem is not None:
+            rows.append(ClipFile(vid, safe_id(stem), 0, path, f"clip file name {name!r} is not a safe id: {problem}"))
+        elif m is None or m.group("vid") != vid:
+            rows.append(ClipFile(vid, stem, 0, path, f"clip file {name!r} is not named {vid}-Scene-NNN"))
+        else:
+            rows.append(ClipFile(vid, stem, int(m.group("num")), path))
+    return rows, ignored
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_cached(root: str, signature: tuple[Any, ...]) -> ReleaseScan:
+    base = Path(root)
+    query_ids: list[str] = []
+    captions: dict[str, str] = {}
+    dups: list[str] = []
+    if (base / CLIP_JSONL).exists():
+        for line_no, rec in _jsonl(base / CLIP_JSONL):
+            cid = _clip_id_of(rec)
+            try:
+                parse_clip_id(cid)
+            except ValueError as exc:
+                raise ValueError(f"{base / CLIP_JSONL}:{line_no}: {exc}") from None
+            if cid in captions:
+                dups.append(cid)
+                continue
+            query_ids.append(cid)
+            captions[cid] = str(rec.get("cap") or "")
+    if dups:
+        logger.warning("release: %d duplicate lines in %s (first kept): %s", len(dups), CLIP_JSONL, dups[:5])
+    clip_root = base / CLIP_DIR
+    dirs = sorted(e.name for e in os.scandir(clip_root) if e.is_dir()) if clip_root.is_dir() else []
+    listed = (base / VIDEO_JSONL).exists()
+    if listed:
+        video_ids = list(dict.fromkeys(check_video_id(str(rec["vid"])) for _, rec in _jsonl(base / VIDEO_JSONL)))
+    else:
+        video_ids = [check_video_id(d) for d in dirs]
+    unlisted = sorted(set(dirs) - set(video_ids))
+    if unlisted:
+        logger.warning("release: %d clip folders are not in %s and are not imported (the original never "
+                       "embeds them): %s", len(unlisted), VIDEO_JSONL, unlisted[:5])
+    files: list[ClipFile] = []
+    ignored: list[str] = []
+    for vid in video_ids:
+        folder = clip_root / vid
+        if folder.is_dir():
+            rows, skipped = _scan_dir(folder, vid)
+            files.extend(rows)
+            ignored.extend(skipped)
+    if ignored:
+        logger.info("release: %d files in clip folders are not clip files, ignored: %s", len(ignored), ignored[:5])
+    on_disk = {c.clip_id for c in files}
+    listed_videos = set(video_ids)
+    for cid in query_ids:
+        if cid in on_disk:
+            continue
+        vid, num = parse_clip_id(cid)
+        if vid not in listed_videos:
+            why = f"listed in {CLIP_JSONL}, but its video {vid!r} is not in {VIDEO_JSONL} (never embedded)"
+        else:
+            why = f"listed in {CLIP_JSONL}, but there is no clip file {CLIP_DIR}/{vid}/{cid}.mp4"
+        files.append(ClipFile(vid, cid, num, None, why))
+    return ReleaseScan(base, query_ids, captions, dups, video_ids, listed, files, unlisted, ignored)
+
+
+def scan_release(root: str | os.PathLike[str]) -> ReleaseScan:
+    """Scan a release folder (cached while its caption files and clip folders are unchanged)."""
+    base = Path(root).expanduser().resolve()
+    if not (base / CLIP_JSONL).exists() and not (base / CLIP_DIR).is_dir():
+        raise FileNotFoundError(f"{base / CLIP_JSONL} not found: is {base} the LoVR release folder?")
+    sig: list[Any] = []
+    for rel in (CLIP_JSONL, VIDEO_JSONL, CLIP_DIR):
+        p = base / rel
+        st = p.stat() if p.exists() else None
+        sig.append((rel, st.st_mtime_ns, st.st_size) if st else (rel, None))
+    if (base / CLIP_DIR).is_dir():
+        sig.extend((e.name, e.stat().st_mtime_ns) for e in os.scandir(base / CLIP_DIR) if e.is_dir())
+    return _scan_cached(str(base), tuple(sig))
+
+
+def _probe_row(clip: ClipFile) -> dict[str, Any]:
+    from lovr_hf.video import VideoError, probe
+
+    row = {
+        "video_id": clip.video_id, "clip_id": clip.clip_id, "slice_num": clip.slice_num, "start_time": None,
+        "end_time": None, "start_frame": None, "end_frame": None, "num_frames": None, "fps": None,
+        "path": str(clip.path) if clip.path is not None else None, "frame_offset": 0, "clip_mode": "exact",
+        "status": schema.OK, "error": None,
+    }
+    if clip.problem is not None:
+        row.update(status=schema.ERROR, error=clip.problem)
+        return row
+    assert clip.path is not None
+    try:
+        info = probe(str(clip.path))
+    except (VideoError, OSError) as exc:
+        row.update(status=schema.ERROR, error=f"clip file unreadable: {exc}")
+        return row
+    # start/end_frame locate a clip in its SOURCE video, which the release does not ship: left null
+    row.update(num_frames=info.num_frames, fps=info.fps, start_time=0.0, end_time=info.duration_s)
+    return row
 
 
 class LoVRReleaseConfig(datasets.BuilderConfig):
@@ -76,7 +257,7 @@ class LoVRRelease(datasets.GeneratorBasedBuilder):
 
     BUILDER_CONFIG_CLASS = LoVRReleaseConfig
     BUILDER_CONFIGS = [
-        LoVRReleaseConfig(name=n, version=datasets.Version("1.0.0"))
+        LoVRReleaseConfig(name=n, version=datasets.Version("2.0.0"))
         for n in (schema.CLIPS, schema.CLIP_CAPTIONS, schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS, schema.SPLITS)
     ]
     DEFAULT_CONFIG_NAME = schema.CLIP_CAPTIONS
@@ -99,75 +280,57 @@ class LoVRRelease(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
         base = Path(root)
-        name = self.config.name
-        if name == schema.CLIP_CAPTIONS:
-            yield from self._clip_captions(base)
-        elif name == schema.CLIPS:
-            yield from self._clips(base)
-        elif name == schema.VIDEO_CAPTIONS:
-            yield from self._video_captions(base)
-        elif name == schema.THEME_CAPTIONS:
-            yield from self._themes(base)
-        elif name == schema.SPLITS:
-            yield from self._splits(base)
+        gen = {schema.CLIP_CAPTIONS: self._clip_captions, schema.CLIPS: self._clips,
+               schema.VIDEO_CAPTIONS: self._video_captions, schema.THEME_CAPTIONS: self._themes,
+               schema.SPLITS: self._splits}[self.config.name]
+        yield from gen(base)
 
     def _clip_captions(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-        for rec in _jsonl(base / CLIP_JSONL):
-            cid = _clip_id_of(rec)
+        scan = scan_release(base)
+        for cid in scan.query_ids:
             vid, num = parse_clip_id(cid)
+            cap = scan.query_captions[cid]
             yield cid, {
-                "clip_id": cid, "video_id": vid, "slice_num": num, "caption": rec.get("cap") or "",
+                "clip_id": cid, "video_id": vid, "slice_num": num, "caption": cap,
                 "model": RELEASE_MODEL, "prompt_hash": "", "quality_score": None, "attempts": 1,
                 "num_frames_used": None, "settings": "{}",
-                "status": schema.OK if rec.get("cap") else schema.FAILED,
-                "error": None if rec.get("cap") else "empty caption in release",
+                "status": schema.OK if cap else schema.ERROR,
+                "error": None if cap else "empty caption in the release",
             }
 
     def _clips(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-        from lovr_hf.video import VideoError, probe
-
-        for rec in _jsonl(base / CLIP_JSONL):
-            cid = _clip_id_of(rec)
-            vid, num = parse_clip_id(cid)
-            path = base / CLIP_DIR / vid / f"{cid}.mp4"
-            row = {
-                "video_id": vid, "clip_id": cid, "slice_num": num, "start_time": None, "end_time": None,
-                "start_frame": None, "end_frame": None, "num_frames": None, "fps": None,
-                "path": str(path), "frame_offset": 0, "clip_mode": "exact", "status": schema.OK, "error": None,
-            }
-            try:
-                info = probe(str(path))
-                row.update(num_frames=info.num_frames, fps=info.fps, start_time=0.0, end_time=info.duration_s)
-            except (VideoError, FileNotFoundError, OSError) as exc:
-                row.update(status=schema.ERROR, error=f"clip file unreadable: {exc}")
-            yield cid, row
+        scan = scan_release(base)
+        with ThreadPoolExecutor(max_workers=PROBE_WORKERS) as pool:  # 40,804 files: probe in parallel
+            for row in pool.map(_probe_row, scan.clip_files):
+                yield row["clip_id"], row
 
     def _video_captions(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+        scan = scan_release(base)
         clips_by_video: dict[str, list[tuple[int, str]]] = {}
-        if (base / CLIP_JSONL).exists():
-            for rec in _jsonl(base / CLIP_JSONL):
-                cid = _clip_id_of(rec)
-                vid, num = parse_clip_id(cid)
-                clips_by_video.setdefault(vid, []).append((num, cid))
-        for rec in _jsonl(base / VIDEO_JSONL):
-            vid = check_id(str(rec["vid"]))
+        for c in scan.clip_files:
+            if c.path is not None and c.problem is None:
+                clips_by_video.setdefault(c.video_id, []).append((c.slice_num, c.clip_id))
+        for _, rec in _jsonl(base / VIDEO_JSONL):
+            vid = check_video_id(str(rec["vid"]))
+            cap = str(rec.get("cap") or "")
             yield vid, {
-                "video_id": vid, "caption": rec.get("cap") or "", "cluster_ids": [],
+                "video_id": vid, "caption": cap, "cluster_ids": [],
                 "clip_ids": [c for _, c in sorted(clips_by_video.get(vid, []))], "strategy": "release",
                 "llm_calls": 0, "failed_calls": 0, "model": RELEASE_MODEL, "prompt_hash": "",
-                "status": schema.OK if rec.get("cap") else schema.FAILED, "error": None,
+                "status": schema.OK if cap else schema.ERROR,
+                "error": None if cap else "empty caption in the release",
             }
 
     def _themes(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if not (base / THEME_JSONL).exists():
             return
-        for rec in _jsonl(base / THEME_JSONL):
+        for _, rec in _jsonl(base / THEME_JSONL):
             ident = _clip_id_of(rec)
             if _SCENE.match(ident):
                 vid, _ = parse_clip_id(ident)
                 clip = ident
             else:
-                vid, clip = check_id(ident), ""
+                vid, clip = check_video_id(ident), ""
             yield f"{vid}/{clip}", {"video_id": vid, "clip_id": clip, "caption": rec.get("cap") or "",
                                    "model": RELEASE_MODEL, "prompt_hash": "", "status": schema.OK, "error": None}
 
@@ -180,6 +343,6 @@ class LoVRRelease(datasets.GeneratorBasedBuilder):
             if col is None:
                 raise ValueError(f"{fname}: no clip id column among {table.column_names}")
             for value in table.column(col).to_pylist():
-                cid = Path(str(value)).stem
+                cid = _clip_id_of({"path": value})
                 vid, _ = parse_clip_id(cid)
                 yield f"{split}/{cid}", {"clip_id": cid, "video_id": vid, "split": split}

@@ -1,16 +1,29 @@
-"""Model families: which adapter a model string means, and the protocol its original LoVR script used.
+"""Model families: which adapter a model string means, and what its original LoVR script did.
 
 The original evaluation has one script per model family (``scripts/evaluation_script/code/*_test.py`` at
-commit 00ca611 of TechNomad-ds/LoVR-benchmark); each hard-codes its frame sampling, channel order, text
-handling and pooling. lovr_hf keeps those decisions in ONE table, keyed by family, instead of guessing from
-name prefixes: ``lovr eval --model <id>`` looks the model up here (local folders by their ``config.json``
-``model_type`` first, then the id / folder name), and the matched family gives the adapter (``backend``)
-and the defaults of both protocols (``lovr`` and ``original``, see docs/evaluation.md).
+commit 00ca611 of TechNomad-ds/LoVR-benchmark, launched by ``run_*.sh`` there and in ``evaluate/`` at
+HEAD); each hard-codes its frame sampling, channel order, text handling, precision and pooling. lovr_hf
+keeps those decisions in ONE table, keyed by family, instead of guessing from name prefixes:
+``lovr eval --model <id>`` looks the model up here and the family gives the adapter (``backend``) and the
+settings of both protocols (``lovr`` and ``original``, see docs/evaluation.md).
+
+Lookup (:func:`family_for`): a local folder by its ``config.json`` ``model_type`` first (narrowed by its
+name and tokenizer class where one model type serves several families: MetaCLIP is a ``clip``, the
+fixed-resolution SigLIP2 checkpoints are ``siglip`` with a Gemma tokenizer), then the id / folder name;
+``EmbedConfig.family`` names a family explicitly. A model no family matches gets :data:`DEFAULT_FAMILY`:
+the template the original's evaluate/README tells users to copy (``CLIP_test.py``).
 
 A family is registered with :func:`register_family`, by this module for the built-in dual encoders and by
 each adapter module for its own families (so that adding a family never edits a shared list). Lookup
 imports the built-in embedder modules first (:data:`lovr_hf.backends.base.EMBEDDERS`), which must stay
 cheap to import (heavy imports inside functions).
+
+What the released scripts record about the frame interval: ``--interval`` has no default (every script
+asserts it is given); ``--encode_video`` launch lines carry it for CLIP (10; both commits) and, at HEAD,
+jina-clip-v2, VideoCLIP and VideoCLIP-XL-v2 (30). Every other launcher's only line is a ``--calc_pass``
+line (where the flag does nothing) with ``--interval 30``, the value of the commented-out encode lines
+they were edited from: 30 is the best evidence for those families, recorded as an assumption
+(``original_interval=None``, ``interval=30``).
 """
 
 from __future__ import annotations
@@ -23,8 +36,12 @@ from typing import Any
 
 #: how a family feeds pixels to its model
 FRAMES = "frames"  # decoded frames, every ``interval`` frames, pooled (mean of normalised frame features)
-NATIVE_VIDEO = "native_video"  # a video tower on ``video_frames`` frames sampled by the family's rule
+NATIVE_VIDEO = "native_video"  # a video tower on ``video_frames`` frames sampled by the family's own rule
 FILES = "files"  # the model's own processor reads the clip files (LanguageBind)
+
+#: the interval of the original launchers where none is recorded for a family (see the module doc)
+ASSUMED_INTERVAL = 30
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # marks a local open_clip model folder (the Hub layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,23 +53,46 @@ class Family:
     patterns: tuple[str, ...] = ()  # regexes searched in the lowercased model id / folder name
     model_types: tuple[str, ...] = ()  # config.json ``model_type`` values of a local folder
     video_input: str = FRAMES
-    #: frame interval of the original script (FRAMES families); None = not recorded in the released scripts
+    #: frame interval of the original run (FRAMES families); None = not recorded in the released scripts
     original_interval: int | None = None
-    interval: int = 30  # lovr_hf default interval (== original_interval where the original recorded one)
+    interval: int = ASSUMED_INTERVAL  # lovr_hf default interval (== original_interval where one is recorded)
     video_frames: int | None = None  # NATIVE_VIDEO: frames per clip / video
-    original_bgr: bool = False  # the original fed R/B-swapped frames (Image.fromarray(frame[:, :, ::-1]))
-    text: str = ""  # text handling: limit, padding, lower-casing, instruction
+    #: the original fed R/B-swapped frames (``Image.fromarray(frame[:, :, ::-1])`` on decord's RGB frames);
+    #: ``--protocol original`` swaps the channels of every frame this family's embedder receives
+    original_bgr: bool = False
+    text: str = ""  # lovr_hf's text handling: limit, padding, lower-casing, instruction
     pooling: str = "mean of L2-normalised frame features, re-normalised"
-    precision: str = ""
+    precision: str = ""  # lovr_hf's precision
     extra: str | None = None  # pip extra that provides the family's dependencies
     hub_ids: tuple[str, ...] = ()  # the paper's model ids (first = the reproducing command's id)
     paper: dict[str, float] = dataclasses.field(default_factory=dict)  # published LoVR numbers (name -> %)
     notes: str = ""
     priority: int = 0  # higher wins when several families match
+    # ---- fields added for the protocols (defaults keep older registrations valid) -------------------
+    #: this family shares its ``model_type`` with a more general one (MetaCLIP is a ``clip``, fixed-res
+    #: SigLIP2 a ``siglip``): a local folder of that type is this family only on evidence (a name match, or
+    #: one of ``tokenizer_classes`` in its ``tokenizer_config.json``)
+    type_needs_evidence: bool = False
+    tokenizer_classes: tuple[str, ...] = ()
+    original_text: str = ""  # the original script's text handling
+    #: the original's weights dtype; ``--protocol original`` with ``--dtype auto`` loads this one
+    original_dtype: str | None = None
+    #: where the original values come from (script, launcher line) and what is assumed
+    original_source: str = ""
 
     def matches_name(self, name: str) -> bool:
         low = name.lower()
         return any(re.search(p, low) for p in self.patterns)
+
+    def interval_for(self, protocol: str = "lovr") -> int:
+        """Frame interval under a protocol: the recorded original where there is one, else ``interval``."""
+        if protocol == "original" and self.original_interval:
+            return int(self.original_interval)
+        return int(self.interval)
+
+    def swaps_channels(self, protocol: str) -> bool:
+        """Whether frames reach this family's embedder R/B-swapped under ``protocol``."""
+        return protocol == "original" and self.original_bgr and self.video_input in (FRAMES, NATIVE_VIDEO)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -74,63 +114,157 @@ def families() -> list[Family]:
 
 def get_family(name: str) -> Family:
     by_name = {f.name: f for f in families()}
+    if name == DEFAULT_FAMILY.name:
+        return DEFAULT_FAMILY
     if name not in by_name:
         raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(by_name))}")
     return by_name[name]
 
 
-def _local_model_type(model: str) -> str | None:
-    cfg = Path(model).expanduser() / "config.json"
-    if not cfg.is_file():
-        return None
+def _local_json(model: str, name: str) -> dict[str, Any]:
+    path = Path(model).expanduser() / name
+    if not path.is_file():
+        return {}
     try:
-        value = json.loads(cfg.read_text()).get("model_type")
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _name_parts(model: str) -> list[str]:
+    """Where to look for a family name: a Hub id / spec whole; a local folder's last three path components,
+    nearest first (the HF cache's ``models--org--name/snapshots/<hash>`` reads as ``org/name``). Folders
+    further up (a user's project folder) say nothing about the model."""
+    text = model.rstrip("/")
+    if not Path(text).expanduser().exists():
+        return [text]
+    parts = [p.replace("--", "/") for p in Path(text).expanduser().resolve().parts if p not in ("/", "")]
+    return list(reversed(parts))[:3]
+
+
+def _by_name(fams: list[Family], model: str) -> list[Family]:
+    """Families whose patterns match the nearest matching name part of ``model``."""
+    for part in _name_parts(model):
+        hits = [f for f in fams if f.matches_name(part)]
+        if hits:
+            return hits
+    return []
+
+
+def family_for(model: str, family: str | None = None) -> Family | None:
+    """The family of a model string (None when nothing matches; see :func:`family_or_default`).
+
+    ``family`` names it explicitly. A local folder with a ``config.json`` is looked up by ``model_type``
+    first; several families of that type are told apart by a name match, then their tokenizer class. A local
+    folder holding ``open_clip_config.json`` is the ``open_clip`` family.
+    """
+    if family:
+        return get_family(family)
+    if not model.strip():
         return None
-    return str(value) if value else None
-
-
-def family_for(model: str) -> Family | None:
-    """The family of a model string: a local folder's ``model_type`` first, then the name patterns."""
     fams = families()
-    mtype = _local_model_type(model)
+    if (Path(model).expanduser() / OPEN_CLIP_CONFIG).is_file() and "open_clip" in _FAMILIES:
+        return _FAMILIES["open_clip"]  # a local open_clip folder (Hub layout), whatever its name says
+    named = _by_name(fams, model)
+    mtype = _local_json(model, "config.json").get("model_type")
     if mtype:
         hits = [f for f in fams if mtype in f.model_types]
         if hits:
-            return max(hits, key=lambda f: f.priority)
-    name = model.rstrip("/")
-    hits = [f for f in fams if f.matches_name(name)]
-    return max(hits, key=lambda f: f.priority) if hits else None
+            tok = _local_json(model, "tokenizer_config.json").get("tokenizer_class")
+
+            def score(f: Family) -> tuple[int, int]:
+                evidence = 2 * (f in named) + (bool(tok) and tok in f.tokenizer_classes)
+                return evidence, f.priority
+
+            eligible = [f for f in hits if not f.type_needs_evidence or score(f)[0] > 0]
+            if eligible:
+                return max(eligible, key=score)
+    return max(named, key=lambda f: f.priority) if named else None
 
 
-# ---- built-in dual encoders (transformers, open_clip, jina) ------------------------------------------------
+def family_or_default(model: str, family: str | None = None) -> Family:
+    """:func:`family_for`, or :data:`DEFAULT_FAMILY` when no family matches."""
+    return family_for(model, family) or DEFAULT_FAMILY
+
+
+# ---- the default, and the built-in dual encoders (transformers, open_clip, jina) ------------------------
 # Adapter modules register the families they add; these are the ones served by the existing adapters.
+# Each row: what lovr_hf does (text, precision, interval) and what the original script did (original_*).
+
+_TEMPLATE = "00ca611 scripts/evaluation_script/code/CLIP_test.py (the template evaluate/README tells users to copy)"
+
+#: no family matched (a plug-in class, an unknown model): the original's template behaviour under
+#: ``--protocol original`` (BGR frames, interval 30 as on the other launchers)
+DEFAULT_FAMILY = Family(
+    name="other", backend="transformers", original_bgr=True,
+    text="the adapter's own (truncate at its text limit, or --text-mode chunk-mean)",
+    original_text="not recorded (the template truncates at the model's text limit)",
+    original_source=f"no script for this model; {_TEMPLATE}: BGR frames; interval assumed 30",
+    notes="any model no family row matches (module:Class plug-ins included)",
+)
 
 register_family(Family(
     name="clip", backend="transformers", patterns=(r"(^|/)clip-", r"openai/clip"), model_types=("clip",),
-    original_interval=10, interval=10, original_bgr=True, text="77 tokens, truncated",
-    hub_ids=("openai/clip-vit-base-patch32",), notes="run_clip.sh: --interval 10",
+    original_interval=10, interval=10, original_bgr=True,
+    text="77 tokens, truncated (special tokens kept); --text-mode chunk-mean averages 77-token chunks",
+    original_text="OpenAI clip.tokenize(truncate=True): 77 tokens, the last one forced to EOT; "
+                  "lower-cased, ftfy-cleaned",
+    precision="bf16 on GPU, fp32 on CPU (--dtype)", original_dtype="float16",
+    original_source="00ca611 CLIP_test.py (OpenAI `clip` package, clip.load(ViT-B-32.pt, jit=False): fp16 on "
+                    "CUDA; its own 224 px bicubic resize + centre crop); run_clip.sh --encode_video --interval 10 "
+                    "(00ca611 and HEAD)",
+    hub_ids=("openai/clip-vit-base-patch32",),
+    notes="transformers' CLIPModel is the same ViT-B/32 weights; a local CLIP folder whose name says "
+          "MetaCLIP is the metaclip family",
 ))
 register_family(Family(
     name="siglip", backend="transformers", patterns=(r"siglip-",), model_types=("siglip",),
-    original_bgr=True, text="64 tokens, padding=max_length", hub_ids=("google/siglip-base-patch16-224",),
+    original_bgr=True, text="64 tokens, padding=max_length (as trained; pooled at the last position)",
+    original_text="processor(padding=True, truncation=True, max_length=64) in batches of 256 captions: "
+                  "padded to the longest of the batch, i.e. 64 whenever one caption of the batch reaches "
+                  "64 tokens (LoVR captions do)",
+    precision="bf16 on GPU, fp32 on CPU (--dtype)", original_dtype="bfloat16",
+    original_source="00ca611 siglip-base-patch16-224_test.py (AutoModel bf16, sdpa; AutoProcessor images, "
+                    "32 frames per forward); interval: --calc_pass line only (30 assumed)",
+    hub_ids=("google/siglip-base-patch16-224",),
 ))
 register_family(Family(
-    name="siglip2", backend="transformers", patterns=(r"siglip2",), model_types=("siglip2",), priority=1,
-    original_bgr=True, text="64 tokens, padding=max_length, lower-cased (big_vision)",
+    name="siglip2", backend="transformers", patterns=(r"siglip2",), model_types=("siglip2", "siglip"),
+    type_needs_evidence=True, tokenizer_classes=("GemmaTokenizer", "GemmaTokenizerFast"), priority=1,
+    original_bgr=True, text="64 tokens, padding=max_length",
+    original_text="processor(padding='max_length', truncation=True, max_length=64), NOT lower-cased",
+    precision="bf16 on GPU, fp32 on CPU (--dtype)", original_dtype="float32",
+    original_source="00ca611 siglip2-base-patch16-224_test.py (AutoModel without torch_dtype: fp32 weights, "
+                    "pixel values cast to bf16 first; fast processor); interval: --calc_pass line only "
+                    "(30 assumed)",
     hub_ids=("google/siglip2-base-patch16-224",),
+    notes="the fixed-resolution SigLIP2 checkpoints are model_type 'siglip' with a Gemma tokenizer",
 ))
 register_family(Family(
-    name="metaclip", backend="transformers", patterns=(r"metaclip",), priority=1, original_bgr=True,
-    text="77 tokens, truncated", hub_ids=("facebook/metaclip-b16-fullcc2.5b",),
+    name="metaclip", backend="transformers", patterns=(r"metaclip",), model_types=("clip",), priority=1,
+    type_needs_evidence=True, original_bgr=True,
+    text="77 tokens, truncated",
+    original_text="processor(padding=True, truncation=True, max_length=77) in batches of 256",
+    precision="bf16 on GPU, fp32 on CPU (--dtype)", original_dtype="bfloat16",
+    original_source="00ca611 MetaCLIP-ViT-H-14_test.py (AutoModel bf16, sdpa; AutoProcessor images); "
+                    "interval: --calc_pass line only (30 assumed)",
+    hub_ids=("facebook/metaclip-h14-fullcc2.5b",),
+    notes="a CLIPModel (model_type 'clip'): told from OpenAI CLIP by 'metaclip' in its id or path",
 ))
 register_family(Family(
     name="jina-clip", backend="jina", patterns=(r"jina-clip",), model_types=("jina_clip",), priority=2,
-    original_bgr=True, text="8192 tokens (jina encode_text)", hub_ids=("jinaai/jina-clip-v2",),
+    original_interval=30, interval=30, original_bgr=True, text="8192 tokens (jina encode_text)",
+    original_text="not recorded (the script was not released)",
+    original_source="HEAD evaluate/run_jina-clip-v2.sh --encode_video --interval 30; the script itself was "
+                    f"never released: BGR as in every released frame-based script and {_TEMPLATE}",
+    hub_ids=("jinaai/jina-clip-v2",), extra=None,
 ))
 register_family(Family(
-    name="open_clip", backend="open_clip", patterns=(r"^hf-hub:", r"^open_clip:", r"^local-dir:"),
-    original_bgr=True, text="the open_clip tokenizer's context length",
+    name="open_clip", backend="open_clip", patterns=(r"^hf-hub:", r"^open_clip:", r"^local-dir:"), priority=3,
+    original_bgr=True, text="the open_clip tokenizer's context length", extra="openclip",
+    original_text="no original script (an open_clip model the paper did not run)",
+    original_source=f"no script; {_TEMPLATE}: BGR frames; interval assumed 30",
 ))
 
 
@@ -140,21 +274,44 @@ def describe(model: str) -> dict[str, Any]:
     return dataclasses.asdict(fam) if fam else {}
 
 
+def _frames(f: Family) -> str:
+    if f.video_input == NATIVE_VIDEO:
+        return f"{f.video_frames} (video tower)"
+    if f.video_input == FILES:
+        return "clip files"
+    return f"every {f.interval}"
+
+
 def markdown_table() -> str:
     """docs/families.md's table, rendered from the registry (the docs cannot drift from the code)."""
-    cols = ("family", "adapter", "model ids", "frames", "original interval", "original BGR", "text", "pooling",
-            "precision", "extra", "paper (LoVR)", "notes")
+    cols = ("family", "adapter", "model ids", "frames (lovr)", "original interval", "original BGR",
+            "text (lovr)", "text (original)", "precision (lovr)", "original dtype", "pooling", "extra",
+            "paper (LoVR)", "original source", "notes")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for f in families():
-        frames = {FRAMES: f"every {f.interval}", NATIVE_VIDEO: f"{f.video_frames} (video tower)",
-                  FILES: "clip files"}[f.video_input]
+    for f in [*families(), DEFAULT_FAMILY]:
         paper = ", ".join(f"{k} {v:g}" for k, v in f.paper.items())
-        cells = (f.name, f.backend, ", ".join(f"`{h}`" for h in f.hub_ids), frames,
-                 str(f.original_interval) if f.original_interval else "not recorded", "yes" if f.original_bgr
-                 else "no", f.text, f.pooling, f.precision, f.extra or "", paper, f.notes)
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        interval = (str(f.original_interval) if f.original_interval
+                    else f"not recorded ({f.interval} assumed)" if f.video_input == FRAMES else "n/a")
+        cells = (f.name, f.backend, ", ".join(f"`{h}`" for h in f.hub_ids), _frames(f), interval,
+                 "yes" if f.original_bgr else "no", f.text, f.original_text, f.precision,
+                 f.original_dtype or "", f.pooling, f.extra or "", paper, f.original_source, f.notes)
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def render_docs() -> str:
+    """The whole of docs/families.md."""
+    return (
+        "# Model families\n\n"
+        "Generated from `lovr_hf/families.py` and the adapters' registrations "
+        "(`python -m lovr_hf.families > docs/families.md`); do not edit by hand.\n\n"
+        "`lovr eval --model <id>` picks the family's adapter and defaults from this table; "
+        "`--protocol original` applies the *original* columns (docs/evaluation.md, \"Protocols\"). "
+        "\"original BGR\": the original script fed R/B-swapped frames. \"not recorded\": the released "
+        "launchers carry no `--encode_video` interval for the family; 30 is the value on its launcher line.\n\n"
+        + markdown_table()
+    )
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    print(render_docs(), end="")

@@ -12,18 +12,24 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.ids import check_id, safe_id, short_hash
+from lovr_hf.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
+    ASSUMED_INTERVAL,
+    DEFAULT_FAMILY,
+    OPEN_CLIP_CONFIG,
+    Family,
+    family_or_default,
+)
+from lovr_hf.ids import short_hash, strict_slug
+from lovr_hf.protocols import PROTOCOLS, wrap_channel_swap  # noqa: F401 - PROTOCOLS re-exported
 
-ORIGINAL_INTERVAL = 30  # original evaluation default
-CLIP_INTERVAL = 10  # the original CLIP script
+ORIGINAL_INTERVAL = ASSUMED_INTERVAL  # the original launchers' --interval for every family but CLIP
+CLIP_INTERVAL = 10  # the original CLIP run (run_clip.sh --encode_video --interval 10)
 TEXT_MODES = ("truncate", "chunk-mean")
-PROTOCOLS = ("lovr", "original")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:Class (no '/', '-': never a Hub id)
 
 
@@ -38,11 +44,13 @@ class EmbedConfig:
     trust_remote_code: bool = False
     text_mode: str = "truncate"  # truncate (original) | chunk-mean
     max_text_tokens: int | None = None  # override the model's text limit
-    interval: int | None = None  # None: 10 for CLIP models, 30 otherwise (original defaults)
+    interval: int | None = None  # None: the family's (CLIP 10, others 30: docs/families.md)
     num_frames: int | None = None  # N uniform frames per clip and per video instead of --interval
     #: lovr (default) | original: what the original per-family scripts did, differences and all (BGR frames of
-    #: frame-based families, their frame interval and text handling; docs/evaluation.md lists every difference)
+    #: frame-based families, their frame interval, precision and text handling; docs/evaluation.md)
     protocol: str = "lovr"
+    #: a row of the family table (lovr_hf.families) by name; None: found from the model string
+    family: str | None = None
     backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     # runtime only
     batch_size: int = 64  # texts / frames per forward pass
@@ -65,27 +73,38 @@ class EmbedConfig:
 # ---------------------------------------------------------------------------------------------------------
 
 
-OPEN_CLIP_CONFIG = "open_clip_config.json"  # marks a local open_clip model folder (the Hub layout)
-
-
-def resolve_backend(model: str, backend: str | None = "auto") -> str:
-    """``auto``: ``module:Class`` given as the model -> that class; ``dummy``; jina-clip -> ``jina``;
-    ``hf-hub:``/``open_clip:``/``local-dir:`` specs and local folders holding ``open_clip_config.json`` ->
-    ``open_clip``; anything else -> ``transformers``."""
-    if backend and backend != "auto":
-        return backend
+def _named_class(model: str) -> str | None:
+    """The backend a model string names by itself: ``module:Class`` or ``dummy``."""
     if _PLUGIN.match(model):
         return model
-    low = model.lower()
-    if low == "dummy":
+    if model.lower() == "dummy":
         return "dummy"
-    if "jina-clip" in low:
-        return "jina"
-    if low.startswith(("hf-hub:", "open_clip:", "local-dir:")):
-        return "open_clip"
-    if os.path.isfile(os.path.join(os.path.expanduser(model), OPEN_CLIP_CONFIG)):
-        return "open_clip"
-    return "transformers"
+    return None
+
+
+def resolve_family(config: EmbedConfig) -> Family:
+    """The family row of ``config``: ``config.family`` when given, else found from the model string
+    (:func:`lovr_hf.families.family_for`); :data:`~lovr_hf.families.DEFAULT_FAMILY` when none matches."""
+    if config.family is None and _named_class(config.model):
+        return DEFAULT_FAMILY  # a plug-in class or the dummy: no family row, the template's behaviour
+    return family_or_default(config.model, config.family)
+
+
+def resolve_backend(model: str, backend: str | None = "auto", family: str | None = None) -> str:
+    """The embedder a model string means. An explicit ``backend`` wins; ``module:Class`` given as the model
+    -> that class; ``dummy``; otherwise the adapter of the model's family (docs/families.md: jina-clip ->
+    ``jina``, ``hf-hub:``/``open_clip:``/``local-dir:`` specs and folders holding ``open_clip_config.json``
+    -> ``open_clip``, the families adapters register -> theirs); ``transformers`` when no family matches."""
+    if backend and backend != "auto":
+        return backend
+    named = _named_class(model)
+    if named:
+        return named
+    return family_or_default(model, family).backend
+
+
+def _backend_of(config: EmbedConfig) -> str:
+    return resolve_backend(config.model, config.backend, config.family)
 
 
 def model_slug(model: str) -> str:
@@ -93,7 +112,7 @@ def model_slug(model: str) -> str:
 
     Hub ids keep their name (``openai/clip-vit-base-patch32`` -> ``openai__clip-vit-base-patch32``);
     local folders become ``<folder name>-<hash of the absolute path>`` (two folders named ``clip`` differ);
-    anything else unsafe is slugged with a hash suffix (:func:`lovr_hf.ids.safe_id`).
+    anything else unsafe is slugged with a hash suffix (:func:`lovr_hf.ids.strict_slug`).
     """
     text = model.strip()
     if not text:
@@ -104,21 +123,25 @@ def model_slug(model: str) -> str:
         name = f"{resolved.name or 'model'}-{short_hash(str(resolved))}"
     else:
         name = text.replace("/", "__").replace(":", "__")
-    return check_id(safe_id(name))
+    return strict_slug(name)
 
 
-def default_interval(model: str, backend: str) -> int:
-    """The original's frame interval: 10 for CLIP (model_type ``clip`` or a name starting with ``clip``)."""
-    if backend == "transformers":
-        cfg = Path(model).expanduser() / "config.json"
-        if cfg.is_file():
-            try:
-                if json.loads(cfg.read_text()).get("model_type") == "clip":
-                    return CLIP_INTERVAL
-            except (OSError, ValueError):
-                pass
-    name = model.rstrip("/").split("/")[-1].split(":")[-1].lower()
-    return CLIP_INTERVAL if name.startswith("clip") else ORIGINAL_INTERVAL
+def protocol_slug(slug: str, protocol: str) -> str:
+    """The embeddings slug of a protocol: ``slug`` under ``lovr``, ``<slug>--original`` under ``original``,
+    so both protocols' embeddings of one model can live side by side in one repo."""
+    return slug if protocol == "lovr" else f"{slug}--{protocol}"
+
+
+def default_interval(model: str, backend: str | None = None, protocol: str = "lovr",
+                     family: str | None = None) -> int:
+    """The family's frame interval (docs/families.md): 10 for CLIP, 30 for the others.
+
+    Decided by the family table (local folders by ``model_type``, narrowed by name), never by a name
+    prefix alone: a local MetaCLIP folder and ``facebook/metaclip-...`` get the same interval. ``backend``
+    is accepted for compatibility and not needed.
+    """
+    cfg = EmbedConfig(model=model, backend=backend or "auto", protocol=protocol, family=family)
+    return resolve_family(cfg).interval_for(protocol)
 
 
 def resolved_interval(config: EmbedConfig) -> int | None:
@@ -129,7 +152,75 @@ def resolved_interval(config: EmbedConfig) -> int | None:
         if config.interval < 1:
             raise ValueError(f"interval must be >= 1, got {config.interval}")
         return int(config.interval)
-    return default_interval(config.model, resolve_backend(config.model, config.backend))
+    return resolve_family(config).interval_for(config.protocol)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# protocols
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_protocol(config: EmbedConfig) -> None:
+    """Refuse settings the protocol excludes: ``original`` means the original's computation, so it takes
+    no option the original scripts did not have (``--text-mode chunk-mean``, ``--num-frames`` for a
+    frame-sampling family). ``--interval`` stays allowed: the original scripts took it as a flag."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {config.protocol!r}")
+    if config.protocol != "original":
+        return
+    if config.text_mode != "truncate":
+        raise ValueError("--protocol original truncates captions at the model's text limit, as the original "
+                         f"scripts did: --text-mode {config.text_mode} is a lovr-protocol option")
+    fam = resolve_family(config)
+    if config.num_frames and fam.video_input == "frames":
+        raise ValueError(f"--protocol original samples every --interval frames (family {fam.name}): "
+                         "--num-frames is a lovr-protocol option")
+
+
+def effective_dtype(config: EmbedConfig) -> str:
+    """The dtype the embedder loads: ``--dtype`` as given, except ``auto`` under ``original`` on a GPU, which
+    loads the family's original precision where the table records one (CLIP fp16, SigLIP/MetaCLIP bf16).
+
+    The original scripts ran on CUDA; on a CPU ``auto`` stays fp32 (what OpenAI's ``clip.load`` does there).
+    """
+    if config.protocol == "original" and config.dtype in ("auto", None):
+        original = resolve_family(config).original_dtype
+        if original:
+            from lovr_hf.backends.captioner_transformers import resolve_device
+
+            if resolve_device(config.device).startswith("cuda"):
+                return original
+    return config.dtype
+
+
+def swaps_channels(config: EmbedConfig) -> bool:
+    """Whether the embedder of ``config`` receives R/B-swapped frames (``original`` on a BGR family)."""
+    return resolve_family(config).swaps_channels(config.protocol)
+
+
+def protocol_payload(config: EmbedConfig) -> dict[str, Any] | None:
+    """What the protocol changes in an embedding (None under ``lovr``): part of every embedding fingerprint.
+
+    Always present under ``original``, even where nothing but the protocol label differs, because the
+    embedding rows record the protocol they were made under.
+    """
+    if config.protocol == "lovr":
+        return None
+    fam = resolve_family(config)
+    try:
+        cls: Any = EMBEDDERS.get(_backend_of(config))
+    except Exception:  # unknown or broken: check_embedder reports it; the fingerprint stays computable
+        cls = None
+    return {
+        "name": config.protocol, "family": fam.name, "bgr_frames": swaps_channels(config),
+        "dtype_on_cuda": fam.original_dtype if config.dtype in ("auto", None) else config.dtype,
+        "adapter_protocol": bool(cls is not None and "protocol" in _accepted(cls, {"protocol": None})),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# building embedders
+# ---------------------------------------------------------------------------------------------------------
 
 
 def _accepted(factory: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -144,9 +235,11 @@ def _accepted(factory: Any, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_embedder(config: EmbedConfig) -> type[Embedder]:
-    """The embedder class for ``config``, refusing early: unknown backend, missing extra, or a model that
-    runs remote code (class attribute ``requires_remote_code``) without ``trust_remote_code``."""
-    backend = resolve_backend(config.model, config.backend)
+    """The embedder class for ``config``, refusing early: unknown backend, missing extra, a model that
+    runs remote code (class attribute ``requires_remote_code``) without ``trust_remote_code``, or a setting
+    the protocol excludes (:func:`check_protocol`)."""
+    check_protocol(config)
+    backend = _backend_of(config)
     if backend == "open_clip":
         import importlib.util
 
@@ -160,19 +253,27 @@ def check_embedder(config: EmbedConfig) -> type[Embedder]:
 
 
 def make_embedder(config: EmbedConfig) -> Embedder:
-    """The embedder for ``config`` (standard options filtered to what its class accepts)."""
-    backend = resolve_backend(config.model, config.backend)
+    """The embedder for ``config`` (standard options filtered to what its class accepts).
+
+    Standard options: ``model_path, device, dtype, revision, trust_remote_code, batch_size, text_mode,
+    max_text_tokens, protocol`` (an adapter whose original text handling differs declares ``protocol``).
+    Under ``--protocol original`` the embedder of a family whose original fed BGR frames is wrapped so it
+    receives R/B-swapped frames (:class:`lovr_hf.protocols.ChannelSwapEmbedder`).
+    """
+    backend = _backend_of(config)
     cls = check_embedder(config)
     opts: dict[str, Any] = {
-        "model_path": config.model, "device": config.device, "dtype": config.dtype, "revision": config.revision,
-        "trust_remote_code": config.trust_remote_code, "batch_size": config.batch_size,
-        "text_mode": config.text_mode, "max_text_tokens": config.max_text_tokens,
+        "model_path": config.model, "device": config.device, "dtype": effective_dtype(config),
+        "revision": config.revision, "trust_remote_code": config.trust_remote_code,
+        "batch_size": config.batch_size, "text_mode": config.text_mode,
+        "max_text_tokens": config.max_text_tokens, "protocol": config.protocol,
     }
     if backend == config.model or backend == "dummy":  # the model string names the class itself
         opts.pop("model_path")
     opts = _accepted(cls, opts)
     opts.update(config.backend_options)  # explicit options always go through
-    return cls(**opts)
+    embedder = cls(**opts)
+    return wrap_channel_swap(embedder) if swaps_channels(config) else embedder
 
 
 _EMBEDDERS_BUILT: dict[str, Embedder] = {}
@@ -189,10 +290,15 @@ def shared_embedder(config: EmbedConfig) -> Embedder:
 
 
 def model_payload(config: EmbedConfig) -> dict[str, Any]:
-    """The model identity part of a fingerprint."""
-    return {
-        "backend": resolve_backend(config.model, config.backend), "model": config.model,
+    """The model identity part of a fingerprint (plus the protocol's effects under ``original``)."""
+    payload = {
+        "backend": _backend_of(config), "model": config.model,
         "revision": config.revision, "dtype": config.dtype,
         "backend_options": {k: v for k, v in config.backend_options.items() if "key" not in k.lower()},
     }
-
+    proto = protocol_payload(config)
+    if proto is not None:
+        payload["protocol"] = proto
+    if config.family is not None:
+        payload["family"] = config.family
+    return payload

@@ -1,27 +1,73 @@
-"""``lovr import-release``: the official LoVR release -> a benchmark repo, through the datasets builder."""
+"""``lovr import-release``: the official LoVR release -> a benchmark repo, with the original's data model.
+
+Every clip FILE becomes a ``clips`` row (the retrieval gallery and the frames of each full video), the
+released ``all_clip.jsonl`` becomes ``clip_captions`` (the query list, whatever its length) and
+``all_video.jsonl`` ``video_captions``; themes and splits when present (see :mod:`builders.lovr_release`).
+
+The import also writes :data:`MARKER` (``lovr_release.json``) at the repo root: the contract with the
+scoring side. It records that this repo is an imported release, which generation it is, and the released
+query list (clip ids in file order), so that ``lovr eval`` scores text->clip on exactly those queries, as
+the original did (``CLIP_NUM`` = the number of lines of ``all_clip.jsonl``), instead of drawing
+``--clip-queries`` from the captions. Read it with :func:`read_release_marker` / :func:`released_query_ids`.
+
+Marker fields (``"schema": "lovr_release/1"``):
+
+- ``release_dir``, ``generation`` (``query-list``: the current release, 1,000 queries, a subset of the
+  clips; ``per-clip``: the first release, one caption per clip, all of them queries);
+- ``query_set``: ``source`` (the file), ``count``, ``ids`` (file order, duplicates dropped),
+  ``duplicate_lines``, ``sha256`` (of the ids joined by newlines);
+- ``clips``: ``files`` (clip files on disk), ``ok`` / ``error`` (probe results; null with ``--no-clips``),
+  ``listed_without_file`` (query ids with no clip file), ``files_without_query``;
+- ``videos``: ``source`` (``all_video.jsonl`` or the clip folders), ``count``, ``unlisted_dirs`` (clip
+  folders of videos not in ``all_video.jsonl``: the original never embeds them, neither does the import);
+- ``configs``: rows written per config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from lovr_hf import schema
-from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
+
+MARKER = "lovr_release.json"
+MARKER_SCHEMA = "lovr_release/1"
+#: configs an import owns: a re-import replaces them and removes those the release no longer has
+RELEASE_CONFIGS = (schema.CLIPS, schema.CLIP_CAPTIONS, schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS, schema.SPLITS)
+#: configs only the build pipeline writes: a repo holding them is a built benchmark, not a release import
+_PIPELINE_CONFIGS = (schema.VIDEOS, schema.CLUSTERS)
 
 
 def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool = True) -> dict[str, int]:
     """Build every config the release holds and write it into ``repo_dir``; returns rows per config.
 
     ``clips=False`` skips probing the clip files (40,804 files in the full release), keeping captions only.
+    A re-import replaces the release's configs and removes those the release no longer provides.
     """
-    from builders.lovr_release import SPLIT_FILES, THEME_JSONL, VIDEO_JSONL, LoVRRelease
+    from builders.lovr_release import (
+        CLIP_JSONL,
+        SPLIT_FILES,
+        THEME_JSONL,
+        VIDEO_JSONL,
+        LoVRRelease,
+        scan_release,
+    )
 
     root = Path(release_dir).expanduser().resolve()
     repo = BenchmarkRepo(repo_dir)
+    built = [c for c in _PIPELINE_CONFIGS if repo.has(c)]
+    if built:
+        raise ValueError(f"{repo.root} holds a benchmark built by the pipeline ({', '.join(built)}): import the "
+                         "release into a new folder")
+    scan = scan_release(root)
     wanted = [schema.CLIP_CAPTIONS]
     if clips:
         wanted.append(schema.CLIPS)
@@ -32,17 +78,75 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
     if any((root / f).exists() for f in SPLIT_FILES.values()):
         wanted.append(schema.SPLITS)
     counts: dict[str, int] = {}
+    clip_status: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="lovr-release-") as cache:
         for config in wanted:
             builder = LoVRRelease(config_name=config, data_dir=str(root), cache_dir=cache)
             builder.download_and_prepare()
             ds = builder.as_dataset(split="train")
-            repo.write(config, ds)
+            repo.write(config, ds, update_card=False)
             counts[config] = ds.num_rows
+            if config == schema.CLIPS:
+                for s in ds[schema.STATUS]:
+                    clip_status[s] = clip_status.get(s, 0) + 1
             logger.info("imported %s: %d rows", config, ds.num_rows)
-    repo.write_run_config({"import_release": {"release_dir": str(root), "configs": counts}})
+    for stale in RELEASE_CONFIGS:
+        if stale not in wanted and repo.has(stale):
+            logger.info("removing %s: the release no longer provides it", stale)
+            repo.remove(stale)
+    on_disk = [c for c in scan.clip_files if c.path is not None]
+    queries = set(scan.query_ids)
+    marker = {
+        "schema": MARKER_SCHEMA,
+        "release_dir": str(root),
+        "generation": scan.generation,
+        "query_set": {
+            "source": CLIP_JSONL,
+            "count": len(scan.query_ids),
+            "ids": list(scan.query_ids),
+            "duplicate_lines": len(scan.duplicate_queries),
+            "sha256": hashlib.sha256("\n".join(scan.query_ids).encode("utf-8")).hexdigest(),
+        },
+        "clips": {
+            "files": len(on_disk),
+            "ok": clip_status.get(schema.OK) if clips else None,
+            "error": sum(n for s, n in clip_status.items() if s != schema.OK) if clips else None,
+            "listed_without_file": [c.clip_id for c in scan.clip_files if c.path is None],
+            "files_without_query": sum(1 for c in on_disk if c.clip_id not in queries),
+            "ignored_files": len(scan.ignored_files),
+        },
+        "videos": {
+            "source": VIDEO_JSONL if scan.videos_listed else "video_data/long_video_clip/*/",
+            "count": len(scan.video_ids),
+            "unlisted_dirs": list(scan.unlisted_dirs),
+        },
+        "configs": counts,
+    }
+    atomic_write_text(repo.root / MARKER, json.dumps(marker, indent=1, ensure_ascii=False) + "\n")
+    repo.write_run_config({"import_release": {"release_dir": str(root), "configs": counts,
+                                              "generation": scan.generation, "queries": len(scan.query_ids)}})
     repo.refresh_card()
+    logger.info("release %s (%s): %d query captions, %d clip files, %d videos", root, scan.generation,
+                len(scan.query_ids), len(on_disk), len(scan.video_ids))
     return counts
+
+
+def read_release_marker(repo: BenchmarkRepo | str | Path) -> dict[str, Any] | None:
+    """The import marker of ``repo`` (None when the repo is not an imported release)."""
+    root = repo.root if isinstance(repo, BenchmarkRepo) else Path(repo)
+    path = Path(root) / MARKER
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("schema") != MARKER_SCHEMA:
+        raise ValueError(f"{path}: unknown marker schema {data.get('schema')!r} (expected {MARKER_SCHEMA!r})")
+    return data
+
+
+def released_query_ids(repo: BenchmarkRepo | str | Path) -> list[str] | None:
+    """The released text->clip query list (clip ids, file order), or None for a repo that is no release."""
+    marker = read_release_marker(repo)
+    return None if marker is None else list(marker["query_set"]["ids"])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +156,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    counts = import_release(args.release_dir, args.repo, clips=not args.no_clips)
+    try:
+        counts = import_release(args.release_dir, args.repo, clips=not args.no_clips)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.error("lovr import-release: %s", exc)
+        return 2
     for config, n in counts.items():
         logger.info("%-16s %8d rows", config, n)
     return 0

@@ -14,6 +14,7 @@ import pytest
 from lovr_hf import schema
 from lovr_hf.caption import CaptionConfig
 from lovr_hf.cli_common import RunControl
+from lovr_hf.ids import check_id, id_problem, strip_video_extension
 from lovr_hf.merge import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
@@ -44,14 +45,22 @@ def test_bad_input_corpus_through_lovr_run(tmp_path: Path) -> None:
     videos = {r["source_name"]: r for r in repo.read(schema.VIDEOS)}
     bad = set(expected_bad) | {"folder.mp4", "loop.mp4"}
     good = {"two seconds.mp4", "vidéo à écouter 視頻.mp4", "..mp4", "..\\..\\escape.mp4"}
+    assert {n for n in good if id_problem(strip_video_extension(n)) is None} == {"two seconds.mp4",
+                                                                                 "vidéo à écouter 視頻.mp4"}
     assert set(videos) == bad | good
     for name in bad:
         assert videos[name]["status"] == schema.ERROR and len(videos[name]["error"]) > 5, name
     for name in good:
         assert videos[name]["status"] == schema.OK, (name, videos[name]["error"])
         vid = videos[name]["video_id"]
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", vid)
+        stem = strip_video_extension(name)
+        if id_problem(stem) is None:  # safe as one path component: the name is the id, verbatim
+            assert vid == stem, name
+        else:  # '.', backslashes: a hashed [A-Za-z0-9_-] slug, which can never escape
+            assert re.fullmatch(r"[A-Za-z0-9_-]+", vid) and vid != stem, name
+        assert check_id(vid) == vid
         assert (repo.root / "clips" / vid).is_dir()
+        assert (repo.root / "clips").resolve() in (repo.root / "clips" / vid).resolve().parents
     clips = repo.read(schema.CLIPS)
     assert {videos[n]["video_id"] for n in good} == set(clips["video_id"])
     assert set(repo.read(schema.VIDEO_CAPTIONS)["video_id"]) == set(clips["video_id"])
