@@ -314,4 +314,7 @@ def render_docs() -> str:
 
 
 if __name__ == "__main__":
-    print(render_docs(), end="")
+    # adapters register into the importable module ``lovr_hf.families``, not into this ``__main__`` copy
+    from lovr_hf import families as _registry
+
+    print(_registry.render_docs(), end="")

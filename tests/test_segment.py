@@ -12,6 +12,7 @@ from datasets import load_dataset
 from lovr_hf import schema
 from lovr_hf.cli import main as cli_main
 from lovr_hf.cli_common import RunControl
+from lovr_hf.ids import check_id
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_bad_inputs, make_video
 from lovr_hf.segment import SegmentConfig, SegmentStage, scan_videos, segment
@@ -38,7 +39,7 @@ def test_scan_is_recursive_case_insensitive_and_safe(videos, tmp_path: Path) -> 
     d, _ = videos
     files = scan_videos(d)
     assert sorted(files["source_name"]) == ["long one.mp4", "short.MP4", "static.mkv"]
-    assert all(vid.replace("-", "").replace("_", "").isalnum() for vid in files["video_id"])
+    assert all(check_id(vid) == vid for vid in files["video_id"])  # kept verbatim when safe
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.webm").write_bytes(b"")
     (tmp_path / "dir.mp4").mkdir()
