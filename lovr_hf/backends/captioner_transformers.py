@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
+from lovr_hf.backends.caption_errors import OutOfMemory
 from lovr_hf.backends.model_cache import load_once
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_MODEL", "ORIGINAL_DOWNSCALE", "OutOfMemory", "TransformersCaptioner", "downscale_frames",
+           "is_oom", "resolve_device", "resolve_dtype"]
+
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: the original LoVR captioner's downscale helper size (width, height)
 ORIGINAL_DOWNSCALE = (426, 240)
-
-
-class OutOfMemory(RuntimeError):
-    """A batch did not fit in accelerator memory; the caller may retry with fewer frames or clips."""
 
 
 def resolve_device(device: str | None = "auto") -> str:
