@@ -12,9 +12,9 @@ from conftest import killed_on_call
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
 from lovr_hf.caption import CaptionConfig, CaptionStage, caption
+from lovr_hf.caption_refine import REFINE_SUFFIX
 from lovr_hf.cli import main as cli_main
 from lovr_hf.cli_common import RunControl
-from lovr_hf.caption_refine import REFINE_SUFFIX
 from lovr_hf.frames import caption_num_frames
 from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.repo import BenchmarkRepo
