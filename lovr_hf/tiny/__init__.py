@@ -518,3 +518,9 @@ def _open_clip_save(out: Path, seed: int) -> None:
 def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny open_clip CLIP (2+2 layers, width 32, 32x32 images, 77-token text) -> folder (needs open_clip_torch)."""
     return _build_once(out_dir, "open_clip", seed, lambda p: _open_clip_save(p, seed))
+
+
+
+# ---------------------------------------------------------------------------- other video VLM families (re-exported)
+from lovr_hf.tiny.llava_onevision import build_tiny_llava_onevision as build_tiny_llava_onevision  # noqa: E402
+from lovr_hf.tiny.smolvlm import build_tiny_smolvlm2 as build_tiny_smolvlm2  # noqa: E402
