@@ -523,7 +523,7 @@ class CaptionStage(Stage):
         for cid, j in zip(ids, results):
             log[cid][-1]["score"] = j.score
             if j.error is not None:
-                log[cid][-1]["error"] = j.error
+                log[cid][-1].update(status=schema.FAILED, error=j.error)
                 rows[cid][schema.STATUS] = schema.FAILED
                 rows[cid][schema.ERROR_COL] = f"attempt {attempt}: {j.error}"
             else:

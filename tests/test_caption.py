@@ -183,3 +183,29 @@ def test_credentials_never_enter_fingerprint_or_manifest(source: Path, tmp_path:
     caption(repo, CaptionConfig(backend="dummy", backend_options={"api_key": "sk-aaa"}))
     manifests = list(repo.work_dir("caption").glob("*/stage.json"))
     assert manifests and all("sk-aaa" not in m.read_text() for m in manifests)
+
+
+def test_prefetch_is_bounded_in_bytes_when_the_prefetcher_takes_a_bound(source: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """The stage hands its byte budget (CaptionConfig.prefetch_bytes) to a prefetcher that takes ``max_bytes``,
+    and every decoded result says how many bytes of frames it holds."""
+    import lovr_hf.caption as caption_mod
+    from lovr_hf.caption import DEFAULT_PREFETCH_BYTES
+    from lovr_hf.prefetch import Prefetcher
+
+    seen: dict = {}
+
+    class BoundedPrefetcher(Prefetcher):
+        def __init__(self, order, load, workers, depth, max_bytes=None):
+            seen["max_bytes"] = max_bytes
+            super().__init__(order, lambda k: seen.setdefault("sizes", []).append(load(k).nbytes) or load(k),
+                             workers, depth)
+
+    monkeypatch.setattr(caption_mod, "Prefetcher", BoundedPrefetcher)
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", prefetch_bytes=123_456_789))
+    assert seen["max_bytes"] == 123_456_789
+    n1 = caption_num_frames(120, 120 / FPS)
+    assert 96 * 64 * 3 * n1 in seen["sizes"] and 0 in seen["sizes"]  # a 96x64 clip's frames; a skipped clip
+    assert DEFAULT_PREFETCH_BYTES == 2 * 1024**3 >= 5 * 64 * 1920 * 1080 * 3  # 5 clips of 64 frames at 1080p
+    assert "prefetch_bytes" in CaptionConfig.RUNTIME  # a memory bound never changes a caption
