@@ -27,8 +27,9 @@ import numpy as np
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.backends.base import CAPTIONERS, SCORERS, Captioner, GenerationParams, QualityScorer
-from lovr_hf.caption_refine import REFINE_SUFFIX, Variant, default_variant, next_variant
+from lovr_hf.backends.base import Captioner, GenerationParams, QualityScorer
+from lovr_hf.caption_backends import ORIGINAL_DOWNSCALE, check_backend_flags, make_captioner, make_scorer
+from lovr_hf.caption_refine import REFINE_SUFFIX, ClipFrames, QualityLoop, Variant, default_variant
 from lovr_hf.cli_common import (
     RunControl,
     add_backend_option_arg,
@@ -45,11 +46,11 @@ from lovr_hf.stage import Stage, StageResult, batch_metas
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-ORIGINAL_DOWNSCALE = (426, 240)
 #: decoded frames held ahead of the model: 2 GiB = 5 clips of 64 frames at 1080p (6.2 MB a frame), which
 #: leaves room for the batch being captioned and the model's host memory on a 24 GB machine
 DEFAULT_PREFETCH_BYTES = 2 * 1024**3
-__all__ = ["REFINE_SUFFIX", "CaptionConfig", "CaptionStage", "caption", "check_backend_flags", "make_captioner"]
+__all__ = ["ORIGINAL_DOWNSCALE", "REFINE_SUFFIX", "CaptionConfig", "CaptionStage", "caption", "check_backend_flags",
+           "make_captioner", "make_scorer"]
 
 
 @dataclasses.dataclass
@@ -107,78 +108,6 @@ class CaptionConfig:
                                 self.do_sample, self.seed, extra)
 
 
-#: flags a built-in backend cannot use: (config field, neutral value, flag, why). A set flag is refused,
-#: since it would change the fingerprint without changing the captions.
-_UNUSED: dict[str, tuple[tuple[str, Any, str, str], ...]] = {
-    "transformers": (
-        ("tensor_parallel_size", 1, "--tensor-parallel-size", "is a vLLM option (use device_map for big models)"),
-        ("api_model", None, "--api-model", "is for --backend openai"),
-        ("api_server", "openai", "--api-server", "is for --backend openai"),
-    ),
-    "vllm": (
-        ("attn_implementation", None, "--attn-implementation", "is a transformers option (vLLM picks its own "
-                                                               "attention backend)"),
-        ("generate_kwargs", {}, "generate_kwargs", "are transformers generate() options (pass vLLM sampling "
-                                                   "options as --backend-option sampling_kwargs={...})"),
-        ("device", "auto", "--device", "is not a vLLM option (vLLM uses the visible GPUs: CUDA_VISIBLE_DEVICES)"),
-        ("api_model", None, "--api-model", "is for --backend openai"),
-        ("api_server", "openai", "--api-server", "is for --backend openai"),
-    ),
-    "openai": (
-        ("dtype", "auto", "--dtype", "is chosen by the server"),
-        ("attn_implementation", None, "--attn-implementation", "is chosen by the server"),
-        ("revision", None, "--revision", "is chosen by the server (name the model with --api-model)"),
-        ("trust_remote_code", False, "--trust-remote-code", "is chosen by the server"),
-        ("tensor_parallel_size", 1, "--tensor-parallel-size", "is chosen by the server"),
-        ("device", "auto", "--device", "is chosen by the server"),
-        ("generate_kwargs", {}, "generate_kwargs", "are transformers generate() options (pass request fields as "
-                                                   "--backend-option extra_body={...})"),
-    ),
-}
-
-
-def check_backend_flags(cfg: CaptionConfig) -> None:
-    """Refuse settings the chosen built-in backend would ignore (they are fingerprinted)."""
-    bad = [f"{flag} {why}" for field, neutral, flag, why in _UNUSED.get(cfg.backend, ())
-           if getattr(cfg, field) is not None and getattr(cfg, field) != neutral]
-    if bad:
-        raise ValueError(f"--backend {cfg.backend} does not use: " + "; ".join(bad))
-    if cfg.backend == "openai":
-        from lovr_hf.backends.openai_client import API_SERVERS
-
-        if cfg.api_server not in API_SERVERS:
-            raise ValueError(f"--api-server must be one of {', '.join(API_SERVERS)}, got {cfg.api_server!r}")
-        if cfg.api_server == "openai" and cfg.repetition_penalty not in (None, 1.0):
-            logger.info("the official Chat Completions API has no repetition_penalty: %s is not sent "
-                        "(--api-server vllm sends it to a vLLM server)", cfg.repetition_penalty)
-
-
-def make_captioner(cfg: CaptionConfig) -> Captioner:
-    """Backend from the config (only the options that backend understands are passed)."""
-    check_backend_flags(cfg)
-    opts: dict[str, Any] = dict(cfg.backend_options)
-    downscale = ORIGINAL_DOWNSCALE if cfg.downscale else None
-    if cfg.backend == "transformers":
-        opts.update(model_path=cfg.model_path, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision,
-                    attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code,
-                    downscale=downscale)
-    elif cfg.backend == "vllm":
-        opts.update(model_path=cfg.model_path, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
-                    trust_remote_code=cfg.trust_remote_code, revision=cfg.revision, downscale=downscale)
-    elif cfg.backend == "openai":
-        opts.update(api_model=cfg.api_model or cfg.model_path, api_base=cfg.api_base,
-                    num_workers=cfg.api_concurrency, api_server=cfg.api_server, downscale=downscale)
-    elif ":" in cfg.backend:
-        opts.setdefault("model_path", cfg.model_path)
-    return CAPTIONERS.create(cfg.backend, **opts)
-
-
-def make_scorer(cfg: CaptionConfig) -> QualityScorer:
-    if cfg.scorer == "llm":
-        return SCORERS.create("llm", llm_spec=cfg.scorer_model or "openai")
-    return SCORERS.create(cfg.scorer)
-
-
 def clip_duration(row: dict[str, Any]) -> float:
     """Seconds of a clip row: its time range, else frames / fps (release clips may lack times)."""
     dur = (row.get("end_time") or 0.0) - (row.get("start_time") or 0.0)
@@ -212,13 +141,6 @@ class Decoded(NamedTuple):
 
 
 @dataclasses.dataclass
-class _Item:
-    cid: str
-    frames: np.ndarray
-    indices: tuple[int, ...]
-
-
-@dataclasses.dataclass
 class _Outcome:
     cid: str
     text: str
@@ -227,7 +149,7 @@ class _Outcome:
     fps: float
 
 
-class CaptionStage(Stage):
+class CaptionStage(QualityLoop, Stage):
     name = "caption"
     input_key = schema.CLIP_ID
     outputs = (schema.CLIP_CAPTIONS,)
@@ -316,14 +238,14 @@ class CaptionStage(Stage):
                 self.rows[cid] = {k: batch[k][i] for k in batch}
         decoded = self._prefetch.get(ids)
         out: dict[str, dict[str, Any]] = {}
-        todo: list[_Item] = []
+        todo: list[ClipFrames] = []
         for cid, d in zip(ids, decoded):
             self._stats["decode_s"] += d.seconds
             if d.frames is None:
                 status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else schema.ERROR
                 out[cid] = self._row(cid, "", status=status, error=d.reason, attempts=0, settings={})
             else:
-                todo.append(_Item(cid, d.frames, d.indices))
+                todo.append(ClipFrames(cid, d.frames, d.indices))
         base = self._base_variant()
         for o in self._caption_many(todo, base):
             out[o.cid] = self._finish(o, base, 1)
@@ -347,7 +269,7 @@ class CaptionStage(Stage):
             variant.seed
         return p
 
-    def _caption_many(self, items: list[_Item], variant: Variant):
+    def _caption_many(self, items: list[ClipFrames], variant: Variant):
         """Yield an :class:`_Outcome` per item: whole batch first, then per clip on failure."""
         from lovr_hf.backends.caption_errors import OutOfMemory, PartialBatchError
 
@@ -385,7 +307,7 @@ class CaptionStage(Stage):
         for it in items:
             yield self._caption_one(it, prompt, params)
 
-    def _caption_one(self, item: _Item, prompt: dict[str, str], params: GenerationParams) -> _Outcome:
+    def _caption_one(self, item: ClipFrames, prompt: dict[str, str], params: GenerationParams) -> _Outcome:
         """One clip, halving the frames on out-of-memory down to 2 (an outsized clip never stops the run)."""
         from lovr_hf.backends.caption_errors import OutOfMemory, PartialBatchError
 
@@ -447,87 +369,6 @@ class CaptionStage(Stage):
     @staticmethod
     def _serialize(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "settings": json.dumps(row["settings"], sort_keys=True)}
-
-    # ---- quality loop ----------------------------------------------------------------------------------
-    def _refine(self, out: dict[str, dict[str, Any]], items: dict[str, _Item]) -> None:
-        """Score, re-caption those under θ with the next rung that changes something, keep the best."""
-        assert self._scorer is not None
-        theta = float(self.config.min_quality or 0.0)
-        live = [cid for cid, r in out.items() if r[schema.STATUS] == schema.OK]
-        log: dict[str, list[dict[str, Any]]] = {cid: [dict(out[cid]["settings"])] for cid in live}
-        tried: dict[str, list[Variant]] = {cid: [self._base_variant()] for cid in live}
-        self._judge(out, live, items, log, 1)
-        for attempt in range(2, self.config.max_attempts + 1):
-            weak = [cid for cid in live if out[cid][schema.STATUS] == schema.OK and
-                    out[cid]["quality_score"] < theta]
-            if not weak:
-                break
-            groups: dict[Variant, list[str]] = {}
-            for cid in weak:
-                plan_len = self._frames_for(cid)
-                variant = next_variant(tried[cid], plan_len)
-                tried[cid].append(variant)
-                groups.setdefault(variant, []).append(cid)
-            for variant, cids in groups.items():
-                batch = []
-                for cid in cids:
-                    item = self._item_for(items[cid], variant)
-                    if isinstance(item, str):  # the bigger frame set could not be decoded
-                        log[cid].append({"attempt": attempt, **variant.as_dict(), "status": schema.ERROR,
-                                         "error": item})
-                        out[cid]["attempts"] = attempt
-                    else:
-                        batch.append(item)
-                cands = {o.cid: self._finish(o, variant, attempt) for o in self._caption_many(batch, variant)}
-                ok = [cid for cid, c in cands.items() if c[schema.STATUS] == schema.OK]
-                for cid, cand in cands.items():
-                    log[cid].append({**cand["settings"], "status": cand[schema.STATUS], "error": cand[schema.ERROR_COL]})
-                    out[cid]["attempts"] = attempt
-                self._judge(cands, ok, items, log, attempt)
-                for cid in ok:
-                    cand = cands[cid]
-                    if cand[schema.STATUS] != schema.OK:  # the judge failed on this attempt
-                        out[cid][schema.STATUS], out[cid][schema.ERROR_COL] = cand[schema.STATUS], cand[schema.ERROR_COL]
-                    elif cand["quality_score"] > out[cid]["quality_score"]:
-                        cand["attempts"] = attempt
-                        out[cid] = cand
-        for cid in live:
-            row = out[cid]
-            row["settings"] = {**row["settings"], "attempts_log": log[cid]}
-            if row[schema.STATUS] == schema.OK and row["quality_score"] < theta:
-                row[schema.STATUS] = schema.NEEDS_REVIEW
-                row[schema.ERROR_COL] = f"quality {row['quality_score']:.2f} < {theta} after {row['attempts']} attempt(s)"
-
-    def _frames_for(self, cid: str):
-        row = self.rows[cid]
-        return lambda cap: len(self._plan(row, cap).indices)
-
-    def _item_for(self, base: _Item, variant: Variant) -> _Item | str:
-        """The frames of a rung: attempt 1's when the cap gives the same plan, else decoded anew."""
-        plan = self._plan(self.rows[base.cid], variant.max_frames)
-        if tuple(plan.indices) == base.indices:
-            return base
-        d = self._decode(base.cid, variant.max_frames)
-        self._stats["decode_s"] += d.seconds
-        return _Item(base.cid, d.frames, d.indices) if d.frames is not None else str(d.reason)
-
-    def _judge(self, rows: dict[str, dict[str, Any]], ids: list[str], items: dict[str, _Item],
-               log: dict[str, list[dict[str, Any]]], attempt: int) -> None:
-        """Score ``rows[ids]``; a judge failure makes the row ``failed`` with the judge's error."""
-        from lovr_hf.backends.scorers import judge
-
-        assert self._scorer is not None
-        if not ids:
-            return
-        results = judge(self._scorer, [rows[c][schema.CAPTION] for c in ids], [items[c].frames for c in ids])
-        for cid, j in zip(ids, results):
-            log[cid][-1]["score"] = j.score
-            if j.error is not None:
-                log[cid][-1].update(status=schema.FAILED, error=j.error)
-                rows[cid][schema.STATUS] = schema.FAILED
-                rows[cid][schema.ERROR_COL] = f"attempt {attempt}: {j.error}"
-            else:
-                rows[cid]["quality_score"] = float(j.score)
 
 
 def caption(
