@@ -271,7 +271,7 @@ class CaptionStage(QualityLoop, Stage):
 
     def _caption_many(self, items: list[ClipFrames], variant: Variant):
         """Yield an :class:`_Outcome` per item: whole batch first, then per clip on failure."""
-        from lovr_hf.backends.caption_errors import OutOfMemory, PartialBatchError
+        from lovr_hf.backends.captioning import OutOfMemory, PartialBatchError
 
         if not items:
             return
@@ -309,7 +309,7 @@ class CaptionStage(QualityLoop, Stage):
 
     def _caption_one(self, item: ClipFrames, prompt: dict[str, str], params: GenerationParams) -> _Outcome:
         """One clip, halving the frames on out-of-memory down to 2 (an outsized clip never stops the run)."""
-        from lovr_hf.backends.caption_errors import OutOfMemory, PartialBatchError
+        from lovr_hf.backends.captioning import OutOfMemory, PartialBatchError
 
         assert self._backend is not None
         frames, indices = item.frames, item.indices

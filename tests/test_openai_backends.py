@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from lovr_hf.backends.base import CAPTIONERS, LLMS, GenerationParams
-from lovr_hf.backends.caption_errors import PartialBatchError
 from lovr_hf.backends.captioner_openai import OpenAICaptioner, encode_jpeg
+from lovr_hf.backends.captioning import PartialBatchError
 from lovr_hf.backends.llm_openai import OpenAIChatLLM
 from lovr_hf.backends.openai_client import RequestFailed, bounded_map, iter_bounded, parse_retry_after
 from lovr_hf.merge_text import smooth_group

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
-from lovr_hf.backends.caption_errors import PartialBatchError
+from lovr_hf.backends.captioning import PartialBatchError, per_clip
 from lovr_hf.backends.openai_client import API_SERVERS, ClientStats, OpenAIChatClient
 from lovr_hf.prompts import caption_prompt
 
@@ -161,12 +161,7 @@ class OpenAICaptioner(Captioner):
     def _fps_list(self, params: GenerationParams, n: int) -> list[float | None]:
         """Per-clip sampled frame rate for a vLLM server (``params.extra["video_fps"]``); None otherwise."""
         fps = params.extra.get("video_fps") if self.api_server == "vllm" else None
-        if fps is None:
-            return [None] * n
-        values = list(fps) if isinstance(fps, (list, tuple)) else [fps] * n
-        if len(values) != n:
-            raise ValueError(f"video_fps has {len(values)} values for {n} clips")
-        return [float(v) for v in values]
+        return [None if v is None else float(v) for v in per_clip(fps, n)]
 
     def close(self) -> None:
         self.client.close()

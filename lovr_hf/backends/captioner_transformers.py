@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
-from lovr_hf.backends.caption_errors import OutOfMemory
+from lovr_hf.backends.captioning import OutOfMemory, per_clip
 from lovr_hf.backends.model_cache import load_once
 from lovr_hf.backends.qwen_vision import merge_factor
 
@@ -262,9 +262,7 @@ class TransformersCaptioner(Captioner):
             kwargs["cap_pixels_per_frame"] = self.cap_pixels_per_frame
         fps = params.extra.get("video_fps", self.video_fps)
         if fps is not None:  # (None in params.extra: no rate known, the processor's default applies)
-            fps_list = list(fps) if isinstance(fps, (list, tuple)) else [fps] * len(batch)
-            if len(fps_list) != len(batch):
-                raise ValueError(f"video_fps has {len(fps_list)} values for {len(batch)} clips")
+            fps_list = per_clip(fps, len(batch))
             kwargs["video_metadata"] = [
                 {"fps": float(f), "total_num_frames": len(v), "frames_indices": list(range(len(v)))}
                 for f, v in zip(fps_list, batch, strict=True)
@@ -305,9 +303,7 @@ class TransformersCaptioner(Captioner):
         )
         self.last_prompt_text = text
         fps = params.extra.get("video_fps", self.video_fps)
-        fps_list = list(fps) if isinstance(fps, (list, tuple)) else [fps] * len(videos)
-        if len(fps_list) != len(videos):
-            raise ValueError(f"video_fps has {len(fps_list)} values for {len(videos)} clips")
+        fps_list = per_clip(fps, len(videos))
         texts: list[str] = [""] * len(videos)
         counts: list[int] = [0] * len(videos)
         stats = {"tokens_in": 0, "preprocess_s": 0.0, "generate_s": 0.0}

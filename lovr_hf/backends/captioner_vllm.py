@@ -21,6 +21,7 @@ import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
 from lovr_hf.backends.captioner_transformers import DEFAULT_MODEL, OutOfMemory, downscale_frames, is_oom
+from lovr_hf.backends.captioning import per_clip
 from lovr_hf.backends.qwen_vision import merge_factor, resize_video
 
 PIXEL_BUDGETS = ("auto", "qwen", "none")
@@ -209,10 +210,7 @@ class VLLMCaptioner(Captioner):
         text = self.prompt_text(prompt, processor)
         self.last_prompt_text = text
         factor = self.budget_factor(processor)
-        fps = params.extra.get("video_fps")
-        fps_list = list(fps) if isinstance(fps, (list, tuple)) else [fps] * len(batch)
-        if len(fps_list) != len(batch):
-            raise ValueError(f"video_fps has {len(fps_list)} values for {len(batch)} clips")
+        fps_list = per_clip(params.extra.get("video_fps"), len(batch))
         out = []
         for frames, f in zip(batch, fps_list, strict=True):
             frames = np.asarray(frames)

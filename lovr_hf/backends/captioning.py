@@ -1,4 +1,4 @@
-"""Exceptions every captioner backend may raise, so the caption stage can tell failures apart.
+"""What every captioner backend shares: the exceptions the caption stage tells apart, per-clip options.
 
 :class:`OutOfMemory`: the batch did not fit; the stage retries with fewer clips, then fewer frames.
 :class:`PartialBatchError`: some clips of a batch failed for their own reasons (a request that failed
@@ -9,6 +9,7 @@ so the stage records each clip's own error and keeps the others' captions withou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class OutOfMemory(RuntimeError):
@@ -34,3 +35,11 @@ class PartialBatchError(RuntimeError):
     @property
     def all_failed(self) -> bool:
         return all(e is not None for e in self.errors)
+
+
+def per_clip(value: Any, n: int, name: str = "video_fps") -> list[Any]:
+    """A per-clip option (one value for all clips, or a list/tuple of one per clip) as a list of ``n``."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values for {n} clips")
+    return values
