@@ -1,28 +1,35 @@
 """Stage 2: clips -> ``clip_captions`` with a vision-language model.
 
 One ``Dataset.map(batched=True)`` over the ``clips`` rows. Frames follow the original LoVR captioner
-(min(64, max(8, whole seconds)) uniform frames; 2 frames under 8; skip under 5) and are decoded by a
-thread pool running ahead of the model (PyAV releases the GIL), so generation does not wait on decoding.
-The model is created lazily in the process that runs the map (one per GPU under ``accelerate launch``)
-and is never pickled. Optional quality scoring re-captions weak clips with changed settings (LoVR
-Fig. 2): more frames, then another prompt variant and sampling; still weak -> ``needs_review``.
+(min(64, max(8, whole seconds)) uniform frames; 2 frames under 8; skip under 5; see :mod:`lovr_hf.frames`)
+and are decoded by a thread pool running ahead of the model (PyAV releases the GIL), bounded in clips
+and in bytes, so generation does not wait on decoding. The model is created lazily in the process that
+runs the map (one per GPU under ``accelerate launch``) and is never pickled.
+
+Optional quality scoring re-captions weak clips with settings that can change the outcome (LoVR Fig. 2,
+:mod:`lovr_hf.caption_refine`); still weak -> ``needs_review``. A judge that cannot score is a ``failed``
+row with the judge's error, never a low score. Every flag is either used by the chosen backend or
+refused with a clear error (:func:`check_backend_flags`): nothing that is fingerprinted is silently ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.backends.base import CAPTIONERS, SCORERS, Captioner, GenerationParams, QualityScorer
+from lovr_hf.backends.base import Captioner, GenerationParams, QualityScorer
+from lovr_hf.caption_backends import ORIGINAL_DOWNSCALE, check_backend_flags, make_captioner, make_scorer
+from lovr_hf.caption_refine import REFINE_SUFFIX, ClipFrames, QualityLoop, Variant, default_variant
 from lovr_hf.cli_common import (
     RunControl,
     add_backend_option_arg,
@@ -39,11 +46,11 @@ from lovr_hf.stage import Stage, StageResult, batch_metas
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-ORIGINAL_DOWNSCALE = (426, 240)
-REFINE_SUFFIX = (
-    "\n\nBe concrete and exhaustive: name visible objects, colours, people and actions in the order they "
-    "happen, and do not repeat yourself."
-)
+#: decoded frames held ahead of the model: 2 GiB = 5 clips of 64 frames at 1080p (6.2 MB a frame), which
+#: leaves room for the batch being captioned and the model's host memory on a 24 GB machine
+DEFAULT_PREFETCH_BYTES = 2 * 1024**3
+__all__ = ["ORIGINAL_DOWNSCALE", "REFINE_SUFFIX", "CaptionConfig", "CaptionStage", "caption", "check_backend_flags",
+           "make_captioner", "make_scorer"]
 
 
 @dataclasses.dataclass
@@ -59,6 +66,7 @@ class CaptionConfig:
     tensor_parallel_size: int = 1  # vllm
     api_base: str | None = None  # openai: also OPENAI_BASE_URL
     api_model: str | None = None
+    api_server: str = "openai"  # openai: the server kind (openai = official fields only | vllm = vLLM serve)
     prompt_file: str | None = None  # JSON/YAML {"system": ..., "user": ...} or a text file = user prompt
     # sampling and frame counts of the original captioner: one source each (GenerationParams, frames.py)
     temperature: float = GenerationParams.temperature
@@ -79,13 +87,15 @@ class CaptionConfig:
     batch_size: int = 8
     decode_workers: int = 2
     prefetch_batches: int = 2
+    prefetch_bytes: int = DEFAULT_PREFETCH_BYTES
     device: str = "auto"
     api_concurrency: int = 8
     decode_backend: str = "auto"
     backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     RUNTIME: ClassVar[tuple[str, ...]] = (
-        "batch_size", "decode_workers", "prefetch_batches", "device", "api_concurrency", "decode_backend", "api_base",
+        "batch_size", "decode_workers", "prefetch_batches", "prefetch_bytes", "device", "api_concurrency",
+        "decode_backend", "api_base",
     )
 
     def prompts(self) -> dict[str, str]:
@@ -98,30 +108,6 @@ class CaptionConfig:
                                 self.do_sample, self.seed, extra)
 
 
-def make_captioner(cfg: CaptionConfig) -> Captioner:
-    """Backend from the config (only the options that backend understands are passed)."""
-    opts: dict[str, Any] = dict(cfg.backend_options)
-    if cfg.backend == "transformers":
-        opts.update(model_path=cfg.model_path, device=cfg.device, dtype=cfg.dtype, revision=cfg.revision,
-                    attn_implementation=cfg.attn_implementation, trust_remote_code=cfg.trust_remote_code,
-                    downscale=ORIGINAL_DOWNSCALE if cfg.downscale else None)
-    elif cfg.backend == "vllm":
-        opts.update(model_path=cfg.model_path, tensor_parallel_size=cfg.tensor_parallel_size,
-                    trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
-    elif cfg.backend == "openai":
-        opts.update(api_model=cfg.api_model or cfg.model_path, api_base=cfg.api_base,
-                    num_workers=cfg.api_concurrency)
-    elif ":" in cfg.backend:
-        opts.setdefault("model_path", cfg.model_path)
-    return CAPTIONERS.create(cfg.backend, **opts)
-
-
-def make_scorer(cfg: CaptionConfig) -> QualityScorer:
-    if cfg.scorer == "llm":
-        return SCORERS.create("llm", llm_spec=cfg.scorer_model or "openai")
-    return SCORERS.create(cfg.scorer)
-
-
 def clip_duration(row: dict[str, Any]) -> float:
     """Seconds of a clip row: its time range, else frames / fps (release clips may lack times)."""
     dur = (row.get("end_time") or 0.0) - (row.get("start_time") or 0.0)
@@ -130,7 +116,40 @@ def clip_duration(row: dict[str, Any]) -> float:
     return max(0.0, float(dur))
 
 
-class CaptionStage(Stage):
+def sampled_fps(row: dict[str, Any], n_frames: int) -> float:
+    """The rate ``n_frames`` uniform frames of the clip were sampled at, as ``qwen_vl_utils`` computes it
+    (``nframes / total_frames * video_fps``); from the duration when the row lacks frames or fps."""
+    total, fps = int(row.get("num_frames") or 0), float(row.get("fps") or 0.0)
+    if total > 0 and fps > 0:
+        return n_frames / total * fps
+    dur = clip_duration(row)
+    return float(n_frames / dur) if dur > 0 else 1.0
+
+
+class Decoded(NamedTuple):
+    """One clip's decoded frames (None when skipped or unreadable), the reason, seconds and indices."""
+
+    frames: np.ndarray | None
+    reason: str | None
+    seconds: float
+    indices: tuple[int, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of decoded frames held (what a byte-bounded prefetcher accounts)."""
+        return int(self.frames.nbytes) if self.frames is not None else 0
+
+
+@dataclasses.dataclass
+class _Outcome:
+    cid: str
+    text: str
+    error: str | None
+    indices: tuple[int, ...]
+    fps: float
+
+
+class CaptionStage(QualityLoop, Stage):
     name = "caption"
     input_key = schema.CLIP_ID
     outputs = (schema.CLIP_CAPTIONS,)
@@ -168,9 +187,18 @@ class CaptionStage(Stage):
         cfg = self.config
         self._backend = make_captioner(cfg)
         self._scorer = make_scorer(cfg) if cfg.min_quality is not None else None
-        depth = cfg.batch_size * max(1, cfg.prefetch_batches)
-        self._prefetch = Prefetcher(self.order, lambda k: self._decode(k, None), cfg.decode_workers, depth)
+        self._prefetch = self._make_prefetcher()
         self._stats = {"decode_s": 0.0, "decode_wait_s": 0.0, "generate_s": 0.0, "tokens_out": 0.0, "clips": 0.0}
+
+    def _make_prefetcher(self) -> Prefetcher:
+        """Decode ahead by ``batch_size * prefetch_batches`` clips and, where the prefetcher takes a byte
+        bound (``max_bytes``, counting each result's ``nbytes``), by ``prefetch_bytes`` of frames."""
+        cfg = self.config
+        depth = cfg.batch_size * max(1, cfg.prefetch_batches)
+        kwargs: dict[str, Any] = {}
+        if "max_bytes" in inspect.signature(Prefetcher).parameters:
+            kwargs["max_bytes"] = int(cfg.prefetch_bytes)
+        return Prefetcher(self.order, lambda k: self._decode(k, None), cfg.decode_workers, depth, **kwargs)
 
     def batch_meta(self) -> dict[str, Any]:
         meta = dict(self._stats)
@@ -186,20 +214,20 @@ class CaptionStage(Stage):
         return caption_frame_plan(int(row["num_frames"] or 0), clip_duration(row),
                                   min_frames=self.config.min_frames, max_frames=max_frames)
 
-    def _decode(self, clip_id: str, max_frames: int | None) -> tuple[np.ndarray | None, str | None, float]:
-        """(frames, skip/error reason, seconds). Never raises: a bad clip becomes a reason."""
+    def _decode(self, clip_id: str, max_frames: int | None) -> Decoded:
+        """Frames of one clip under a frame cap. Never raises: a bad clip becomes a reason."""
         from lovr_hf.video import read_clip_frames
 
         t0 = time.perf_counter()
         row = self.rows[clip_id]
         plan = self._plan(row, max_frames or self.config.max_frames)
         if plan.skipped:
-            return None, f"skipped: {plan.skip_reason}", 0.0
+            return Decoded(None, f"skipped: {plan.skip_reason}", 0.0)
         try:
             frames = read_clip_frames(row, plan.indices, root=self.repo_root, backend=self.config.decode_backend)
         except Exception as exc:  # unreadable clip: recorded on its row
-            return None, f"cannot decode clip: {type(exc).__name__}: {exc}", time.perf_counter() - t0
-        return frames, None, time.perf_counter() - t0
+            return Decoded(None, f"cannot decode clip: {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        return Decoded(frames, None, time.perf_counter() - t0, tuple(plan.indices))
 
     # ---- captioning ------------------------------------------------------------------------------------
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -210,98 +238,99 @@ class CaptionStage(Stage):
                 self.rows[cid] = {k: batch[k][i] for k in batch}
         decoded = self._prefetch.get(ids)
         out: dict[str, dict[str, Any]] = {}
-        todo: list[tuple[str, np.ndarray]] = []
-        for cid, (frames, reason, secs) in zip(ids, decoded):
-            self._stats["decode_s"] += secs
-            if frames is None:
-                status = schema.SKIPPED if reason and reason.startswith("skipped") else schema.ERROR
-                out[cid] = self._row(cid, "", status=status, error=reason, attempts=0, n_frames=0, settings={})
+        todo: list[ClipFrames] = []
+        for cid, d in zip(ids, decoded):
+            self._stats["decode_s"] += d.seconds
+            if d.frames is None:
+                status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else schema.ERROR
+                out[cid] = self._row(cid, "", status=status, error=d.reason, attempts=0, settings={})
             else:
-                todo.append((cid, frames))
-        base = self._settings(1, None)
-        for cid, text, err, n_used in self._caption_many(todo, base):
-            out[cid] = self._finish(cid, text, err, n_used, base)
+                todo.append(ClipFrames(cid, d.frames, d.indices))
+        base = self._base_variant()
+        for o in self._caption_many(todo, base):
+            out[o.cid] = self._finish(o, base, 1)
         if self._scorer is not None:
-            self._refine(out, dict(todo))
-        return {schema.CLIP_CAPTIONS: [out[cid] for cid in ids]}
+            self._refine(out, {it.cid: it for it in todo})
+        return {schema.CLIP_CAPTIONS: [self._serialize(out[cid]) for cid in ids]}
 
-    def _settings(self, attempt: int, n_frames: int | None) -> dict[str, Any]:
+    def _base_variant(self) -> Variant:
         c = self.config
-        s = {"attempt": attempt, "max_frames": c.max_frames, "temperature": c.temperature, "top_p": c.top_p,
-             "repetition_penalty": c.repetition_penalty, "prompt_variant": "default"}
-        if attempt == 2:  # more visual evidence
-            s["max_frames"] = min(2 * c.max_frames, 128)
-        elif attempt >= 3:  # another prompt variant and looser sampling
-            s.update(prompt_variant="refine", temperature=0.7, top_p=0.9)
-        return s
+        return default_variant(c.max_frames, c.temperature, c.top_p, c.do_sample, c.seed)
 
-    def _prompt(self, settings: dict[str, Any]) -> dict[str, str]:
+    def _prompt(self, variant: Variant) -> dict[str, str]:
         p = dict(self.config.prompts())
-        if settings.get("prompt_variant") == "refine":
+        if variant.prompt_variant == "refine":
             p["user"] = p["user"] + REFINE_SUFFIX
         return p
 
-    def _params(self, settings: dict[str, Any]) -> GenerationParams:
+    def _params(self, variant: Variant) -> GenerationParams:
         p = self.config.params()
-        p.temperature, p.top_p = settings["temperature"], settings["top_p"]
+        p.temperature, p.top_p, p.do_sample, p.seed = variant.temperature, variant.top_p, variant.do_sample, \
+            variant.seed
         return p
 
-    def _caption_many(self, items: list[tuple[str, np.ndarray]], settings: dict[str, Any]):
-        """Yield (clip_id, text, error, frames used): whole batch first, then per clip on failure."""
-        from lovr_hf.backends.captioner_transformers import OutOfMemory
+    def _caption_many(self, items: list[ClipFrames], variant: Variant):
+        """Yield an :class:`_Outcome` per item: whole batch first, then per clip on failure."""
+        from lovr_hf.backends.captioning import OutOfMemory, PartialBatchError
 
         if not items:
             return
-        prompt, params = self._prompt(settings), self._params(settings)
+        prompt, params = self._prompt(variant), self._params(variant)
         # models that place frames in time (Qwen2.5-VL, Qwen3-VL) need the rate the frames were sampled at
-        params.extra["video_fps"] = [self._sampled_fps(cid, len(f)) for cid, f in items]
+        fps = [sampled_fps(self.rows[it.cid], len(it.frames)) for it in items]
+        params.extra["video_fps"] = fps
         assert self._backend is not None
         t0 = time.perf_counter()
         try:
-            texts = self._backend.caption([f for _, f in items], prompt, params)
+            texts = self._backend.caption([it.frames for it in items], prompt, params)
             self._account(t0, len(items))
             if self._debug_left:
                 self._debug_left -= 1
                 logger.info("debug: prompt=%r\nparams=%s\nfirst output=%r", prompt, params, texts[:1])
-            for (cid, f), t in zip(items, texts):
-                yield cid, t, None, len(f)
+            for it, t, f in zip(items, texts, fps):
+                yield _Outcome(it.cid, t, None, it.indices, f)
+            return
+        except PartialBatchError as exc:  # per-clip outcomes (each clip's request already retried)
+            self._account(t0, len(items))
+            for it, t, e, f in zip(items, exc.texts, exc.errors, fps):
+                if e is not None:
+                    logger.warning("clip %s: %s", it.cid, e)
+                yield _Outcome(it.cid, t, e, it.indices, f)
             return
         except OutOfMemory as exc:
             logger.warning("batch of %d clips ran out of memory (%s); captioning one by one", len(items), exc)
         except Exception as exc:
             if len(items) == 1:
-                yield items[0][0], "", f"{type(exc).__name__}: {exc}", len(items[0][1])
+                yield _Outcome(items[0].cid, "", f"{type(exc).__name__}: {exc}", items[0].indices, fps[0])
                 return
             logger.warning("batch failed (%s: %s); captioning one by one", type(exc).__name__, exc)
-        for cid, frames in items:
-            one = dataclasses.replace(params, extra={**params.extra, "video_fps": self._sampled_fps(cid, len(frames))})
-            yield (cid, *self._caption_one(frames, prompt, one))
+        for it in items:
+            yield self._caption_one(it, prompt, params)
 
-    def _sampled_fps(self, clip_id: str, n_frames: int) -> float:
-        dur = clip_duration(self.rows[clip_id])
-        return float(n_frames / dur) if dur > 0 else 1.0
-
-    def _caption_one(self, frames: np.ndarray, prompt: dict[str, str], params: GenerationParams):
+    def _caption_one(self, item: ClipFrames, prompt: dict[str, str], params: GenerationParams) -> _Outcome:
         """One clip, halving the frames on out-of-memory down to 2 (an outsized clip never stops the run)."""
-        from lovr_hf.backends.captioner_transformers import OutOfMemory
+        from lovr_hf.backends.captioning import OutOfMemory, PartialBatchError
 
         assert self._backend is not None
+        frames, indices = item.frames, item.indices
         while True:
+            fps = sampled_fps(self.rows[item.cid], len(frames))
+            one = dataclasses.replace(params, extra={**params.extra, "video_fps": [fps]})
             t0 = time.perf_counter()
             try:
-                text = self._backend.caption([frames], prompt, params)[0]
+                text = self._backend.caption([frames], prompt, one)[0]
                 self._account(t0, 1)
-                return text, None, len(frames)
+                return _Outcome(item.cid, text, None, indices, fps)
             except OutOfMemory as exc:
                 if len(frames) <= 2:
-                    return "", f"out of memory even with {len(frames)} frames: {exc}", len(frames)
-                frames = frames[::2]
-                fps = params.extra.get("video_fps", 1.0)
-                params = dataclasses.replace(params, extra={**params.extra, "video_fps": fps / 2 if
-                                                            isinstance(fps, float) else fps})
+                    return _Outcome(item.cid, "", f"out of memory even with {len(frames)} frames: {exc}", indices,
+                                    fps)
+                frames, indices = frames[::2], indices[::2]
                 logger.warning("out of memory: retrying one clip with %d frames", len(frames))
+            except PartialBatchError as exc:
+                return _Outcome(item.cid, exc.texts[0], exc.errors[0], indices, fps)
             except Exception as exc:
-                return "", f"{type(exc).__name__}: {exc}", len(frames)
+                return _Outcome(item.cid, "", f"{type(exc).__name__}: {exc}", indices, fps)
 
     def _account(self, t0: float, n: int) -> None:
         stats = getattr(self._backend, "last_stats", {}) or {}
@@ -309,63 +338,37 @@ class CaptionStage(Stage):
         self._stats["tokens_out"] += float(stats.get("tokens_out", 0))
         self._stats["clips"] += n
 
-    def _finish(self, cid: str, text: str, err: str | None, n_used: int, settings: dict[str, Any]) -> dict[str, Any]:
-        text = (text or "").strip()
+    def _attempt_settings(self, o: _Outcome, variant: Variant, attempt: int) -> dict[str, Any]:
+        """What this attempt really fed the model: frames (count and indices), prompt, sampling, fps."""
+        p = self._prompt(variant)
+        c = self.config
+        return {"attempt": attempt, **variant.as_dict(), "repetition_penalty": c.repetition_penalty,
+                "max_new_tokens": c.max_new_tokens, "prompt_hash": prompt_hash(p["system"], p["user"]),
+                "num_frames": len(o.indices), "frame_indices": list(o.indices), "video_fps": round(o.fps, 6)}
+
+    def _finish(self, o: _Outcome, variant: Variant, attempt: int) -> dict[str, Any]:
+        text = (o.text or "").strip()
+        err = o.error
         if err is None and not text:
             err = "empty output"
         status = schema.FAILED if err else schema.OK
-        return self._row(cid, text, status=status, error=err, attempts=settings["attempt"], n_frames=n_used,
-                         settings=settings)
+        return self._row(o.cid, text, status=status, error=err, attempts=attempt,
+                         settings=self._attempt_settings(o, variant, attempt))
 
-    def _row(self, cid: str, caption: str, *, status: str, error: str | None, attempts: int, n_frames: int,
+    def _row(self, cid: str, caption: str, *, status: str, error: str | None, attempts: int,
              settings: dict[str, Any], score: float | None = None) -> dict[str, Any]:
         r = self.rows[cid]
         assert self._backend is not None
         return {
             schema.CLIP_ID: cid, schema.VIDEO_ID: r[schema.VIDEO_ID], schema.SLICE_NUM: r[schema.SLICE_NUM],
             schema.CAPTION: caption, "model": self._backend.model_id(), "prompt_hash": self.prompt_hash(),
-            "quality_score": score, "attempts": attempts, "num_frames_used": n_frames,
-            "settings": json.dumps({**settings, "num_frames": n_frames}, sort_keys=True),
-            schema.STATUS: status, schema.ERROR_COL: error,
+            "quality_score": score, "attempts": attempts, "num_frames_used": int(settings.get("num_frames", 0)),
+            "settings": settings, schema.STATUS: status, schema.ERROR_COL: error,
         }
 
-    def _refine(self, out: dict[str, dict[str, Any]], frames: dict[str, np.ndarray]) -> None:
-        """Score, re-caption those under θ with the next attempt's settings, keep the best attempt."""
-        assert self._scorer is not None
-        theta = float(self.config.min_quality or 0.0)
-        live = [cid for cid, r in out.items() if r[schema.STATUS] == schema.OK]
-        self._score(out, live, frames)
-        for attempt in range(2, self.config.max_attempts + 1):
-            weak = [cid for cid in live if (out[cid]["quality_score"] or 0.0) < theta]
-            if not weak:
-                break
-            settings = self._settings(attempt, None)
-            items = []
-            for cid in weak:
-                f, reason, _ = self._decode(cid, settings["max_frames"]) if attempt == 2 else (frames[cid], None, 0)
-                items.append((cid, f if f is not None else frames[cid]))
-            for cid, text, err, n_used in self._caption_many(items, settings):
-                cand = self._finish(cid, text, err, n_used, settings)
-                if cand[schema.STATUS] != schema.OK:
-                    out[cid]["attempts"] = attempt
-                    continue
-                cand["quality_score"] = self._scorer.score([cand[schema.CAPTION]], [frames[cid]])[0]
-                if cand["quality_score"] > (out[cid]["quality_score"] or 0.0):
-                    out[cid] = cand
-                out[cid]["attempts"] = attempt
-        for cid in live:
-            if (out[cid]["quality_score"] or 0.0) < theta:
-                out[cid][schema.STATUS] = schema.NEEDS_REVIEW
-                out[cid][schema.ERROR_COL] = f"quality {out[cid]['quality_score']:.2f} < {theta} after " \
-                                             f"{out[cid]['attempts']} attempt(s)"
-
-    def _score(self, out: dict[str, dict[str, Any]], ids: list[str], frames: dict[str, np.ndarray]) -> None:
-        assert self._scorer is not None
-        if not ids:
-            return
-        scores = self._scorer.score([out[c][schema.CAPTION] for c in ids], [frames[c] for c in ids])
-        for cid, s in zip(ids, scores):
-            out[cid]["quality_score"] = float(s)
+    @staticmethod
+    def _serialize(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "settings": json.dumps(row["settings"], sort_keys=True)}
 
 
 def caption(
@@ -375,6 +378,7 @@ def caption(
 ) -> StageResult:
     """Library entry point: caption every ok clip of ``repo`` (resumable, shardable)."""
     config = config or CaptionConfig()
+    check_backend_flags(config)  # before any work: a refused flag must not cost a model load
     control = control or RunControl()
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     clips = repo.read(schema.CLIPS).filter(lambda r: r[schema.STATUS] == schema.OK, desc="clips to caption")
@@ -424,6 +428,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1)
     p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"))
     p.add_argument("--api-model", dest="api_model", default=None)
+    p.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
+                   help="--backend openai: the server kind. openai (default): official Chat Completions fields "
+                        "only, frames as images; vllm: a `vllm serve` endpoint, the clip as one video with its fps, "
+                        "repetition_penalty and top_k as the original")
     p.add_argument("--prompt-file", dest="prompt_file", default=None)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
     d = CaptionConfig  # unset flags fall back to the config's defaults (the original captioner's)
@@ -442,12 +450,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer-model", dest="scorer_model", default=None)
     p.add_argument("--max-attempts", dest="max_attempts", type=int, default=3)
     p.add_argument("--decode-workers", dest="decode_workers", type=int, default=2)
+    p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
+                   help=f"bytes of decoded frames held ahead of the model (default {DEFAULT_PREFETCH_BYTES})")
     p.add_argument("--device", default="auto")
-    # original LoVR flags kept for compatibility
-    p.add_argument("--video-folder", dest="video_folder", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--jsonl-file", dest="jsonl_file", default=None, help=argparse.SUPPRESS)
+    # the original caption_generator.py mode: a JSONL of clips in, the same lines with "cap" out
+    p.add_argument("--video-folder", dest="video_folder", default=None,
+                   help="original mode: folder the JSONL's clip paths are relative to")
+    p.add_argument("--jsonl-file", dest="jsonl_file", default=None,
+                   help="original mode: JSONL of clips (vid, slice_num, path); captions go to --result-file")
     p.add_argument("--result-file", dest="result_file", default=None,
-                   help="also write the captions as JSONL (original fields vid, slice_num, cap)")
+                   help="original mode: output JSONL (each input line + cap, resumable); repo mode: also "
+                        "export the captions as JSONL (vid, slice_num, cap)")
     add_backend_option_arg(p)
     add_common_args(p)
 
@@ -455,6 +468,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(CaptionConfig, args)
     control = control_from_args(args)
+    if args.jsonl_file or args.video_folder:
+        from lovr_hf.caption_jsonl import caption_jsonl
+
+        if not (args.jsonl_file and args.video_folder and args.result_file):
+            raise SystemExit("the original mode needs --video-folder, --jsonl-file and --result-file together")
+        summary = caption_jsonl(args.video_folder, args.jsonl_file, args.result_file, config, control)
+        return 1 if control.strict and summary.failed else 0
     res = caption(control.repo, config, control)
     repo = BenchmarkRepo(control.repo)
     if args.result_file and repo.has(schema.CLIP_CAPTIONS):

@@ -1,8 +1,9 @@
 """Default prompts, faithful to the original LoVR code, plus the prompts for the stages it left out.
 
-The captioner prompts and the transition prompt are the original texts (``caption_generator.py`` and
-``caption_merger.py``) with the source indentation and line continuations removed; their wording is
-unchanged so results stay comparable with the released benchmark. The integration, theme and judge
+The captioner prompts are the original texts of ``caption_generator.py`` character for character: its
+user prompt is a string literal continued over source lines with backslashes, so each sentence break
+carries the next line's indentation (33 spaces) into the text the model saw, and so does ours (the
+tokens, hence the captions, are the original's). The transition prompt is ``caption_merger.py``'s. The integration, theme and judge
 prompts follow the LoVR paper (full-video captions by repeated paragraph integration, theme captions,
 caption quality scores) since the released code has no such step.
 
@@ -23,12 +24,15 @@ CAPTION_SYSTEM = (
     "You are a video analysis assistant, and your task is to provide a detailed and structured description "
     "of the provided video."
 )
-CAPTION_USER = (
-    "Please provide a detailed and comprehensive description of the video content. "
-    "Your description should cover the events, scenes, character actions, overall style, "
-    "emotional atmosphere, narrative elements, and any noteworthy details. "
-    "Ensure that your description is clear, coherent, and thorough, with as much detail as possible."
-)
+#: the gap a backslash line continuation left between the original's sentences: a space, then the
+#: 32-space indentation of the next source line
+_ORIGINAL_GAP = " " * 33
+CAPTION_USER = _ORIGINAL_GAP.join((
+    "Please provide a detailed and comprehensive description of the video content.",
+    "Your description should cover the events, scenes, character actions, overall style,",
+    "emotional atmosphere, narrative elements, and any noteworthy details.",
+    "Ensure that your description is clear, coherent, and thorough, with as much detail as possible.",
+))
 
 # ---- caption merging (caption_merger.py) -------------------------------------------------------------
 MERGE_SYSTEM = "You are a helpful video summarizer."

@@ -6,17 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+from _caption_helpers import FPS, by_id, clip_row
 from conftest import killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
 from lovr_hf.caption import CaptionConfig, CaptionStage, caption
+from lovr_hf.caption_refine import REFINE_SUFFIX
 from lovr_hf.cli import main as cli_main
 from lovr_hf.cli_common import RunControl
+from lovr_hf.frames import caption_num_frames
+from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
-
-FPS = 12
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +26,6 @@ def source(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("src")
     make_video(d / "v.mp4", [SceneSpec(120), SceneSpec(96), SceneSpec(60)], 96, 64, FPS, seed=5)
     return d / "v.mp4"
-
-
-def clip_row(src: Path, vid: str, k: int, start: int, n: int, path: str | None = None) -> dict:
-    return {"video_id": vid, "clip_id": schema.clip_id_for(vid, k), "slice_num": k,
-            "start_time": start / FPS, "end_time": (start + n) / FPS, "start_frame": start, "end_frame": start + n,
-            "num_frames": n, "fps": float(FPS), "path": path or str(src), "frame_offset": start,
-            "clip_mode": "virtual", "status": "ok", "error": None}
 
 
 def make_repo(root: Path, src: Path) -> BenchmarkRepo:
@@ -48,10 +43,6 @@ def make_repo(root: Path, src: Path) -> BenchmarkRepo:
     return repo
 
 
-def by_id(repo: BenchmarkRepo) -> dict[str, dict]:
-    return {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
-
-
 def test_backend_option_flag_reaches_the_backend(source: Path, tmp_path: Path) -> None:
     """``--backend-option`` passes constructor options (JSON values) that have no flag of their own."""
     repo = make_repo(tmp_path / "lovr", source)
@@ -67,9 +58,10 @@ def test_frame_rule_skips_and_errors(source: Path, tmp_path: Path) -> None:
     caption(repo, CaptionConfig(backend="dummy", batch_size=3))
     rows = by_id(repo)
     assert set(rows) == {"v-Scene-001", "v-Scene-002", "v-Scene-003", "v-Scene-004", "v-Scene-005", "w-Scene-001"}
-    assert rows["v-Scene-001"]["num_frames_used"] == 10 and "10 frames" in rows["v-Scene-001"]["caption"]
-    assert rows["v-Scene-002"]["num_frames_used"] == 8
-    assert rows["v-Scene-003"]["num_frames_used"] == 2 and rows["v-Scene-003"]["status"] == schema.OK
+    n1, n2, n3 = (caption_num_frames(n, n / FPS) for n in (120, 96, 6))  # 10 s, 8 s, 6 frames (< 8)
+    assert rows["v-Scene-001"]["num_frames_used"] == n1 and f"{n1} frames" in rows["v-Scene-001"]["caption"]
+    assert rows["v-Scene-002"]["num_frames_used"] == n2
+    assert rows["v-Scene-003"]["num_frames_used"] == n3 == 2 and rows["v-Scene-003"]["status"] == schema.OK
     assert rows["v-Scene-004"]["status"] == schema.SKIPPED and "too few frames" in rows["v-Scene-004"]["error"]
     assert rows["v-Scene-005"]["status"] == schema.ERROR and "cannot decode" in rows["v-Scene-005"]["error"]
     assert rows["w-Scene-001"]["model"] == "dummy-captioner-v1" and rows["w-Scene-001"]["prompt_hash"]
@@ -122,32 +114,37 @@ def test_resume_rerun_and_chunks(source: Path, tmp_path: Path, monkeypatch) -> N
     assert chunked.read(schema.CLIP_CAPTIONS).to_list() == expected
 
 
-@SCORERS.register("first-attempt-fails")
-class FirstAttemptFails(QualityScorer):
-    """Fails every caption the first time it sees it (-> a second attempt that passes); always fails the
-    8-frame clip (-> needs_review after all attempts)."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
+@SCORERS.register("refined-passes")
+class RefinedPasses(QualityScorer):
+    """Passes captions made with the refinement prompt (the recording captioner tags captions with the prompt
+    length); always fails the 8-frame clips (-> needs_review after all attempts)."""
 
     def score(self, captions, frames=None):
-        out = []
-        for c in captions:
-            out.append(1.0 if "shows 8 frames" in c else 9.0 if c in self.seen else 2.0)
-            self.seen.add(c)
-        return out
+        refined = f"(prompt {len(CAPTION_USER + REFINE_SUFFIX)} chars"
+        always_weak = caption_num_frames(96, 8.0)  # frames of the 8-second clip (also of the 5-second one)
+        return [1.0 if len(f) == always_weak else 9.0 if refined in c else 2.0 for c, f in zip(captions, frames)]
 
 
 def test_refinement_recaptions_weak_clips(source: Path, tmp_path: Path) -> None:
+    """Attempt 2 of a short clip (the frame cap does not bind) is another prompt and sampling, not the same
+    frames again; the kept attempt's real inputs are recorded, with every attempt in ``attempts_log``."""
     repo = make_repo(tmp_path / "lovr", source)
-    caption(repo, CaptionConfig(backend="dummy", batch_size=8, min_quality=5.0, scorer="first-attempt-fails"))
+    caption(repo, CaptionConfig(backend="recording", batch_size=8, min_quality=5.0, scorer="refined-passes"))
     rows = by_id(repo)
     r1 = rows["v-Scene-001"]
     assert (r1["attempts"], r1["quality_score"], r1["status"]) == (2, 9.0, schema.OK)
-    assert json.loads(r1["settings"])["max_frames"] == 128  # the kept attempt's settings are recorded
+    s1 = json.loads(r1["settings"])
+    log = s1["attempts_log"]
+    assert [e["variant"] for e in log] == ["default", "refine_prompt"] and s1["variant"] == "refine_prompt"
+    assert [e["score"] for e in log] == [2.0, 9.0]
+    assert log[1]["prompt_hash"] != log[0]["prompt_hash"]  # attempt 2 changed the prompt...
+    assert (log[1]["temperature"], log[1]["top_p"]) != (log[0]["temperature"], log[0]["top_p"])  # ...and sampling
+    assert log[1]["frame_indices"] == log[0]["frame_indices"]  # same frames: more would not come from the rule
     r2 = rows["v-Scene-002"]
     assert (r2["attempts"], r2["quality_score"], r2["status"]) == (3, 1.0, schema.NEEDS_REVIEW)
     assert "after 3 attempt" in r2["error"]
+    assert [e["variant"] for e in json.loads(r2["settings"])["attempts_log"]] == ["default", "refine_prompt",
+                                                                                   "resample"]
     assert rows["v-Scene-004"]["status"] == schema.SKIPPED  # skipped clips are never scored
     plain = BenchmarkRepo(tmp_path / "plain")
     make_repo(plain.root, source)
@@ -186,3 +183,29 @@ def test_credentials_never_enter_fingerprint_or_manifest(source: Path, tmp_path:
     caption(repo, CaptionConfig(backend="dummy", backend_options={"api_key": "sk-aaa"}))
     manifests = list(repo.work_dir("caption").glob("*/stage.json"))
     assert manifests and all("sk-aaa" not in m.read_text() for m in manifests)
+
+
+def test_prefetch_is_bounded_in_bytes_when_the_prefetcher_takes_a_bound(source: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """The stage hands its byte budget (CaptionConfig.prefetch_bytes) to a prefetcher that takes ``max_bytes``,
+    and every decoded result says how many bytes of frames it holds."""
+    import lovr_hf.caption as caption_mod
+    from lovr_hf.caption import DEFAULT_PREFETCH_BYTES
+    from lovr_hf.prefetch import Prefetcher
+
+    seen: dict = {}
+
+    class BoundedPrefetcher(Prefetcher):
+        def __init__(self, order, load, workers, depth, max_bytes=None):
+            seen["max_bytes"] = max_bytes
+            super().__init__(order, lambda k: seen.setdefault("sizes", []).append(load(k).nbytes) or load(k),
+                             workers, depth)
+
+    monkeypatch.setattr(caption_mod, "Prefetcher", BoundedPrefetcher)
+    repo = make_repo(tmp_path / "lovr", source)
+    caption(repo, CaptionConfig(backend="dummy", prefetch_bytes=123_456_789))
+    assert seen["max_bytes"] == 123_456_789
+    n1 = caption_num_frames(120, 120 / FPS)
+    assert 96 * 64 * 3 * n1 in seen["sizes"] and 0 in seen["sizes"]  # a 96x64 clip's frames; a skipped clip
+    assert DEFAULT_PREFETCH_BYTES == 2 * 1024**3 >= 5 * 64 * 1920 * 1080 * 3  # 5 clips of 64 frames at 1080p
+    assert "prefetch_bytes" in CaptionConfig.RUNTIME  # a memory bound never changes a caption

@@ -206,6 +206,7 @@ def test_vllm_backend_is_registered_and_builds_engine_args() -> None:
         "temperature": 0.9,
         "top_p": 0.001,
         "top_k": -1,
+        "stop_token_ids": [],
     }
     assert cls.sampling_kwargs(GenerationParams(do_sample=False))["temperature"] == 0.0
 

@@ -1,4 +1,10 @@
-"""Captioning with any transformers video VLM (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...), batched, left-padded.
+"""Captioning with any transformers video VLM, batched, left-padded.
+
+Any ``AutoModelForImageTextToText`` checkpoint whose processor has a video processor and whose chat
+template takes a video part: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (videos of any frame counts in one batch:
+their processors flatten the patches), and families whose processors stack or pad frames, such as
+SmolVLM2 and LLaVA-OneVision (a batch is then run as groups of clips with equal frame counts, so that
+no clip is padded with frames it does not have and each prompt states its own frame count).
 
 The model is loaded lazily, once per process and device (a module-level cache), and is never pickled:
 ``__getstate__`` drops it, so ``datasets.map`` can hash/ship the captioner cheaply and each worker or
@@ -7,6 +13,7 @@ The model is loaded lazily, once per process and device (a module-level cache), 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,17 +23,18 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
+from lovr_hf.backends.captioning import OutOfMemory, per_clip
 from lovr_hf.backends.model_cache import load_once
+from lovr_hf.backends.qwen_vision import merge_factor
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MODEL", "ORIGINAL_DOWNSCALE", "OutOfMemory", "TransformersCaptioner", "downscale_frames",
+           "is_oom", "resolve_device", "resolve_dtype"]
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: the original LoVR captioner's downscale helper size (width, height)
 ORIGINAL_DOWNSCALE = (426, 240)
-
-
-class OutOfMemory(RuntimeError):
-    """A batch did not fit in accelerator memory; the caller may retry with fewer frames or clips."""
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -226,9 +234,23 @@ class TransformersCaptioner(Captioner):
         )
         return messages
 
+    @staticmethod
+    def frame_groups(videos: Sequence[np.ndarray], processor: Any) -> list[list[int]]:
+        """Clips that go through one ``generate`` call: all of them for Qwen-VL processors (ragged videos
+        batch natively), else groups of equal frame counts (stacking/padding processors)."""
+        if merge_factor(processor) is not None:
+            return [list(range(len(videos)))]
+        groups: dict[int, list[int]] = {}
+        for i, v in enumerate(videos):
+            groups.setdefault(len(v), []).append(i)
+        return list(groups.values())
+
     def _video_kwargs(self, batch: Sequence[np.ndarray], params: GenerationParams, processor: Any) -> dict:
         vp = processor.video_processor
         kwargs: dict[str, Any] = {"do_sample_frames": False}  # frames are already sampled by the LoVR rule
+        if (self.min_pixels is not None or self.max_pixels is not None) and merge_factor(processor) is None:
+            raise ValueError(f"min_pixels/max_pixels are Qwen-VL pixel budgets; {type(processor).__name__} sizes "
+                             "frames its own way (see its video processor's size)")
         if self.min_pixels is not None or self.max_pixels is not None:
             size = dict(vp.size) if getattr(vp, "size", None) else {}
             if self.min_pixels is not None:
@@ -239,10 +261,8 @@ class TransformersCaptioner(Captioner):
         if self.cap_pixels_per_frame is not None and hasattr(type(vp), "cap_pixels_per_frame"):
             kwargs["cap_pixels_per_frame"] = self.cap_pixels_per_frame
         fps = params.extra.get("video_fps", self.video_fps)
-        if fps is not None:
-            fps_list = list(fps) if isinstance(fps, (list, tuple)) else [fps] * len(batch)
-            if len(fps_list) != len(batch):
-                raise ValueError(f"video_fps has {len(fps_list)} values for {len(batch)} clips")
+        if fps is not None:  # (None in params.extra: no rate known, the processor's default applies)
+            fps_list = per_clip(fps, len(batch))
             kwargs["video_metadata"] = [
                 {"fps": float(f), "total_num_frames": len(v), "frames_indices": list(range(len(v)))}
                 for f, v in zip(fps_list, batch, strict=True)
@@ -269,8 +289,6 @@ class TransformersCaptioner(Captioner):
         self, batch: Sequence[np.ndarray], prompt: dict[str, str], params: GenerationParams
     ) -> list[str]:
         """One caption per clip of ``batch`` (uint8 [n, H, W, 3] each); raises :class:`OutOfMemory`."""
-        import torch
-
         if not batch:
             return []
         model, processor = self.load()
@@ -284,6 +302,27 @@ class TransformersCaptioner(Captioner):
             self.build_messages(prompt), tokenize=False, add_generation_prompt=True
         )
         self.last_prompt_text = text
+        fps = params.extra.get("video_fps", self.video_fps)
+        fps_list = per_clip(fps, len(videos))
+        texts: list[str] = [""] * len(videos)
+        counts: list[int] = [0] * len(videos)
+        stats = {"tokens_in": 0, "preprocess_s": 0.0, "generate_s": 0.0}
+        for group in self.frame_groups(videos, processor):
+            sub = [videos[i] for i in group]
+            sub_fps = [fps_list[i] for i in group] if fps is not None else None  # None: the processor's default
+            sub_params = dataclasses.replace(params, extra={**params.extra, "video_fps": sub_fps})
+            for i, (t, c) in zip(group, self._generate(sub, text, sub_params, model, processor, stats)):
+                texts[i], counts[i] = t, c
+        self.last_stats = {"clips": len(videos), "tokens_in": int(stats["tokens_in"]), "tokens_out": int(sum(counts)),
+                           "tokens_out_per_clip": counts, "preprocess_s": stats["preprocess_s"],
+                           "generate_s": stats["generate_s"]}
+        return texts
+
+    def _generate(self, videos: list[np.ndarray], text: str, params: GenerationParams, model: Any, processor: Any,
+                  stats: dict[str, float]) -> list[tuple[str, int]]:
+        """One processor call and one ``generate`` for ``videos``: (caption, tokens generated) per clip."""
+        import torch
+
         tokenizer = processor.tokenizer
         t0 = time.perf_counter()
         try:
@@ -319,15 +358,10 @@ class TransformersCaptioner(Captioner):
         stop_ids = self._stop_ids(model, tokenizer)
         counts = [_count_until_stop(row.tolist(), stop_ids) for row in generated]
         texts = [t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True)]
-        self.last_stats = {
-            "clips": len(videos),
-            "tokens_in": int(inputs["attention_mask"].sum()),
-            "tokens_out": int(sum(counts)),
-            "tokens_out_per_clip": counts,
-            "preprocess_s": t1 - t0,
-            "generate_s": t2 - t1,
-        }
-        return texts
+        stats["tokens_in"] += int(inputs["attention_mask"].sum())
+        stats["preprocess_s"] += t1 - t0
+        stats["generate_s"] += t2 - t1
+        return list(zip(texts, counts))
 
     @staticmethod
     def _stop_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -3,7 +3,10 @@
 vLLM is an optional extra (``pip install lovr_hf[vllm]``): this module imports without it, so the name
 ``vllm`` is always listed, and using the backend without vLLM raises an ImportError that says how to
 install it. The prompt is rendered with the model's own chat template (``AutoProcessor``), exactly as
-the transformers backend does, and each clip's frames go in as ``multi_modal_data={"video": frames}``.
+the transformers backend does. Each clip goes in as the original's request: ``multi_modal_data={"video":
+frames}`` with the frames resized to ``qwen_vl_utils``' pixel budget (float [T, C, H, W], bicubic) and
+``mm_processor_kwargs={"fps": [sampled fps]}`` (see :mod:`lovr_hf.backends.qwen_vision`), so Qwen-VL
+models see the same pixels and the same time positions as in the original run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
 from lovr_hf.backends.captioner_transformers import DEFAULT_MODEL, OutOfMemory, downscale_frames, is_oom
+from lovr_hf.backends.captioning import per_clip
+from lovr_hf.backends.qwen_vision import merge_factor, resize_video
+
+PIXEL_BUDGETS = ("auto", "qwen", "none")
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +51,13 @@ class VLLMCaptioner(Captioner):
         revision, trust_remote_code: passed to vLLM and to the processor (remote code only when asked).
         max_model_len: context length (must hold 64 frames of visual tokens plus 1024 new tokens).
         gpu_memory_utilization: fraction of GPU memory vLLM may take.
-        min_pixels / max_pixels: per-frame pixel budget, passed as ``mm_processor_kwargs``.
+        pixel_budget: ``"qwen"`` resizes each clip as ``qwen_vl_utils`` did (per-frame budget from the frame
+            count, multiples of patch x merge), ``"none"`` hands the decoded frames over as they are,
+            ``"auto"`` (default) = ``"qwen"`` for Qwen2/2.5/3-VL processors, else ``"none"``.
+        min_pixels / max_pixels / total_pixels: the per-clip budget overrides of ``qwen_vl_utils``
+            (``min_pixels``/``max_pixels`` also go to the engine's processor so that it keeps the frames).
         downscale: ``(width, height)`` box frames are shrunk into first (the original's 426x240), or None.
+        sampling_kwargs: further ``vllm.SamplingParams`` arguments.
         engine_kwargs: any further ``vllm.LLM`` keyword arguments.
     """
 
@@ -61,12 +73,16 @@ class VLLMCaptioner(Captioner):
         trust_remote_code: bool = False,
         max_model_len: int | None = 32768,
         gpu_memory_utilization: float = 0.9,
+        pixel_budget: str = "auto",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        total_pixels: int | None = None,
         downscale: tuple[int, int] | None = None,
+        sampling_kwargs: dict[str, Any] | None = None,
         engine_kwargs: dict[str, Any] | None = None,
-        **_: Any,
     ) -> None:
+        if pixel_budget not in PIXEL_BUDGETS:
+            raise ValueError(f"pixel_budget must be one of {PIXEL_BUDGETS}, got {pixel_budget!r}")
         self.model_path = model_path or DEFAULT_MODEL
         self.tensor_parallel_size = int(tensor_parallel_size)
         self.dtype = dtype
@@ -74,9 +90,12 @@ class VLLMCaptioner(Captioner):
         self.trust_remote_code = trust_remote_code
         self.max_model_len = max_model_len
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.pixel_budget = pixel_budget
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        self.total_pixels = total_pixels
         self.downscale = tuple(downscale) if downscale else None
+        self.sampling_extra = dict(sampling_kwargs or {})
         self.engine_kwargs = dict(engine_kwargs or {})
         self.last_stats: dict[str, Any] = {}
         self.last_prompt_text: str | None = None
@@ -159,11 +178,49 @@ class VLLMCaptioner(Captioner):
             "temperature": params.temperature if params.do_sample else 0.0,
             "top_p": params.top_p if params.do_sample else 1.0,
             "top_k": -1,  # disabled, as in the original run (not the checkpoint's generation_config)
+            "stop_token_ids": [],  # the original's: only the tokenizer's end of sequence stops
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
         kwargs.update(params.extra.get("sampling_kwargs", {}))
         return kwargs
+
+    def budget_factor(self, processor: Any) -> int | None:
+        """Token side in pixels when the qwen_vl_utils budget applies to this model, else None."""
+        if self.pixel_budget == "none":
+            return None
+        factor = merge_factor(processor)
+        if factor is None and self.pixel_budget == "qwen":
+            raise ValueError(f"pixel_budget='qwen' needs a Qwen-VL processor, {self.model_path} has "
+                             f"{type(processor).__name__}")
+        return factor
+
+    def video_input(self, frames: np.ndarray, factor: int | None) -> Any:
+        """What one clip's ``multi_modal_data["video"]`` is: the budget-resized float frames, or the frames."""
+        if self.downscale:
+            frames = downscale_frames(frames, self.downscale)
+        if factor is None:
+            return frames
+        return resize_video(frames, factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                            total_pixels=self.total_pixels)
+
+    def requests(self, batch: Sequence[np.ndarray], prompt: dict[str, str], params: GenerationParams,
+                 processor: Any) -> list[dict[str, Any]]:
+        """The ``llm.generate`` inputs, one per clip, as the original built them."""
+        text = self.prompt_text(prompt, processor)
+        self.last_prompt_text = text
+        factor = self.budget_factor(processor)
+        fps_list = per_clip(params.extra.get("video_fps"), len(batch))
+        out = []
+        for frames, f in zip(batch, fps_list, strict=True):
+            frames = np.asarray(frames)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+                raise ValueError(f"expected frames [n>0, H, W, 3], got shape {frames.shape}")
+            req: dict[str, Any] = {"prompt": text, "multi_modal_data": {"video": self.video_input(frames, factor)}}
+            if f is not None:
+                req["mm_processor_kwargs"] = {"fps": [float(f)]}
+            out.append(req)
+        return out
 
     def caption(
         self, batch: Sequence[np.ndarray], prompt: dict[str, str], params: GenerationParams
@@ -172,24 +229,19 @@ class VLLMCaptioner(Captioner):
             return []
         vllm = _import_vllm()
         llm, processor = self.load()
-        videos = [np.asarray(v) for v in batch]
-        if self.downscale:
-            videos = [downscale_frames(v, self.downscale) for v in videos]
-        text = self.prompt_text(prompt, processor)
-        self.last_prompt_text = text
-        requests = [{"prompt": text, "multi_modal_data": {"video": v}} for v in videos]
-        sampling = vllm.SamplingParams(**self.sampling_kwargs(params))
+        requests = self.requests(batch, prompt, params, processor)
+        sampling = vllm.SamplingParams(**{**self.sampling_kwargs(params), **self.sampling_extra})
         t0 = time.perf_counter()
         try:
             outputs = llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         except Exception as exc:
             if is_oom(exc):
-                raise OutOfMemory(f"vLLM out of memory on {len(videos)} clip(s)") from exc
+                raise OutOfMemory(f"vLLM out of memory on {len(requests)} clip(s)") from exc
             raise
         texts = [o.outputs[0].text.strip() for o in outputs]
         counts = [len(o.outputs[0].token_ids) for o in outputs]
         self.last_stats = {
-            "clips": len(videos),
+            "clips": len(requests),
             "tokens_in": int(sum(len(o.prompt_token_ids or []) for o in outputs)),
             "tokens_out": int(sum(counts)),
             "tokens_out_per_clip": counts,

@@ -4,6 +4,13 @@ Built on the official ``openai`` client with its own retries switched off (``max
 happen here, with exponential backoff and jitter, honouring ``Retry-After``, so that every retry is
 counted in :class:`ClientStats` and visible in the run summary. The API key is handed to the client
 and never stored elsewhere, logged or put in an exception message.
+
+Requests carry only standard Chat Completions fields unless the caller says which server it talks to:
+api.openai.com answers any other field with HTTP 400 ("Unrecognized request argument supplied"), so
+server extensions (vLLM's ``repetition_penalty``, ``top_k``, ``mm_processor_kwargs``) go out only with
+``api_server="vllm"`` or when passed explicitly as ``extra_body``. A request that still fails after its
+retries raises :class:`RequestFailed`, whose message keeps what the server said (HTTP status, error
+type and message) so that stages can record the real reason on the row.
 """
 
 from __future__ import annotations
@@ -34,9 +41,31 @@ R = TypeVar("R")
 PLACEHOLDER_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp) accept when no key is configured
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
 
+#: server kinds the client knows: "openai" = the official API's fields only (also right for any server that
+#: follows it strictly); "vllm" = a vLLM OpenAI-compatible server, which also takes its sampling extensions
+API_SERVERS = ("openai", "vllm")
+
 
 class ReplyError(RuntimeError):
     """The endpoint answered 200 but without usable text (malformed body, no choices, empty content)."""
+
+
+class RequestFailed(RuntimeError):
+    """A chat request that failed after all its attempts, with what the server said.
+
+    ``str()`` is one line for a row's ``error`` column, e.g. ``HTTP 400 invalid_request_error: Unrecognized
+    request argument supplied: repetition_penalty (1 attempt)``. ``status_code`` is the HTTP status (None for
+    timeouts, connection errors and unusable replies), ``server_message`` the server's own error message,
+    ``attempts`` the HTTP attempts made; the underlying exception is ``__cause__``.
+    """
+
+    def __init__(self, description: str, *, status_code: int | None = None, server_message: str | None = None,
+                 error_type: str | None = None, attempts: int = 1) -> None:
+        super().__init__(description)
+        self.status_code = status_code
+        self.server_message = server_message
+        self.error_type = error_type
+        self.attempts = attempts
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -88,10 +117,43 @@ def _is_official_openai(base_url: str | None) -> bool:
     return bool(host) and host.endswith("openai.com")
 
 
-def _describe(exc: BaseException) -> str:
+def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str | None, str | None]:
+    """(message, type, param) of an error reply: ``{"error": {...}}`` (OpenAI, vLLM >= 0.8), a bare error
+    object (older vLLM, TGI) or plain text."""
+    body: Any = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if isinstance(body, dict):
+        message = body.get("message") if isinstance(body.get("message"), str) else None
+        etype = body.get("type") if isinstance(body.get("type"), str) else None
+        param = body.get("param") if isinstance(body.get("param"), str) else None
+        return message, etype, param
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500], None, None
+    try:
+        text = exc.response.text.strip()
+    except Exception:  # a streamed or closed response
+        text = ""
+    return (text[:500] or None), None, None
+
+
+def describe_error(exc: BaseException, timeout: float | None = None) -> str:
+    """One line saying why a request failed: HTTP status + the server's error type and message, a
+    timeout, a connection error or an unusable reply."""
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code} ({type(exc).__name__})"
+        message, etype, param = _error_fields(exc)
+        head = f"HTTP {exc.status_code}" + (f" {etype}" if etype else f" {type(exc).__name__}")
+        tail = f" (param {param})" if param else ""
+        return f"{head}: {message or 'no error message'}{tail}"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"timed out after {timeout:g} s" if timeout else "timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return f"connection error: {type(cause).__name__}: {cause}" if cause else f"connection error: {exc}"
+    if isinstance(exc, ReplyError):
+        return f"unusable reply: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
 
 
 class OpenAIChatClient:
@@ -100,8 +162,13 @@ class OpenAIChatClient:
     ``api_base`` falls back to ``OPENAI_BASE_URL`` and then to the official API; ``api_key`` to
     ``OPENAI_API_KEY`` and then to the placeholder ``"EMPTY"`` that local servers accept. ``timeout`` is
     per HTTP attempt. ``max_retries`` counts retries after the first attempt (the original merger made 3
-    attempts in all). ``repetition_penalty`` is an extension of vLLM and others that the official API
-    rejects, so by default it is sent only to non-OpenAI hosts (``send_repetition_penalty=None``).
+    attempts in all).
+
+    ``api_server`` names the kind of server (:data:`API_SERVERS`): ``"openai"`` (default) sends only the
+    official Chat Completions fields, so sampling knobs the API lacks (``repetition_penalty``) are not
+    sent; ``"vllm"`` also sends ``repetition_penalty`` and ``top_k=-1`` (vLLM's sampling as the original
+    captioner set it) and lets callers add vLLM request fields (``mm_processor_kwargs``). ``extra_body``
+    fields are sent as given to any server (the user's explicit choice).
     """
 
     def __init__(
@@ -117,7 +184,8 @@ class OpenAIChatClient:
         max_retry_after: float = 300.0,
         num_workers: int = 8,
         max_tokens_field: str | None = "max_tokens",
-        send_repetition_penalty: bool | None = None,
+        api_server: str = "openai",
+        extra_body: Mapping[str, Any] | None = None,
         default_headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -125,7 +193,13 @@ class OpenAIChatClient:
             raise ValueError("max_retries must be >= 0")
         if num_workers < 1:
             raise ValueError("num_workers must be >= 1")
+        if api_server not in API_SERVERS:
+            raise ValueError(f"unknown api_server {api_server!r}; known: {', '.join(API_SERVERS)}")
+        if max_tokens_field not in (None, "max_tokens", "max_completion_tokens"):
+            raise ValueError(f"max_tokens_field must be max_tokens or max_completion_tokens, got {max_tokens_field!r}")
         self.model = model
+        self.api_server = api_server
+        self.extra_body = dict(extra_body or {})
         self.api_base = api_base or os.environ.get("OPENAI_BASE_URL") or None
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         if key is None:
@@ -138,10 +212,10 @@ class OpenAIChatClient:
         self.max_retry_after = float(max_retry_after)
         self.num_workers = int(num_workers)
         self.max_tokens_field = max_tokens_field
-        self.send_repetition_penalty = (
-            not _is_official_openai(self.api_base) if send_repetition_penalty is None else send_repetition_penalty
-        )
+        if api_server == "vllm" and _is_official_openai(self.api_base):
+            logger.warning("api_server='vllm' with the official OpenAI endpoint: its extra fields will be rejected")
         self.stats = ClientStats()
+        self._secret = key
         self._sleep = sleep
         self._client = openai.OpenAI(
             api_key=key or PLACEHOLDER_KEY,
@@ -157,8 +231,15 @@ class OpenAIChatClient:
 
     # ---- requests ---------------------------------------------------------------------------------------
 
-    def request_kwargs(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams) -> dict[str, Any]:
-        """The chat-completions arguments for these sampling settings (only what the API understands)."""
+    def request_kwargs(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
+                       server_fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The chat-completions arguments for these sampling settings.
+
+        Standard fields only, unless ``api_server="vllm"`` (then vLLM's sampling extensions and the
+        caller's ``server_fields``, e.g. ``mm_processor_kwargs``) or the user's ``extra_body``.
+        ``params.extra`` never goes out as is: it holds options of other backends (transformers'
+        ``generate_kwargs``, the stage's per-clip ``video_fps``) that no server understands.
+        """
         kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if params.do_sample:
             kwargs["temperature"] = params.temperature
@@ -170,9 +251,14 @@ class OpenAIChatClient:
             kwargs[self.max_tokens_field] = params.max_new_tokens
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        extra: dict[str, Any] = dict(params.extra)
-        if self.send_repetition_penalty and params.repetition_penalty not in (None, 1.0):
-            extra.setdefault("repetition_penalty", params.repetition_penalty)
+        extra: dict[str, Any] = {}
+        if self.api_server == "vllm":
+            if params.repetition_penalty is not None:
+                extra["repetition_penalty"] = params.repetition_penalty
+            if params.do_sample:
+                extra["top_k"] = -1  # off, as in the original run (not the checkpoint's generation_config)
+            extra.update(server_fields or {})
+        extra.update(self.extra_body)
         if extra:
             kwargs["extra_body"] = extra
         return kwargs
@@ -225,11 +311,12 @@ class OpenAIChatClient:
         exc = state.outcome.exception() if state.outcome else None
         wait_s = state.next_action.sleep if state.next_action else 0.0
         logger.warning("%s: attempt %d/%d failed (%s), retrying in %.2fs", self.model, state.attempt_number,
-                       self.max_retries + 1, _describe(exc) if exc else "?", wait_s)
+                       self.max_retries + 1, describe_error(exc, self.timeout) if exc else "?", wait_s)
 
-    def complete(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams) -> str:
-        """One chat completion with retries; raises the last error once the retries are spent."""
-        kwargs = self.request_kwargs(messages, params)
+    def complete(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
+                 server_fields: Mapping[str, Any] | None = None) -> str:
+        """One chat completion with retries; raises :class:`RequestFailed` once the retries are spent."""
+        kwargs = self.request_kwargs(messages, params, server_fields)
         self.stats.add(calls=1)
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -243,8 +330,19 @@ class OpenAIChatClient:
             return retrying(self._attempt, kwargs)
         except Exception as exc:
             self.stats.add(failures=1)
-            logger.warning("%s: request failed: %s", self.model, _describe(exc))
-            raise
+            raise self._failure(exc, int(retrying.statistics.get("attempt_number", 1))) from exc
+
+    def _failure(self, exc: BaseException, attempts: int) -> RequestFailed:
+        """The :class:`RequestFailed` for the last error of a request (the key scrubbed from the text)."""
+        text = self._scrub(f"{describe_error(exc, self.timeout)} ({attempts} attempt{'s' if attempts > 1 else ''})")
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        message, etype = (_error_fields(exc)[:2] if isinstance(exc, openai.APIStatusError) else (None, None))
+        logger.warning("%s: request failed: %s", self.model, text)
+        return RequestFailed(text, status_code=status, server_message=self._scrub(message) if message else None,
+                             error_type=etype, attempts=attempts)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret and self._secret in text else text
 
     # ---- concurrency ------------------------------------------------------------------------------------
 

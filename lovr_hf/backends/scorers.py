@@ -1,14 +1,67 @@
-"""Caption quality scorers (0-10) for the refinement loop: a cheap offline heuristic and an LLM judge."""
+"""Caption quality scorers (0-10) for the refinement loop: a cheap offline heuristic and an LLM judge.
+
+A judge that cannot give a score (its call failed, its reply has no number) is a failure, never a
+score: :func:`judge` returns a :class:`Judgement` per caption with either a score or the error, and the
+caption stage records such clips as ``failed`` with that error instead of re-captioning them as "bad".
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lovr_hf.backends.base import LLMS, SCORERS, GenerationParams, QualityScorer
+
+logger = logging.getLogger(__name__)
+
+
+class JudgeFailed(RuntimeError):
+    """The quality judge could not score a caption (failed call or reply without a score)."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One caption's score in [0, 10], or why there is none."""
+
+    score: float | None
+    error: str | None = None
+
+
+def _valid(score: Any) -> float | None:
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and 0.0 <= value <= 10.0 else None
+
+
+def judge(scorer: QualityScorer, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[Judgement]:
+    """Scores or errors for ``captions``: the scorer's own ``judge`` when it has one, else its ``score``
+    (an exception fails the whole call; a value outside [0, 10] or NaN fails that caption)."""
+    own = getattr(scorer, "judge", None)
+    if callable(own):
+        return list(own(captions, frames))
+    try:
+        scores = scorer.score(captions, frames)
+    except Exception as exc:
+        reason = f"quality scorer failed: {type(exc).__name__}: {exc}"
+        logger.warning("%s", reason)
+        return [Judgement(None, reason) for _ in captions]
+    if len(scores) != len(captions):
+        return [Judgement(None, f"quality scorer returned {len(scores)} scores for {len(captions)} captions")
+                for _ in captions]
+    out = []
+    for s in scores:
+        value = _valid(s)
+        out.append(Judgement(value) if value is not None else Judgement(None, f"quality scorer gave {s!r}, not a "
+                                                                              "score in [0, 10]"))
+    return out
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _TERMINAL = (".", "!", "?", '"', "'", ")", "*")
@@ -55,7 +108,11 @@ class HeuristicScorer(QualityScorer):
 
 @SCORERS.register("llm")
 class LLMJudgeScorer(QualityScorer):
-    """Any chat LLM as judge with the judge prompt of :mod:`lovr_hf.prompts`; unparsable -> 0."""
+    """Any chat LLM as judge with the judge prompt of :mod:`lovr_hf.prompts`.
+
+    :meth:`judge` gives per caption a score or the error (the failed call's reason, or the reply that
+    held no score); :meth:`score` raises :class:`JudgeFailed` rather than inventing a score.
+    """
 
     name = "llm"
 
@@ -67,7 +124,7 @@ class LLMJudgeScorer(QualityScorer):
             llm = LLMS.create(backend, **llm_kwargs)
         self.llm = llm
 
-    def score(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[float]:
+    def judge(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[Judgement]:
         from lovr_hf.prompts import JUDGE_PROMPT, JUDGE_SYSTEM, parse_score, render_prompt
 
         params = GenerationParams(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=16,
@@ -77,8 +134,20 @@ class LLMJudgeScorer(QualityScorer):
             msgs = [{"role": "system", "content": JUDGE_SYSTEM},
                     {"role": "user", "content": render_prompt(JUDGE_PROMPT, caption=c)}]
             try:
-                s = parse_score(self.llm.chat(msgs, params))
-            except Exception:  # a failed judge call must not fail the caption: score 0 -> refinement/review
-                s = None
-            out.append(float(s) if s is not None else 0.0)
+                reply = self.llm.chat(msgs, params)
+            except Exception as exc:
+                out.append(Judgement(None, f"quality judge failed: {type(exc).__name__}: {exc}"))
+            else:
+                s = parse_score(reply)
+                out.append(Judgement(s) if s is not None else
+                           Judgement(None, f"quality judge reply has no score: {(reply or '')[:80]!r}"))
+            if out[-1].error:
+                logger.warning("%s", out[-1].error)
         return out
+
+    def score(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[float]:
+        results = self.judge(captions, frames)
+        failed = next((j.error for j in results if j.error), None)
+        if failed:
+            raise JudgeFailed(failed)
+        return [float(j.score) for j in results]  # type: ignore[arg-type]

@@ -13,12 +13,12 @@ ScriptItem = str | BaseException | None | Callable[[list[dict[str, str]]], str]
 
 __all__ = [
     "GARBAGE_KINDS", "Error", "FakeOpenAIServer", "Garbage", "Hang", "RateLimit", "RecordedRequest", "Reply",
-    "ScriptedLLM", "default_responder", "describe_images", "message_text", "request_images",
+    "ScriptedLLM", "default_responder", "describe_images", "message_text", "request_images", "request_videos",
 ]
 
 _FAKE_SERVER_NAMES = frozenset({
     "GARBAGE_KINDS", "Error", "FakeOpenAIServer", "Garbage", "Hang", "RateLimit", "RecordedRequest", "Reply",
-    "default_responder", "describe_images", "message_text", "request_images",
+    "default_responder", "describe_images", "message_text", "request_images", "request_videos",
 })
 
 

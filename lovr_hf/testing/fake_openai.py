@@ -1,7 +1,11 @@
 """A real HTTP server speaking the OpenAI chat-completions protocol, for offline tests and demos.
 
 It listens on 127.0.0.1 (port 0 = a free port) in a background thread, so the code under test goes
-through the real ``openai`` client, sockets, timeouts and status codes. Each request is answered by
+through the real ``openai`` client, sockets, timeouts and status codes. It is as strict as the service
+it stands in for (``api``, see :mod:`lovr_hf.testing.openai_rules`): ``"openai"`` (default) refuses
+unknown request fields and content parts with the official API's HTTP 400 and error body, ``"vllm"``
+accepts vLLM's extensions and video parts and ignores other fields as vLLM does (recorded in
+``ignored_fields``), ``"any"`` accepts anything. A valid request is answered by
 the next scripted action if any (:meth:`FakeOpenAIServer.push`), else by the responder, which may also
 return an action. Actions: :class:`Reply` (a good answer), :class:`Error` (e.g. 500), :class:`Hang`
 (sleep past the client's timeout), :class:`Garbage` (non-JSON, missing fields, empty content),
@@ -30,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from lovr_hf.testing.openai_rules import API_KINDS, check_request, video_frames_of
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +102,11 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any  # parsed JSON (None when the body was not JSON)
-    action: str  # what the server did: reply / error / rate_limit / hang / garbage:<kind>
+    action: str  # what the server did: reply / error / rate_limit / hang / garbage:<kind> / rejected
     started: float
     finished: float | None = None
+    rejected: str | None = None  # the 400 message when the request broke the server's rules
+    ignored_fields: tuple[str, ...] = ()  # fields a vLLM-style server accepted and ignored
 
     @property
     def authorization(self) -> str | None:
@@ -122,18 +130,32 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
+def _parts(request: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for msg in request.get("messages", []):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list):
+            out.extend(p for p in content if isinstance(p, dict) and p.get("type") == kind)
+    return out
+
+
 def request_images(request: dict[str, Any]) -> list[bytes]:
     """Decoded bytes of every ``data:`` image URL in the request's messages."""
     out = []
-    for msg in request.get("messages", []):
-        content = msg.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url", "")
-                if url.startswith("data:") and "," in url:
-                    out.append(base64.b64decode(url.split(",", 1)[1]))
+    for part in _parts(request, "image_url"):
+        url = (part.get("image_url") or {}).get("url", "")
+        if url.startswith("data:") and "," in url:
+            out.append(base64.b64decode(url.split(",", 1)[1]))
+    return out
+
+
+def request_videos(request: dict[str, Any]) -> list[list[bytes]]:
+    """The JPEG frames of every vLLM ``video_url`` part (``data:video/jpeg;base64,<frame>,...``)."""
+    out = []
+    for part in _parts(request, "video_url"):
+        frames = video_frames_of((part.get("video_url") or {}).get("url", ""))
+        if frames is not None:
+            out.append(frames)
     return out
 
 
@@ -171,6 +193,9 @@ def default_responder(request: dict[str, Any]) -> str:
     images = request_images(request)
     if images:
         return describe_images(images)
+    videos = request_videos(request)
+    if videos:
+        return "\n".join(describe_images(v).replace("The clip shows", "The video shows") for v in videos)
     user = next((message_text(m) for m in reversed(request.get("messages", [])) if m.get("role") == "user"), "")
     m = _TRANSITION.search(user)
     if m:
@@ -195,14 +220,18 @@ def _approx_tokens(text: str) -> int:
 class FakeOpenAIServer:
     """Scriptable OpenAI-compatible endpoint on 127.0.0.1 (use as a context manager).
 
-    ``require_key``: when set, requests without ``Authorization: Bearer <key>`` get a 401.
+    ``api``: which server's request rules apply (``"openai"``, ``"vllm"`` or ``"any"``, see the module
+    docstring). ``require_key``: when set, requests without ``Authorization: Bearer <key>`` get a 401.
     """
 
     def __init__(self, responder: Responder | None = None, *, model: str = "fake-model", port: int = 0,
-                 require_key: str | None = None) -> None:
+                 require_key: str | None = None, api: str = "openai") -> None:
+        if api not in API_KINDS:
+            raise ValueError(f"unknown api {api!r}; known: {API_KINDS}")
         self.responder: Responder = responder or default_responder
         self.model = model
         self.require_key = require_key
+        self.api = api
         self.requests: list[RecordedRequest] = []
         self._script: deque[Action] = deque()
         self._lock = threading.Lock()
@@ -342,11 +371,17 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             if server.require_key is not None and rec.authorization != f"Bearer {server.require_key}":
                 rec.action = "error"
-                self._json(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+                self._json(401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                           "param": None, "code": "invalid_api_key"}})
                 return
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                rec.action = "error"
-                self._json(400, {"error": {"message": "messages required", "type": "invalid_request_error"}})
+            checked = check_request(body, server.api)
+            rec.ignored_fields = checked.ignored_fields
+            if checked.ignored_fields:
+                logger.warning("fake-openai: the following fields were present in the request but ignored: %s",
+                               list(checked.ignored_fields))
+            if checked.rejection is not None:
+                rec.action, rec.rejected = "rejected", checked.rejection.message
+                self._json(checked.rejection.status, checked.rejection.body(server.api))
                 return
             action = server._next_action(body)
             if isinstance(action, Hang):
@@ -360,13 +395,15 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, server.completion(body, action))
             elif isinstance(action, Error):
                 rec.action = "error"
-                self._json(action.status, {"error": {"message": action.message, "type": "server_error",
+                etype = "server_error" if action.status >= 500 else "invalid_request_error"
+                self._json(action.status, {"error": {"message": action.message, "type": etype, "param": None,
                                                      "code": None}}, headers=action.headers)
             elif isinstance(action, RateLimit):
                 rec.action = "rate_limit"
                 hdr = ({"retry-after-ms": str(int(action.retry_after * 1000))} if action.as_ms
                        else {"Retry-After": f"{action.retry_after:g}"})
-                self._json(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}}, headers=hdr)
+                self._json(429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                           "param": None, "code": "rate_limit_exceeded"}}, headers=hdr)
             elif isinstance(action, Garbage):
                 rec.action = f"garbage:{action.kind}"
                 self._garbage(action.kind, body)
@@ -397,9 +434,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--model", default="fake-model")
+    ap.add_argument("--api", default="openai", choices=API_KINDS, help="whose request rules to apply")
     args = ap.parse_args(argv)
-    srv = FakeOpenAIServer(model=args.model, port=args.port).start()
-    print(f"fake OpenAI endpoint at {srv.base_url} (Ctrl-C to stop)", flush=True)
+    srv = FakeOpenAIServer(model=args.model, port=args.port, api=args.api).start()
+    print(f"fake {args.api} endpoint at {srv.base_url} (Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -521,9 +521,9 @@ def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 
 
 # ------------------------------------------------------------------------- family builders (own modules)
-from lovr_hf.tiny.blip import build_tiny_blip  # noqa: E402
-from lovr_hf.tiny.gme import build_tiny_gme  # noqa: E402
-from lovr_hf.tiny.siglip2 import build_tiny_siglip2  # noqa: E402
-from lovr_hf.tiny.xclip import build_tiny_xclip  # noqa: E402
-
-__all__ = ["build_tiny_blip", "build_tiny_gme", "build_tiny_siglip2", "build_tiny_xclip"]
+from lovr_hf.tiny.blip import build_tiny_blip  # noqa: E402, F401
+from lovr_hf.tiny.gme import build_tiny_gme  # noqa: E402, F401
+from lovr_hf.tiny.llava_onevision import build_tiny_llava_onevision  # noqa: E402, F401
+from lovr_hf.tiny.siglip2 import build_tiny_siglip2  # noqa: E402, F401
+from lovr_hf.tiny.smolvlm import build_tiny_smolvlm2  # noqa: E402, F401
+from lovr_hf.tiny.xclip import build_tiny_xclip  # noqa: E402, F401
