@@ -518,3 +518,7 @@ def _open_clip_save(out: Path, seed: int) -> None:
 def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny open_clip CLIP (2+2 layers, width 32, 32x32 images, 77-token text) -> folder (needs open_clip_torch)."""
     return _build_once(out_dir, "open_clip", seed, lambda p: _open_clip_save(p, seed))
+
+
+# ------------------------------------------------------------------------- builders of other modules
+from lovr_hf.tiny.openclip_timm import build_tiny_eva02_clip, build_tiny_pe_core  # noqa: E402,F401
