@@ -124,7 +124,8 @@ LLMS: Registry[ChatLLM] = Registry(
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
     ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
-     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing"),
+     "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing",
+     "lovr_hf.backends.embedder_languagebind", "lovr_hf.backends.embedder_mteb"),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
