@@ -125,7 +125,8 @@ EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
     ("lovr_hf.backends.embedder_transformers", "lovr_hf.backends.embedder_openclip",
      "lovr_hf.backends.embedder_jina", "lovr_hf.backends.testing",
-     "lovr_hf.backends.embedder_languagebind", "lovr_hf.backends.embedder_mteb"),
+     "lovr_hf.backends.embedder_languagebind", "lovr_hf.backends.embedder_mteb",
+     "lovr_hf.backends.embedder_videoclip_xl"),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
