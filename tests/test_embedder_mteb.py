@@ -158,3 +158,14 @@ def test_lovr_eval_with_mteb_backend(tiny_name: str, eval_source: Path, tmp_path
     assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
     emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_name)))
     assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+
+
+def test_mteb_internvideo2_stops_at_mtebs_requirement_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """InternVideo2 through mteb is tested up to mteb's own boundary here: mteb's ``internvideo2`` extra pins
+    transformers<5, which lovr_hf (transformers 5) cannot meet, and mteb refuses before any download."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MTEB_AUTO_INSTALL_EXTRAS", raising=False)
+    emb = MtebEmbedder("OpenGVLab/InternVideo2-CLIP-1B-224p-f8", trust_remote_code=True, device="cpu")
+    assert emb.model_id().startswith("mteb:OpenGVLab/InternVideo2-CLIP-1B-224p-f8@")
+    with pytest.raises(ImportError, match=r"internvideo2"):
+        emb.load()
