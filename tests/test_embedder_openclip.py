@@ -153,6 +153,9 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
     assert (np.sum(amp.embed_frames(scene_frames) * f, axis=1) > 0.98).all()
     with pytest.raises(ValueError, match="precision"):
         OpenCLIPEmbedder(path, precision="fp8")
+    assert make_embedder(EmbedConfig(model=path, dtype="bfloat16")).precision == "bf16"  # --dtype reaches it
+    with pytest.raises(ValueError, match="dtype"):
+        OpenCLIPEmbedder(path, dtype="int8")
 
 
 def test_eva02_pe_core_names_resolve_to_open_clip() -> None:

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL_DIR = "local-dir:"
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16", "pure_fp16", "pure_bf16")
+DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}
 
 #: the LoVR paper's model names (lower-cased) -> the open_clip model holding the same weights
 ALIASES: dict[str, tuple[str, str | None]] = {
@@ -111,6 +112,7 @@ class OpenCLIPEmbedder(Embedder):
         pretrained: str | None = None,
         device: str = "auto",
         precision: str = "fp32",
+        dtype: str | None = None,
         batch_size: int = 64,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
@@ -118,6 +120,10 @@ class OpenCLIPEmbedder(Embedder):
         require_extra("open_clip", "openclip", "open_clip")
         if text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        if dtype not in (None, "", "auto"):  # --dtype: open_clip calls it precision
+            if str(dtype) not in DTYPES:
+                raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or precision={PRECISIONS}), got {dtype!r}")
+            precision = DTYPES[str(dtype)]
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.spec, self.pretrained = parse_spec(model_path, pretrained)
