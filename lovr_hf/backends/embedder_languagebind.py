@@ -32,7 +32,7 @@ import hashlib
 import logging
 import random
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ import numpy as np
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
 from lovr_hf.backends.extras import missing_modules
+from lovr_hf.backends.files import load_weights, segments_of
 from lovr_hf.families import FILES, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -93,16 +94,12 @@ def model_folder(model_path: str, revision: str | None = None) -> str:
 
 def checkpoint_state(folder: str) -> dict[str, Any]:
     """Every tensor of the folder's weight files (safetensors first; ``.bin`` read with ``weights_only``)."""
-    import torch
-    from safetensors.torch import load_file
-
     files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
     if not files:
         raise FileNotFoundError(f"{folder}: no .safetensors or .bin weight files")
     state: dict[str, Any] = {}
     for f in files:
-        state.update(load_file(str(f)) if f.suffix == ".safetensors"
-                     else torch.load(str(f), map_location="cpu", weights_only=True))
+        state.update(load_weights(f))
     return state
 
 
@@ -158,19 +155,6 @@ def make_processor(config: Any, tokenizer: Any) -> Any:
         proc.transform = pv.get_video_transform(config)
         proc.image_processor = pv.load_and_transform_video
         return proc
-
-
-def _segments(group: Sequence[Any]) -> list[tuple[str, int, int | None]]:
-    """(path, first frame, frame count or None = whole file) per item of a group: a file path, or a mapping
-    with ``path`` (+ ``frame_offset`` / ``num_frames``) for a clip that is a frame range of its source video."""
-    out = []
-    for item in group:
-        if isinstance(item, Mapping):
-            n = item.get("num_frames")
-            out.append((str(item["path"]), int(item.get("frame_offset") or 0), int(n) if n is not None else None))
-        else:
-            out.append((str(item), 0, None))
-    return out
 
 
 @EMBEDDERS.register("languagebind")
@@ -289,7 +273,7 @@ class LanguageBindEmbedder(Embedder):
         import decord
         import torch
 
-        segs = _segments(group)
+        segs = segments_of(group)
         key = "|".join(f"{p}:{a}:{n}" for p, a, n in segs)
         if len(segs) == 1 and segs[0][1] == 0 and segs[0][2] is None and not self.random_flip:
             # one whole file: the package's processor itself, exactly as the original called it

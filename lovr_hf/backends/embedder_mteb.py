@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
 from lovr_hf.backends.extras import require_extra
+from lovr_hf.backends.files import segments_of
 from lovr_hf.families import FILES, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -154,18 +155,6 @@ class FileFrames(FrameSource):
                 for (k, _), f in zip(mine, frames):
                     out[k] = f
         return np.stack(out)  # type: ignore[arg-type]
-
-
-def segments_of(group: Sequence[Any]) -> list[tuple[str, int, int | None]]:
-    """A group item is a file path or a mapping with ``path`` (+ ``frame_offset`` / ``num_frames``)."""
-    out = []
-    for item in group:
-        if isinstance(item, Mapping):
-            n = item.get("num_frames")
-            out.append((str(item["path"]), int(item.get("frame_offset") or 0), None if n is None else int(n)))
-        else:
-            out.append((str(item), 0, None))
-    return out
 
 
 class VideoRows:

@@ -2,7 +2,7 @@
 
 What the original did (``VideoCLIP-XL_test.py`` / ``VideoCLIP-XL-v2_test.py`` at commit 00ca611, identical but
 for the weight file): ``from modeling import VideoCLIP_XL`` (the model's GitHub repository,
-github.com/alibaba-pai/VideoCLIP-XL; no PyPI package), ``load_state_dict(torch.load("VideoCLIP-XL.bin"))``;
+github.com/alibaba-pai/VideoCLIP-XL; no PyPI package), its state dict loaded from ``VideoCLIP-XL.bin``;
 texts: ``text_encoder.tokenize(texts, truncate=True)`` (Long-CLIP, 248 tokens) and
 ``model.text_model.encode_text``; videos: frames every ``--interval`` frames (10 for XL, 30 for v2 in the run
 scripts) through ``video_preprocessing_frame`` (an unreleased frames variant of the repository's
@@ -13,7 +13,7 @@ Here the model code is run from a local checkout of that repository (``code_dir`
 itself when it holds ``modeling.py``): that is code from outside lovr_hf, so the adapter refuses without
 ``trust_remote_code`` (``--trust-remote-code``). Its modules (``modeling``, ``utils``) are imported under
 private names so they never clash with other top-level ``utils`` modules. Weights: the folder's ``.bin``
-(read with ``torch.load(weights_only=True)``) or ``.safetensors``. ``embed_video`` applies the demo's rule: 8
+(read with ``weights_only=True``) or ``.safetensors``. ``embed_video`` applies the demo's rule: 8
 frames ``frames[::n // 8][:8]`` of what it is given (the visual stage gives exactly 8 uniform frames; the
 original protocol's interval frames get the same thinning); fewer than 8 repeat in place (the original's
 helper is unreleased, its demo's ``step = 0`` would fail). Frames are RGB; ``channel_order="bgr"`` (set by
@@ -40,6 +40,7 @@ import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.files import load_weights
 from lovr_hf.families import NATIVE_VIDEO, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -149,8 +150,6 @@ class VideoCLIPXLEmbedder(Embedder):
 
     def load(self) -> Any:
         if self._model is None:
-            import torch
-
             from lovr_hf.backends.captioner_transformers import resolve_device
 
             folder = self._folder()
@@ -165,13 +164,7 @@ class VideoCLIPXLEmbedder(Embedder):
                 text_encoder = importlib.import_module("utils.text_encoder.text_encoder")
                 model = modeling.VideoCLIP_XL()
             weights = Path(self.weights).expanduser() if self.weights else find_weights(folder)
-            if weights.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(weights))
-            else:
-                state = torch.load(str(weights), map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+            model.load_state_dict(load_weights(weights))
             self._model = model.to(resolve_device(self.device)).eval()
             self._text_encoder = text_encoder
         return self._model
