@@ -134,6 +134,7 @@ def test_mteb_refusals(tiny_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="--trust-remote-code"):
         MtebEmbedder("OpenGVLab/InternVideo2-CLIP-1B-224p-f8")
     MtebEmbedder("mteb:OpenGVLab/InternVideo2-CLIP-1B-224p-f8", trust_remote_code=True)  # constructs, loads lazily
+    assert MtebEmbedder("mteb/baseline-random-encoder").max_text_tokens is None  # mteb's max_tokens = inf
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "mteb" else real(n, *a))
     with pytest.raises(ImportError, match=r"lovr_hf\[mteb\]"):

@@ -269,7 +269,8 @@ class MtebEmbedder(Embedder):
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
-        return self._limit or self.meta.max_tokens and int(self.meta.max_tokens) or None
+        limit = self.meta.max_tokens  # mteb: a number, np.inf (no limit) or None
+        return self._limit or (int(limit) if limit and np.isfinite(limit) else None)
 
     def _encode(self, loader: Any, prompt_type: Any) -> np.ndarray:
         model = self.load()
