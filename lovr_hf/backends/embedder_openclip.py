@@ -47,7 +47,6 @@ DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", 
 #: the LoVR paper's model names (lower-cased) -> the open_clip model holding the same weights
 ALIASES: dict[str, tuple[str, str | None]] = {
     "eva02-clip-b-16": ("EVA02-B-16", "merged2b_s8b_b131k"),
-    "qusun/eva-clip": ("EVA02-B-16", "merged2b_s8b_b131k"),
     "pe-core-b16-224": ("PE-Core-B-16", "meta"),
     "facebook/pe-core-b16-224": ("PE-Core-B-16", "meta"),
 }
