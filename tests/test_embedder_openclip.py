@@ -99,3 +99,84 @@ def test_lovr_eval_with_local_open_clip_folder(tiny_oc: str, eval_source: Path, 
     emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_oc)))
     assert {r["kind"] for r in emb_rows} >= {"clip", "video", "clip_caption"}
     assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+
+
+# ---- EVA02-CLIP and PE-Core: the same open_clip families, tiny and random ----------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_eva_pe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from lovr_hf.tiny.openclip_timm import build_tiny_eva02_clip, build_tiny_pe_core
+
+    root = tmp_path_factory.getbasetemp() / "tiny_models"
+    # folder names as the families are recognised by name (local open_clip folders have no config.json)
+    return {"eva02": build_tiny_eva02_clip(root / "EVA02-B-16-tiny"),
+            "pe_core": build_tiny_pe_core(root / "PE-Core-B-16-tiny")}
+
+
+@pytest.mark.parametrize("family,trunk_cls,context", [("eva02", "Eva", 77), ("pe_core", "Eva", 32)])
+def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[str, str], scene_frames: np.ndarray,
+                                                             family: str, trunk_cls: str, context: int) -> None:
+    import json
+
+    from lovr_hf.families import family_for
+    from lovr_hf.tiny.openclip_timm import TINY_FAMILIES, register_tiny_trunks
+
+    path = tiny_eva_pe[family]
+    cfg = json.loads((Path(path) / "open_clip_config.json").read_text())
+    real = open_clip.get_model_config(TINY_FAMILIES[family][0])
+    # the same family: open_clip's own config, a timm trunk built by the real timm constructor, shrunk
+    assert cfg["model_cfg"]["vision_cfg"]["timm_pool"] == real["vision_cfg"]["timm_pool"]
+    assert cfg["model_cfg"]["text_cfg"]["context_length"] == real["text_cfg"]["context_length"] == context
+    assert family_for(path).name == family and resolve_backend(path) == "open_clip"
+
+    emb = make_embedder(EmbedConfig(model=path, device="cpu", batch_size=4))
+    assert isinstance(emb, OpenCLIPEmbedder)
+    texts = ["a red car", "two dogs play in the park", LONG]
+    t, f = emb.embed_text(texts), emb.embed_frames(scene_frames)
+    register_tiny_trunks()
+    ref_t, ref_f = reference(path, texts, scene_frames)
+    model = emb.load()
+    assert type(model.visual.trunk).__name__ == trunk_cls
+    assert t.shape == (3, 16) and f.shape == (6, 16) and t.dtype == f.dtype == np.float32
+    np.testing.assert_allclose(t, ref_t, atol=1e-5)
+    np.testing.assert_allclose(f, ref_f, atol=1e-5)
+    assert not np.allclose(f[0], f[3], atol=1e-3)  # two different scenes
+    assert emb.max_text_tokens == context
+    if family == "pe_core":  # 32 tokens: a long caption is cut, chunk-mean sees all of it
+        cut = emb.embed_text([LONG, LONG + " rain"], text_mode="truncate")
+        np.testing.assert_allclose(cut[0], cut[1], atol=1e-6)
+        assert len(emb._split(LONG)) > 20
+
+    # the original scripts ran under fp16 autocast: precision=amp (bf16 autocast on CPU) stays close
+    amp = OpenCLIPEmbedder(path, device="cpu", precision="amp")
+    assert (np.sum(amp.embed_text(texts) * t, axis=1) > 0.98).all()
+    assert (np.sum(amp.embed_frames(scene_frames) * f, axis=1) > 0.98).all()
+    with pytest.raises(ValueError, match="precision"):
+        OpenCLIPEmbedder(path, precision="fp8")
+    assert make_embedder(EmbedConfig(model=path, dtype="bfloat16")).precision == "bf16"  # --dtype reaches it
+    with pytest.raises(ValueError, match="dtype"):
+        OpenCLIPEmbedder(path, dtype="int8")
+
+
+def test_eva02_pe_core_names_resolve_to_open_clip() -> None:
+    from lovr_hf.families import family_for, get_family
+
+    assert parse_spec("EVA02-CLIP-B-16") == ("EVA02-B-16", "merged2b_s8b_b131k")
+    assert parse_spec("facebook/PE-Core-B16-224") == ("PE-Core-B-16", "meta")
+    assert parse_spec("timm/PE-Core-B-16") == ("hf-hub:timm/PE-Core-B-16", None)  # a Hub id, not arch/tag
+    assert parse_spec("EVA02-B-16/merged2b_s8b_b131k") == ("EVA02-B-16", "merged2b_s8b_b131k")
+    for name in ("eva02", "pe_core"):
+        fam = get_family(name)
+        assert fam.backend == "open_clip" and fam.original_interval == 30 and fam.original_bgr
+        for hub_id in fam.hub_ids:
+            assert family_for(hub_id).name == name
+    assert family_for("openai/clip-vit-base-patch32").name == "clip"
+
+
+def test_open_clip_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
+    with pytest.raises(ImportError, match=r"lovr_hf\[openclip\]"):
+        OpenCLIPEmbedder("EVA02-CLIP-B-16")

@@ -144,6 +144,9 @@ EMBEDDERS: Registry[Embedder] = Registry(
         "lovr_hf.backends.embedder_xclip",
         "lovr_hf.backends.embedder_gme",
         "lovr_hf.backends.embedder_mm_embed",
+        "lovr_hf.backends.embedder_languagebind",
+        "lovr_hf.backends.embedder_mteb",
+        "lovr_hf.backends.embedder_videoclip_xl",
     ),
 )
 DETECTORS: Registry[SceneDetector] = Registry(

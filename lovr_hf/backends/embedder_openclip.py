@@ -1,31 +1,55 @@
 """open_clip models (``open_clip_torch``) as retrieval embedders, registered as ``open_clip``.
 
-Only registered when ``open_clip`` imports (the registry skips this module otherwise; ``lovr eval`` then
-says which extra to install). Model specs: ``hf-hub:<org>/<repo>`` (weights and tokenizer from the Hub), or
-``<architecture>/<pretrained tag>`` such as ``ViT-B-32/laion2b_s34b_b79k`` (an ``open_clip:`` prefix is
-allowed), or a local folder in the Hub layout (``open_clip_config.json`` + ``open_clip_model.safetensors``,
-given as a path or ``local-dir:<path>``; open_clip >= 2.32). Tested offline on a tiny random model built
-by :func:`lovr_hf.tiny.build_tiny_open_clip`; Hub weights cannot be fetched here.
+The module imports without open_clip (registered always; the constructor raises one ``ImportError`` naming
+``lovr_hf[openclip]``). Model specs: ``hf-hub:<org>/<repo>`` (weights and tokenizer from the Hub), a bare
+Hub id of an open_clip repo such as ``timm/PE-Core-B-16``, ``<architecture>/<pretrained tag>`` such as
+``ViT-B-32/laion2b_s34b_b79k`` (an ``open_clip:`` prefix is allowed), a paper name from :data:`ALIASES`
+(``EVA02-CLIP-B-16``, ``facebook/PE-Core-B16-224``), or a local folder in the Hub layout
+(``open_clip_config.json`` + ``open_clip_model.safetensors``, as a path or ``local-dir:<path>``; open_clip
+>= 2.32).
+
+It also serves two families of the LoVR paper. The original scripts (commit 00ca611) did NOT use open_clip:
+``EVA02-CLIP-B-16_test.py`` loaded BAAI's ``eva_clip`` package (``create_model_and_transforms(
+"EVA02-CLIP-B-16", "EVA02_CLIP_B_psz16_s8B.pt", force_custom_clip=True)``) and ``PE-Core-B16-224_test.py``
+Meta's ``perception_models`` (``core.vision_encoder.pe.CLIP.from_config("PE-Core-B16-224")``); neither is
+on PyPI. open_clip ships the same architectures and the same weights converted by timm
+(``EVA02-B-16/merged2b_s8b_b131k`` = ``timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k``;
+``PE-Core-B-16/meta`` = ``timm/PE-Core-B-16``), so lovr_hf runs them here. Both original scripts ran
+under fp16 autocast (``precision="amp"`` here). Tested offline on tiny random models of the same families
+built from open_clip's own configs (:mod:`lovr_hf.tiny.openclip_timm`); Hub weights cannot be fetched here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import open_clip  # noqa: F401  (ImportError here = backend not available)
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
 from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.extras import require_extra
+from lovr_hf.families import Family, register_family
 from lovr_hf.models import OPEN_CLIP_CONFIG
 
 logger = logging.getLogger(__name__)
 
 
 LOCAL_DIR = "local-dir:"
+PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16", "pure_fp16", "pure_bf16")
+DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}
+
+#: the LoVR paper's model names (lower-cased) -> the open_clip model holding the same weights
+ALIASES: dict[str, tuple[str, str | None]] = {
+    "eva02-clip-b-16": ("EVA02-B-16", "merged2b_s8b_b131k"),
+    "pe-core-b16-224": ("PE-Core-B-16", "meta"),
+    "facebook/pe-core-b16-224": ("PE-Core-B-16", "meta"),
+}
 
 
 def is_local_open_clip(path: str) -> bool:
@@ -42,10 +66,36 @@ def parse_spec(spec: str, pretrained: str | None = None) -> tuple[str, str | Non
         if not is_local_open_clip(local):
             raise FileNotFoundError(f"{local}: not an open_clip model folder (no {OPEN_CLIP_CONFIG})")
         return LOCAL_DIR + os.path.abspath(os.path.expanduser(local)), None
+    alias = ALIASES.get(spec.lower())
+    if alias:
+        logger.info("%s -> open_clip %s/%s (the same weights in open_clip's layout)", spec, *alias)
+        return alias[0], pretrained or alias[1]
     if spec.startswith("hf-hub:") or "/" not in spec:
         return spec, pretrained
     arch, _, tag = spec.partition("/")
+    if arch not in _architectures():  # a Hub id (timm/PE-Core-B-16), not <architecture>/<tag>
+        return f"hf-hub:{spec}", pretrained
     return arch, pretrained or tag
+
+
+def _architectures() -> set[str]:
+    import open_clip
+
+    return set(open_clip.list_models())
+
+
+def _register_tiny_trunks(spec: str) -> None:
+    """A tiny test model's config names a ``lovr_tiny_`` timm trunk: register those variants first."""
+    if not spec.startswith(LOCAL_DIR):
+        return
+    try:
+        cfg = json.loads((Path(spec.removeprefix(LOCAL_DIR)) / OPEN_CLIP_CONFIG).read_text())
+    except (OSError, ValueError):
+        return
+    if str(cfg.get("model_cfg", {}).get("vision_cfg", {}).get("timm_model_name", "")).startswith("lovr_tiny_"):
+        from lovr_hf.tiny.openclip_timm import register_tiny_trunks
+
+        register_tiny_trunks()
 
 
 @EMBEDDERS.register("open_clip")
@@ -61,12 +111,20 @@ class OpenCLIPEmbedder(Embedder):
         pretrained: str | None = None,
         device: str = "auto",
         precision: str = "fp32",
+        dtype: str | None = None,
         batch_size: int = 64,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
     ) -> None:
+        require_extra("open_clip", "openclip", "open_clip")
         if text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        if dtype not in (None, "", "auto"):  # --dtype: open_clip calls it precision
+            if str(dtype) not in DTYPES:
+                raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or precision={PRECISIONS}), got {dtype!r}")
+            precision = DTYPES[str(dtype)]
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.spec, self.pretrained = parse_spec(model_path, pretrained)
         self.device = device
         self.precision = precision
@@ -90,12 +148,23 @@ class OpenCLIPEmbedder(Embedder):
             from lovr_hf.backends.captioner_transformers import resolve_device
 
             device = resolve_device(self.device)
+            _register_tiny_trunks(self.spec)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.spec, pretrained=self.pretrained, device=device, precision=self.precision
             )
             self._model, self._preprocess = model.eval(), preprocess
             self._tokenizer = open_clip.get_tokenizer(self.spec)
         return self._model
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """``amp`` / ``amp_bf16``: fp32 weights under autocast, as the original EVA02 / PE-Core scripts ran."""
+        import torch
+
+        if not self.precision.startswith("amp"):
+            return contextlib.nullcontext()
+        device = next(self.load().parameters()).device.type
+        dtype = torch.bfloat16 if self.precision == "amp_bf16" or device == "cpu" else torch.float16
+        return torch.autocast(device, dtype=dtype)
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
@@ -122,7 +191,7 @@ class OpenCLIPEmbedder(Embedder):
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(texts[i : i + self.batch_size]).to(next(model.parameters()).device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 out.append(model.encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
@@ -143,7 +212,7 @@ class OpenCLIPEmbedder(Embedder):
         out = []
         for i in range(0, len(frames), self.batch_size):
             batch = torch.stack([self._preprocess(Image.fromarray(f)) for f in frames[i : i + self.batch_size]])
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 out.append(model.encode_image(batch.to(device)).float().cpu().numpy())
         return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
@@ -153,3 +222,26 @@ class OpenCLIPEmbedder(Embedder):
         if getattr(self, "_dim", None) is None:
             self._dim = int(self._encode_texts([""]).shape[1])
         return self._dim
+
+
+# ---- families served by this adapter (the LoVR paper's EVA02-CLIP and PE-Core rows) --------------------------
+
+register_family(Family(
+    name="eva02", backend="open_clip", patterns=(r"eva02",), priority=2,
+    original_interval=30, interval=30, original_bgr=True,
+    text="77 tokens (open_clip SimpleTokenizer), truncated",
+    precision="fp32 (original: fp16 autocast, --backend-option precision=amp)", extra="openclip",
+    hub_ids=("EVA02-CLIP-B-16", "timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k"),
+    notes="original: BAAI eva_clip package, EVA02_CLIP_B_psz16_s8B.pt (run_EVA02-CLIP-B-16.sh --interval 30); "
+          "here open_clip EVA02-B-16/merged2b_s8b_b131k, the same weights converted by timm",
+))
+register_family(Family(
+    name="pe_core", backend="open_clip", patterns=(r"pe[-_]core",), priority=2,
+    original_interval=30, interval=30, original_bgr=True,
+    text="32 tokens (open_clip SimpleTokenizer), truncated",
+    precision="fp32 (original: fp16 autocast, --backend-option precision=amp)", extra="openclip",
+    hub_ids=("facebook/PE-Core-B16-224", "timm/PE-Core-B-16"),
+    notes="original: Meta perception_models pe.CLIP.from_config('PE-Core-B16-224') (run_PE-Core-B16-224.sh "
+          "--interval 30); here open_clip PE-Core-B-16/meta, the same weights converted by timm; images "
+          "squashed to 224x224, mean/std 0.5",
+))

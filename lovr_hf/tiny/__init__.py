@@ -524,6 +524,7 @@ def build_tiny_open_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
 from lovr_hf.tiny.blip import build_tiny_blip  # noqa: E402, F401
 from lovr_hf.tiny.gme import build_tiny_gme  # noqa: E402, F401
 from lovr_hf.tiny.llava_onevision import build_tiny_llava_onevision  # noqa: E402, F401
+from lovr_hf.tiny.openclip_timm import build_tiny_eva02_clip, build_tiny_pe_core  # noqa: E402, F401
 from lovr_hf.tiny.siglip2 import build_tiny_siglip2  # noqa: E402, F401
 from lovr_hf.tiny.smolvlm import build_tiny_smolvlm2  # noqa: E402, F401
 from lovr_hf.tiny.xclip import build_tiny_xclip  # noqa: E402, F401
