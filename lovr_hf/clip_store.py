@@ -2,8 +2,9 @@
 
 Layout (the original's): ``<output_dir>/<video_id>/<video_id>-Scene-NNN.mp4``. The Hub allows at most
 10,000 entries per folder (:data:`MAX_FOLDER_ENTRIES`), so beyond that many videos the ``auto`` layout
-buckets the video folders: ``<output_dir>/<bb>/<video_id>/...`` with ``bb`` the first two hex digits of
-the id's SHA-256 (256 buckets); a video with more clips than the limit gets ``part-NNN`` sub-folders.
+buckets the video folders: ``<output_dir>/<bb>/<video_id>/...`` with ``bb`` the id's SHA-256 modulo
+:data:`BUCKETS` (256: two hex digits, room for ~2.5 million videos); a video with more clips than the
+limit gets ``part-NNN`` sub-folders.
 LoVR itself (467 videos, at most a few hundred clips each) keeps the flat layout. The layout decided
 for a run is part of the segment fingerprint: a collection that grows past the limit is re-segmented
 once into the bucketed layout (``--clip-layout bucketed`` from the start avoids that).
@@ -53,13 +54,14 @@ from lovr_hf.ids import check_id, safe_join
 logger = logging.getLogger(__name__)
 
 MAX_FOLDER_ENTRIES = 10_000  # the Hub's limit of files per folder
+BUCKETS = 256  # video folders per bucketed layout (must not exceed MAX_FOLDER_ENTRIES)
 LAYOUTS = ("auto", "flat", "bucketed")
 FILE_MODES = ("exact", "copy")  # clip modes that write files
 STAGING_DIR = "staging"
 STALE_STAGING_S = 3600  # staged folders of units without rows are removed once this old
 _CLIP_NAME = re.compile(r".+-Scene-\d+\.mp4$")
 _TMP_NAME = re.compile(r"^\..+\.tmp\.mp4$")
-_BUCKET = re.compile(r"^[0-9a-f]{2}$")
+_BUCKET = re.compile(r"^[0-9a-f]{2,}$")
 _CHUNK = 1 << 20
 
 
@@ -77,8 +79,10 @@ def resolve_layout(layout: str, num_videos: int) -> str:
 
 
 def bucket_of(video_id: str) -> str:
-    """The bucket folder of a video in the bucketed layout (two hex digits: 256 buckets)."""
-    return hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:2]
+    """The bucket folder of a video in the bucketed layout: its id's SHA-256 modulo :data:`BUCKETS`, as
+    two (or more) hex digits."""
+    n = int(hashlib.sha256(video_id.encode("utf-8")).hexdigest(), 16) % BUCKETS
+    return f"{n:0{max(2, len(f'{BUCKETS - 1:x}'))}x}"
 
 
 def video_folder(out_dir: str | os.PathLike[str], video_id: str, layout: str) -> Path:
