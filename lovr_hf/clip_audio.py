@@ -136,20 +136,24 @@ class AudioSource:
 
 
 class ClipAudio:
-    """AAC streams of one clip file, fed with the source's samples of the clip's time window."""
+    """AAC streams of one clip file, fed with the source's samples of the clip's time window.
 
-    def __init__(self, out: Any, sources: list[AudioSource], window_s: tuple[float, float]) -> None:
+    ``window_s`` is ``(start, end)`` on the container clock; ``end`` may be None while the clip's end is
+    not known yet (single-pass detect-and-cut), and is then given to :meth:`finish`."""
+
+    def __init__(self, out: Any, sources: list[AudioSource], window_s: tuple[float, float | None]) -> None:
         self.out = out
         self.sources = sources
         self.streams = []
-        self.windows: list[tuple[int, int]] = []
+        self.windows: list[tuple[int, int | None]] = []
         self.pos: list[int] = []
         for src in sources:
             st = out.add_stream(AUDIO_CODEC, rate=src.rate, layout=src.layout)
             st.time_base = Fraction(1, src.rate)
             self.streams.append(st)
-            a, b = src.sample_at(window_s[0]), src.sample_at(window_s[1])
-            self.windows.append((a, max(a, b)))
+            a = src.sample_at(window_s[0])
+            b = None if window_s[1] is None else max(a, src.sample_at(window_s[1]))
+            self.windows.append((a, b))
             self.pos.append(a)
         self.written = [0] * len(sources)
 
@@ -157,13 +161,18 @@ class ClipAudio:
         """Write every stream's samples up to ``clip_time_s`` (+ a small lead) of the clip."""
         for k, src in enumerate(self.sources):
             a, b = self.windows[k]
-            upto = min(b, a + max(0, math.ceil((clip_time_s + PUMP_LEAD_S) * src.rate)))
-            self._write(k, upto)
+            upto = a + max(0, math.ceil((clip_time_s + PUMP_LEAD_S) * src.rate))
+            self._write(k, upto if b is None else min(b, upto))
 
-    def finish(self) -> None:
-        """Write the rest of each window and flush the encoders."""
-        for k in range(len(self.sources)):
-            self._write(k, self.windows[k][1])
+    def finish(self, end_s: float | None = None) -> None:
+        """Write the rest of each window (up to ``end_s`` when the window was open) and flush."""
+        for k, src in enumerate(self.sources):
+            a, b = self.windows[k]
+            if b is None:
+                if end_s is None:
+                    raise ValueError("the clip's end time is needed to finish an open audio window")
+                b = max(a, src.sample_at(end_s))
+            self._write(k, b)
             for pkt in self.streams[k].encode(None):
                 self.out.mux(pkt)
 
@@ -186,9 +195,9 @@ class ClipAudio:
 class AudioPlan:
     """The audio side of one ``cut_clips`` call: the source's audio streams and each clip's window."""
 
-    def __init__(self, path: str, windows_s: list[tuple[float, float]]) -> None:
+    def __init__(self, path: str, windows_s: list[tuple[float, float]] | None = None) -> None:
         self.path = path
-        self.windows_s = windows_s
+        self.windows_s = windows_s or []
         self.sources = [AudioSource(path, i) for i in range(audio_stream_count(path))]
 
     def __bool__(self) -> bool:
@@ -196,6 +205,10 @@ class AudioPlan:
 
     def for_clip(self, out: Any, j: int) -> ClipAudio | None:
         return ClipAudio(out, self.sources, self.windows_s[j]) if self.sources else None
+
+    def open_clip(self, out: Any, start_s: float) -> ClipAudio | None:
+        """A clip whose end is not known yet (pass it to :meth:`ClipAudio.finish`)."""
+        return ClipAudio(out, self.sources, (start_s, None)) if self.sources else None
 
     def close(self) -> None:
         for s in self.sources:

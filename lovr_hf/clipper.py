@@ -304,7 +304,7 @@ def _in_thread(make: Callable[[], Iterator[Any]], maxsize: int = 2, batch: int =
 
 
 def _decode_wanted(
-    src_path: str, ranges: list[tuple[int, int]], progress: Callable[[int], None] | None
+    src_path: str, ranges: list[tuple[int, int]], progress: Callable[[int], None] | None, threads: int = 0
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """``(i, frame)`` for the decoded frames inside ``ranges``; ``i`` counts frames as a full decode does."""
     last_end = ranges[-1][1]
@@ -312,6 +312,8 @@ def _decode_wanted(
     with av.open(src_path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
+        if threads:
+            vs.codec_context.thread_count = threads
         for i, frame in enumerate(c.decode(vs)):
             if progress is not None and i % 256 == 0:
                 progress(i)
@@ -335,12 +337,13 @@ def _cut_exact_per_clip(
     crf: int,
     progress: Callable[[int], None] | None,
     audio: AudioPlan | None = None,
+    threads: int = 0,
 ) -> None:
     """Decode the source once and route frame ``i`` to a fresh encoder for the clip whose range holds it.
 
     Used for rotated sources: PyAV writes a display matrix only for streams that own an encoder.
     """
-    options = {"preset": preset, "crf": str(crf)}
+    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
     with av.open(src_path) as c:
         vs = c.streams.video[0]
         rate = vs.average_rate or vs.guessed_rate
@@ -360,7 +363,7 @@ def _cut_exact_per_clip(
         _commit(writer.tmp, finals[k])
         writer = None
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress))
+    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     try:
         for i, frame in frames:
             while i >= ranges[k][1]:
@@ -437,9 +440,9 @@ class _ClipMuxer:
         if self.audio is not None and t is not None:
             self.audio.pump(float(t * self.tb))
 
-    def close(self) -> None:
+    def close(self, end_s: float | None = None) -> None:
         if self.audio is not None:
-            self.audio.finish()
+            self.audio.finish(end_s)
         self.out.close()
 
     def abort(self) -> None:
@@ -461,6 +464,7 @@ def _cut_exact_one_encoder(
     crf: int,
     progress: Callable[[int], None] | None,
     audio: AudioPlan | None = None,
+    threads: int = 0,
 ) -> None:
     """One decoder and ONE encoder for the whole video, an IDR frame forced at each clip start.
 
@@ -480,7 +484,7 @@ def _cut_exact_one_encoder(
     if rate:
         enc.framerate = rate
     enc.thread_type = "AUTO"  # x264 frame threads, as the ffmpeg command line uses
-    options = {"preset": preset, "crf": str(crf)}
+    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
     if codec == "libx264":
         options["forced-idr"] = "1"
     enc.options = options
@@ -507,7 +511,7 @@ def _cut_exact_one_encoder(
                 muxers[j] = _ClipMuxer(_tmp_path(finals[j]), codec, rate, tb, w, h, starts[j], audio, j)
             muxers[j].mux(pkt)
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress))
+    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     k = 0
     last = -1
     try:
@@ -537,6 +541,12 @@ def _cut_exact_one_encoder(
         frames.close()
         for m in muxers.values():
             m.abort()
+
+
+def x264_threads(threads: int) -> dict[str, str]:
+    """libx264 options for a process given ``threads`` CPUs (x264's own rule: 1.5 threads per CPU);
+    nothing for 0, which leaves x264's automatic count (the ffmpeg command line's)."""
+    return {"threads": str(max(1, round(1.5 * threads)))} if threads else {}
 
 
 def _cut_exact(
@@ -670,6 +680,7 @@ def cut_clips(
     crf: int = DEFAULT_CRF,
     audio: bool = True,
     progress: Callable[[int], None] | None = None,
+    threads: int = 0,
 ) -> list[ClipFile]:
     """Cut ``src_path`` into clips of the half-open source frame ``ranges`` (sorted, not overlapping).
 
@@ -677,7 +688,8 @@ def cut_clips(
     ``virtual`` writes nothing. ``fps`` only feeds the fallback for times when the source has no usable
     timestamps (default: the probed average rate). ``audio``: in ``exact`` mode, also cut the source's
     audio streams (AAC), as the original's ``split_video_ffmpeg``. ``progress(frames_decoded)`` is called
-    now and then in ``exact`` mode. Raises :class:`VideoError` for unreadable sources and ``ValueError``
+    now and then in ``exact`` mode. ``threads``: decoder and encoder threads for this call (0: FFmpeg's and
+    x264's automatic counts). Raises :class:`VideoError` for unreadable sources and ``ValueError``
     for bad ranges.
     """
     if mode not in CLIP_MODES:
@@ -713,7 +725,7 @@ def cut_clips(
                 raise VideoError(f"{src}: cannot read the audio: {e}") from None
         try:
             _cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress,
-                       audio=plan or None)
+                       audio=plan or None, threads=threads)
         except ValueError as e:  # an audio stream that does not decode
             raise VideoError(str(e)) from None
         finally:

@@ -158,6 +158,57 @@ def flash_filter(above: np.ndarray, min_len: int, mode: str = MERGE) -> list[int
     return [c for c in cuts if c > 0]
 
 
+class OnlineFlashFilter:
+    """:func:`flash_filter` one frame at a time, for a single pass that cuts while it detects.
+
+    :meth:`push` takes frame ``i``'s "score >= threshold" flag (frames in order from 0) and returns the
+    cuts that became known at that frame; :attr:`horizon` is the first frame whose scene is not final
+    yet: no cut before it can appear any more (while a merge is pending, the merged cut will be at or
+    after the last above-threshold frame; otherwise cuts are only ever emitted at the frame pushed).
+    The same decisions as :func:`flash_filter` on the whole mask (tested against each other).
+    """
+
+    def __init__(self, min_len: int, mode: str = MERGE) -> None:
+        if mode not in (MERGE, SUPPRESS):
+            raise ValueError(f"unknown flash filter mode {mode!r}")
+        self.min_len, self.mode = int(min_len), mode
+        self.next = 0  # next frame to push
+        self.last_above = 0
+        self.last_cut = 0
+        self.merge_enabled = False
+        self.triggered = False
+        self.merge_start = 0
+        self.cuts: list[int] = []
+
+    @property
+    def horizon(self) -> int:
+        return self.last_above if self.mode == MERGE and self.triggered else self.next
+
+    def push(self, above: bool) -> list[int]:
+        i, self.next = self.next, self.next + 1
+        out: list[int] = []
+        if self.min_len <= 0:
+            out = [i] if above else []
+        elif self.mode == SUPPRESS:
+            if above and i - self.last_cut >= self.min_len:
+                self.last_cut = i
+                out = [i]
+        elif above:
+            if not self.triggered:
+                if i - self.last_above >= self.min_len:
+                    self.merge_enabled = True
+                    out = [i]
+                elif self.merge_enabled:
+                    self.triggered, self.merge_start = True, i
+            self.last_above = i
+        elif self.triggered and i - self.last_above >= self.min_len and self.last_above - self.merge_start >= self.min_len:
+            self.triggered = False
+            out = [self.last_above]
+        out = [c for c in out if c > 0]
+        self.cuts.extend(out)
+        return out
+
+
 def adaptive_cuts(
     scores: np.ndarray,
     min_len: int,

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from datasets import Dataset, Features, Value
 
-from lovr_hf import clip_store, schema
+from lovr_hf import clip_store, detect_and_cut, schema
 from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
 from lovr_hf.ids import safe_id, short_hash
 from lovr_hf.repo import DEFAULT_CLIPS_DIR, BenchmarkRepo
@@ -74,6 +74,7 @@ class SegmentConfig:
     audio: bool = True  # exact mode: keep the source's audio streams (AAC), as split_video_ffmpeg
     clip_layout: str = "auto"  # auto | flat | bucketed (see lovr_hf.clip_store)
     output_dir: str | None = None  # default <repo>/clips
+    single_pass: bool = True  # detect and cut exact clips in one decoding pass where that gives the same clips
     batch_size: int = 1
 
 
@@ -130,14 +131,15 @@ class SegmentStage(Stage):
     input_key = schema.VIDEO_ID
     outputs = (schema.CLIPS, schema.VIDEOS)
     status_config = schema.VIDEOS
-    runtime_fields: ClassVar[tuple[str, ...]] = ("batch_size",)
+    runtime_fields: ClassVar[tuple[str, ...]] = ("batch_size", "single_pass")
 
     def __init__(self, config: SegmentConfig, clips_dir: str | os.PathLike[str], repo_root: str,
-                 num_videos: int = 0) -> None:
+                 num_videos: int = 0, threads: int = 0) -> None:
         super().__init__(config)
         self.clips_dir = str(Path(clips_dir).resolve())
         self.repo_root = repo_root
         self.layout = clip_store.resolve_layout(config.clip_layout, num_videos)
+        self.threads = int(threads)  # decoder/encoder threads per video (0: automatic, one video at a time)
         self._work: str | None = None
 
     def fingerprint_payload(self) -> dict[str, Any]:
@@ -168,8 +170,11 @@ class SegmentStage(Stage):
         from lovr_hf.backends.base import DETECTORS
 
         c = self.config
-        return DETECTORS.create(c.detector, threshold=threshold, min_scene_len_s=c.min_clip_duration,
-                                downscale=c.downscale)
+        det = DETECTORS.create(c.detector, threshold=threshold, min_scene_len_s=c.min_clip_duration,
+                               downscale=c.downscale)
+        if hasattr(det, "threads"):
+            det.threads = self.threads
+        return det
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
         clips: list[dict[str, Any]] = []
@@ -235,10 +240,20 @@ class SegmentStage(Stage):
             if info.num_frames < MIN_VIDEO_FRAMES:
                 raise ValueError(f"too short: {info.num_frames} frame(s), need at least {MIN_VIDEO_FRAMES}")
             c = self.config
-            cuts, threshold, factor = self._detect(path, info.num_frames, info.fps)
-            ranges = scenes_from_cuts(cuts, info.num_frames, info.fps, c.min_clip_duration,
-                                      merge_short_tail=c.merge_short_tail)
-            clip_rows = self._cut(path, vid, ranges, info.fps, cut_clips)
+            det = self._detector(c.threshold)
+            if c.single_pass and detect_and_cut.supports(det, clip_mode=c.clip_mode, adaptive=c.adaptive,
+                                                         merge_short_tail=c.merge_short_tail,
+                                                         rotation=info.rotation):
+                res, files = detect_and_cut.detect_and_cut(
+                    path, self._fresh_staging(vid), vid, det, min_clip_s=c.min_clip_duration, preset=c.preset,
+                    crf=c.crf, audio=c.audio, threads=self.threads)
+                clip_rows = self._rows(vid, files, info.fps)
+                threshold, factor = res.threshold, res.extra.get("downscale")
+            else:
+                cuts, threshold, factor = self._detect(path, info.num_frames, info.fps)
+                ranges = scenes_from_cuts(cuts, info.num_frames, info.fps, c.min_clip_duration,
+                                          merge_short_tail=c.merge_short_tail)
+                clip_rows = self._cut(path, vid, ranges, info.fps, cut_clips)
             video.update(threshold=threshold, downscale=factor)
             logger.debug("%s: %d clips in %.1fs", vid, len(clip_rows), time.perf_counter() - t0)
             return self._with_digest(video, digest), clip_rows
@@ -258,23 +273,31 @@ class SegmentStage(Stage):
             return video
         return {**video, "size_bytes": size, "sha256": sha}
 
-    def _cut(self, path: str, vid: str, ranges: list[tuple[int, int]], fps: float, cut_clips: Any) -> list[dict]:
-        """Clip files into this setting's staging folder; rows with their published paths and digests."""
-        c = self.config
-        repo = BenchmarkRepo(self.repo_root)
-        if c.clip_mode == "virtual":
-            files = cut_clips(path, ranges, self.clips_dir, vid, mode="virtual")
-            return [f.to_row(vid, fps, self.repo_root) for f in files]
+    def _fresh_staging(self, vid: str) -> Path:
+        """This setting's staging root, with the video's folder emptied (leftovers of a killed attempt)."""
         staging = clip_store.staging_root(self.work)
-        shutil.rmtree(staging / vid, ignore_errors=True)  # leftovers of a killed attempt at this unit
-        files = cut_clips(path, ranges, staging, vid, mode=c.clip_mode, crf=c.crf, preset=c.preset, audio=c.audio)
+        shutil.rmtree(staging / vid, ignore_errors=True)
+        return staging
+
+    def _rows(self, vid: str, files: list[Any], fps: float) -> list[dict]:
+        """Clip rows of staged files, with the paths the files get when published."""
+        repo = BenchmarkRepo(self.repo_root)
         rows = []
         for f in files:
             r = f.to_row(vid, fps, self.repo_root)
-            final = clip_store.clip_file(self.clips_dir, vid, f.slice_num, len(files), self.layout)
-            r["path"] = repo.relative(final)
+            r["path"] = repo.relative(clip_store.clip_file(self.clips_dir, vid, f.slice_num, len(files), self.layout))
             rows.append(r)
         return rows
+
+    def _cut(self, path: str, vid: str, ranges: list[tuple[int, int]], fps: float, cut_clips: Any) -> list[dict]:
+        """Clip files into this setting's staging folder; rows with their published paths and digests."""
+        c = self.config
+        if c.clip_mode == "virtual":
+            files = cut_clips(path, ranges, self.clips_dir, vid, mode="virtual")
+            return [f.to_row(vid, fps, self.repo_root) for f in files]
+        files = cut_clips(path, ranges, self._fresh_staging(vid), vid, mode=c.clip_mode, crf=c.crf, preset=c.preset,
+                          audio=c.audio, threads=self.threads)
+        return self._rows(vid, files, fps)
 
     def gather(self, repo: BenchmarkRepo, *args: Any, **kwargs: Any) -> dict[str, Dataset]:
         """The engine's gather, then the clip files follow the tables (see :mod:`lovr_hf.clip_store`):
@@ -318,7 +341,8 @@ def segment(
     files = scan_videos(input_folder, recursive=recursive)
     if not len(files):
         logger.warning("no video files (%s) under %s", ", ".join(VIDEO_EXTENSIONS), input_folder)
-    stage = SegmentStage(config, clips_dir, str(repo.root), num_videos=len(files))
+    stage = SegmentStage(config, clips_dir, str(repo.root), num_videos=len(files),
+                         threads=threads_per_video(control.num_proc, len(files)))
     if control.gather_only:
         res = StageResult()
         res.outputs = stage.gather(repo)
@@ -328,6 +352,24 @@ def segment(
     if repo.has(schema.VIDEOS):
         summarize(repo, res)
     return res
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_video(num_proc: int | None, num_videos: int) -> int:
+    """Decoder/encoder threads for each video when ``num_proc`` videos run at once: the machine's CPUs
+    shared among them, so that N processes do not each start a full set of FFmpeg and x264 threads
+    (N x CPUs threads fighting for CPUs). 0 (FFmpeg's and x264's automatic counts) for one video at a time."""
+    procs = min(int(num_proc or 1), max(1, num_videos))
+    if procs <= 1:
+        return 0
+    return max(1, usable_cpus() // procs)
 
 
 def summarize(repo: BenchmarkRepo, res: StageResult) -> dict[str, Any]:
@@ -382,6 +424,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=d.preset, help=f"exact clips: libx264 preset (default {d.preset})")
     p.add_argument("--no-audio", dest="audio", action="store_false",
                    help="exact clips without audio (the original keeps every audio stream as AAC)")
+    p.add_argument("--two-pass", dest="single_pass", action="store_false",
+                   help="detect, then cut (decodes each video twice); by default exact clips of the content "
+                        "detector are cut while detecting, in one decoding pass")
     p.add_argument("--clip-layout", dest="clip_layout", choices=clip_store.LAYOUTS, default=d.clip_layout,
                    help=f"auto (default): <output_dir>/<video_id>/ up to {clip_store.MAX_FOLDER_ENTRIES} videos, "
                         "hash buckets beyond; flat; bucketed")

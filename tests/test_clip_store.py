@@ -45,6 +45,17 @@ def assert_consistent(repo: BenchmarkRepo) -> None:
     assert all(r["status"] == schema.OK for r in rows)
 
 
+def crfs(repo: BenchmarkRepo) -> set[str]:
+    """The CRF x264 recorded in each video's first clip file."""
+    out = set()
+    for r in repo.read(schema.CLIPS):
+        if r["slice_num"] == 1:
+            data = repo.resolve(r["path"]).read_bytes()
+            sei = data[data.find(b"x264 - core") :].split(b"\0")[0].decode()
+            out.add(sei.split(" crf=")[1].split()[0])
+    return out
+
+
 def work_dirs(repo: BenchmarkRepo) -> set[str]:
     d = repo.work_dir("segment")
     return {p.name for p in d.iterdir() if p.is_dir()} if d.exists() else set()
@@ -55,7 +66,8 @@ def test_settings_never_overwrite_each_others_files(inputs: Path, tmp_path: Path
     segment(inputs, repo, config())
     assert_consistent(repo)
     files_a, fp_a = published(repo), work_dirs(repo)
-    assert len(files_a) == 5 and len(fp_a) == 1
+    assert len(files_a) == 5 and len(fp_a) == 1 and crfs(repo) == {"22.0"}
+    ranges_a = [(r["clip_id"], r["start_frame"], r["end_frame"]) for r in repo.read(schema.CLIPS)]
 
     # a second setting (other CRF: same names, other bytes) killed after its first video
     real = SegmentStage.segment_one
@@ -81,6 +93,7 @@ def test_settings_never_overwrite_each_others_files(inputs: Path, tmp_path: Path
     assert_consistent(repo)
     files_b = published(repo)
     assert set(files_b) == set(files_a) and all(files_b[p] != files_a[p] for p in files_a)
+    assert crfs(repo) == {"40.0"}
     assert work_dirs(repo).isdisjoint(fp_a)
     assert not any(repo.work_dir("segment").rglob("staging"))
 
@@ -88,7 +101,8 @@ def test_settings_never_overwrite_each_others_files(inputs: Path, tmp_path: Path
     res = segment(inputs, repo, config())
     assert res.processed == 2 and res.skipped_done == 0
     assert_consistent(repo)
-    assert published(repo) == files_a  # x264 is deterministic: the same bytes as the first time
+    assert crfs(repo) == {"22.0"}
+    assert [(r["clip_id"], r["start_frame"], r["end_frame"]) for r in repo.read(schema.CLIPS)] == ranges_a
 
 
 def test_fewer_clips_and_virtual_clips_remove_unreferenced_files(inputs: Path, tmp_path: Path, caplog) -> None:

@@ -512,12 +512,14 @@ def content_scores(
     flash_lookahead: int = 3,
     flash_floor: float = 8.0,
     threaded: bool = True,
+    threads: int = 0,
 ) -> FrameScores:
     """ContentDetector's per-frame score for every frame of ``path``, decoding once with PyAV.
 
     ``flash_lookahead``: for frames scoring >= ``flash_floor`` the distance between the previous frame
     and each of the next ``flash_lookahead`` frames is also measured (cheap: only such frames), so that
-    the opt-in flash guard can be applied at any threshold afterwards.
+    the opt-in flash guard can be applied at any threshold afterwards. ``threads``: decoder threads
+    (0: FFmpeg's automatic count; the segment stage sizes it when several videos run in parallel).
     """
     path = os.fspath(path)
     w8 = np.asarray(weights, dtype=np.float64)
@@ -532,6 +534,8 @@ def content_scores(
     try:
         if thread_type:
             stream.thread_type = thread_type
+        if threads:
+            stream.codec_context.thread_count = int(threads)
         fps = stream_fps(stream)
         for frame in iter_frames(container, stream, path):
             if scorer is None:
@@ -586,8 +590,10 @@ class FastContentDetector(DetectorBase):
         flash_guard: bool = False,
         flash_lookahead: int = 3,
         thread_type: str = "AUTO",
+        threads: int = 0,
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
+        self.threads = int(threads)  # decoder threads (0 = automatic); never changes the output
         if filter_mode not in (MERGE, SUPPRESS):
             raise ValueError(f"filter_mode must be {MERGE!r} or {SUPPRESS!r}")
         self.weights = tuple(float(x) for x in weights)
@@ -613,6 +619,7 @@ class FastContentDetector(DetectorBase):
             thread_type=self.thread_type,
             flash_lookahead=self.flash_lookahead if self.flash_guard else 0,
             flash_floor=min(8.0, self.threshold),
+            threads=self.threads,
         )
 
     def cuts_from_scores(self, fs: FrameScores, threshold: float | None = None) -> list[int]:
@@ -647,17 +654,20 @@ class FastAdaptiveDetector(DetectorBase):
         window_width: int = 2,
         min_content_val: float = 15.0,
         thread_type: str = "AUTO",
+        threads: int = 0,
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
         self.window_width = int(window_width)
         self.min_content_val = float(min_content_val)
         self.thread_type = thread_type
+        self.threads = int(threads)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "window_width": self.window_width, "min_content_val": self.min_content_val}
 
     def analyze(self, path: str) -> DetectionResult:
-        fs = content_scores(path, downscale=self.downscale, thread_type=self.thread_type, flash_lookahead=0)
+        fs = content_scores(path, downscale=self.downscale, thread_type=self.thread_type, flash_lookahead=0,
+                            threads=self.threads)
         cuts = adaptive_cuts(
             fs.scores,
             seconds_to_frames(self.min_scene_len_s, fs.fps),
