@@ -186,18 +186,16 @@ class SegmentStage(Stage):
             clips.extend(c)
         return {schema.CLIPS: clips, schema.VIDEOS: videos}
 
-    def _detect(self, path: str, num_frames: int, fps: float) -> tuple[list[int], float | None, float | None]:
+    def _detect(self, det: Any, path: str, num_frames: int, fps: float) -> tuple[list[int], float | None, float | None]:
         """Cuts, the threshold they were found at, and the downscale factor used."""
         c = self.config
         if not c.adaptive:
-            det = self._detector(c.threshold)
             res = det.analyze(path) if hasattr(det, "analyze") else None
             if res is None:
                 return det.detect(path), det.threshold, None
             return res.cuts, res.threshold, res.extra.get("downscale")
         from lovr_hf.scenes import adaptive_threshold_search, scenes_from_cuts
 
-        det = self._detector(c.threshold)
         factor = None
         if hasattr(det, "scores") and hasattr(det, "cuts_from_scores"):
             fs = det.scores(path)  # decode once; each threshold tried is a re-threshold
@@ -250,7 +248,7 @@ class SegmentStage(Stage):
                 clip_rows = self._rows(vid, files, info.fps)
                 threshold, factor = res.threshold, res.extra.get("downscale")
             else:
-                cuts, threshold, factor = self._detect(path, info.num_frames, info.fps)
+                cuts, threshold, factor = self._detect(det, path, info.num_frames, info.fps)
                 ranges = scenes_from_cuts(cuts, info.num_frames, info.fps, c.min_clip_duration,
                                           merge_short_tail=c.merge_short_tail)
                 clip_rows = self._cut(path, vid, ranges, info.fps, cut_clips)
