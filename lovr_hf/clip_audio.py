@@ -31,6 +31,11 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 AUDIO_CODEC = "aac"  # split_video_ffmpeg's "-c:a aac" (ffmpeg's native encoder)
+HINT = "segment with --no-audio for video-only clips"
+
+
+class AudioError(ValueError):
+    """The source's audio cannot be read or cut (the clip is not written; ``--no-audio`` avoids it)."""
 MAX_CONSECUTIVE_DECODE_FAILURES = 8
 PUMP_LEAD_S = 0.25  # audio is written this far ahead of the video packet being muxed
 
@@ -77,7 +82,7 @@ class AudioSource:
         self.rate = int(ctx.sample_rate or self.stream.rate or 0)
         if self.rate <= 0:
             self.close()
-            raise ValueError(f"{path}: audio stream {index} has no sample rate")
+            raise AudioError(f"{path}: audio stream {index} has no sample rate ({HINT})")
         self.layout = ctx.layout.name
         self._packets = self.container.demux(self.stream)
         self._buf: list[_Chunk] = []
@@ -106,7 +111,7 @@ class AudioSource:
             except av.error.FFmpegError as exc:
                 self._failures += 1
                 if self._failures > MAX_CONSECUTIVE_DECODE_FAILURES:
-                    raise ValueError(f"{self.path}: audio does not decode ({exc})") from exc
+                    raise AudioError(f"{self.path}: its audio does not decode ({exc}; {HINT})") from exc
                 logger.debug("%s: skipping a corrupt audio packet (%s)", self.path, exc)
                 continue
             self._failures = 0
@@ -198,7 +203,16 @@ class AudioPlan:
     def __init__(self, path: str, windows_s: list[tuple[float, float]] | None = None) -> None:
         self.path = path
         self.windows_s = windows_s or []
-        self.sources = [AudioSource(path, i) for i in range(audio_stream_count(path))]
+        self.sources: list[AudioSource] = []
+        try:
+            for i in range(audio_stream_count(path)):
+                self.sources.append(AudioSource(path, i))
+        except av.error.FFmpegError as exc:
+            self.close()
+            raise AudioError(f"{path}: cannot open its audio ({exc}; {HINT})") from exc
+        except AudioError:
+            self.close()
+            raise
 
     def __bool__(self) -> bool:
         return bool(self.sources)
@@ -215,4 +229,4 @@ class AudioPlan:
             s.close()
 
 
-__all__ = ["AUDIO_CODEC", "AudioPlan", "AudioSource", "ClipAudio", "audio_stream_count"]
+__all__ = ["AUDIO_CODEC", "AudioError", "AudioPlan", "AudioSource", "ClipAudio", "audio_stream_count"]

@@ -689,8 +689,8 @@ def cut_clips(
     timestamps (default: the probed average rate). ``audio``: in ``exact`` mode, also cut the source's
     audio streams (AAC), as the original's ``split_video_ffmpeg``. ``progress(frames_decoded)`` is called
     now and then in ``exact`` mode. ``threads``: decoder and encoder threads for this call (0: FFmpeg's and
-    x264's automatic counts). Raises :class:`VideoError` for unreadable sources and ``ValueError``
-    for bad ranges.
+    x264's automatic counts). Raises :class:`VideoError` for unreadable sources,
+    :class:`lovr_hf.clip_audio.AudioError` for unreadable audio, ``ValueError`` for bad ranges.
     """
     if mode not in CLIP_MODES:
         raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
@@ -719,15 +719,10 @@ def cut_clips(
         plan = None
         if audio:
             v0 = float(int(index.pts[0]) * index.time_base) if index.reliable and index.num_frames else 0.0
-            try:
-                plan = AudioPlan(src, [(v0 + t0, v0 + t1) for t0, t1 in times])
-            except (av.error.FFmpegError, ValueError) as e:
-                raise VideoError(f"{src}: cannot read the audio: {e}") from None
+            plan = AudioPlan(src, [(v0 + t0, v0 + t1) for t0, t1 in times])  # AudioError if unreadable
         try:
             _cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress,
                        audio=plan or None, threads=threads)
-        except ValueError as e:  # an audio stream that does not decode
-            raise VideoError(str(e)) from None
         finally:
             if plan is not None:
                 plan.close()

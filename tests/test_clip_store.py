@@ -140,8 +140,11 @@ def test_files_of_a_removed_video_are_deleted(inputs: Path, tmp_path: Path) -> N
 def test_a_missing_or_changed_file_is_an_error_row_until_rerun(inputs: Path, tmp_path: Path, caplog) -> None:
     repo = BenchmarkRepo(tmp_path / "lovr")
     segment(inputs, repo, config())
+    stage = SegmentStage(config(), repo.root / "clips", str(repo.root), num_videos=2)
+    assert stage.stale_units(repo) == set()
     (repo.root / "clips" / "b" / "b-Scene-002.mp4").unlink()
     (repo.root / "clips" / "a" / "a-Scene-001.mp4").write_bytes(b"someone else's file")
+    assert stage.stale_units(repo) == {"a", "b"}  # what an engine hook would re-cut
     with caplog.at_level(logging.ERROR):
         res = segment(inputs, repo, config())
     assert res.processed == 0
