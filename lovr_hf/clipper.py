@@ -472,22 +472,7 @@ def _cut_exact_one_encoder(
     it), so the packet stream splits into independent clip files at those frames. This keeps x264's
     frame-thread pipeline full across clips, instead of draining and refilling a new encoder per clip.
     """
-    with av.open(src_path) as c:
-        vs = c.streams.video[0]
-        rate = vs.average_rate or vs.guessed_rate
-        tb = vs.time_base or Fraction(1, 90000)
-    w, h = info.coded_width - info.coded_width % 2, info.coded_height - info.coded_height % 2
-    tick = max(1, round(1 / (float(rate or 24) * float(tb))))
-    enc = av.CodecContext.create(codec, "w")
-    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-    enc.time_base = tb
-    if rate:
-        enc.framerate = rate
-    enc.thread_type = "AUTO"  # x264 frame threads, as the ffmpeg command line uses
-    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
-    if codec == "libx264":
-        options["forced-idr"] = "1"
-    enc.options = options
+    enc, (w, h), rate, tb, tick = one_encoder(src_path, info, codec=codec, preset=preset, crf=crf, threads=threads)
     starts: list[int] = []  # encoder pts of each clip's first frame
     muxers: dict[int, _ClipMuxer] = {}
 
@@ -541,6 +526,29 @@ def _cut_exact_one_encoder(
         frames.close()
         for m in muxers.values():
             m.abort()
+
+
+def one_encoder(
+    src_path: str, info: VideoInfo, *, codec: str, preset: str, crf: int, threads: int = 0
+) -> tuple[Any, tuple[int, int], Fraction | None, Fraction, int]:
+    """The single H.264 encoder of a whole source (IDR frames on request: ``pict_type`` I + forced-idr):
+    ``(encoder, (width, height), frame rate, time base, pts step of one frame)``."""
+    with av.open(src_path) as c:
+        vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate
+        tb = vs.time_base or Fraction(1, 90000)
+    w, h = info.coded_width - info.coded_width % 2, info.coded_height - info.coded_height % 2
+    enc = av.CodecContext.create(codec, "w")
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+    enc.time_base = tb
+    if rate:
+        enc.framerate = rate
+    enc.thread_type = "AUTO"  # x264 frame threads, as the ffmpeg command line uses
+    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
+    if codec == "libx264":
+        options["forced-idr"] = "1"
+    enc.options = options
+    return enc, (w, h), rate, tb, max(1, round(1 / (float(rate or 24) * float(tb))))
 
 
 def x264_threads(threads: int) -> dict[str, str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +53,8 @@ from lovr_hf.clipper import (
     _tmp_path,
     clip_dir,
     clip_path,
+    one_encoder,
     remove_stale_temp_files,
-    x264_threads,
 )
 from lovr_hf.ids import check_id
 from lovr_hf.scenes import MERGE, OnlineFlashFilter, scenes_from_cuts, seconds_to_frames
@@ -111,19 +110,9 @@ def detect_and_cut(
     v0 = float(int(index.pts[0]) * index.time_base) if index.reliable and index.num_frames else 0.0
 
     container, vs = open_video(src)
-    rate = vs.average_rate or vs.guessed_rate
-    tb = vs.time_base or Fraction(1, 90000)
     fps = stream_fps(vs)
     container.close()
-    w, h = info.coded_width - info.coded_width % 2, info.coded_height - info.coded_height % 2
-    tick = max(1, round(1 / (float(rate or 24) * float(tb))))
-    enc = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-    enc.time_base = tb
-    if rate:
-        enc.framerate = rate
-    enc.thread_type = "AUTO"
-    enc.options = {"preset": preset, "crf": str(crf), "forced-idr": "1", **x264_threads(threads)}
+    enc, (w, h), rate, tb, tick = one_encoder(src, info, codec="libx264", preset=preset, crf=crf, threads=threads)
 
     thr = detector.threshold
     w8 = np.asarray(detector.weights, dtype=np.float64)
