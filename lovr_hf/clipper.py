@@ -1,23 +1,28 @@
 """Cut a video into clip files from scene ranges: frame-exact re-encode, stream copy, or virtual clips.
 
-Why: the original LoVR cut clips with ffmpeg stream copy, whose files start at the key frame before the cut
-(hidden pre-roll) and end a few frames late, and then read them as if they held exactly the scene. Here every
-mode returns the reader contract of the ``clips`` table (``path``, ``frame_offset``, ``num_frames``; see
-``lovr_hf.schema.CLIPS_FEATURES``) so that all three modes decode the same frames.
+Why: the original LoVR cut clips with PySceneDetect's ``split_video_ffmpeg``: one ffmpeg re-encode per
+scene (``-ss START -i SRC -t DURATION``, libx264 veryfast CRF 22, audio re-encoded to AAC), i.e. frame-
+accurate files that start with a key frame. ``exact`` (the default) writes those files - the same
+encoder and settings, audio included - from one decoding pass instead of one ffmpeg run per scene, and
+guarantees what ffmpeg's timestamp-based cuts only approximate: the frames of all clips add up to the
+frames of the ranges, none duplicated or missing at a boundary. Every mode returns the reader contract
+of the ``clips`` table (``path``, ``frame_offset``, ``num_frames``; see ``lovr_hf.schema.CLIPS_FEATURES``)
+so that all three modes decode the same frames.
 
 - ``exact``: one decoding pass over the source and one H.264 encoder with an IDR frame forced at each clip
   start; the packet stream is split into the clip files at those frames (what ffmpeg's forced key frames +
-  segment muxer do, in one process). Frames of all clips add up to the frames of the ranges, with no
-  duplicate or missing frame at a boundary. Rotated sources get one encoder per clip (PyAV writes a display
-  matrix only for streams that own an encoder).
+  segment muxer do, in one process). Rotated sources get one encoder per clip (PyAV writes a display
+  matrix only for streams that own an encoder). Audio (``audio=True``, the default, as the original):
+  every audio stream of the source, cut at the clip's time range and encoded to AAC
+  (:mod:`lovr_hf.clip_audio`); ``audio=False`` (``--no-audio``) writes video only. ``crf`` defaults to
+  the original's 22 (``--crf`` changes it; lovr_hf used 18 before).
 - ``copy``: packets are remuxed without re-encoding, from the key frame at or before the clip start; the
   file keeps that pre-roll (and any trailing frames B-frames need), and the row records where the clip
-  really starts in it (``frame_offset``) and how long it is (``num_frames``).
+  really starts in it (``frame_offset``) and how long it is (``num_frames``). Video only.
 - ``virtual``: no file; the row points at the source with ``frame_offset = start_frame``.
 
-Clips carry video only (the benchmark reads frames, never audio). Every file is written under a temporary
-name in its final folder and renamed when complete, so a kill never leaves a truncated clip under the final
-name.
+Every file is written under a temporary name in its final folder and renamed when complete, so a kill
+never leaves a truncated clip under the final name.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import av
 import numpy as np
 
 from lovr_hf import schema
+from lovr_hf.clip_audio import AudioPlan
+from lovr_hf.clip_store import file_digest
 from lovr_hf.ids import check_id, safe_join
 from lovr_hf.video import FrameIndex, VideoError, VideoInfo, build_index, clear_cache, probe
 
@@ -50,6 +57,8 @@ logger = logging.getLogger(__name__)
 CLIP_MODES = ("exact", "copy", "virtual")
 TMP_PREFIX = "."
 TMP_SUFFIX = ".tmp.mp4"
+DEFAULT_CRF = 22  # split_video_ffmpeg's "-crf 22"
+DEFAULT_PRESET = "veryfast"  # split_video_ffmpeg's "-preset veryfast"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class ClipFile:
     end_time: float
     mode: str
     file_frames: int  # frames in ``path`` (copy: > num_frames, pre-roll and trailing frames included)
+    file_size: int | None = None  # bytes of the clip file (None for virtual clips)
+    file_sha256: str | None = None  # SHA-256 of the clip file (None for virtual clips)
 
     def to_row(self, video_id: str, fps: float, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """A ``clips`` row (CLIPS_FEATURES columns). With ``root``, a path inside it is stored relative."""
@@ -88,6 +99,8 @@ class ClipFile:
             "path": path,
             "frame_offset": self.frame_offset,
             "clip_mode": self.mode,
+            "file_size": self.file_size,
+            "file_sha256": self.file_sha256,
             schema.STATUS: schema.OK,
             schema.ERROR_COL: None,
         }
@@ -182,6 +195,8 @@ class _ExactWriter:
         options: dict[str, str],
         width: int,
         height: int,
+        audio: AudioPlan | None = None,
+        clip: int = 0,
     ) -> None:
         self.tmp = tmp
         self.out = av.open(str(tmp), "w", format="mp4")
@@ -200,6 +215,7 @@ class _ExactWriter:
         self.first_pts: int | None = None
         self.last_pts = -1
         self.count = 0
+        self.audio = audio.for_clip(self.out, clip) if audio else None
 
     def write(self, frame: av.VideoFrame) -> None:
         if (
@@ -222,9 +238,13 @@ class _ExactWriter:
         frame.pict_type = 0  # AV_PICTURE_TYPE_NONE: let the encoder choose, don't copy source key frames
         self.out.mux(self.stream.encode(frame))
         self.count += 1
+        if self.audio is not None:
+            self.audio.pump(float(rel * self.tb))
 
     def close(self) -> None:
         self.out.mux(self.stream.encode(None))
+        if self.audio is not None:
+            self.audio.finish()
         self.out.close()
 
     def abort(self) -> None:
@@ -284,7 +304,7 @@ def _in_thread(make: Callable[[], Iterator[Any]], maxsize: int = 2, batch: int =
 
 
 def _decode_wanted(
-    src_path: str, ranges: list[tuple[int, int]], progress: Callable[[int], None] | None
+    src_path: str, ranges: list[tuple[int, int]], progress: Callable[[int], None] | None, threads: int = 0
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """``(i, frame)`` for the decoded frames inside ``ranges``; ``i`` counts frames as a full decode does."""
     last_end = ranges[-1][1]
@@ -292,6 +312,8 @@ def _decode_wanted(
     with av.open(src_path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
+        if threads:
+            vs.codec_context.thread_count = threads
         for i, frame in enumerate(c.decode(vs)):
             if progress is not None and i % 256 == 0:
                 progress(i)
@@ -314,12 +336,14 @@ def _cut_exact_per_clip(
     preset: str,
     crf: int,
     progress: Callable[[int], None] | None,
+    audio: AudioPlan | None = None,
+    threads: int = 0,
 ) -> None:
     """Decode the source once and route frame ``i`` to a fresh encoder for the clip whose range holds it.
 
     Used for rotated sources: PyAV writes a display matrix only for streams that own an encoder.
     """
-    options = {"preset": preset, "crf": str(crf)}
+    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
     with av.open(src_path) as c:
         vs = c.streams.video[0]
         rate = vs.average_rate or vs.guessed_rate
@@ -339,7 +363,7 @@ def _cut_exact_per_clip(
         _commit(writer.tmp, finals[k])
         writer = None
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress))
+    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     try:
         for i, frame in frames:
             while i >= ranges[k][1]:
@@ -366,6 +390,8 @@ def _cut_exact_per_clip(
                     options=options,
                     width=w,
                     height=h,
+                    audio=audio,
+                    clip=k,
                 )
             writer.write(frame)
         if writer is None or k != len(ranges) - 1:
@@ -383,7 +409,16 @@ class _ClipMuxer:
     """Mux pre-encoded packets of one clip into its temporary file (timestamps shifted to start at 0)."""
 
     def __init__(
-        self, tmp: Path, codec: str, rate: Fraction | None, tb: Fraction, w: int, h: int, shift: int
+        self,
+        tmp: Path,
+        codec: str,
+        rate: Fraction | None,
+        tb: Fraction,
+        w: int,
+        h: int,
+        shift: int,
+        audio: AudioPlan | None = None,
+        clip: int = 0,
     ):
         self.tmp = tmp
         self.out = av.open(str(tmp), "w", format="mp4")
@@ -391,6 +426,7 @@ class _ClipMuxer:
         self.tb = tb
         self.shift = shift
         self.count = 0
+        self.audio = audio.for_clip(self.out, clip) if audio else None
 
     def mux(self, pkt: av.Packet) -> None:
         pts, dts = pkt.pts, pkt.dts
@@ -400,6 +436,14 @@ class _ClipMuxer:
         pkt.dts = None if dts is None else dts - self.shift
         self.out.mux(pkt)
         self.count += 1
+        t = pkt.dts if pkt.dts is not None else pkt.pts
+        if self.audio is not None and t is not None:
+            self.audio.pump(float(t * self.tb))
+
+    def close(self, end_s: float | None = None) -> None:
+        if self.audio is not None:
+            self.audio.finish(end_s)
+        self.out.close()
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -419,6 +463,8 @@ def _cut_exact_one_encoder(
     preset: str,
     crf: int,
     progress: Callable[[int], None] | None,
+    audio: AudioPlan | None = None,
+    threads: int = 0,
 ) -> None:
     """One decoder and ONE encoder for the whole video, an IDR frame forced at each clip start.
 
@@ -426,22 +472,7 @@ def _cut_exact_one_encoder(
     it), so the packet stream splits into independent clip files at those frames. This keeps x264's
     frame-thread pipeline full across clips, instead of draining and refilling a new encoder per clip.
     """
-    with av.open(src_path) as c:
-        vs = c.streams.video[0]
-        rate = vs.average_rate or vs.guessed_rate
-        tb = vs.time_base or Fraction(1, 90000)
-    w, h = info.coded_width - info.coded_width % 2, info.coded_height - info.coded_height % 2
-    tick = max(1, round(1 / (float(rate or 24) * float(tb))))
-    enc = av.CodecContext.create(codec, "w")
-    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-    enc.time_base = tb
-    if rate:
-        enc.framerate = rate
-    enc.thread_type = "AUTO"  # x264 frame threads, as the ffmpeg command line uses
-    options = {"preset": preset, "crf": str(crf)}
-    if codec == "libx264":
-        options["forced-idr"] = "1"
-    enc.options = options
+    enc, (w, h), rate, tb, tick = one_encoder(src_path, info, codec=codec, preset=preset, crf=crf, threads=threads)
     starts: list[int] = []  # encoder pts of each clip's first frame
     muxers: dict[int, _ClipMuxer] = {}
 
@@ -452,7 +483,7 @@ def _cut_exact_one_encoder(
             if m.count != want:
                 m.abort()
                 raise VideoError(f"{src_path}: clip {jj + 1} got {m.count} of its {want} frames")
-            m.out.close()
+            m.close()
             _commit(m.tmp, finals[jj])
 
     def route(packets: list[av.Packet]) -> None:
@@ -462,10 +493,10 @@ def _cut_exact_one_encoder(
                 raise VideoError(f"{src_path}: encoder returned a packet before the first clip")
             if j not in muxers:
                 commit_below(j)  # closed GOPs: the previous clip has all its packets
-                muxers[j] = _ClipMuxer(_tmp_path(finals[j]), codec, rate, tb, w, h, starts[j])
+                muxers[j] = _ClipMuxer(_tmp_path(finals[j]), codec, rate, tb, w, h, starts[j], audio, j)
             muxers[j].mux(pkt)
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress))
+    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     k = 0
     last = -1
     try:
@@ -495,6 +526,35 @@ def _cut_exact_one_encoder(
         frames.close()
         for m in muxers.values():
             m.abort()
+
+
+def one_encoder(
+    src_path: str, info: VideoInfo, *, codec: str, preset: str, crf: int, threads: int = 0
+) -> tuple[Any, tuple[int, int], Fraction | None, Fraction, int]:
+    """The single H.264 encoder of a whole source (IDR frames on request: ``pict_type`` I + forced-idr):
+    ``(encoder, (width, height), frame rate, time base, pts step of one frame)``."""
+    with av.open(src_path) as c:
+        vs = c.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate
+        tb = vs.time_base or Fraction(1, 90000)
+    w, h = info.coded_width - info.coded_width % 2, info.coded_height - info.coded_height % 2
+    enc = av.CodecContext.create(codec, "w")
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+    enc.time_base = tb
+    if rate:
+        enc.framerate = rate
+    enc.thread_type = "AUTO"  # x264 frame threads, as the ffmpeg command line uses
+    options = {"preset": preset, "crf": str(crf), **x264_threads(threads)}
+    if codec == "libx264":
+        options["forced-idr"] = "1"
+    enc.options = options
+    return enc, (w, h), rate, tb, max(1, round(1 / (float(rate or 24) * float(tb))))
+
+
+def x264_threads(threads: int) -> dict[str, str]:
+    """libx264 options for a process given ``threads`` CPUs (x264's own rule: 1.5 threads per CPU);
+    nothing for 0, which leaves x264's automatic count (the ffmpeg command line's)."""
+    return {"threads": str(max(1, round(1.5 * threads)))} if threads else {}
 
 
 def _cut_exact(
@@ -624,16 +684,21 @@ def cut_clips(
     fps: float | None = None,
     *,
     codec: str = "libx264",
-    preset: str = "veryfast",
-    crf: int = 18,
+    preset: str = DEFAULT_PRESET,
+    crf: int = DEFAULT_CRF,
+    audio: bool = True,
     progress: Callable[[int], None] | None = None,
+    threads: int = 0,
 ) -> list[ClipFile]:
     """Cut ``src_path`` into clips of the half-open source frame ``ranges`` (sorted, not overlapping).
 
     Files go to ``<out_dir>/<video_id>/<video_id>-Scene-NNN.mp4`` (slice numbers from 1, in range order);
     ``virtual`` writes nothing. ``fps`` only feeds the fallback for times when the source has no usable
-    timestamps (default: the probed average rate). ``progress(frames_decoded)`` is called now and then in
-    ``exact`` mode. Raises :class:`VideoError` for unreadable sources and ``ValueError`` for bad ranges.
+    timestamps (default: the probed average rate). ``audio``: in ``exact`` mode, also cut the source's
+    audio streams (AAC), as the original's ``split_video_ffmpeg``. ``progress(frames_decoded)`` is called
+    now and then in ``exact`` mode. ``threads``: decoder and encoder threads for this call (0: FFmpeg's and
+    x264's automatic counts). Raises :class:`VideoError` for unreadable sources,
+    :class:`lovr_hf.clip_audio.AudioError` for unreadable audio, ``ValueError`` for bad ranges.
     """
     if mode not in CLIP_MODES:
         raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
@@ -659,9 +724,18 @@ def cut_clips(
     finals = [clip_path(out_dir, video_id, n) for n in range(1, len(rngs) + 1)]
 
     if mode == "exact":
-        _cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress)
+        plan = None
+        if audio:
+            v0 = float(int(index.pts[0]) * index.time_base) if index.reliable and index.num_frames else 0.0
+            plan = AudioPlan(src, [(v0 + t0, v0 + t1) for t0, t1 in times])  # AudioError if unreadable
+        try:
+            _cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress,
+                       audio=plan or None, threads=threads)
+        finally:
+            if plan is not None:
+                plan.close()
         return [
-            ClipFile(n, cid, str(f), 0, e - s, s, e, t0, t1, mode, e - s)
+            ClipFile(n, cid, str(f), 0, e - s, s, e, t0, t1, mode, e - s, *file_digest(f))
             for n, (cid, f, (s, e), (t0, t1)) in enumerate(
                 zip(ids, finals, rngs, times, strict=True), start=1
             )
@@ -676,7 +750,7 @@ def cut_clips(
     ):
         rel = float((int(index.pts[s]) - plan.min_pts) * index.time_base)
         total = _verify_copy(f, plan, rel, info.fps)
-        clips.append(ClipFile(n, cid, str(f), plan.offset, e - s, s, e, t0, t1, mode, total))
+        clips.append(ClipFile(n, cid, str(f), plan.offset, e - s, s, e, t0, t1, mode, total, *file_digest(f)))
     return clips
 
 
@@ -707,15 +781,17 @@ def bench_clip_modes(
     *,
     modes: Sequence[str] = CLIP_MODES,
     baseline: bool = True,
-    preset: str = "veryfast",
-    crf: int = 18,
+    preset: str = DEFAULT_PRESET,
+    crf: int = DEFAULT_CRF,
+    audio: bool = True,
 ) -> dict[str, float]:
     """Wall seconds per clip mode (index building included: caches are cleared), plus ``ffmpeg_reencode``.
 
     The baseline is one ffmpeg pass re-encoding the whole source with the same encoder settings
-    (``-map 0:v:0 -an -c:v libx264 -preset P -crf C`` to an .mp4): the target for ``exact`` is a ratio
-    <= 1. Each key also comes as ``<key>_cpu`` (CPU seconds, all threads), which stays comparable on a
-    machine shared with other jobs, where wall times are noisy.
+    (``-map 0:v:0 -map 0:a? -c:v libx264 -preset P -crf C -c:a aac`` to an .mp4, ``-an`` instead of the
+    audio options when ``audio`` is off): the target for ``exact`` is a ratio <= 1. Each key also comes as
+    ``<key>_cpu`` (CPU seconds, all threads), which stays comparable on a machine shared with other jobs,
+    where wall times are noisy.
     """
     own = tmpdir is None
     root = Path(tempfile.mkdtemp(prefix="lovr_clips_")) if own else Path(tmpdir)  # type: ignore[arg-type]
@@ -724,13 +800,14 @@ def bench_clip_modes(
         for mode in modes:
             clear_cache()
             c0, t0 = _cpu_seconds(), time.perf_counter()
-            cut_clips(src_path, ranges, root / mode, "bench", mode=mode, preset=preset, crf=crf)
+            cut_clips(src_path, ranges, root / mode, "bench", mode=mode, preset=preset, crf=crf, audio=audio)
             out[mode] = time.perf_counter() - t0
             out[f"{mode}_cpu"] = _cpu_seconds() - c0
         exe = ffmpeg_exe() if baseline else None
         if exe:
             dst = root / "ffmpeg_reencode.mp4"
-            cmd = [exe, "-v", "error", "-y", "-i", os.fspath(src_path), "-map", "0:v:0", "-an"]
+            cmd = [exe, "-v", "error", "-y", "-i", os.fspath(src_path), "-map", "0:v:0"]
+            cmd += ["-map", "0:a?", "-c:a", "aac"] if audio else ["-an"]
             cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), str(dst)]
             c0, t0 = _cpu_seconds(), time.perf_counter()
             subprocess.run(cmd, check=True)

@@ -80,6 +80,8 @@ class GroundTruth:
     pan_ranges: list[tuple[int, int]] = field(default_factory=list)
     static_ranges: list[tuple[int, int]] = field(default_factory=list)
     scene_kinds: list[str] = field(default_factory=list)
+    audio_rate: int = 0  # sample rate of the audio track, 0 = no audio
+    audio_freqs: list[float] = field(default_factory=list)  # per scene: the tone it plays (audio only)
 
     @property
     def duration_s(self) -> float:
@@ -264,11 +266,17 @@ def make_video(
     crf: int = 23,
     gop: int | None = None,
     faststart: bool = False,
+    audio: bool = False,
+    audio_rate: int = 16000,
+    audio_layout: str = "mono",
 ) -> GroundTruth:
     """Write ``scenes`` back to back as an H.264/yuv420p file and return its exact ground truth.
 
     The container is chosen from the extension (``.mp4``, ``.mkv``, ``.mov``, ...). ``gop`` sets the
-    maximum key-frame interval (x264 default 250); x264's own scene-cut key frames stay on.
+    maximum key-frame interval (x264 default 250); x264's own scene-cut key frames stay on. ``audio``
+    adds an AAC track (``audio_rate`` Hz, ``audio_layout``) on which scene ``k`` plays a pure tone of
+    ``audio_freqs[k]`` Hz (all distinct), so that the audio of a cut clip tells which source time range
+    it came from. Without ``audio`` the file is exactly what it was before the option existed.
     """
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError(f"width and height must be even and >= 16, got {width}x{height}")
@@ -324,10 +332,12 @@ def make_video(
     if gop is not None:
         options["g"] = str(gop)
     container_opts = {"movflags": "+faststart"} if faststart else {}
+    freqs = [_scene_tone(k) for k in range(len(scenes))] if audio else []
     with av.open(str(path), "w", options=container_opts) as container:
         stream = container.add_stream("libx264", rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = 1 / rate
+        tone = _ToneTrack(container, audio_rate, audio_layout, rate, scene_of, freqs) if audio else None
         for f in range(total):
             k = int(scene_of[f])
             if f in fade_of:
@@ -348,8 +358,12 @@ def make_video(
             frame.pts = f
             for packet in stream.encode(frame):
                 container.mux(packet)
+            if tone is not None:
+                tone.write_frame(f)
         for packet in stream.encode(None):
             container.mux(packet)
+        if tone is not None:
+            tone.close()
 
     scene_starts = [int(x) for x in starts[:-1]]
     fade_starts = {int(starts[k]) for k, s in enumerate(scenes) if k > 0 and s.transition == "fade"}
@@ -371,7 +385,47 @@ def make_video(
         pan_ranges=[r for r, s in zip(ranges, scenes, strict=True) if s.kind == "pan"],
         static_ranges=[r for r, s in zip(ranges, scenes, strict=True) if s.kind == "static"],
         scene_kinds=[s.kind for s in scenes],
+        audio_rate=audio_rate if audio else 0,
+        audio_freqs=freqs,
     )
+
+
+def _scene_tone(k: int) -> float:
+    """Scene ``k``'s tone: 12 distinct pitches a semitone apart from 330 Hz, then octaves up."""
+    return 330.0 * 2.0 ** ((k % 12) / 12.0) * 2.0 ** (k // 12)
+
+
+class _ToneTrack:
+    """The AAC track of :func:`make_video`: video frame ``f`` gets samples ``[f * sr / fps, (f+1) * sr /
+    fps)`` of its scene's tone (phase-continuous on the absolute sample clock), muxed right after the
+    frame's video packets so that the two streams interleave."""
+
+    def __init__(self, container: av.container.OutputContainer, rate: int, layout: str, fps: Fraction,
+                 scene_of: np.ndarray, freqs: list[float]) -> None:
+        self.container = container
+        self.stream = container.add_stream("aac", rate=rate, layout=layout)
+        self.rate, self.layout, self.fps = rate, layout, fps
+        self.channels = av.AudioLayout(layout).nb_channels
+        self.scene_of, self.freqs = scene_of, freqs
+
+    def write_frame(self, f: int) -> None:
+        a = int(Fraction(f * self.rate) / self.fps)
+        b = int(Fraction((f + 1) * self.rate) / self.fps)
+        if b <= a:
+            return
+        t = np.arange(a, b, dtype=np.float64) / self.rate
+        pcm = (0.25 * np.sin(2 * np.pi * self.freqs[int(self.scene_of[f])] * t)).astype(np.float32)
+        data = np.repeat(pcm[None, :], self.channels, axis=0)  # planar: one row per channel
+        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=self.layout)
+        frame.sample_rate = self.rate
+        frame.pts = a
+        frame.time_base = Fraction(1, self.rate)
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
 
 
 def plan_scenes(
@@ -484,6 +538,37 @@ def make_sample_folder(
         if write_truth:
             gt.save_json(directory / f"{name}.truth.json")
         out[name] = gt
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# segmentation fidelity sources
+# ----------------------------------------------------------------------------------------------------
+
+#: Sources on which lovr_hf's default segmentation must equal the original's (PySceneDetect as
+#: ``clip_segmentation.py`` runs it). Low frame rates keep them short: LoVR's 5 s minimum is 30 frames
+#: at 6 fps. name -> (width, height, fps, scene lengths in frames, audio layout or None, x264 preset)
+FIDELITY_SOURCES: dict[str, tuple[int, int, int, tuple[int, ...], str | None, str]] = {
+    # a 9-frame (1.5 s) last scene, shorter than the minimum: PySceneDetect keeps it as its own scene;
+    # a stereo AAC track on which every scene plays its own tone
+    "short_tail_audio.mp4": (320, 180, 6, (36, 42, 33, 9), "stereo", "veryfast"),
+    # one 8 s scene: PySceneDetect finds no cut (the original then wrote no clip at all)
+    "no_cut.mp4": (320, 180, 6, (48,), None, "veryfast"),
+    # 1920x1080: the automatic downscale factor is 7.5 (frames scored at 256x144); short last scene too
+    "hd1080.mp4": (1920, 1080, 4, (22, 23, 6), None, "ultrafast"),
+}
+
+
+def make_fidelity_sources(directory: str | os.PathLike, names: Sequence[str] | None = None, *,
+                          seed: int = 5) -> dict[str, GroundTruth]:
+    """Write the :data:`FIDELITY_SOURCES` (all, or ``names``) into ``directory``; name -> ground truth."""
+    directory = Path(directory)
+    out: dict[str, GroundTruth] = {}
+    for k, name in enumerate(names or list(FIDELITY_SOURCES)):
+        w, h, fps, lengths, layout, preset = FIDELITY_SOURCES[name]
+        out[name] = make_video(directory / name, [SceneSpec(n) for n in lengths], w, h, fps,
+                               seed=seed + k, preset=preset, audio=layout is not None,
+                               audio_layout=layout or "mono")
     return out
 
 

@@ -24,11 +24,12 @@ SUPPRESS = "suppress"
 
 
 def seconds_to_frames(seconds: float, fps: float) -> int:
-    """Minimum lengths given in seconds become whole frames (rounded), as the original LoVR did when
-    it passed ``min_scene_len`` to PySceneDetect in frames."""
+    """Minimum lengths given in seconds become whole frames by truncation, as the original LoVR did:
+    ``ContentDetector(min_scene_len=int(min_clip_duration * fps))`` (5 s at 29.97 fps -> 149 frames,
+    where rounding would give 150). The product is computed in the same float arithmetic."""
     if seconds <= 0 or fps <= 0:
         return 0
-    return int(round(seconds * fps))
+    return int(seconds * fps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -37,7 +38,12 @@ def seconds_to_frames(seconds: float, fps: float) -> int:
 
 
 def scenes_from_cuts(
-    cuts: Sequence[int], num_frames: int, fps: float, min_clip_s: float = 5.0
+    cuts: Sequence[int],
+    num_frames: int,
+    fps: float,
+    min_clip_s: float = 5.0,
+    *,
+    merge_short_tail: bool = False,
 ) -> list[tuple[int, int]]:
     """Half-open ``(start_frame, end_frame)`` clip ranges covering ``[0, num_frames)`` exactly.
 
@@ -45,14 +51,18 @@ def scenes_from_cuts(
 
     1. Cuts are sorted and de-duplicated; cuts ``<= 0`` or ``>= num_frames`` are dropped.
     2. A video with no cut is one clip; a video shorter than the minimum (``min_clip_s`` converted with
-       :func:`seconds_to_frames`) is one clip, whatever the cuts say.
-    3. Scanning left to right, a clip shorter than the minimum is merged into its neighbour: the first
-       clip joins the next one, any later one (in particular the trailing part after the last cut)
-       joins the previous one. So every clip is >= the minimum except when the whole video is shorter.
+       :func:`seconds_to_frames`) is one clip, whatever the cuts say. (The original gets *no* scene from
+       PySceneDetect for a video without a cut and silently drops the video; losing a video is a bug, so
+       it is not copied.)
+    3. The last scene is kept as it is, even when shorter than the minimum: PySceneDetect's scene list ends
+       with the part after the last cut whatever its length, and the original cut that part into its own
+       clip. ``merge_short_tail=True`` (lovr_hf's option) joins a short last part to the previous clip.
+    4. Scanning left to right, any other clip shorter than the minimum is merged into a neighbour: a
+       short first clip joins the next one, a later one joins the previous one.
 
-    The content detectors already keep cuts at least ``min_scene_len`` apart (PySceneDetect's flash
-    filter), so in practice only the trailing part is ever merged; other detectors (TransNetV2) may
-    produce short interior scenes, which rule 3 folds into the previous clip.
+    The content detectors keep cuts at least ``min_scene_len`` apart and after the first frame
+    (PySceneDetect's flash filter), so for them rule 4 never fires and the ranges are exactly
+    PySceneDetect's scene list; other detectors (TransNetV2) may produce short interior scenes.
     """
     if num_frames <= 0:
         return []
@@ -63,12 +73,18 @@ def scenes_from_cuts(
     starts = [0, *bounds]
     ends = [*bounds, num_frames]
     ranges = [[s, e] for s, e in zip(starts, ends, strict=True)]
+    tail = None if merge_short_tail else ranges.pop()
     merged: list[list[int]] = []
     for start, end in ranges:
         if merged and (merged[-1][1] - merged[-1][0] < min_len or end - start < min_len):
             merged[-1][1] = end  # short first clip absorbs the next; short later clip joins the previous
         else:
             merged.append([start, end])
+    if tail is not None:
+        if merged and merged[-1][1] - merged[-1][0] < min_len:
+            merged[-1][1] = tail[1]  # a short first clip still joins its neighbour, here the tail
+        else:
+            merged.append(tail)
     return [(s, e) for s, e in merged]
 
 
@@ -140,6 +156,57 @@ def flash_filter(above: np.ndarray, min_len: int, mode: str = MERGE) -> list[int
     if triggered and last_above + min_len < n and last_above - merge_start >= min_len:
         cuts.append(last_above)
     return [c for c in cuts if c > 0]
+
+
+class OnlineFlashFilter:
+    """:func:`flash_filter` one frame at a time, for a single pass that cuts while it detects.
+
+    :meth:`push` takes frame ``i``'s "score >= threshold" flag (frames in order from 0) and returns the
+    cuts that became known at that frame; :attr:`horizon` is the first frame whose scene is not final
+    yet: no cut before it can appear any more (while a merge is pending, the merged cut will be at or
+    after the last above-threshold frame; otherwise cuts are only ever emitted at the frame pushed).
+    The same decisions as :func:`flash_filter` on the whole mask (tested against each other).
+    """
+
+    def __init__(self, min_len: int, mode: str = MERGE) -> None:
+        if mode not in (MERGE, SUPPRESS):
+            raise ValueError(f"unknown flash filter mode {mode!r}")
+        self.min_len, self.mode = int(min_len), mode
+        self.next = 0  # next frame to push
+        self.last_above = 0
+        self.last_cut = 0
+        self.merge_enabled = False
+        self.triggered = False
+        self.merge_start = 0
+        self.cuts: list[int] = []
+
+    @property
+    def horizon(self) -> int:
+        return self.last_above if self.mode == MERGE and self.triggered else self.next
+
+    def push(self, above: bool) -> list[int]:
+        i, self.next = self.next, self.next + 1
+        out: list[int] = []
+        if self.min_len <= 0:
+            out = [i] if above else []
+        elif self.mode == SUPPRESS:
+            if above and i - self.last_cut >= self.min_len:
+                self.last_cut = i
+                out = [i]
+        elif above:
+            if not self.triggered:
+                if i - self.last_above >= self.min_len:
+                    self.merge_enabled = True
+                    out = [i]
+                elif self.merge_enabled:
+                    self.triggered, self.merge_start = True, i
+            self.last_above = i
+        elif self.triggered and i - self.last_above >= self.min_len and self.last_above - self.merge_start >= self.min_len:
+            self.triggered = False
+            out = [self.last_above]
+        out = [c for c in out if c > 0]
+        self.cuts.extend(out)
+        return out
 
 
 def adaptive_cuts(

@@ -52,6 +52,7 @@ VIDEOS_FEATURES = Features(
         "threshold": Value("float64"),  # detector threshold used (the one settled on with --adaptive)
         "size_bytes": Value("int64"),  # source file size: with sha256, identifies the file for index-only repos
         "sha256": Value("string"),  # of the source file's bytes (null until computed)
+        "downscale": Value("float64"),  # factor the detector shrank frames by ("auto" resolved: max(w, h) / 256)
         **_status,
     }
 )
@@ -73,6 +74,10 @@ CLIPS_FEATURES = Features(
         "path": Value("string"),
         "frame_offset": Value("int64"),
         "clip_mode": Value("string"),
+        # the clip file's identity (exact/copy; null for virtual clips): downstream work keys on it, and a
+        # published file that no longer matches its row is reported instead of read
+        "file_size": Value("int64"),
+        "file_sha256": Value("string"),
         **_status,
     }
 )

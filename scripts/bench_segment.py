@@ -1,20 +1,31 @@
-"""Benchmark of the segmentation stage: scene-cut detection speed and accuracy and the three clip modes.
+"""Benchmark of the segmentation stage: scene-cut detection, and the cost of segmenting a whole video.
 
-Generates (once, cached) synthetic videos with known cuts via ``lovr_hf.samples``:
+Generates (once, cached) synthetic videos with known cuts and an AAC track via ``lovr_hf.samples``:
 a 10-minute 640x360 24 fps video with ~60 cuts and a 2-minute 1280x720 one (``--quick``: 2 minutes and
 30 seconds). Then measures, on each file, in one run:
 
-* raw PyAV decode (frame threads, every frame, nothing else): the speed ceiling;
-* PySceneDetect 0.7 ``detect()`` with ``ContentDetector(threshold=34, min_scene_len=5 s)``: default OpenCV
-  backend (auto downscale), and its PyAV backend with downscale 3 as LoVR ran it (plus OpenCV with
-  downscale 3, which is the ``pyscenedetect`` backend);
-* every lovr_hf detector backend (``transnetv2`` only with ``--with-transnet``: it is slow on CPU).
+* raw PyAV decode (frame threads, every frame, nothing else): the speed ceiling of detection;
+* PySceneDetect 0.7 as the original LoVR script ran it (OpenCV decoding, automatic downscale,
+  ``ContentDetector(threshold=34, min_scene_len=int(5 s * fps))``), and with a fixed downscale 3 on its
+  PyAV backend (what the original script *meant* with ``set_downscale_factor(3)``);
+* every lovr_hf detector backend at its defaults (automatic downscale), and ``content`` with the old
+  fixed downscale 3 (``transnetv2`` only with ``--with-transnet``: it is slow on CPU).
 
 For each: frames/s (wall clock, best of ``--repeat``), CPU microseconds per frame (all threads; less
 sensitive to other load on a shared machine), the ratio to the fastest stock PySceneDetect run and to
 raw decode, and cut precision/recall/F1 against the ground truth (hard cuts, +/- 1 frame), plus the
-agreement with ContentDetector's own cuts. Numbers depend on the machine and its load: the script
-prints both.
+agreement with ContentDetector's own cuts.
+
+Then, on the first file, segmenting one video end to end (cuts + clip files, CRF 22 with audio):
+
+* the limit: one ffmpeg pass re-encoding the whole file with the same settings (one decode + one encode);
+* lovr_hf ``exact`` in one pass (the default: cut while detecting), and in two passes (``--two-pass``:
+  detect, then decode again to cut), each as a ratio to the limit, and one pass / two passes;
+* the original: PySceneDetect's detection plus ``split_video_ffmpeg`` (one ffmpeg run per scene), if an
+  ffmpeg binary is available (``imageio-ffmpeg``);
+* ``copy`` and ``virtual`` clips.
+
+Numbers depend on the machine and its load: the script prints both.
 
     python scripts/bench_segment.py [--quick] [--repeat 2] [--cache-dir DIR] [--json out.json]
 """
@@ -35,19 +46,20 @@ import av
 
 from lovr_hf.backends.base import DETECTORS
 from lovr_hf.samples import GroundTruth, make_sample_video
-from lovr_hf.scenes import cut_prf, seconds_to_frames
-from lovr_hf.video import probe
+from lovr_hf.scenes import cut_prf, scenes_from_cuts, seconds_to_frames
+from lovr_hf.video import clear_cache, probe
 
 
 def load_or_make(cache: Path, name: str, duration_s: float, width: int, height: int, fps: int,
                  num_cuts: int, seed: int) -> GroundTruth:
     """The benchmark videos are deterministic: reuse a cached copy when its ground truth is there."""
-    video = cache / f"{name}_{width}x{height}_{fps}fps_{int(duration_s)}s_{num_cuts}cuts_s{seed}.mp4"
+    video = cache / f"{name}_{width}x{height}_{fps}fps_{int(duration_s)}s_{num_cuts}cuts_s{seed}_aac.mp4"
     truth = video.with_suffix(".truth.json")
     if video.exists() and truth.exists():
         return GroundTruth.load_json(truth)
     t0 = time.perf_counter()
-    gt = make_sample_video(video, duration_s, num_cuts=num_cuts, width=width, height=height, fps=fps, seed=seed)
+    gt = make_sample_video(video, duration_s, num_cuts=num_cuts, width=width, height=height, fps=fps, seed=seed,
+                           audio=True, audio_rate=44100, audio_layout="stereo")
     took = time.perf_counter() - t0
     print(f"  generated {video.name}: {gt.num_frames} frames in {took:.1f} s ({gt.num_frames / took:.0f} frames/s)")
     gt.save_json(truth)
@@ -64,23 +76,19 @@ def raw_decode(path: str) -> int:
     return n
 
 
-def stock_pyscenedetect(path: str, fps: float, backend: str, downscale: int | None) -> tuple[int, list[int]]:
-    """PySceneDetect 0.7 as a user would call it: ``detect()`` (auto downscale) or a SceneManager with a
-    fixed downscale factor."""
-    from scenedetect import ContentDetector, SceneManager, detect, open_video
+def stock_pyscenedetect(path: str, backend: str, downscale: int | None) -> tuple[int, list[int]]:
+    """PySceneDetect 0.7 with the original's detector: the SceneManager's automatic downscale (``None``:
+    what the original really ran with) or a fixed factor."""
+    from scenedetect import ContentDetector, SceneManager, open_video
 
-    detector = ContentDetector(threshold=34.0, min_scene_len=seconds_to_frames(5.0, fps))
-    if downscale is None:
-        scenes = detect(path, detector, backend=backend, start_in_scene=True)
-        n = scenes[-1][1].frame_num - scenes[0][0].frame_num if scenes else 0
-    else:
-        video = open_video(path, backend=backend)
-        manager = SceneManager()
+    video = open_video(path, backend=backend)
+    manager = SceneManager()
+    if downscale is not None:
         manager.auto_downscale = False
         manager.downscale = downscale
-        manager.add_detector(detector)
-        n = manager.detect_scenes(video)
-        scenes = manager.get_scene_list(start_in_scene=True)
+    manager.add_detector(ContentDetector(threshold=34.0, min_scene_len=seconds_to_frames(5.0, video.frame_rate)))
+    n = manager.detect_scenes(video)
+    scenes = manager.get_scene_list(start_in_scene=True)
     first = scenes[0][0].frame_num if scenes else 0
     return n, [s[0].frame_num - first for s in scenes[1:]]
 
@@ -99,31 +107,80 @@ def timed(fn: Callable[[], tuple[int, list[int] | None]], repeat: int) -> dict:
     return best
 
 
-def bench_clip_modes(video: Path, truth: GroundTruth, cuts: list[int], out_dir: Path) -> list[dict]:
-    """Time the three clip modes (exact, copy, virtual) on the 10-minute video against one ffmpeg
-    re-encode pass of the whole file (same encoder settings), and check exact clips are frame-exact."""
-    from lovr_hf.clipper import bench_clip_modes as time_modes
-    from lovr_hf.clipper import cut_clips
-    from lovr_hf.scenes import scenes_from_cuts
+def _cpu() -> float:
+    from lovr_hf.clipper import _cpu_seconds
 
-    ranges = scenes_from_cuts(cuts, truth.num_frames, truth.fps, 5.0)
+    return _cpu_seconds()
+
+
+def _time(fn: Callable[[], object]) -> tuple[float, float]:
+    clear_cache()
+    c0, t0 = _cpu(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, _cpu() - c0
+
+
+def bench_segment_video(video: Path, truth: GroundTruth, out_dir: Path) -> list[dict]:
+    """Segment one video end to end (cuts + clip files) every way, against one whole-file re-encode."""
+    import shutil
+    import subprocess
+
+    from lovr_hf.backends.detector_fast import FastContentDetector
+    from lovr_hf.clipper import cut_clips, ffmpeg_exe
+    from lovr_hf.detect_and_cut import detect_and_cut
+
+    path = str(video)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t = time_modes(str(video), ranges, out_dir)
-    exact = cut_clips(str(video), ranges, out_dir / "check", "check", mode="exact")
-    frames = sum(probe(c.path).num_frames for c in exact)
-    base_w, base_c = t.get("ffmpeg_reencode"), t.get("ffmpeg_reencode_cpu")
-    print(f"\n== clip modes: {Path(video).name}, {len(ranges)} clips")
-    print(f"  {'mode':<22} {'wall s':>8} {'CPU s':>8} {'wall / ffmpeg':>14} {'CPU / ffmpeg':>13}")
+    det = FastContentDetector()
+    cuts = det.detect(path)
+    ranges = scenes_from_cuts(cuts, truth.num_frames, truth.fps, 5.0)
+
+    def fresh(name: str) -> Path:
+        d = out_dir / name
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    def two_pass() -> None:
+        r = scenes_from_cuts(det.detect(path), truth.num_frames, truth.fps, 5.0)
+        cut_clips(path, r, fresh("two"), "v")
+
+    timings: dict[str, tuple[float, float]] = {}
+    exe = ffmpeg_exe()
+    if exe:
+        cmd = [exe, "-v", "error", "-y", "-i", path, "-map", "0:v:0", "-map", "0:a?", "-c:v", "libx264",
+               "-preset", "veryfast", "-crf", "22", "-c:a", "aac", str(out_dir / "reencode.mp4")]
+        timings["limit: ffmpeg re-encode of the whole file"] = _time(lambda: subprocess.run(cmd, check=True))
+    timings["lovr_hf exact, one pass (default)"] = _time(
+        lambda: detect_and_cut(path, fresh("one"), "v", det, min_clip_s=5.0, preset="veryfast", crf=22))
+    timings["lovr_hf exact, two passes (--two-pass)"] = _time(two_pass)
+    if exe:
+        from scenedetect import FrameTimecode, split_video_ffmpeg
+
+        def original() -> None:
+            _, c = stock_pyscenedetect(path, "opencv", None)
+            bounds = list(zip([0, *c], [*c, truth.num_frames], strict=True))
+            scenes = [(FrameTimecode(a, truth.fps), FrameTimecode(b, truth.fps)) for a, b in bounds]
+            split_video_ffmpeg(path, scenes, output_dir=fresh("original"))
+
+        timings["original: PySceneDetect + split_video_ffmpeg"] = _time(original)
+    timings["lovr_hf copy"] = _time(lambda: cut_clips(path, ranges, fresh("copy"), "v", mode="copy"))
+    timings["lovr_hf virtual"] = _time(lambda: cut_clips(path, ranges, fresh("virtual"), "v", mode="virtual"))
+    one = sorted((out_dir / "one" / "v").glob("*.mp4"))
+    frames = sum(probe(str(p)).num_frames for p in one)
+
+    limit = timings.get("limit: ffmpeg re-encode of the whole file")
+    print(f"\n== segmenting one video: {Path(video).name}, {len(ranges)} clips, CRF 22 veryfast, AAC audio")
+    print(f"  {'method':<46} {'wall s':>8} {'CPU s':>8} {'wall / limit':>13} {'CPU / limit':>12}")
     rows = []
-    for mode in ("exact", "copy", "virtual", "ffmpeg_reencode"):
-        if mode not in t:
-            continue
-        w, c = t[mode], t[f"{mode}_cpu"]
-        rw = f"{w / base_w:.2f}x" if base_w else "-"
-        rc = f"{c / base_c:.2f}x" if base_c else "-"
-        print(f"  {mode:<22} {w:>8.2f} {c:>8.2f} {rw:>14} {rc:>13}")
-        rows.append({"mode": mode, "wall_s": w, "cpu_s": c, "clips": len(ranges)})
-    print(f"  exact clips hold {frames} of {truth.num_frames} frames ({'frame-exact' if frames == truth.num_frames else 'MISMATCH'})")
+    for label, (w, c) in timings.items():
+        rw = f"{w / limit[0]:.2f}x" if limit else "-"
+        rc = f"{c / limit[1]:.2f}x" if limit else "-"
+        print(f"  {label:<46} {w:>8.2f} {c:>8.2f} {rw:>13} {rc:>12}")
+        rows.append({"file": Path(video).name, "method": label, "wall_s": w, "cpu_s": c, "clips": len(ranges)})
+    w1, c1 = timings["lovr_hf exact, one pass (default)"]
+    w2, c2 = timings["lovr_hf exact, two passes (--two-pass)"]
+    print(f"  one pass / two passes: {w1 / w2:.2f}x wall, {c1 / c2:.2f}x CPU; one-pass clips hold {frames} of "
+          f"{truth.num_frames} frames ({'frame-exact' if frames == truth.num_frames else 'MISMATCH'})")
     return rows
 
 
@@ -137,13 +194,13 @@ def run_file(gt: GroundTruth, args: argparse.Namespace) -> list[dict]:
 
     methods: list[tuple[str, str, Callable[[], tuple[int, list[int] | None]]]] = [
         ("raw PyAV decode (threads=AUTO)", "decode", lambda: (raw_decode(path), None)),
-        ("PySceneDetect detect(), OpenCV, auto downscale", "stock",
-         lambda: stock_pyscenedetect(path, gt.fps, "opencv", None)),
-        ("PySceneDetect SceneManager, PyAV, downscale 3", "stock",
-         lambda: stock_pyscenedetect(path, gt.fps, "pyav", 3)),
+        ("PySceneDetect as the original (OpenCV, auto downscale)", "stock",
+         lambda: stock_pyscenedetect(path, "opencv", None)),
+        ("PySceneDetect, PyAV, downscale 3", "stock",
+         lambda: stock_pyscenedetect(path, "pyav", 3)),
     ]
-    backends = [("pyscenedetect", {}), ("content", {}), ("content", {"flash_guard": True}),
-                ("adaptive", {}), ("adaptive-fast", {})]
+    backends = [("pyscenedetect", {}), ("content", {}), ("content", {"downscale": 3}),
+                ("content", {"flash_guard": True}), ("adaptive", {}), ("adaptive-fast", {})]
     if args.with_transnet and "transnetv2" in DETECTORS.names():
         backends.append(("transnetv2", {}))
     for name, kwargs in backends:
@@ -207,10 +264,9 @@ def main() -> None:
     rows: list[dict] = []
     for gt in videos:
         rows.extend(run_file(gt, args))
-    if importlib.util.find_spec("lovr_hf.clipper") is not None:
+    if importlib.util.find_spec("lovr_hf.detect_and_cut") is not None:
         gt = videos[0]
-        fast_cuts = DETECTORS.create("content").detect(gt.path)
-        rows.extend(bench_clip_modes(Path(gt.path), gt, fast_cuts, args.cache_dir / "clips"))
+        rows.extend(bench_segment_video(Path(gt.path), gt, args.cache_dir / "clips"))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -11,6 +11,7 @@ import pytest
 
 from lovr_hf import schema
 from lovr_hf.caption import CaptionConfig, caption
+from lovr_hf.frames import caption_num_frames
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.tiny import build_tiny_qwen25vl
@@ -50,7 +51,8 @@ def test_tiny_qwen_captions_every_clip(tiny_vlm: str, clips_repo: BenchmarkRepo)
     rows = clips_repo.read(schema.CLIP_CAPTIONS)
     assert rows.num_rows == 4 and set(rows["status"]) == {schema.OK}
     assert all(r["caption"].strip() for r in rows)
-    assert rows["num_frames_used"] == [10, 8, 9, 8]
+    # the original rule through frames.py (qwen_vl_utils: an even count of min(64, max(8, seconds)) frames)
+    assert rows["num_frames_used"] == [caption_num_frames(n, n / FPS) for n in (80, 64, 72, 48)] == [10, 8, 8, 8]
     assert rows[0]["model"] == tiny_vlm
     assert res.stats["tokens_out"] > 0 and res.stats["generate_s"] > 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from datasets import Dataset
@@ -190,3 +191,36 @@ def test_bench_clip_modes(sources: dict[str, Path], tmp_path: Path) -> None:
     assert set(res) == set(C.CLIP_MODES) | {f"{m}_cpu" for m in C.CLIP_MODES}
     assert all(res[m] > 0 for m in C.CLIP_MODES)
     assert (tmp_path / "exact" / "bench" / "bench-Scene-001.mp4").exists()
+
+
+@pytest.fixture(scope="module")
+def with_audio(tmp_path_factory: pytest.TempPathFactory):
+    from lovr_hf.samples import SceneSpec
+    from lovr_hf.samples import make_video as make_scene_video
+
+    path = tmp_path_factory.mktemp("audio") / "tones.mp4"
+    return make_scene_video(path, [SceneSpec(30), SceneSpec(18), SceneSpec(40)], 96, 64, 12, seed=4, audio=True,
+                            audio_rate=16000, audio_layout="stereo", preset="ultrafast")
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])  # one encoder for all clips / one encoder per clip
+def test_exact_clips_keep_the_audio_of_their_range(with_audio, tmp_path: Path, codec: str) -> None:
+    gt = with_audio
+    ranges = gt.scene_ranges()
+    clips = C.cut_clips(gt.path, ranges, tmp_path, "a", codec=codec)
+    for k, c in enumerate(clips):
+        with av.open(c.path) as f:
+            a = f.streams.audio[0]
+            assert (a.codec_context.name, a.rate, a.codec_context.layout.name) == ("aac", 16000, "stereo")
+            pcm = np.concatenate([x.to_ndarray() for x in f.decode(a)], axis=1)
+        want = round((c.end_frame - c.start_frame) / gt.fps * gt.audio_rate)
+        assert want <= pcm.shape[1] < want + 2048  # sample-exact window, rounded up to whole AAC frames
+        seg = pcm[0, 1024:want]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+        assert abs(np.fft.rfftfreq(len(seg), 1 / gt.audio_rate)[spec.argmax()] - gt.audio_freqs[k]) < 5
+        assert V.probe(c.path).num_frames == c.num_frames
+    silent = C.cut_clips(gt.path, ranges, tmp_path / "silent", "a", audio=False)
+    copied = C.cut_clips(gt.path, ranges, tmp_path / "copy", "a", mode="copy")
+    for c in silent + copied:  # --no-audio, and copy clips (video only)
+        with av.open(c.path) as f:
+            assert not f.streams.audio

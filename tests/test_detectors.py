@@ -56,14 +56,18 @@ def _within_one(a: list[int], b: list[int]) -> bool:
 def test_registry_and_defaults():
     assert {"content", "pyscenedetect", "adaptive", "adaptive-fast"} <= set(DETECTORS.names())
     det = DETECTORS.create("content")
-    assert (det.threshold, det.min_scene_len_s, det.downscale) == (34.0, 5.0, 3)
+    # the original's effective settings: PySceneDetect's automatic downscale (set_downscale_factor(3) was a no-op)
+    assert (det.threshold, det.min_scene_len_s, det.downscale) == (34.0, 5.0, "auto")
     assert det.params()["flash_guard"] is False and det.params()["filter_mode"] == "merge"
     assert DETECTORS.create("adaptive").threshold == 3.0
     ref = DETECTORS.create("pyscenedetect", threshold=30, min_scene_len_s=2, downscale=2)
     assert ref.params() == {"detector": "pyscenedetect", "threshold": 30.0, "min_scene_len_s": 2.0,
                             "downscale": 2, "backend": "opencv"}
-    with pytest.raises(ValueError):
-        DETECTORS.create("content", downscale=0)
+    assert DETECTORS.create("content", downscale="3").downscale == 3
+    assert DETECTORS.create("content", downscale=" AUTO ").downscale == "auto"
+    for bad in (0, -1, 2.5, "x", "2.5", True):
+        with pytest.raises(ValueError):
+            DETECTORS.create("content", downscale=bad)
 
 
 @pytest.mark.parametrize("video", ["plain", "hard"])
@@ -244,26 +248,42 @@ def test_suppress_flashes():
 
 def test_scenes_from_cuts_rules():
     fps = 10.0  # min 5 s = 50 frames
-    assert scenes_from_cuts([], 300, fps) == [(0, 300)]  # no cut: one clip
+    assert scenes_from_cuts([], 300, fps) == [(0, 300)]  # no cut: one clip (the original lost the video)
     assert scenes_from_cuts([10, 20], 40, fps) == [(0, 40)]  # shorter than the minimum: one clip
     assert scenes_from_cuts([100, 200], 300, fps) == [(0, 100), (100, 200), (200, 300)]
-    assert scenes_from_cuts([100, 200], 230, fps) == [(0, 100), (100, 230)]  # short tail joins the previous
+    # a short last scene stays a clip, as in PySceneDetect's scene list; lovr_hf's option merges it
+    assert scenes_from_cuts([100, 200], 230, fps) == [(0, 100), (100, 200), (200, 230)]
+    assert scenes_from_cuts([100, 200], 230, fps, merge_short_tail=True) == [(0, 100), (100, 230)]
     assert scenes_from_cuts([20, 100], 300, fps) == [(0, 100), (100, 300)]  # short first clip joins the next
+    assert scenes_from_cuts([20], 300, fps) == [(0, 300)]  # ... also when the next one is the last
     assert scenes_from_cuts([100, 120, 200], 300, fps) == [(0, 120), (120, 200), (200, 300)]  # short inside: joins previous
     assert scenes_from_cuts([200, 0, -5, 100, 100, 300, 999], 300, fps) == [(0, 100), (100, 200), (200, 300)]
     assert scenes_from_cuts([100], 300, fps, min_clip_s=0) == [(0, 100), (100, 300)]
     assert scenes_from_cuts([5], 0, fps) == []
-    # whatever the input, the ranges tile [0, n) and respect the minimum when n allows it
+    # whatever the input, the ranges tile [0, n) and respect the minimum when n allows it (but for the
+    # last scene, unless merge_short_tail)
     rng = np.random.default_rng(2)
     for _ in range(200):
         n = int(rng.integers(1, 400))
         cuts = sorted(rng.integers(-5, n + 5, int(rng.integers(0, 12))).tolist())
-        ranges = scenes_from_cuts(cuts, n, fps)
-        assert ranges[0][0] == 0 and ranges[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-        if n >= 50:
-            assert all(e - s >= 50 for s, e in ranges)
-    assert seconds_to_frames(5, 23.976) == 120 and seconds_to_frames(0, 24) == 0
+        for merge in (False, True):
+            ranges = scenes_from_cuts(cuts, n, fps, merge_short_tail=merge)
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+            if n >= 50:
+                assert all(e - s >= 50 for s, e in (ranges if merge else ranges[:-1]))
+        # the content detectors' cuts (>= min apart, none before min): exactly the scenes they delimit
+        spaced = [c for c in range(50, n, 50 + int(rng.integers(0, 40)))]
+        assert scenes_from_cuts(spaced, n, fps) == list(zip([0, *spaced], [*spaced, n], strict=True))
+
+
+def test_minimum_scene_length_truncates_like_the_original():
+    """ContentDetector(min_scene_len=int(min_clip_duration * fps)) in the original."""
+    for fps in (23.976, 24000 / 1001, 30000 / 1001, 25.0, 29.97, 59.94, 12.0, 7.5):
+        for secs in (5.0, 3.0, 1.0, 0.3, 2.5):
+            assert seconds_to_frames(secs, fps) == int(secs * fps)
+    assert seconds_to_frames(5, 23.976) == 119  # rounding gave 120
+    assert seconds_to_frames(5, 30000 / 1001) == 149 and seconds_to_frames(0, 24) == 0
 
 
 def test_adaptive_threshold_search_is_bounded():

@@ -26,7 +26,7 @@ W, H = 128, 72
 def videos(tmp_path_factory) -> tuple[Path, dict]:
     d = tmp_path_factory.mktemp("videos")
     truths = {
-        # 3 scenes of 6-8 s and a 2 s tail that must join the previous clip
+        # 3 scenes of 6-8 s and a 2 s last scene: its own clip, as the original (PySceneDetect's scene list)
         "long one.mp4": make_video(d / "long one.mp4", [SceneSpec(84), SceneSpec(96), SceneSpec(72), SceneSpec(24)],
                                    W, H, FPS, seed=1),
         "static.mkv": make_video(d / "static.mkv", [SceneSpec(90, kind="static")], W, H, FPS, seed=2),
@@ -63,9 +63,9 @@ def test_segment_exact_clips_match_ground_truth(videos, tmp_path: Path) -> None:
     long_vid = vids["long one.mp4"]["video_id"]
     long_clips = by_video[long_vid]
     gt = truths["long one.mp4"]
-    # cuts at the true scene starts; the 2 s tail joined the third clip
-    assert [(c["start_frame"], c["end_frame"]) for c in long_clips] == [(0, 84), (84, 180), (180, 276)]
-    assert [c["clip_id"] for c in long_clips] == [f"{long_vid}-Scene-{i:03d}" for i in (1, 2, 3)]
+    # cuts at the true scene starts; the 2 s last scene is a clip of its own
+    assert [(c["start_frame"], c["end_frame"]) for c in long_clips] == [(0, 84), (84, 180), (180, 252), (252, 276)]
+    assert [c["clip_id"] for c in long_clips] == [f"{long_vid}-Scene-{i:03d}" for i in (1, 2, 3, 4)]
     assert sum(c["num_frames"] for c in long_clips) == gt.num_frames == vids["long one.mp4"]["num_frames"]
     assert len(by_video[vids["static.mkv"]["video_id"]]) == 1
     assert len(by_video[vids["short.MP4"]["video_id"]]) == 1

@@ -2,12 +2,24 @@
 
 Why a re-implementation: PySceneDetect converts every full frame to BGR (swscale), then resizes and
 converts to HSV, which costs about as much as decoding. Here every frame is still scored, but only the
-pixels that survive the downscale are touched: the decoded YUV 4:2:0 planes are sampled in place at the
-positions ``cv2.resize(..., INTER_LINEAR)`` would read for an integer downscale factor, a batch of those
-small images is converted YUV -> BGR -> HSV at once, and the per-channel mean absolute differences of
-consecutive frames give exactly ContentDetector's ``content_val``. The cut decision then applies
-PySceneDetect 0.7's rules (threshold, ``min_scene_len`` in frames, flash filter ``merge``) from
+pixels that survive the downscale are touched: the decoded YUV 4:2:0 planes are shrunk in place (for an
+integer factor by sampling the pixels ``cv2.resize(..., INTER_LINEAR)`` centres on, for a fractional
+factor by ``cv2.resize(..., INTER_LINEAR)`` of each plane to PySceneDetect's output size), a batch of
+those small images is converted YUV -> BGR -> HSV at once, and the per-channel mean absolute differences
+of consecutive frames give ContentDetector's ``content_val``. The cut decision then applies
+PySceneDetect's rules (threshold, ``min_scene_len`` in frames, flash filter ``merge``) from
 :mod:`lovr_hf.scenes`.
+
+Downscale: ``"auto"`` (the default) is what the original LoVR script really got. It called
+``VideoManager.set_downscale_factor(3)``, a documented no-op in PySceneDetect 0.6 ("No-op. Set
+downscale_factor in SceneManager instead"), so the SceneManager's automatic factor applied:
+``compute_downscale_factor(max(frame_size))`` = ``max(width, height) / 256`` as a float (1 below 256 px;
+7.5 at 1920x1080, 5 at 1280x720, 2.5 at 640x360), and the frame is resized to
+``(round(w / f), round(h / f))``. Checked in PySceneDetect's source: the float formula, its argument
+``max(effective_frame_size)``, the resize and ``frame_skip = 0`` are the same in 0.6.5, 0.6.6, 0.6.7,
+0.6.7.1 and 0.7 (0.6.0-0.6.4 used ``width // 256``, an integer; 0.6.5 was released in December 2024,
+before the LoVR paper). An integer ``downscale`` (e.g. the ``3`` the original script meant) is lovr_hf's
+option.
 
 Colour: BT.601, limited range unless the stream says full range (``yuvj*`` / JPEG range), which is what
 swscale does by default for the BGR frames PySceneDetect sees. Sampling the planes instead of
@@ -55,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 34.0  # the original LoVR clip_segmentation.py
 DEFAULT_MIN_SCENE_LEN_S = 5.0
-DEFAULT_DOWNSCALE = 3
+AUTO = "auto"
+DEFAULT_DOWNSCALE = AUTO  # PySceneDetect's automatic factor: what the original script really ran with
+AUTO_EFFECTIVE_WIDTH = 256  # scenedetect.scene_manager.DEFAULT_MIN_WIDTH
 MAX_CONSECUTIVE_DECODE_FAILURES = 8  # as PySceneDetect's PyAV backend: skip isolated corrupt packets
 
 
@@ -76,13 +90,46 @@ class DetectionResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_downscale(value: int | str) -> int | str:
+    """``"auto"`` or a positive integer (``3``, ``"3"``, ``3.0``); anything else is a ``ValueError``."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v == AUTO:
+            return AUTO
+        try:
+            value = int(v)
+        except ValueError:
+            raise ValueError(f"downscale must be 'auto' or a positive integer, got {value!r}") from None
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"downscale must be 'auto' or a positive integer, got {value!r}")
+    return int(value)
+
+
+def auto_downscale_factor(width: int, height: int) -> float:
+    """PySceneDetect's ``compute_downscale_factor(max(frame_size))`` (0.6.5 to 0.7): the factor that
+    brings the longer side to 256 px, a float (``1`` below 256 px)."""
+    size = max(int(width), int(height))
+    if size <= 0:
+        raise ValueError(f"bad frame size {width}x{height}")
+    if size < AUTO_EFFECTIVE_WIDTH:
+        return 1.0
+    return size / float(AUTO_EFFECTIVE_WIDTH)
+
+
+def effective_downscale(downscale: int | str, width: int, height: int) -> float:
+    """The factor frames of a ``width x height`` video are shrunk by (``"auto"`` resolved)."""
+    d = parse_downscale(downscale)
+    return auto_downscale_factor(width, height) if d == AUTO else float(d)
+
+
 class DetectorBase(SceneDetector):
     """Configuration shared by all detector backends.
 
     ``threshold``: the backend's own score threshold (None = the backend default: 34 for content,
     3.0 for adaptive, 0.5 for transnetv2). ``min_scene_len_s``: minimum scene length in seconds,
-    converted to frames with the video's frame rate. ``downscale``: integer factor frames are shrunk by
-    before scoring (LoVR used 3).
+    converted to frames with the video's frame rate by truncation (as the original). ``downscale``:
+    ``"auto"`` (PySceneDetect's automatic factor, which the original really ran with; see the module
+    docstring) or an integer factor frames are shrunk by before scoring.
     """
 
     name = "detector"
@@ -92,15 +139,13 @@ class DetectorBase(SceneDetector):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
     ) -> None:
-        if downscale < 1 or int(downscale) != downscale:
-            raise ValueError(f"downscale must be a positive integer, got {downscale}")
         if min_scene_len_s < 0:
             raise ValueError("min_scene_len_s must be >= 0")
         self.threshold = float(self.default_threshold if threshold is None else threshold)
         self.min_scene_len_s = float(min_scene_len_s)
-        self.downscale = int(downscale)
+        self.downscale = parse_downscale(downscale)
 
     def params(self) -> dict[str, Any]:
         """Everything that changes the output (for dataset fingerprints and provenance)."""
@@ -182,19 +227,31 @@ def _sample_slice(src: int, dst: int, factor: int, offset: int) -> slice:
 class _PlaneSampler:
     """Gathers a small I420 image from a decoded 4:2:0 frame, touching only the rows it needs.
 
-    Luma: output pixel ``i`` takes source pixel ``(f - 1) // 2 + f * i`` - the pixel that
-    ``cv2.resize(INTER_LINEAR)`` centres on for an integer factor ``f``. Chroma: one sample per 2x2
-    output block (as in any 4:2:0 image), taken under the block's top-left luma sample. Output sizes
-    are PySceneDetect's ``round(size / f)`` rounded down to even (I420 needs even sizes), i.e. at most
-    one row/column fewer than PySceneDetect scores.
+    Integer factor ``f``: luma output pixel ``i`` takes source pixel ``(f - 1) // 2 + f * i`` - the pixel
+    that ``cv2.resize(INTER_LINEAR)`` centres on. Chroma: one sample per 2x2 output block (as in any 4:2:0
+    image), taken under the block's top-left luma sample. Output sizes are PySceneDetect's
+    ``round(size / f)`` rounded down to even (I420 needs even sizes), i.e. at most one row/column fewer
+    than PySceneDetect scores.
+
+    Fractional factor (``"auto"`` downscale, e.g. 7.5 at 1080p): each plane is resized with
+    ``cv2.resize(INTER_LINEAR)`` to PySceneDetect's output size ``(round(w / f), round(h / f))`` (chroma
+    to half of it, rounded up), then cropped to even sizes: the same bilinear sampling positions as
+    PySceneDetect's resize of the BGR frame.
 
     Speed: a strided 2-D numpy gather straight from a cold frame buffer is ~2.5x slower than copying the
     needed rows contiguously and then de-interleaving every ``f``-th byte with ``cv2.extractChannel``
-    on the (cache-hot) row buffer, so that is what :meth:`sample` does.
+    on the (cache-hot) row buffer, so that is what :meth:`sample` does for integer factors.
     """
 
-    def __init__(self, width: int, height: int, downscale: int) -> None:
-        f = self.f = int(downscale)
+    def __init__(self, width: int, height: int, downscale: float) -> None:
+        factor = float(downscale)
+        if factor < 1:
+            raise ValueError(f"downscale factor must be >= 1, got {downscale}")
+        self.fractional = not factor.is_integer()
+        if self.fractional:
+            self._init_resize(width, height, factor)
+            return
+        f = self.f = int(factor)
         ow = max(2, round(width / f)) // 2 * 2
         oh = max(2, round(height / f)) // 2 * 2
         off = (f - 1) // 2
@@ -214,7 +271,32 @@ class _PlaneSampler:
         ]
         self.row_bufs = [np.empty((nr, f * nc), np.uint8) for _, _, nr, nc in self.specs]
 
+    def _init_resize(self, width: int, height: int, factor: float) -> None:
+        self.f = factor
+        fw, fh = max(1, round(width / factor)), max(1, round(height / factor))  # PySceneDetect's size
+        ow, oh = fw // 2 * 2, fh // 2 * 2
+        if oh < 2 or ow < 2:
+            raise VideoReadError(f"frame too small to score: {width}x{height}")
+        self.out_w, self.out_h = ow, oh
+        cw, ch = (width + 1) // 2, (height + 1) // 2
+        # per plane: source (w, h), resize target (w, h), output (w, h)
+        self.rspecs = [((width, height), (fw, fh), (ow, oh)),
+                       ((cw, ch), ((fw + 1) // 2, (fh + 1) // 2), (ow // 2, oh // 2)),
+                       ((cw, ch), ((fw + 1) // 2, (fh + 1) // 2), (ow // 2, oh // 2))]
+        self.rbufs = [None if t == o else np.empty((t[1], t[0]), np.uint8) for _, t, o in self.rspecs]
+
     def sample(self, frame: Any, y_out: np.ndarray, u_out: np.ndarray, v_out: np.ndarray) -> None:
+        if self.fractional:
+            for plane, out, ((sw, sh), (tw, th), (ow, oh)), rb in zip(
+                frame.planes[:3], (y_out, u_out, v_out), self.rspecs, self.rbufs, strict=True
+            ):
+                arr = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:sh, :sw]
+                if rb is None:
+                    cv2.resize(arr, (tw, th), dst=out, interpolation=cv2.INTER_LINEAR)
+                else:
+                    cv2.resize(arr, (tw, th), dst=rb, interpolation=cv2.INTER_LINEAR)
+                    out[...] = rb[:oh, :ow]
+            return
         f = self.f
         for plane, out, (rows, col0, nr, nc), rb in zip(
             frame.planes[:3], (y_out, u_out, v_out), self.specs, self.row_bufs, strict=True
@@ -263,6 +345,7 @@ class FrameScores:
     width: int
     height: int
     frame_times: np.ndarray  # presentation time of every frame in seconds (NaN where unknown): VFR-safe times
+    downscale: float = 1.0  # the factor frames were shrunk by ("auto" resolved)
 
     @property
     def num_frames(self) -> int:
@@ -422,19 +505,21 @@ class _Scorer:
 
 def content_scores(
     path: str | os.PathLike,
-    downscale: int = DEFAULT_DOWNSCALE,
+    downscale: int | str = DEFAULT_DOWNSCALE,
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.0),
     batch_size: int = 32,
     thread_type: str = "AUTO",
     flash_lookahead: int = 3,
     flash_floor: float = 8.0,
     threaded: bool = True,
+    threads: int = 0,
 ) -> FrameScores:
     """ContentDetector's per-frame score for every frame of ``path``, decoding once with PyAV.
 
     ``flash_lookahead``: for frames scoring >= ``flash_floor`` the distance between the previous frame
     and each of the next ``flash_lookahead`` frames is also measured (cheap: only such frames), so that
-    the opt-in flash guard can be applied at any threshold afterwards.
+    the opt-in flash guard can be applied at any threshold afterwards. ``threads``: decoder threads
+    (0: FFmpeg's automatic count; the segment stage sizes it when several videos run in parallel).
     """
     path = os.fspath(path)
     w8 = np.asarray(weights, dtype=np.float64)
@@ -443,18 +528,22 @@ def content_scores(
     container, stream = open_video(path)
     scorer: _Scorer | None = None
     width = height = 0
+    factor = 1.0
     times: list[float] = []
     target = "yuv420p"
     try:
         if thread_type:
             stream.thread_type = thread_type
+        if threads:
+            stream.codec_context.thread_count = int(threads)
         fps = stream_fps(stream)
         for frame in iter_frames(container, stream, path):
             if scorer is None:
                 width, height = frame.width, frame.height
                 full = frame.format.name == "yuvj420p" or int(getattr(frame, "color_range", 0) or 0) == 2
                 target = "yuvj420p" if frame.format.name == "yuvj420p" else "yuv420p"
-                scorer = _Scorer(_PlaneSampler(width, height, downscale), w8, batch_size, full,
+                factor = effective_downscale(downscale, width, height)
+                scorer = _Scorer(_PlaneSampler(width, height, factor), w8, batch_size, full,
                                  flash_lookahead, flash_floor, threaded)
             if frame.format.name != target or frame.width != width or frame.height != height:
                 # other pixel formats (10-bit, 4:2:2, RGB...) and mid-stream size changes: convert once
@@ -469,7 +558,8 @@ def content_scores(
         if scorer is not None:
             scorer.close()
     scores = components @ w8 / np.abs(w8).sum()
-    return FrameScores(scores, components, rd, rl, fps, width, height, np.asarray(times, dtype=np.float64))
+    return FrameScores(scores, components, rd, rl, fps, width, height, np.asarray(times, dtype=np.float64),
+                       factor)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -479,8 +569,8 @@ def content_scores(
 
 @DETECTORS.register("content")
 class FastContentDetector(DetectorBase):
-    """ContentDetector semantics (HSV frame difference, threshold 34, min scene 5 s, downscale 3) at
-    close to raw decode speed. The default detector.
+    """ContentDetector semantics (HSV frame difference, threshold 34, min scene 5 s, PySceneDetect's
+    automatic downscale) at close to raw decode speed. The default detector.
 
     ``filter_mode``: ``merge`` (PySceneDetect 0.7 default) or ``suppress``. ``flash_guard`` (opt-in,
     off by default to keep the original behaviour): an above-threshold jump after which the picture
@@ -494,14 +584,16 @@ class FastContentDetector(DetectorBase):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
         weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.0),
         filter_mode: str = MERGE,
         flash_guard: bool = False,
         flash_lookahead: int = 3,
         thread_type: str = "AUTO",
+        threads: int = 0,
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
+        self.threads = int(threads)  # decoder threads (0 = automatic); never changes the output
         if filter_mode not in (MERGE, SUPPRESS):
             raise ValueError(f"filter_mode must be {MERGE!r} or {SUPPRESS!r}")
         self.weights = tuple(float(x) for x in weights)
@@ -527,6 +619,7 @@ class FastContentDetector(DetectorBase):
             thread_type=self.thread_type,
             flash_lookahead=self.flash_lookahead if self.flash_guard else 0,
             flash_floor=min(8.0, self.threshold),
+            threads=self.threads,
         )
 
     def cuts_from_scores(self, fs: FrameScores, threshold: float | None = None) -> list[int]:
@@ -541,7 +634,8 @@ class FastContentDetector(DetectorBase):
     def analyze(self, path: str) -> DetectionResult:
         fs = self.scores(path)
         cuts = self.cuts_from_scores(fs)
-        return DetectionResult(cuts, fs.num_frames, fs.fps, self.threshold, fs.scores, fs.frame_times)
+        return DetectionResult(cuts, fs.num_frames, fs.fps, self.threshold, fs.scores, fs.frame_times,
+                               extra={"downscale": fs.downscale})
 
 
 @DETECTORS.register("adaptive-fast")
@@ -556,21 +650,24 @@ class FastAdaptiveDetector(DetectorBase):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
         window_width: int = 2,
         min_content_val: float = 15.0,
         thread_type: str = "AUTO",
+        threads: int = 0,
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
         self.window_width = int(window_width)
         self.min_content_val = float(min_content_val)
         self.thread_type = thread_type
+        self.threads = int(threads)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "window_width": self.window_width, "min_content_val": self.min_content_val}
 
     def analyze(self, path: str) -> DetectionResult:
-        fs = content_scores(path, downscale=self.downscale, thread_type=self.thread_type, flash_lookahead=0)
+        fs = content_scores(path, downscale=self.downscale, thread_type=self.thread_type, flash_lookahead=0,
+                            threads=self.threads)
         cuts = adaptive_cuts(
             fs.scores,
             seconds_to_frames(self.min_scene_len_s, fs.fps),
@@ -578,4 +675,5 @@ class FastAdaptiveDetector(DetectorBase):
             window_width=self.window_width,
             min_content_val=self.min_content_val,
         )
-        return DetectionResult(cuts, fs.num_frames, fs.fps, self.threshold, fs.scores, fs.frame_times)
+        return DetectionResult(cuts, fs.num_frames, fs.fps, self.threshold, fs.scores, fs.frame_times,
+                               extra={"downscale": fs.downscale})

@@ -2,9 +2,11 @@
 
 Why keep them when ``content`` is faster: they are the semantics LoVR's original segmentation used,
 so they are the yardstick the fast backend is tested against, and a user can always choose the stock
-tool. Configured as the original ran it: ``SceneManager`` with a fixed downscale factor (3), the
-minimum scene length given in frames (5 s times the video's frame rate), OpenCV decoding by default
-(``backend="pyav"`` selects PySceneDetect's PyAV backend).
+tool. Configured as the original ran it: a ``SceneManager`` with its automatic downscale (``downscale=
+"auto"``: the original's ``VideoManager.set_downscale_factor(3)`` was a no-op, see
+:mod:`lovr_hf.backends.detector_fast`; an integer fixes the factor instead), the minimum scene length in
+frames, ``int(5 s * frame rate)`` (truncated, as the original), OpenCV decoding by default (the original's
+``VideoManager`` decoded with OpenCV too; ``backend="pyav"`` selects PySceneDetect's PyAV backend).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 
 from lovr_hf.backends.base import DETECTORS
 from lovr_hf.backends.detector_fast import (
+    AUTO,
     DEFAULT_DOWNSCALE,
     DEFAULT_MIN_SCENE_LEN_S,
     DEFAULT_THRESHOLD,
     DetectionResult,
     DetectorBase,
     VideoReadError,
+    auto_downscale_factor,
     open_video,
 )
 from lovr_hf.scenes import seconds_to_frames
@@ -35,7 +39,7 @@ class _PySceneDetectBase(DetectorBase):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
         backend: str = "opencv",
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
@@ -60,8 +64,13 @@ class _PySceneDetectBase(DetectorBase):
             raise VideoReadError(f"{path}: cannot open as a video ({exc.__class__.__name__}: {exc})") from exc
         fps = float(video.frame_rate)
         manager = SceneManager()
-        manager.auto_downscale = False
-        manager.downscale = self.downscale
+        if self.downscale == AUTO:
+            manager.auto_downscale = True
+            factor = auto_downscale_factor(*video.frame_size)
+        else:
+            manager.auto_downscale = False
+            manager.downscale = self.downscale
+            factor = float(self.downscale)
         manager.add_detector(self._make(seconds_to_frames(self.min_scene_len_s, fps)))
         num_frames = manager.detect_scenes(video=video)
         if num_frames <= 0:
@@ -69,12 +78,12 @@ class _PySceneDetectBase(DetectorBase):
         scenes = manager.get_scene_list(start_in_scene=True)
         first = scenes[0][0].frame_num if scenes else 0
         cuts = [int(start.frame_num) - first for start, _ in scenes[1:]]
-        return DetectionResult(cuts, int(num_frames), fps, self.threshold)
+        return DetectionResult(cuts, int(num_frames), fps, self.threshold, extra={"downscale": factor})
 
 
 @DETECTORS.register("pyscenedetect")
 class PySceneDetectContent(_PySceneDetectBase):
-    """PySceneDetect's ``ContentDetector`` (threshold 34, min scene 5 s, downscale 3 by default)."""
+    """PySceneDetect's ``ContentDetector`` (threshold 34, min scene 5 s, automatic downscale by default)."""
 
     name = "pyscenedetect"
     default_threshold = DEFAULT_THRESHOLD
@@ -98,7 +107,7 @@ class PySceneDetectAdaptive(_PySceneDetectBase):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
         backend: str = "opencv",
         window_width: int = 2,
         min_content_val: float = 15.0,

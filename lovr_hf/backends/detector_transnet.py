@@ -77,7 +77,7 @@ class TransNetV2Detector(DetectorBase):
         self,
         threshold: float | None = None,
         min_scene_len_s: float = DEFAULT_MIN_SCENE_LEN_S,
-        downscale: int = DEFAULT_DOWNSCALE,
+        downscale: int | str = DEFAULT_DOWNSCALE,
         device: str = "auto",
     ) -> None:
         super().__init__(threshold, min_scene_len_s, downscale)
