@@ -164,9 +164,12 @@ def family_for(model: str, family: str | None = None) -> Family | None:
     if not model.strip():
         return None
     fams = families()
-    if (Path(model).expanduser() / OPEN_CLIP_CONFIG).is_file() and "open_clip" in _FAMILIES:
-        return _FAMILIES["open_clip"]  # a local open_clip folder (Hub layout), whatever its name says
     named = _by_name(fams, model)
+    if (Path(model).expanduser() / OPEN_CLIP_CONFIG).is_file() and "open_clip" in _FAMILIES:
+        # a local open_clip folder (Hub layout): an open_clip family its name names (EVA02, PE-Core), else
+        # the generic open_clip row, whatever else the name says
+        oc = [f for f in named if f.backend == "open_clip"]
+        return max(oc, key=lambda f: f.priority) if oc else _FAMILIES["open_clip"]
     mtype = _local_json(model, "config.json").get("model_type")
     if mtype:
         hits = [f for f in fams if mtype in f.model_types]
