@@ -46,8 +46,9 @@ Chunking rule (bounded memory)
     With one candidate block (C <= 65,536, e.g. all of LoVR) the gold score is read from the same matmul
     as the other scores. With several candidate blocks it is computed first by a float32 dot product of the
     query with its gold rows, which can differ from the matmul in the last bit; that matters only for
-    exactly tied scores (see Tie-breaking; top lists always use the matmul scores). Gold rows themselves
-    are never counted, whatever the rounding. Top lists (``top > 0``) add one partial sort per block, in
+    exactly tied scores (see Tie-breaking); top lists then list the gold rows with those same dot-product
+    scores, so a listed gold always sits at its rank. Gold rows themselves are never counted, whatever the
+    rounding. Top lists (``top > 0``) add one partial sort per block, in
     row pieces of <= 4 MiB, and a merge of at most ``top`` entries per query.
 
 All maths is numpy float32 (like the original); no torch needed.
@@ -382,11 +383,19 @@ def rank_queries(
         lpc = pc[pq_bounds[bi] : pq_bounds[bi + 1]]
         g = gold_scores[q0:q1]  # no gold: every finite score is higher -> ranked last
         seg = _segment_starts(lrq)
+        found: list[tuple[np.ndarray, ...]] = []
         if not single_block and lrq.size:
             s = np.einsum("ij,ij->i", qblk[lrq], c[lrr])
             g[lrq[seg]] = np.maximum.reduceat(s, seg)
+            if top:  # listed gold entries carry the same dot-product scores as the rank (list position = rank)
+                if rank_by == "id":
+                    lrc = codes[lrr]
+                    pair_seg = np.flatnonzero(np.r_[True, (lrq[1:] != lrq[:-1]) | (lrc[1:] != lrc[:-1])])
+                    found.append((lrq[pair_seg], np.maximum.reduceat(s, pair_seg), np.ones(pair_seg.size, bool),
+                                  lrc[pair_seg]))
+                else:
+                    found.append((lrq, s.astype(np.float32), np.ones(lrq.size, bool), lrr))
         cnt = counts[q0:q1]
-        found: list[tuple[np.ndarray, ...]] = []
         for c0, c1 in blocks:
             w = c1 - c0
             scores = score_buf[: n * w].reshape(n, w)
@@ -403,7 +412,7 @@ def rank_queries(
                 table = scores
                 sel = (lrr >= c0) & (lrr < c1)
                 gq, gcol, offset = lrq[sel], lrr[sel] - c0, c0
-            if top:
+            if top and single_block:
                 found.append((gq, table[gq, gcol].copy(), np.ones(gq.size, dtype=bool), gcol + offset))
             table[gq, gcol] = -np.inf  # gold rows (ids) never count against themselves
             mask = mask_buf[: table.size].reshape(table.shape)
@@ -413,10 +422,11 @@ def rank_queries(
                 found.append(_block_top(table, top, offset))
                 found = [_merge_top(found, top, ties == "optimistic")]
         if top and found:
-            tq, ts, _, ti = found[0]
+            tq, ts, tg, ti = found[0]
             pos = np.arange(tq.size) - np.repeat(_segment_starts(tq), np.diff(np.r_[_segment_starts(tq), tq.size]))
             top_index[q0 + tq, pos] = ti
             top_scores[q0 + tq, pos] = ts
+
     return Ranking(counts + 1, gold_scores, top_index, top_scores, labels)
 
 
