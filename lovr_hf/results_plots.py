@@ -3,11 +3,13 @@ plus the text-limit truncation rates. Pure functions of ``results`` rows (matplo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lovr_hf import slices
-from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo
+from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.retrieval import DIRECTIONS
 
 PLOT = f"{ASSETS_DIR}/retrieval_pass_at_k.png"
@@ -21,6 +23,33 @@ DIRECTION_NAMES = {
     "clip_to_theme": "clip → theme",
 }
 Entry = tuple[str, str]  # (model, protocol)
+_DIGESTS = "plots.json"  # under .lovr/: digest of the data each plot was drawn from
+_PLOTTED = ("model", "protocol", "slice", "direction", "metric", "k", "value", "ci_low", "ci_high", "num_queries")
+
+
+def _cached(repo: BenchmarkRepo, rel: str, rows: Sequence[dict[str, Any]], entries: Sequence[Entry],
+            draw: Callable[[], str | None]) -> str | None:
+    """Draw only when the plotted data changed (a plot is a pure function of it; drawing takes seconds)."""
+    data = json.dumps([list(entries), [[r.get(c) for c in _PLOTTED] for r in rows]], default=str)
+    digest = hashlib.sha256(data.encode()).hexdigest()
+    book_path = repo.work_root / _DIGESTS
+    try:
+        book = json.loads(book_path.read_text())
+    except (OSError, ValueError):
+        book = {}
+    if book.get(rel) == digest and (repo.root / rel).is_file():
+        return rel
+    out = draw()
+    if out is not None:
+        book[rel] = digest
+        atomic_write_text(book_path, json.dumps(book, sort_keys=True))
+    return out
+
+
+def _layout(fig: Any, rows: int) -> None:
+    # fixed margins: tight_layout doubles the cost of a plot
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.16 if rows == 1 else 0.1, top=0.9 if rows == 1 else 0.94,
+                        wspace=0.3, hspace=0.55)
 
 
 def short(label: str, n: int = 48) -> str:
@@ -50,6 +79,10 @@ def write_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: Sequenc
     dirs = [d for d in DIRECTIONS if any(r["direction"] == d for r in rows)]
     if not dirs:
         return None
+    return _cached(repo, PLOT, rows, entries, lambda: _draw_plot(repo, rows, entries, dirs))
+
+
+def _draw_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: Sequence[Entry], dirs: list[str]) -> str:
     from lovr_hf.card import pyplot, save_png
 
     cols = min(3, len(dirs))
@@ -74,7 +107,7 @@ def write_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: Sequenc
     for ax in list(axes.flat)[len(dirs) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+    _layout(fig, nrows)
     return save_png(repo, fig, PLOT)
 
 
@@ -96,6 +129,12 @@ def write_slice_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: S
         panels.append(("trunc", None))
     if not panels:
         return None
+    return _cached(repo, SLICE_PLOT, sliced + trunc, entries, lambda: _draw_slices(repo, sliced, trunc, entries,
+                                                                                  panels, k))
+
+
+def _draw_slices(repo: BenchmarkRepo, sliced: list[dict[str, Any]], trunc: list[dict[str, Any]],
+                 entries: Sequence[Entry], panels: list[tuple[str, Any]], k: int | None) -> str:
     from lovr_hf.card import pyplot, save_png
 
     cols = min(3, len(panels))
@@ -147,5 +186,5 @@ def write_slice_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: S
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
+    _layout(fig, nrows)
     return save_png(repo, fig, SLICE_PLOT)
