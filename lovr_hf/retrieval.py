@@ -216,22 +216,32 @@ def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) 
     return tq[keep], ts[keep], tg[keep], ti[keep]
 
 
+_TOP_STRIDE = 8  # top-N pre-filter: the N-th best of every 8th column bounds the row's N-th best from below
+
+
 def _block_top(table: np.ndarray, top: int, offset: int) -> tuple[np.ndarray, ...]:
-    """Every entry of ``table`` (gold entries already -inf) at least as high as its row's ``top``-th best."""
+    """Entries of ``table`` (gold entries already -inf) that may be among their row's ``top`` best: a superset
+    (every entry >= the ``top``-th best of a strided subsample, itself <= the row's ``top``-th best), reduced
+    to the exact lists, ties included, by :func:`_merge_top`. ~3x cheaper than a full partition."""
     n, w = table.shape
     qs, cs = [], []
-    step = max(1, (1 << 20) // max(1, w))  # rows per partition copy: <= 4 MiB of float32
+    step = max(1, (1 << 20) // max(1, w))  # rows per piece: temporaries of <= 4 MiB
     for r0 in range(0, n, step):
         part = table[r0 : r0 + step]
-        if w > top:
+        if w >= 2 * top * _TOP_STRIDE:
+            sub = part[:, ::_TOP_STRIDE]
+            tau = np.partition(sub, sub.shape[1] - top, axis=1)[:, sub.shape[1] - top]
+            mask = part >= tau[:, None]
+            mask &= part > -np.inf
+        elif w > top:
             kth = np.partition(part, w - top, axis=1)[:, w - top]
             mask = part >= kth[:, None]
             mask &= part > -np.inf
         else:
             mask = part > -np.inf
-        q, c = np.nonzero(mask)
-        qs.append(q + r0)
-        cs.append(c)
+        flat = np.flatnonzero(mask)
+        qs.append(flat // w + r0)
+        cs.append(flat % w)
     q = np.concatenate(qs)
     c = np.concatenate(cs)
     return q, table[q, c], np.zeros(q.size, dtype=bool), c.astype(np.int64) + offset

@@ -152,7 +152,15 @@ def rank_intervals(ranks: np.ndarray | Sequence[int], ks: Sequence[int], boot: B
     if boot.resamples == 0:
         return {}
     res = resampled_metrics(ranks, ks, boot.resamples, stream(boot.seed, *keys))
-    return {name: _percentile(v, boot.level) for name, v in res.items()}
+    return _percentiles(res, boot.level)
+
+
+def _percentiles(res: dict[str, np.ndarray], level: float) -> dict[str, tuple[float, float]]:
+    """:func:`_percentile` of every metric in one ``numpy.quantile`` call (the same numbers, ~20x cheaper)."""
+    names = list(res)
+    lo, hi = np.quantile(np.stack([res[n] for n in names], axis=1), [(1.0 - level) / 2.0, (1.0 + level) / 2.0],
+                         axis=0)
+    return {n: (float(a), float(b)) for n, a, b in zip(names, lo.tolist(), hi.tolist())}
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -188,6 +196,7 @@ def paired_comparison(ranks_a: np.ndarray | Sequence[int], ranks_b: np.ndarray |
         raise ValueError("no queries")
     diffs = (resampled_differences(ra, rb, ks, boot.resamples, stream(boot.seed, "paired", *keys))
              if boot.resamples else {})
+    cis = _percentiles(diffs, boot.level) if diffs else {}
     rows = []
     for name in metric_names(ks):
         if name.startswith("pass@"):
@@ -202,7 +211,7 @@ def paired_comparison(ranks_a: np.ndarray | Sequence[int], ranks_b: np.ndarray |
             va, vb = float(fn(ra)), float(fn(rb))
             a_only = b_only = None  # type: ignore[assignment]
             p = None
-        lo, hi = _percentile(diffs[name], boot.level) if name in diffs else (None, None)
+        lo, hi = cis.get(name, (None, None))
         if p is not None:
             significant = p < alpha
         else:

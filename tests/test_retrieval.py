@@ -226,6 +226,21 @@ def test_top_lists_follow_the_tie_rule_and_place_the_gold_at_its_rank(repeated_c
     assert np.isfinite(res.gold_scores).all()
 
 
+def test_top_lists_prefilter_on_wide_blocks_keeps_every_tie():
+    # >= 320 candidates: the strided pre-filter path; many exact ties at and around the 20th place
+    rng = np.random.default_rng(5)
+    base = _unit(rng, 200, 12)
+    c = np.concatenate([base, base[:100], base[:100]])  # 100 vectors three times under different ids
+    assert len(c) >= 2 * 20 * retrieval._TOP_STRIDE
+    ids = [f"c{i}" for i in range(len(c))]
+    q = np.concatenate([base[:20], _unit(rng, 20, 12)])
+    gold = [ids[int(j)] for j in rng.integers(0, len(c), 40)]
+    for ties in ("optimistic", "pessimistic"):
+        res = retrieval.rank_queries(q, gold, c, ids, top=20, ties=ties)
+        assert res.top_ids() == [x for x, _ in naive_top(q, gold, c, ids, 20, ties=ties)]
+        np.testing.assert_array_equal(res.ranks, gold_ranks(q, gold, c, ids, ties=ties))
+
+
 def test_top_lists_with_fewer_candidates_than_top_and_absent_gold():
     e = np.eye(3, dtype=np.float32)
     res = retrieval.rank_queries(e[:2], ["a", "zz"], e, ["a", "b", "c"], top=5, missing="last")
