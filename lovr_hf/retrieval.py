@@ -205,11 +205,27 @@ def gold_ranks(
                         normalize=normalize).ranks
 
 
+def _desc_key(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys whose ascending order is descending score order (-0.0 and 0.0 equal)."""
+    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    asc = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+    return (np.uint32(0xFFFFFFFF) - asc).astype(np.uint64)
+
+
 def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) -> tuple[np.ndarray, ...]:
-    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order."""
+    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order.
+
+    ``parts`` must list entries in ascending candidate index within equal (query, score, gold) -- earlier
+    blocks first, each block's entries in column order -- so one stable sort on a (query, score, gold) key
+    also orders ties by index (gold entries are sorted by index first)."""
     tq, ts, tg, ti = (np.concatenate(x) for x in zip(*parts, strict=True))
-    gkey = ~tg if gold_first else tg
-    order = np.lexsort((ti, gkey, -ts, tq))
+    gold = np.flatnonzero(tg)
+    if gold.size > 1:  # gold rows of one query may come out of index order: put them in order
+        order = gold[np.lexsort((ti[gold], tq[gold]))]
+        tq[gold], ts[gold], ti[gold] = tq[order], ts[order], ti[order]
+    gbit = (~tg if gold_first else tg).astype(np.uint64)
+    key = (tq.astype(np.uint64) << np.uint64(33)) | (_desc_key(ts) << np.uint64(1)) | gbit
+    order = np.argsort(key, kind="stable")
     tq, ts, tg, ti = tq[order], ts[order], tg[order], ti[order]
     pos = np.arange(tq.size) - np.repeat(_segment_starts(tq), np.diff(np.r_[_segment_starts(tq), tq.size]))
     keep = pos < top
