@@ -216,6 +216,8 @@ def _pool(captions: dict[str, tuple[str, str]], exclude_needs_review: bool) -> t
             pool.append(item)
         else:
             left[f"caption {status}"] = left.get(f"caption {status}", 0) + 1
+    if left:
+        logger.info("captions left out of the queries (by status): %s", left)
     return sorted(pool), left
 
 

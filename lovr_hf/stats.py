@@ -101,8 +101,7 @@ class _RankCodes:
                              minlength=b * r).reshape(b, r)
         cum = np.cumsum(counts, axis=1)
         out = np.empty((b, len(self.ks) + 2), dtype=np.float64)
-        for j, pos in enumerate(self.k_pos):
-            out[:, j] = cum[:, pos] / q if pos >= 0 else 0.0
+        out[:, : len(self.ks)] = np.where(self.k_pos >= 0, cum[:, np.maximum(self.k_pos, 0)], 0) / q
         lo = (cum <= (q - 1) // 2).sum(axis=1)  # index of the ((q-1)//2)-th order statistic
         hi = (cum <= q // 2).sum(axis=1)
         out[:, -2] = (self.values[lo] + self.values[hi]) / 2.0
@@ -158,8 +157,7 @@ def rank_intervals(ranks: np.ndarray | Sequence[int], ks: Sequence[int], boot: B
 def _percentiles(res: dict[str, np.ndarray], level: float) -> dict[str, tuple[float, float]]:
     """:func:`_percentile` of every metric in one ``numpy.quantile`` call (the same numbers, ~20x cheaper)."""
     names = list(res)
-    lo, hi = np.quantile(np.stack([res[n] for n in names], axis=1), [(1.0 - level) / 2.0, (1.0 + level) / 2.0],
-                         axis=0)
+    lo, hi = np.quantile(np.stack([res[n] for n in names]), [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=1)
     return {n: (float(a), float(b)) for n, a, b in zip(names, lo.tolist(), hi.tolist())}
 
 

@@ -19,7 +19,8 @@ third measures the ``evaluate`` wrapper's overhead at 10,000 x 512 queries, and 
 - ``top-20``: ``rank_queries(top=20)`` (the ``rankings-<model>`` lists) against the plain metric;
 - ``bootstrap``: the 95% intervals of ``lovr_hf.stats`` (B = 1,000 resamples) for every metric of one
   direction, then for the direction plus all its slices (LoVR-like: 467 videos, duration and caption bins),
-  against the metric of that direction. Limits: top-20 within 1.5x the metric, intervals within 1x.
+  against the metric of that direction. Limits at LoVR scale (full run): top-20 within 1.5x the metric,
+  intervals with slices within 1x; the quick sizes are too small for them (the fixed cost per slice dominates).
 
 Timings share the CPU with whatever else runs on the machine: compare ratios from the same run.
 
@@ -166,6 +167,7 @@ def child(spec: dict) -> dict:
         from lovr_hf.retrieval import rank_queries
 
         res = rank_queries(queries, gold, cands, cand_ids, top=20)
+        out["t_top"] = time.perf_counter() - t0
         out["agree"] = bool(np.array_equal(res.ranks, retrieval_ranks(queries, gold, cands, cand_ids)))
     elif method == "bootstrap":
         from lovr_hf import slices
@@ -326,16 +328,21 @@ def main() -> None:
               f"{'CI +slices':>10s} {'slices':>6s} {'ratio':>6s} | verdict")
         for name, n_q, n_c, d in QUICK_UNCERTAINTY if args.quick else FULL_UNCERTAINTY:
             base = {"Q": n_q, "C": n_c, "d": d}
-            m = run_child({**base, "method": "metric"})
-            t = run_child({**base, "method": "top20"})
-            b = run_child({**base, "method": "bootstrap"})
-            r_top = t["seconds"] / m["seconds"]
+            runs = args.repeat or (3 if n_q * n_c < 100_000_000 else 1)
+            m = t = b = None
+            for _ in range(runs):  # alternate, keep the fastest of each: the CPU may be shared
+                mi, ti, bi = (run_child({**base, "method": x}) for x in ("metric", "top20", "bootstrap"))
+                m = mi if m is None or mi["seconds"] < m["seconds"] else m
+                t = ti if t is None or ti["t_top"] < t["t_top"] else t
+                b = bi if b is None or bi["t_direction"] + bi["t_slices"] < b["t_direction"] + b["t_slices"] else b
+            r_top = t["t_top"] / m["seconds"]
             r_dir = b["t_direction"] / m["seconds"]
             r_all = (b["t_direction"] + b["t_slices"]) / m["seconds"]
             ok = r_top <= TOP20_LIMIT and r_all <= BOOTSTRAP_LIMIT and t["agree"]
-            print(f"{name:17s} | {m['seconds']:7.2f} {t['seconds']:7.2f} {r_top:5.2f}x | {b['t_direction']:7.2f} "
+            verdict = ("ok" if ok else "OVER LIMIT") if not args.quick else "(limits apply to the full sizes)"
+            print(f"{name:17s} | {m['seconds']:7.2f} {t['t_top']:7.2f} {r_top:5.2f}x | {b['t_direction']:7.2f} "
                   f"{r_dir:5.2f}x | {b['t_direction'] + b['t_slices']:10.2f} {b['n_slices']:6d} {r_all:5.2f}x | "
-                  f"{'ok' if ok else 'OVER LIMIT'} (limits {TOP20_LIMIT}x, {BOOTSTRAP_LIMIT}x)", flush=True)
+                  f"{verdict} (limits {TOP20_LIMIT}x, {BOOTSTRAP_LIMIT}x; same ranks: {t['agree']})", flush=True)
 
 
 if __name__ == "__main__":

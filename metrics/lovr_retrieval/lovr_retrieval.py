@@ -13,8 +13,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from lovr_hf import retrieval
-from lovr_hf import stats
+from lovr_hf import retrieval, stats
 
 _CITATION = """\
 @article{lovr2025,
