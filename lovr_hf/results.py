@@ -9,6 +9,7 @@ Tables never mix protocols silently: every table row names its protocol, and a m
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,45 +142,43 @@ def _revision(r: dict[str, Any]) -> str:
     return rev[:12] if len(rev) == _COMMIT_LEN else rev
 
 
-def reproduce_command(r0: dict[str, Any], repo_name: str, ks: list[int]) -> str:
-    """The ``lovr eval`` command that recomputes one (model, protocol)'s rows (embedding first if needed)."""
+def reproduce_command(rows: Sequence[dict[str, Any]], repo_name: str) -> str:
+    """The ``lovr eval`` command that recomputes one (model, protocol)'s rows (embedding first if needed):
+    the settings of :func:`lovr_hf.scoring.config_from_rows`, with a Hub revision pinned to its commit."""
     from lovr_hf.models import resolve_backend
+    from lovr_hf.scoring import EvalConfig, config_from_rows
 
-    ref = r0.get("model_ref") or r0["model"]
-    parts = ["lovr eval", f"--repo {repo_name}", f"--model {json.dumps(ref) if ' ' in ref else ref}"]
-    if r0["model"] != ref:
-        parts.append(f"--model-name {json.dumps(r0['model'])}")
-    if r0.get("backend") and r0["backend"] != resolve_backend(ref, "auto"):
-        parts.append(f"--backend {r0['backend']}")
-    extra = json.loads(r0.get("embed_settings") or "{}")
+    c = config_from_rows(rows)
+    default = EvalConfig()
+    r0 = next((r for r in rows if r["metric"] == "pass@k"), rows[0])
     rev = r0.get("model_revision") or ""
-    if len(rev) == _COMMIT_LEN and all(ch in "0123456789abcdef" for ch in rev):
-        parts.append(f"--revision {rev}")
-    elif extra.get("revision"):
-        parts.append(f"--revision {extra['revision']}")
-    if extra.get("dtype") and extra["dtype"] != "auto":
-        parts.append(f"--dtype {extra['dtype']}")
-    if extra.get("max_text_tokens"):
-        parts.append(f"--max-text-tokens {extra['max_text_tokens']}")
-    for k, v in sorted((extra.get("backend_options") or {}).items()):
-        parts.append(f"--backend-option {k}={json.dumps(v) if not isinstance(v, str) else v}")
-    parts.append(f"--protocol {r0['protocol']}")
-    if r0.get("text_mode") and "," not in r0["text_mode"]:
-        parts.append(f"--text-mode {r0['text_mode']}")
-    if r0.get("uniform_frames"):
-        parts.append(f"--num-frames {r0['uniform_frames']}")
-    elif r0.get("interval"):
-        parts.append(f"--interval {r0['interval']}")
-    qs = r0.get("query_set")
-    if qs and qs != "release":
-        parts.append(f"--clip-queries {qs}")
-    parts.append(f"--seed {r0.get('query_seed') or 0}")
-    if ks and ks != list(range(1, 21)):
-        parts.append(f"--topk {','.join(map(str, ks))}")
-    if r0.get("needs_review_excluded"):
+    pinned = rev if len(rev) == _COMMIT_LEN and all(ch in "0123456789abcdef" for ch in rev) else c.revision
+    parts = ["lovr eval", f"--repo {shlex.quote(repo_name)}", f"--model {shlex.quote(c.model)}"]
+    if c.model_name:
+        parts.append(f"--model-name {shlex.quote(c.model_name)}")
+    if c.backend != resolve_backend(c.model, "auto"):
+        parts.append(f"--backend {shlex.quote(c.backend)}")
+    if pinned:
+        parts.append(f"--revision {pinned}")
+    if c.dtype != default.dtype:
+        parts.append(f"--dtype {c.dtype}")
+    if c.max_text_tokens:
+        parts.append(f"--max-text-tokens {c.max_text_tokens}")
+    for k, v in sorted(c.backend_options.items()):
+        parts.append(f"--backend-option {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}")
+    parts.append(f"--protocol {c.protocol}")
+    if "," not in c.text_mode:
+        parts.append(f"--text-mode {c.text_mode}")
+    parts.append(f"--num-frames {c.num_frames}" if c.num_frames else f"--interval {c.interval}" if c.interval else "")
+    if c.clip_queries != default.clip_queries:
+        parts.append(f"--clip-queries {c.clip_queries}")
+    parts.append(f"--seed {c.seed}")
+    if c.topk and c.topk != ",".join(map(str, range(1, 21))):
+        parts.append(f"--topk {c.topk}")
+    if c.exclude_needs_review:
         parts.append("--exclude-needs-review")
-    parts.append(f"--bootstrap {r0.get('bootstrap_resamples') or 0} --bootstrap-seed {r0.get('bootstrap_seed') or 0}")
-    return " ".join(parts)
+    parts.append(f"--bootstrap {c.bootstrap} --bootstrap-seed {c.bootstrap_seed}")
+    return " ".join(p for p in parts if p)
 
 
 def _settings(rows: list[dict[str, Any]], entries: list[Entry], oracle: set[Entry]) -> list[str]:
@@ -330,10 +329,7 @@ def _reproduce(rows: list[dict[str, Any]], entries: list[Entry], repo_name: str)
              "`--calc_pass` scores the stored embeddings only). `lovr eval --verify` recomputes every row from "
              "the stored embeddings and the `rankings-<model>` configs and fails on any difference.", "", "```bash"]
     for e in entries:
-        mine = [r for r in rows if (r["model"], r["protocol"]) == e]
-        ks = sorted({r["k"] for r in mine if r["metric"] == "pass@k"})
-        main = next((r for r in mine if r["metric"] == "pass@k" and r["slice"] == "all"), mine[0])
-        lines.append(reproduce_command(main, repo_name, ks))
+        lines.append(reproduce_command([r for r in rows if (r["model"], r["protocol"]) == e], repo_name))
     lines += [f"lovr eval --repo {repo_name} --verify", "```", ""]
     fps = sorted({r.get("dataset_fingerprint") for r in rows if r.get("dataset_fingerprint")})
     if fps:

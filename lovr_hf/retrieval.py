@@ -213,12 +213,13 @@ def _desc_key(scores: np.ndarray) -> np.ndarray:
 
 
 def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) -> tuple[np.ndarray, ...]:
-    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order.
+    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order; returns
+    them with their 0-based list positions.
 
     ``parts`` must list entries in ascending candidate index within equal (query, score, gold) -- earlier
     blocks first, each block's entries in column order -- so one stable sort on a (query, score, gold) key
     also orders ties by index (gold entries are sorted by index first)."""
-    tq, ts, tg, ti = (np.concatenate(x) for x in zip(*parts, strict=True))
+    tq, ts, tg, ti = (np.concatenate(x) for x in zip(*(p[:4] for p in parts), strict=True))
     gold = np.flatnonzero(tg)
     if gold.size > 1:  # gold rows of one query may come out of index order: put them in order
         order = gold[np.lexsort((ti[gold], tq[gold]))]
@@ -227,9 +228,15 @@ def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) 
     key = (tq.astype(np.uint64) << np.uint64(33)) | (_desc_key(ts) << np.uint64(1)) | gbit
     order = np.argsort(key, kind="stable")
     tq, ts, tg, ti = tq[order], ts[order], tg[order], ti[order]
-    pos = np.arange(tq.size) - np.repeat(_segment_starts(tq), np.diff(np.r_[_segment_starts(tq), tq.size]))
+    pos = _positions(tq)
     keep = pos < top
-    return tq[keep], ts[keep], tg[keep], ti[keep]
+    return tq[keep], ts[keep], tg[keep], ti[keep], pos[keep]
+
+
+def _positions(sorted_keys: np.ndarray) -> np.ndarray:
+    """0-based position of each entry within its run of equal keys (``sorted_keys`` sorted)."""
+    starts = _segment_starts(sorted_keys)
+    return np.arange(sorted_keys.size) - np.repeat(starts, np.diff(np.r_[starts, sorted_keys.size]))
 
 
 _TOP_STRIDE = 8  # top-N pre-filter: the N-th best of every 8th column bounds the row's N-th best from below
@@ -448,8 +455,7 @@ def rank_queries(
                 found.append(_block_top(table, top, offset))
                 found = [_merge_top(found, top, ties == "optimistic")]
         if top and found:
-            tq, ts, tg, ti = found[0]
-            pos = np.arange(tq.size) - np.repeat(_segment_starts(tq), np.diff(np.r_[_segment_starts(tq), tq.size]))
+            tq, ts, _, ti, pos = found[0]
             top_index[q0 + tq, pos] = ti
             top_scores[q0 + tq, pos] = ts
 

@@ -402,6 +402,24 @@ def score(repo: BenchmarkRepo, config: EvalConfig) -> Scored:
     return Scored(rows, rankings)
 
 
+def config_from_rows(rows: Sequence[dict[str, Any]]) -> EvalConfig:
+    """The settings one (model, protocol)'s ``results`` rows were scored with: the inverse of the columns
+    :func:`score` writes (``lovr eval --verify`` rescores with it; the card prints it as a command)."""
+    r0 = next((r for r in rows if r["metric"] == "pass@k" and r["slice"] == "all"), rows[0])
+    ref = r0.get("model_ref") or r0["model"]
+    extra = json.loads(r0.get("embed_settings") or "{}")
+    ks = sorted({r["k"] for r in rows if r["metric"] == "pass@k"})
+    return EvalConfig(
+        model=ref, model_name=r0["model"] if r0["model"] != ref else None, backend=r0.get("backend") or "auto",
+        revision=extra.get("revision"), dtype=extra.get("dtype") or "auto",
+        max_text_tokens=extra.get("max_text_tokens"), backend_options=dict(extra.get("backend_options") or {}),
+        text_mode=r0.get("text_mode") or "truncate", interval=r0.get("interval"), num_frames=r0.get("uniform_frames"),
+        protocol=r0["protocol"], clip_queries="auto" if r0.get("query_set") in (None, "release") else r0["query_set"],
+        seed=int(r0.get("query_seed") or 0), topk=",".join(map(str, ks)) if ks else None,
+        exclude_needs_review=bool(r0.get("needs_review_excluded")),
+        bootstrap=int(r0.get("bootstrap_resamples") or 0), bootstrap_seed=int(r0.get("bootstrap_seed") or 0))
+
+
 def calc_pass(repo: BenchmarkRepo, config: EvalConfig) -> list[dict[str, Any]]:
     """Result rows of every direction the stored embeddings allow (the original ``calc_pass``)."""
     return score(repo, config).rows

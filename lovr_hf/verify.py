@@ -18,7 +18,6 @@ that does not imply its row all fail. Text-limit rows are recounted with the rec
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from typing import Any
@@ -64,22 +63,6 @@ def _same(a: Any, b: Any, tol: float = 0.0) -> bool:
     return a == b
 
 
-def _config_from(r0: dict[str, Any], ks: list[int]):
-    from lovr_hf.scoring import EvalConfig
-
-    ref = r0.get("model_ref") or r0["model"]
-    extra = json.loads(r0.get("embed_settings") or "{}")
-    return EvalConfig(model=ref, model_name=r0["model"] if r0["model"] != ref else None,
-                      backend=r0.get("backend") or "auto", protocol=r0["protocol"], revision=extra.get("revision"),
-                      dtype=extra.get("dtype") or "auto", max_text_tokens=extra.get("max_text_tokens"),
-                      backend_options=dict(extra.get("backend_options") or {}),
-                      text_mode=(r0.get("text_mode") or "truncate"),
-                      clip_queries="auto" if r0.get("query_set") in (None, "release") else r0["query_set"],
-                      seed=int(r0.get("query_seed") or 0), topk=",".join(map(str, ks)) or None,
-                      exclude_needs_review=bool(r0.get("needs_review_excluded")),
-                      bootstrap=int(r0.get("bootstrap_resamples") or 0), bootstrap_seed=int(r0.get("bootstrap_seed") or 0))
-
-
 def _diff_rows(what: str, stored: dict[Any, dict[str, Any]], fresh: dict[Any, dict[str, Any]],
                columns: list[str], tol: dict[str, float], out: list[str], notes: set[str]) -> None:
     for key in sorted(set(stored) | set(fresh), key=str):
@@ -119,13 +102,13 @@ def _recount_truncation(repo: BenchmarkRepo, config: Any, stored: list[dict[str,
 
 def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[dict[str, Any]],
                  report: VerifyReport) -> None:
-    from lovr_hf.scoring import score
+    from lovr_hf.scoring import config_from_rows, score
 
     diffs: list[str] = []
     notes: set[str] = set()
     ks = sorted({r["k"] for r in stored if r["metric"] == "pass@k"})
     r0 = next((r for r in stored if r["slice"] == "all" and r["metric"] == "pass@k"), stored[0])
-    config = _config_from(r0, ks)
+    config = config_from_rows(stored)
     slug = model_slug(model)
     stored_rank = read_rankings(repo, slug, protocol)
     try:
