@@ -211,8 +211,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="render results of these models (default all) side by side; with exactly two models "
                         "A B also their paired comparison (A - B on the same queries); embeds nothing")
     p.add_argument("--verify", action="store_true",
-                   help="recompute every results row (of --model, default all) from the stored embeddings and "
-                        "rankings; exit 1 on any difference")
+                   help="recompute every results row (of --model / --model-name, default all models) from the "
+                        "stored embeddings and rankings; exit 1 on any difference")
     add_backend_option_arg(p)
     add_common_args(p)
 
@@ -223,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
     if args.verify:
         from lovr_hf.verify import verify
 
-        report = verify(repo, args.models or None)
+        labels = [args.model_name] if args.model_name else args.models  # results are keyed by label
+        report = verify(repo, labels or None)
         print(report.render())
         return 0 if report.ok else 1
     if args.compare is not None:

@@ -376,6 +376,11 @@ def score(repo: BenchmarkRepo, config: EvalConfig) -> Scored:
     """Result rows and rankings rows of every direction the stored embeddings allow, under ``config.protocol``."""
     slug = config.slug()
     table = _read_embeddings(repo, slug)
+    made_under = {p for p in table.column("protocol").to_pylist() if p} if "protocol" in table.column_names else set()
+    if made_under - {config.protocol}:
+        logger.warning("%s: scoring protocol %r on embeddings made under %s: re-embed with --protocol %s for a "
+                       "faithful %s score", slug, config.protocol, sorted(made_under), config.protocol,
+                       config.protocol)
     sets, settings = _split_kinds(table, schema.embeddings_config(slug))
     catalog = Catalog.read(repo)
     ks = parse_ks(config.topk)
