@@ -111,6 +111,10 @@ def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[di
     config = config_from_rows(stored)
     slug = model_slug(model)
     stored_rank = read_rankings(repo, slug, protocol)
+    if not stored_rank:
+        report.differences.append(f"{model} [{protocol}]: no {schema.rankings_config(slug)} rows: scored by an "
+                                  "older lovr_hf? re-score it (lovr eval --calc_pass) to make it verifiable")
+        return
     try:
         fresh = score(repo, config)
     except (FileNotFoundError, KeyError, ValueError) as exc:
