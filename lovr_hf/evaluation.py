@@ -7,10 +7,13 @@ Replaces the original per-model evaluation scripts with one engine and their sta
   embeddings, one resumable unit per video (also shards under ``accelerate launch``);
 * ``--video_merge``: gather the chunks into the repo config (done automatically by the last chunk);
 * ``--calc_pass [--topk 1,5,10]``: every retrieval direction of the original ``calc_pass`` through
-  :func:`lovr_hf.retrieval.evaluate_directions`, written to the ``results`` config (only this model's
-  rows are replaced), ``results.md`` (shown in the dataset card) and a pass@k plot under ``assets/``.
+  :func:`lovr_hf.scoring.score`, with 95% bootstrap intervals and slices, written to the ``results`` config
+  (only this model's rows of this protocol are replaced), the per-query ``rankings-<model>`` config,
+  ``results.md`` (shown in the dataset card) and the plots under ``assets/``.
 
-No stage flag runs them all. ``--compare`` renders several models' results side by side.
+No stage flag runs them all. ``--compare [MODEL ...]`` renders models' results side by side; with exactly
+two models it adds their paired comparison (:mod:`lovr_hf.compare`). ``--verify`` recomputes every results
+row from the stored embeddings and rankings (:mod:`lovr_hf.verify`) and exits 1 on any difference.
 
 Scoring is in :mod:`lovr_hf.scoring`, rendering in :mod:`lovr_hf.results`; this module runs the steps.
 """
@@ -34,6 +37,7 @@ from lovr_hf.cli_common import (
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
 from lovr_hf.models import PROTOCOLS, check_embedder, model_slug
+from lovr_hf.rankings import write_rankings
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import (  # noqa: F401 - re-exported
     COST_JSON,
@@ -46,7 +50,7 @@ from lovr_hf.results import (  # noqa: F401 - re-exported
     write_plot,
     write_results,
 )
-from lovr_hf.scoring import EvalConfig, calc_pass, load_embeddings  # noqa: F401 - re-exported
+from lovr_hf.scoring import EvalConfig, calc_pass, load_embeddings, score  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +132,15 @@ def evaluate_model(
         if card_stale:
             repo.refresh_card()
         return []
-    rows = calc_pass(repo, config)
-    write_results(repo, label, rows)
+    scored = score(repo, config)
+    rows = scored.rows
+    write_rankings(repo, slug, config.protocol, scored.rankings)
+    write_results(repo, label, rows, config.protocol)
     render_results(repo)
     for r in rows:
-        if r["metric"] == "pass@k" and r["k"] in (1, 5, 10):
-            logger.info("%s %-14s pass@%-2d %.4f (%d queries)", label, r["direction"], r["k"], r["value"],
+        if r["metric"] == "pass@k" and r["k"] in (1, 5, 10) and r["slice"] == "all":
+            ci = f" [{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if r.get("ci_low") is not None else ""
+            logger.info("%s %-14s pass@%-2d %.4f%s (%d queries)", label, r["direction"], r["k"], r["value"], ci,
                         r["num_queries"])
     return rows
 
@@ -177,8 +184,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=int, default=None, help="sample every K frames (default 10 for CLIP, else 30)")
     p.add_argument("--num-frames", "--num_frames", dest="num_frames", type=int, default=None,
                    help="N uniform frames per clip and per video instead of --interval")
-    p.add_argument("--clip-queries", "--clip_queries", dest="clip_queries", default="1000",
-                   help="text->clip query captions: a count drawn with --seed, or 'all'")
+    p.add_argument("--clip-queries", "--clip_queries", dest="clip_queries", default=None,
+                   help="text->clip query captions: a count drawn with --seed, 'all', or 'auto' (default: the "
+                        "released list on an imported release, else 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", choices=PROTOCOLS, default="lovr",
                    help="lovr (default) or original: reproduce the original scripts, differences and all "
@@ -186,6 +194,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-needs-review", dest="exclude_needs_review", action="store_true",
                    help="leave captions marked needs_review out of the queries (default: included, flagged)")
     p.add_argument("--topk", default=None, help="k values, e.g. 1,5,10 (default 1..20 as the original)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="bootstrap resamples for the 95%% intervals (default 1000; 0 = none)")
+    p.add_argument("--bootstrap-seed", dest="bootstrap_seed", type=int, default=None,
+                   help="seed of the bootstrap (default 0; recorded on every row)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
     p.add_argument("--decode-workers", dest="decode_workers", type=int, default=2)
     p.add_argument("--decode-backend", dest="decode_backend", default="auto", choices=("auto", "pyav", "decord"))
@@ -196,7 +208,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("calc_pass", "score pass@k from stored embeddings")):
         g.add_argument(f"--{step}", f"--{step.replace('_', '-')}", dest=step, action="store_true", help=text)
     p.add_argument("--compare", nargs="*", default=None, metavar="MODEL",
-                   help="render results of these models (default all) side by side; embeds nothing")
+                   help="render results of these models (default all) side by side; with exactly two models "
+                        "A B also their paired comparison (A - B on the same queries); embeds nothing")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute every results row (of --model / --model-name, default all models) from the "
+                        "stored embeddings and rankings; exit 1 on any difference")
     add_backend_option_arg(p)
     add_common_args(p)
 
@@ -204,8 +220,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     control = control_from_args(args)
     repo = BenchmarkRepo(control.repo)
+    if args.verify:
+        from lovr_hf.verify import verify
+
+        labels = [args.model_name] if args.model_name else args.models  # results are keyed by label
+        report = verify(repo, labels or None)
+        print(report.render())
+        return 0 if report.ok else 1
     if args.compare is not None:
-        print(render_results(repo, args.compare or None))
+        try:
+            print(render_results(repo, args.compare or None))
+            if len(args.compare) == 2:
+                from lovr_hf.compare import paired, render_paired
+
+                print(render_paired(paired(repo, *args.compare)))
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            logger.error("lovr eval --compare: %s", exc)
+            return 2
         return 0
     if not args.models:
         logger.error("lovr eval: --model is required (or --compare)")

@@ -3,7 +3,7 @@
 The original LoVR ``calc_pass`` builds the full ``queries x candidates`` similarity matrix, then for every k
 runs ``torch.topk`` and a Python membership loop. Here every query gets the *rank* of its gold item once, and
 pass@k for all k follows from ``rank <= k``: the same hits as the original's top-k membership test on the
-same scores (see "Ties" for the one case where the original itself is not deterministic; a different BLAS,
+same scores (see "Tie-breaking" for the one case where the original itself is not deterministic; a different BLAS,
 e.g. the original on GPU, may round scores that agree to ~1e-7 the other way, as two runs of the original
 on different devices would).
 
@@ -20,12 +20,17 @@ Rank rule (``rank_by="row"``, the default and the original's semantics)
     ``rank_by="id"`` instead ranks ids: each id scores its best row, and the rank counts *distinct* other ids
     scoring strictly higher (max-pooling rows per id). Both rules agree when candidate ids are unique.
 
-Ties
+Tie-breaking (the one rule; the metric module, rankings and ``lovr eval --verify`` all use it)
     ``ties="optimistic"`` (default) counts strictly higher scores only, so candidates tied with the gold rank
     behind it. ``torch.topk`` (the original) orders tied scores arbitrarily (on CPU not even by index), so at
     a tie straddling the k-th place the original may or may not count the hit; the optimistic rule always
     does, and ``ties="pessimistic"`` (count ``>=``) never does. The two bound the original; they differ only
     on exactly equal float32 scores (duplicate embeddings, e.g. identical captions or black clips).
+    Top-N candidate lists (:func:`rank_queries` with ``top``, the ``rankings-<model>`` configs) order
+    candidates by score descending; equal scores put the gold first (optimistic; last under pessimistic),
+    then the lower candidate index (row order of the candidate embeddings, or for ``rank_by="id"`` the
+    first-appearance order of the id). So whenever rank <= N the gold's 1-based position in the list is
+    exactly its rank, and a list is a pure function of the scores.
 
 Chunking rule (bounded memory)
     Scores are computed block by block into ONE reused float32 buffer (``np.matmul(..., out=buf)``) plus one
@@ -41,16 +46,18 @@ Chunking rule (bounded memory)
     With one candidate block (C <= 65,536, e.g. all of LoVR) the gold score is read from the same matmul
     as the other scores. With several candidate blocks it is computed first by a float32 dot product of the
     query with its gold rows, which can differ from the matmul in the last bit; that matters only for
-    exactly tied scores (see Ties). Gold rows themselves are never counted, whatever the rounding.
+    exactly tied scores (see Tie-breaking); top lists then list the gold rows with those same dot-product
+    scores, so a listed gold always sits at its rank. Gold rows themselves are never counted, whatever the
+    rounding. Top lists (``top > 0``) add one partial sort per block, in
+    row pieces of <= 4 MiB, and a merge of at most ``top`` entries per query.
 
 All maths is numpy float32 (like the original); no torch needed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -71,15 +78,13 @@ GoldSpec = Hashable | Sequence[Hashable]
 
 __all__ = [
     "DEFAULT_KS",
-    "DIRECTIONS",
-    "EmbeddingSet",
-    "evaluate_directions",
+    "Ranking",
     "gold_ranks",
     "parse_ks",
     "pass_at_k",
     "rank_metrics",
+    "rank_queries",
     "retrieval_metrics",
-    "select_clip_queries",
 ]
 
 
@@ -141,6 +146,27 @@ def _count_into(counts: np.ndarray, mask: np.ndarray) -> None:
         counts += np.count_nonzero(mask, axis=1)
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """Ranks plus the evidence behind them (see "Tie-breaking" in the module doc).
+
+    ``top_index[i]`` lists query i's best ``top`` candidates as indices into ``labels`` (the candidate rows
+    for ``rank_by="row"``, the distinct ids in first-appearance order for ``"id"``), best first, padded
+    with -1; ``top_scores`` the matching float32 scores (NaN padding); ``gold_scores`` the best gold score
+    per query (-inf when the query has no gold candidate).
+    """
+
+    ranks: np.ndarray
+    gold_scores: np.ndarray
+    top_index: np.ndarray
+    top_scores: np.ndarray
+    labels: list[Hashable]
+
+    def top_ids(self) -> list[list[Hashable]]:
+        labels = self.labels
+        return [[labels[j] for j in row if j >= 0] for row in self.top_index.tolist()]
+
+
 def gold_ranks(
     queries: Any,
     gold: Sequence[GoldSpec] | np.ndarray,
@@ -174,12 +200,104 @@ def gold_ranks(
     Returns:
         int64 array of Q ranks.
     """
+    return rank_queries(queries, gold, candidates, candidate_ids, chunk_size=chunk_size,
+                        candidate_chunk_size=candidate_chunk_size, rank_by=rank_by, ties=ties, missing=missing,
+                        normalize=normalize).ranks
+
+
+def _desc_key(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys whose ascending order is descending score order (-0.0 and 0.0 equal)."""
+    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    asc = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+    return (np.uint32(0xFFFFFFFF) - asc).astype(np.uint64)
+
+
+def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) -> tuple[np.ndarray, ...]:
+    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order; returns
+    them with their 0-based list positions.
+
+    ``parts`` must list entries in ascending candidate index within equal (query, score, gold) -- earlier
+    blocks first, each block's entries in column order -- so one stable sort on a (query, score, gold) key
+    also orders ties by index (gold entries are sorted by index first)."""
+    tq, ts, tg, ti = (np.concatenate(x) for x in zip(*(p[:4] for p in parts), strict=True))
+    gold = np.flatnonzero(tg)
+    if gold.size > 1:  # gold rows of one query may come out of index order: put them in order
+        order = gold[np.lexsort((ti[gold], tq[gold]))]
+        tq[gold], ts[gold], ti[gold] = tq[order], ts[order], ti[order]
+    gbit = (~tg if gold_first else tg).astype(np.uint64)
+    key = (tq.astype(np.uint64) << np.uint64(33)) | (_desc_key(ts) << np.uint64(1)) | gbit
+    order = np.argsort(key, kind="stable")
+    tq, ts, tg, ti = tq[order], ts[order], tg[order], ti[order]
+    pos = _positions(tq)
+    keep = pos < top
+    return tq[keep], ts[keep], tg[keep], ti[keep], pos[keep]
+
+
+def _positions(sorted_keys: np.ndarray) -> np.ndarray:
+    """0-based position of each entry within its run of equal keys (``sorted_keys`` sorted)."""
+    starts = _segment_starts(sorted_keys)
+    return np.arange(sorted_keys.size) - np.repeat(starts, np.diff(np.r_[starts, sorted_keys.size]))
+
+
+_TOP_STRIDE = 8  # top-N pre-filter: the N-th best of every 8th column bounds the row's N-th best from below
+
+
+def _block_top(table: np.ndarray, top: int, offset: int) -> tuple[np.ndarray, ...]:
+    """Entries of ``table`` (gold entries already -inf) that may be among their row's ``top`` best: a superset
+    (every entry >= the ``top``-th best of a strided subsample, itself <= the row's ``top``-th best), reduced
+    to the exact lists, ties included, by :func:`_merge_top`. ~3x cheaper than a full partition."""
+    n, w = table.shape
+    qs, cs = [], []
+    step = max(1, (1 << 20) // max(1, w))  # rows per piece: temporaries of <= 4 MiB
+    for r0 in range(0, n, step):
+        part = table[r0 : r0 + step]
+        if w >= 2 * top * _TOP_STRIDE:
+            sub = part[:, ::_TOP_STRIDE]
+            tau = np.partition(sub, sub.shape[1] - top, axis=1)[:, sub.shape[1] - top]
+            mask = part >= tau[:, None]
+            mask &= part > -np.inf
+        elif w > top:
+            kth = np.partition(part, w - top, axis=1)[:, w - top]
+            mask = part >= kth[:, None]
+            mask &= part > -np.inf
+        else:
+            mask = part > -np.inf
+        flat = np.flatnonzero(mask)
+        qs.append(flat // w + r0)
+        cs.append(flat % w)
+    q = np.concatenate(qs)
+    c = np.concatenate(cs)
+    return q, table[q, c], np.zeros(q.size, dtype=bool), c.astype(np.int64) + offset
+
+
+def rank_queries(
+    queries: Any,
+    gold: Sequence[GoldSpec] | np.ndarray,
+    candidates: Any,
+    candidate_ids: Sequence[Hashable] | np.ndarray,
+    *,
+    top: int = 0,
+    chunk_size: int | None = None,
+    candidate_chunk_size: int | None = None,
+    rank_by: RankBy = "row",
+    ties: Ties = "optimistic",
+    missing: Missing = "raise",
+    normalize: bool = False,
+) -> Ranking:
+    """:func:`gold_ranks` plus each query's gold score and, with ``top > 0``, its ``top`` best candidates.
+
+    The top lists follow the tie-break rule of the module doc, so the gold's position in them is its rank
+    whenever the rank is <= ``top``. Extra cost with ``top``: one partial sort per score block.
+    """
     if rank_by not in ("row", "id"):
         raise ValueError(f"rank_by must be 'row' or 'id', got {rank_by!r}")
     if ties not in ("optimistic", "pessimistic"):
         raise ValueError(f"ties must be 'optimistic' or 'pessimistic', got {ties!r}")
     if missing not in ("raise", "last"):
         raise ValueError(f"missing must be 'raise' or 'last', got {missing!r}")
+    top = int(top)
+    if top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
     q = _as_matrix(queries, "queries")
     c = _as_matrix(candidates, "candidates")
     if q.shape[1] != c.shape[1]:
@@ -192,8 +310,10 @@ def gold_ranks(
     if normalize:
         q, c = _normalize(q), _normalize(c)
     n_q, n_c = q.shape[0], c.shape[0]
+    labels_in = candidate_ids.tolist() if isinstance(candidate_ids, np.ndarray) else list(candidate_ids)
     if n_q == 0:
-        return np.zeros(0, dtype=np.int64)
+        return Ranking(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
+                       np.zeros((0, top), dtype=np.int64), np.zeros((0, top), dtype=np.float32), labels_in)
     if n_c == 0:
         raise ValueError("no candidates")
 
@@ -201,6 +321,7 @@ def gold_ranks(
     n_ids = len(id_to_code)
     if n_ids == n_c:
         rank_by = "row"  # unique ids: both rules coincide, skip the per-id reduction
+    labels = labels_in if rank_by == "row" else list(id_to_code)
 
     # (query, gold code) pairs, sorted by query
     pq_list: list[int] = []
@@ -278,6 +399,9 @@ def gold_ranks(
         group_buf = np.empty(qc * max(group_widths), dtype=np.float32)
     compare = np.greater if ties == "optimistic" else np.greater_equal
     counts = np.zeros(n_q, dtype=np.int64)
+    gold_scores = np.full(n_q, -np.inf, dtype=np.float32)
+    top_index = np.full((n_q, top), -1, dtype=np.int64)
+    top_scores = np.full((n_q, top), np.nan, dtype=np.float32)
     # pair index ranges per query (pairs sorted by query)
     rq_bounds = np.searchsorted(rq, np.arange(0, n_q + qc, qc).clip(max=n_q))
     pq_bounds = np.searchsorted(pq, np.arange(0, n_q + qc, qc).clip(max=n_q))
@@ -290,11 +414,20 @@ def gold_ranks(
         lrr = rr[rq_bounds[bi] : rq_bounds[bi + 1]]
         lpq = pq[pq_bounds[bi] : pq_bounds[bi + 1]] - q0
         lpc = pc[pq_bounds[bi] : pq_bounds[bi + 1]]
-        g = np.full(n, -np.inf, dtype=np.float32)  # no gold: every finite score is higher -> ranked last
+        g = gold_scores[q0:q1]  # no gold: every finite score is higher -> ranked last
         seg = _segment_starts(lrq)
+        found: list[tuple[np.ndarray, ...]] = []
         if not single_block and lrq.size:
             s = np.einsum("ij,ij->i", qblk[lrq], c[lrr])
             g[lrq[seg]] = np.maximum.reduceat(s, seg)
+            if top:  # listed gold entries carry the same dot-product scores as the rank (list position = rank)
+                if rank_by == "id":
+                    lrc = codes[lrr]
+                    pair_seg = np.flatnonzero(np.r_[True, (lrq[1:] != lrq[:-1]) | (lrc[1:] != lrc[:-1])])
+                    found.append((lrq[pair_seg], np.maximum.reduceat(s, pair_seg), np.ones(pair_seg.size, bool),
+                                  lrc[pair_seg]))
+                else:
+                    found.append((lrq, s.astype(np.float32), np.ones(lrq.size, bool), lrr))
         cnt = counts[q0:q1]
         for c0, c1 in blocks:
             w = c1 - c0
@@ -307,15 +440,26 @@ def gold_ranks(
                 table = group_buf[: n * (k1 - k0)].reshape(n, k1 - k0)
                 np.maximum.reduceat(scores, group_starts[k0:k1] - c0, axis=1, out=table)
                 sel = (lpc >= k0) & (lpc < k1)
-                table[lpq[sel], lpc[sel] - k0] = -np.inf  # gold ids never count against themselves
+                gq, gcol, offset = lpq[sel], lpc[sel] - k0, int(k0)
             else:
                 table = scores
                 sel = (lrr >= c0) & (lrr < c1)
-                table[lrq[sel], lrr[sel] - c0] = -np.inf  # gold rows never count against themselves
+                gq, gcol, offset = lrq[sel], lrr[sel] - c0, c0
+            if top and single_block:
+                found.append((gq, table[gq, gcol].copy(), np.ones(gq.size, dtype=bool), gcol + offset))
+            table[gq, gcol] = -np.inf  # gold rows (ids) never count against themselves
             mask = mask_buf[: table.size].reshape(table.shape)
             compare(table, g[:, None], out=mask)
             _count_into(cnt, mask)
-    return counts + 1
+            if top:
+                found.append(_block_top(table, top, offset))
+                found = [_merge_top(found, top, ties == "optimistic")]
+        if top and found:
+            tq, ts, _, ti, pos = found[0]
+            top_index[q0 + tq, pos] = ti
+            top_scores[q0 + tq, pos] = ts
+
+    return Ranking(counts + 1, gold_scores, top_index, top_scores, labels)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,170 +518,14 @@ def retrieval_metrics(
     return rank_metrics(gold_ranks(queries, gold, candidates, candidate_ids, **rank_kwargs), ks)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# protocol: the original calc_pass directions
-# ---------------------------------------------------------------------------------------------------------
-
-DIRECTIONS = (
-    "text_to_clip",
-    "clip_to_text",
-    "text_to_video",
-    "video_to_text",
-    "theme_to_clip",
-    "clip_to_theme",
-)
+# the LoVR directions live in lovr_hf.directions (re-exported here, resolved on first use: no import cycle)
+_DIRECTION_NAMES = ("DIRECTIONS", "DirectionRanking", "EmbeddingSet", "evaluate_directions", "rank_direction",
+                    "rank_directions", "select_clip_queries")
 
 
-def select_clip_queries(clip_ids: Iterable[str], n: int | str = 1000, seed: int = 0) -> list[str]:
-    """The clip-caption query set: ``n`` distinct ids (or ``"all"``), deterministic for a seed.
+def __getattr__(name: str) -> Any:
+    if name in _DIRECTION_NAMES:
+        from lovr_hf import directions
 
-    The ids are ordered by ``sha256(f"{seed}:{id}")`` and the first ``n`` taken (returned sorted): the same
-    on every platform and numpy version, independent of input order, and stable when clips are added
-    (a new id only displaces others if it hashes before them). ``n >= len(ids)`` returns all ids.
-    """
-    ids = sorted(set(clip_ids))
-    if n == "all":
-        return ids
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1 or 'all', got {n}")
-    if n >= len(ids):
-        if n > len(ids):
-            logger.warning(
-                "asked for %d clip queries but only %d clips have captions: using all", n, len(ids)
-            )
-        return ids
-    key = {i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids}
-    return sorted(sorted(ids, key=key.__getitem__)[:n])
-
-
-@dataclass(frozen=True)
-class EmbeddingSet:
-    """Embeddings of one kind: ``ids[i]`` is the clip/video id of row ``vectors[i]`` (ids may repeat)."""
-
-    ids: list[str]
-    vectors: np.ndarray
-
-    @classmethod
-    def of(cls, value: EmbeddingSet | tuple[Sequence[str], Any]) -> EmbeddingSet:
-        if isinstance(value, EmbeddingSet):
-            return value
-        ids, vectors = value
-        vec = np.asarray(vectors, dtype=np.float32)
-        if vec.ndim != 2 or vec.shape[0] != len(ids):
-            raise ValueError(f"{len(ids)} ids for embeddings of shape {vec.shape}")
-        return cls(list(ids), vec)
-
-    def rows_for(self, wanted: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """Rows whose id is in ``wanted`` (in ``wanted`` order, all rows of each id)."""
-        where: dict[str, list[int]] = {}
-        for i, x in enumerate(self.ids):
-            where.setdefault(x, []).append(i)
-        idx = [i for w in wanted for i in where.get(w, [])]
-        return [self.ids[i] for i in idx], self.vectors[idx]
-
-
-def _direction_rows(
-    direction: str, ranks: np.ndarray, n_candidates: int, ks: tuple[int, ...]
-) -> list[dict[str, Any]]:
-    if ranks.size == 0:
-        logger.warning("%s: no queries, skipped", direction)
-        return []
-    metrics = rank_metrics(ranks, ks)
-    rows = []
-    for name, value in metrics.items():
-        if name.startswith("pass@"):
-            metric, k = "pass@k", int(name[5:])
-        else:
-            metric, k = name, 0
-        rows.append(
-            {
-                "direction": direction,
-                "metric": metric,
-                "k": k,
-                "value": value,
-                "num_queries": int(ranks.size),
-                "num_candidates": int(n_candidates),
-            }
-        )
-    return rows
-
-
-def evaluate_directions(
-    embeddings: Mapping[str, EmbeddingSet | tuple[Sequence[str], Any]],
-    *,
-    clip_queries: int | str | Sequence[str] = 1000,
-    seed: int = 0,
-    ks: str | int | Iterable[int] | None = None,
-    directions: Iterable[str] | None = None,
-    **rank_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Every retrieval direction of the original ``calc_pass`` as result rows.
-
-    ``embeddings`` maps a kind (``clip_caption``, ``video_caption``, ``theme_caption``, ``clip``,
-    ``video``, the ``kind`` column of the embeddings table) to ``(ids, [n, d] vectors)`` where the id of a
-    caption is the clip/video it describes (theme captions: the clip id, as in the original). Directions:
-
-    - ``text_to_clip``: the selected clip captions (``clip_queries``: a count drawn with
-      :func:`select_clip_queries` and ``seed``, ``"all"``, or explicit ids) vs **all** clips. The
-      official release ships exactly its 1,000 query captions, so ``"all"`` (or those ids) reproduces
-      the published query set;
-    - ``clip_to_text``: the selected clips vs the selected captions only;
-    - ``text_to_video`` / ``video_to_text``: all video captions vs all videos, and back;
-    - ``theme_to_clip`` / ``clip_to_theme``: theme captions vs all clips; clips with a theme vs the themes
-      (only when ``theme_caption`` is given).
-
-    As in the original, a query whose gold item (or, for visual->text, whose own visual embedding) is
-    missing stays in the denominator as a miss (rank = candidates + 1). Visual->text queries are the ids
-    that have a caption (the original divides by the caption count), one per distinct id: for
-    ``clip_to_theme`` the original divides by the number of theme *rows*, which differs only when a clip
-    has several theme captions (there it could never reach 1.0). ``rank_kwargs`` go to
-    :func:`gold_ranks`. Rows: ``direction, metric ("pass@k" | "median_rank" | "mean_rank"), k (0 for the
-    rank metrics), value, num_queries, num_candidates``.
-    """
-    sets = {kind: EmbeddingSet.of(v) for kind, v in embeddings.items()}
-    ks = parse_ks(ks)
-    wanted = tuple(directions) if directions is not None else DIRECTIONS
-    unknown = set(wanted) - set(DIRECTIONS)
-    if unknown:
-        raise ValueError(f"unknown directions {sorted(unknown)}; known: {DIRECTIONS}")
-    rank_kwargs = {"missing": "last", **rank_kwargs}
-
-    def text_to_visual(text: EmbeddingSet, visual: EmbeddingSet) -> tuple[np.ndarray, int]:
-        return gold_ranks(text.vectors, text.ids, visual.vectors, visual.ids, **rank_kwargs), len(visual.ids)
-
-    def visual_to_text(
-        visual: EmbeddingSet, text: EmbeddingSet, query_ids: Sequence[str]
-    ) -> tuple[np.ndarray, int]:
-        # one query per id that has a caption; its visual rows (usually one) are separate queries
-        present = set(visual.ids)
-        ids, vecs = visual.rows_for([i for i in query_ids if i in present])
-        ranks = gold_ranks(vecs, ids, text.vectors, text.ids, **rank_kwargs)
-        n_absent = sum(1 for i in query_ids if i not in present)
-        if n_absent:
-            logger.warning("%d query ids have no visual embedding: counted as misses", n_absent)
-        n_ranked = len(set(text.ids)) if rank_kwargs.get("rank_by") == "id" else len(text.ids)
-        return np.concatenate([ranks, np.full(n_absent, n_ranked + 1, dtype=np.int64)]), len(text.ids)
-
-    rows: list[dict[str, Any]] = []
-
-    def pair(to_visual: str, to_text: str, text: EmbeddingSet, visual: EmbeddingSet, text_ids: list[str]) -> None:
-        """Both directions between one text set and one visual set (each only when asked for)."""
-        if to_visual in wanted:
-            rows.extend(_direction_rows(to_visual, *text_to_visual(text, visual), ks))
-        if to_text in wanted:
-            rows.extend(_direction_rows(to_text, *visual_to_text(visual, text, text_ids), ks))
-
-    if any(d in wanted for d in ("text_to_clip", "clip_to_text")) and "clip_caption" in sets and "clip" in sets:
-        captions = sets["clip_caption"]
-        if isinstance(clip_queries, (int, str)):
-            selected = select_clip_queries(captions.ids, clip_queries, seed)
-        else:
-            selected = sorted(set(clip_queries))
-        pair("text_to_clip", "clip_to_text", EmbeddingSet(*captions.rows_for(selected)), sets["clip"], selected)
-    for to_visual, to_text, text_kind, visual_kind in (("text_to_video", "video_to_text", "video_caption", "video"),
-                                                        ("theme_to_clip", "clip_to_theme", "theme_caption", "clip")):
-        if text_kind in sets and visual_kind in sets:
-            text = sets[text_kind]
-            pair(to_visual, to_text, text, sets[visual_kind], list(dict.fromkeys(text.ids)))
-    return rows
+        return getattr(directions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ THEME_CAPTIONS = "theme_captions"
 RESULTS = "results"
 SPLITS = "splits"  # official release train/test assignment of clips
 EMBEDDINGS_PREFIX = "embeddings"  # per-model configs are named ``embeddings-<model_slug>``
+RANKINGS_PREFIX = "rankings"  # per-model configs ``rankings-<model_slug>``: the per-query evidence of ``results``
 
 # ---- shared column names --------------------------------------------------------------------------------
 VIDEO_ID = "video_id"
@@ -162,18 +163,73 @@ RESULTS_FEATURES = Features(
     {
         "model": Value("string"),
         "protocol": Value("string"),  # lovr | original (docs/evaluation.md)
-        "slice": Value("string"),  # "all", or a slice of the queries (e.g. "duration:0-10s")
-        "direction": Value("string"),  # text_to_clip, clip_to_text, text_to_video, video_to_text, ...
-        "metric": Value("string"),  # pass@k | median_rank | mean_rank
+        # "all", or a slice of the queries: duration:<bin>, caption_words:<bin>, video:<video_id>
+        # (bins: lovr_hf.slices, docs/statistics.md)
+        "slice": Value("string"),
+        # text_to_clip, clip_to_text, text_to_video, video_to_text, ...; for the text-limit rows the caption
+        # kind (clip_caption | video_caption | theme_caption)
+        "direction": Value("string"),
+        # pass@k | median_rank | mean_rank; text-limit rows: truncation_rate (share of caption tokens past the
+        # model's text limit) | truncated_captions (share of captions past it)
+        "metric": Value("string"),
         "k": Value("int32"),  # 0 for rank metrics
         "value": Value("float64"),
-        "num_queries": Value("int64"),
+        "num_queries": Value("int64"),  # queries in the score (text-limit rows: captions counted)
         "num_candidates": Value("int64"),
         "text_mode": Value("string"),
         "interval": Value("int32"),  # null when frames were sampled uniformly (--num-frames)
         "uniform_frames": Value("int32"),  # --num-frames N; null when sampled every ``interval`` frames
         "query_seed": Value("int64"),
         "lovr_hf_version": Value("string"),
+        # -- uncertainty (lovr_hf.stats): seeded percentile bootstrap over the queries of this row
+        "ci_low": Value("float64"),
+        "ci_high": Value("float64"),
+        "ci_level": Value("float64"),
+        "bootstrap_resamples": Value("int32"),  # 0 = no interval
+        "bootstrap_seed": Value("int64"),
+        # -- query set and availability
+        "query_set": Value("string"),  # text->clip queries: a count drawn with query_seed, "all", or "release"
+        "needs_review_excluded": Value("bool"),  # --exclude-needs-review
+        "num_queries_total": Value("int64"),  # queries the direction defines (scored + left out)
+        "num_unavailable": Value("int64"),  # queries whose own or gold embedding is missing (lovr: left out;
+        # original: scored as misses)
+        "num_needs_review": Value("int64"),  # scored queries whose caption is needs_review (flagged)
+        "num_candidates_total": Value("int64"),  # candidates the direction defines (available or not)
+        "left_out": Value("string"),  # JSON {reason: count} of queries not in num_queries
+        "oracle": Value("bool"),  # visual embeddings used an oracle frame choice (MM-Embed, original protocol)
+        "text_limit": Value("int32"),  # text-limit rows: caption tokens that fit the model (special tokens excluded)
+        # -- provenance
+        "model_ref": Value("string"),  # what --model named (Hub id, folder, spec)
+        "backend": Value("string"),
+        # JSON of the other embedding settings a rerun needs: dtype, revision, max_text_tokens, backend_options
+        "embed_settings": Value("string"),
+        "model_revision": Value("string"),  # Hub commit hash | sha256:<folder hash> | builtin:... | unresolved:...
+        "dataset_fingerprint": Value("string"),  # hash of the data configs' content-hashed shard names
+        "embeddings_fingerprint": Value("string"),  # sha256 of the embedding rows scored (ids, status, vectors)
+        "torch_version": Value("string"),
+        "transformers_version": Value("string"),
+        "numpy_version": Value("string"),
+    }
+)
+
+# ``rankings-<model_slug>``: per scored query the evidence behind its results rows (lovr_hf.rankings)
+RANKINGS_FEATURES = Features(
+    {
+        "model": Value("string"),
+        "protocol": Value("string"),
+        "direction": Value("string"),
+        "query_index": Value("int64"),  # position in the direction's query order (0-based)
+        "query_id": Value("string"),  # the caption's clip/video id, or the clip/video id
+        "gold_ids": Sequence(Value("string")),
+        "gold_rank": Value("int64"),  # 1 = best; the rule of lovr_hf.retrieval (ties: optimistic)
+        "gold_score": Value("float32"),  # best gold score (null: no gold embedding)
+        "top_ids": Sequence(Value("string")),  # the 20 best candidates, tie-break rule of lovr_hf.retrieval
+        "top_scores": Sequence(Value("float32")),
+        # slice attributes (lovr_hf.slices): the clip/video the query is about
+        VIDEO_ID: Value("string"),
+        "duration_s": Value("float64"),
+        "caption_words": Value("int32"),
+        "needs_review": Value("bool"),  # the query's caption is needs_review
     }
 )
 
@@ -220,22 +276,33 @@ def embeddings_config(model_slug: str) -> str:
     return f"{EMBEDDINGS_PREFIX}-{model_slug}"
 
 
+def rankings_config(model_slug: str) -> str:
+    """Config name holding one model's per-query rankings."""
+    return f"{RANKINGS_PREFIX}-{model_slug}"
+
+
 def features_for(config: str) -> Features:
-    """Features of a config name, including per-model embedding configs."""
+    """Features of a config name, including per-model embedding and rankings configs."""
     if config.startswith(EMBEDDINGS_PREFIX):
         return EMBEDDINGS_FEATURES
+    if config.startswith(RANKINGS_PREFIX + "-"):
+        return RANKINGS_FEATURES
     return FEATURES[config]
 
 
 def primary_key(config: str) -> tuple[str, ...]:
     if config.startswith(EMBEDDINGS_PREFIX):
         return ("kind", "item_id")
+    if config.startswith(RANKINGS_PREFIX + "-"):
+        return ("protocol", "direction", "query_index")
     return PRIMARY_KEYS[config]
 
 
 def sort_key(config: str) -> tuple[str, ...]:
     if config.startswith(EMBEDDINGS_PREFIX):
         return ("kind", VIDEO_ID, "item_id")
+    if config.startswith(RANKINGS_PREFIX + "-"):
+        return ("protocol", "direction", "query_index")
     return SORT_KEYS[config]
 
 

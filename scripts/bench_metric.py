@@ -12,11 +12,21 @@ Random L2-normalised float32 features at LoVR scale (467 videos, 40,804 clips, 1
 
 Every measurement runs in its own child process; peak memory is the process's peak RSS above its RSS
 once the inputs exist (``/proc/self/clear_refs`` resets the peak), i.e. working memory, not inputs.
-A second table sweeps the number of candidates (to 1M) to show that the metric's memory stays flat, and a
-third measures the ``evaluate`` wrapper's overhead at 10,000 x 512 queries. Timings share the CPU with
-whatever else runs on the machine: compare ratios from the same run.
+A second table sweeps the number of candidates (to 1M) to show that the metric's memory stays flat, a
+third measures the ``evaluate`` wrapper's overhead at 10,000 x 512 queries, and a fourth the cost of what
+``lovr eval`` adds to the ranks (``--no-uncertainty`` skips it):
 
-    python scripts/bench_metric.py            # full (~5 min on 2 cores)
+- ``top-20``: ``rank_queries(top=20)`` (the ``rankings-<model>`` lists) against the plain metric;
+- ``bootstrap``: the 95% intervals of ``lovr_hf.stats`` (B = 1,000 resamples) for every metric of one
+  direction, then for the direction plus all its slices (LoVR-like: 467 videos, duration and caption bins),
+  against the metric of that direction. Limits at LoVR scale (full run): each within 1.5x the metric; the
+  quick sizes are too small for them (the fixed cost of ~1.4 ms per slice dominates). Measured (2 shared
+  cores): t2c 1000 x 40,804: top-20 1.26x, intervals 0.19x, with 419 slices 1.14x; 40,804 x 40,804: top-20
+  1.46x, intervals with 465 slices 0.18x.
+
+Timings share the CPU with whatever else runs on the machine: compare ratios from the same run.
+
+    python scripts/bench_metric.py            # full (~6 min on 2 cores)
     python scripts/bench_metric.py --quick    # small sizes (~1 min)
 """
 
@@ -51,6 +61,9 @@ FULL_SWEEP = (1000, [40_804, 200_000, 1_000_000], 512)
 QUICK_SWEEP = (256, [10_000, 100_000], 256)
 FULL_EVAL = (10_000, 40_804, 512)
 QUICK_EVAL = (10_000, 10_000, 512)
+FULL_UNCERTAINTY = [("t2c 1000x40804", 1000, 40_804, 512), ("all 40804x40804", 40_804, 40_804, 512)]
+QUICK_UNCERTAINTY = [("t2c 1000x10000", 1000, 10_000, 512), ("4096x10000", 4096, 10_000, 512)]
+TOP20_LIMIT, BOOTSTRAP_LIMIT = 1.5, 1.5
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,6 +121,12 @@ def _original_loop(queries, gold, cands, cand_ids, ks) -> tuple[dict[int, float]
     return passes, per_k, t_mm
 
 
+def retrieval_ranks(queries, gold, cands, cand_ids):
+    from lovr_hf.retrieval import gold_ranks
+
+    return gold_ranks(queries, gold, cands, cand_ids)
+
+
 def child(spec: dict) -> dict:
     method, n_q, n_c, d = spec["method"], spec["Q"], spec["C"], spec["d"]
     sys.path.insert(0, str(ROOT))
@@ -146,6 +165,29 @@ def child(spec: dict) -> dict:
         out["t_k"] = per_k
         mine = retrieval_metrics(queries, gold, cands, cand_ids, ks=KS)
         out["agree"] = all(mine[f"pass@{k}"] == passes[k] for k in KS)
+    elif method == "top20":
+        from lovr_hf.retrieval import rank_queries
+
+        res = rank_queries(queries, gold, cands, cand_ids, top=20)
+        out["t_top"] = time.perf_counter() - t0
+        out["agree"] = bool(np.array_equal(res.ranks, retrieval_ranks(queries, gold, cands, cand_ids)))
+    elif method == "bootstrap":
+        from lovr_hf import slices
+        from lovr_hf.stats import Bootstrap, rank_intervals
+
+        ranks = retrieval_ranks(queries, gold, cands, cand_ids)
+        t = time.perf_counter()
+        rank_intervals(ranks, KS, Bootstrap(1000), "text_to_clip", "all")
+        out["t_direction"] = time.perf_counter() - t
+        rng = np.random.default_rng(1)
+        vids = [g.split("-Scene-")[0] for g in gold]
+        groups = slices.slices_for("text_to_clip", vids, list(rng.gamma(2.0, 8.0, n_q)),
+                                   list(rng.integers(20, 400, n_q)))
+        t = time.perf_counter()
+        for label, idx in groups.items():
+            rank_intervals(ranks[idx], KS, Bootstrap(1000), "text_to_clip", label)
+        out["t_slices"] = time.perf_counter() - t
+        out["n_slices"] = len(groups)
     elif method == "evaluate":
         times = {}
         t = time.perf_counter()
@@ -201,6 +243,7 @@ def main() -> None:
     ap.add_argument("--no-original", action="store_true", help="skip the original loop")
     ap.add_argument("--no-sweep", action="store_true", help="skip the candidate sweep")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the evaluate-wrapper overhead")
+    ap.add_argument("--no-uncertainty", action="store_true", help="skip the top-20 and bootstrap costs")
     ap.add_argument(
         "--repeat", type=int, help="runs per measurement, best kept (default 3; 1 above 1e8 scores)"
     )
@@ -279,6 +322,29 @@ def main() -> None:
             print(
                 f"  {key:18s} {t[key]:7.2f} s  ({t[key] / t['core']:.2f}x core, {t[key] / t['bare']:.2f}x bare matmul)"
             )
+
+
+    if not args.no_uncertainty:
+        print("\nwhat lovr eval adds to the ranks (B = 1,000 resamples; ratios against the metric, same run)")
+        print(f"{'case':17s} | {'metric':>7s} {'top-20':>7s} {'ratio':>6s} | {'CI dir':>7s} {'ratio':>6s} | "
+              f"{'CI +slices':>10s} {'slices':>6s} {'ratio':>6s} | verdict")
+        for name, n_q, n_c, d in QUICK_UNCERTAINTY if args.quick else FULL_UNCERTAINTY:
+            base = {"Q": n_q, "C": n_c, "d": d}
+            runs = args.repeat or (3 if n_q * n_c < 100_000_000 else 1)
+            m = t = b = None
+            for _ in range(runs):  # alternate, keep the fastest of each: the CPU may be shared
+                mi, ti, bi = (run_child({**base, "method": x}) for x in ("metric", "top20", "bootstrap"))
+                m = mi if m is None or mi["seconds"] < m["seconds"] else m
+                t = ti if t is None or ti["t_top"] < t["t_top"] else t
+                b = bi if b is None or bi["t_direction"] + bi["t_slices"] < b["t_direction"] + b["t_slices"] else b
+            r_top = t["t_top"] / m["seconds"]
+            r_dir = b["t_direction"] / m["seconds"]
+            r_all = (b["t_direction"] + b["t_slices"]) / m["seconds"]
+            ok = r_top <= TOP20_LIMIT and r_all <= BOOTSTRAP_LIMIT and t["agree"]
+            verdict = ("ok" if ok else "OVER LIMIT") if not args.quick else "(limits apply to the full sizes)"
+            print(f"{name:17s} | {m['seconds']:7.2f} {t['t_top']:7.2f} {r_top:5.2f}x | {b['t_direction']:7.2f} "
+                  f"{r_dir:5.2f}x | {b['t_direction'] + b['t_slices']:10.2f} {b['n_slices']:6d} {r_all:5.2f}x | "
+                  f"{verdict} (limits {TOP20_LIMIT}x, {BOOTSTRAP_LIMIT}x; same ranks: {t['agree']})", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def tiny_config(model: str, **kw) -> EvalConfig:
 
 
 def results_of(repo, model: str) -> dict[tuple[str, str, int], dict]:
-    return {(r["direction"], r["metric"], r["k"]): r for r in repo.read(schema.RESULTS) if r["model"] == model}
+    """The model's whole-direction rows (slice "all"; the text-limit rows are keyed by caption kind)."""
+    return {(r["direction"], r["metric"], r["k"]): r for r in repo.read(schema.RESULTS)
+            if r["model"] == model and r["slice"] == "all"}
 
 
 def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_path: Path, tiny: dict[str, str],
@@ -40,12 +42,19 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
     repo = make_repo(tmp_path / "lovr", eval_source, themes=True)
     clip, siglip = tiny["clip"], tiny["siglip"]
     rows = evaluate_model(repo, tiny_config(clip))
-    got = results_of(repo, clip)
-    assert {r["direction"] for r in rows} == set(DIRECTIONS)  # video-level themes -> theme directions too
+    clip_rows = results_of(repo, clip)
+    got = {key: r for key, r in clip_rows.items() if key[0] in DIRECTIONS}
+    main = [r for r in rows if r["slice"] == "all" and r["direction"] in DIRECTIONS]
+    assert {r["direction"] for r in main} == set(DIRECTIONS)  # video-level themes -> theme directions too
     for d in DIRECTIONS:
         assert {k for (dd, m, k) in got if dd == d and m == "pass@k"} == {1, 5, 10}
         assert (d, "median_rank", 0) in got and (d, "mean_rank", 0) in got
-    assert len(got) == len(rows) == 6 * 5
+    assert len(got) == len(main) == 6 * 5
+    assert len(repo.read(schema.RESULTS)) == len(rows)  # + slices and text-limit rows
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in main)  # every metric has its interval
+    # the tiny CLIP's tokenizer counts caption tokens: the long-caption share is on the rows
+    trunc = results_of(repo, clip)[("video_caption", "truncation_rate", 0)]
+    assert trunc["text_limit"] == 75 and 0.0 <= trunc["value"] < 1.0
     r = got[("text_to_clip", "pass@k", 1)]
     assert (r["num_queries"], r["num_candidates"]) == (N_CLIPS, N_CLIPS)
     assert (r["text_mode"], r["interval"], r["uniform_frames"], r["query_seed"], r["lovr_hf_version"]) == \
@@ -59,12 +68,12 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
 
     # a second model with other settings: its rows join, the first model's stay untouched
     evaluate_model(repo, tiny_config(siglip, text_mode="chunk-mean", num_frames=3))
-    assert results_of(repo, clip) == got
+    assert results_of(repo, clip) == clip_rows
     sg = results_of(repo, siglip)
-    assert len(sg) == 30
+    assert len([key for key in sg if key[0] in DIRECTIONS]) == 30
     assert (sg[("text_to_clip", "pass@k", 1)]["text_mode"], sg[("text_to_clip", "pass@k", 1)]["interval"],
             sg[("text_to_clip", "pass@k", 1)]["uniform_frames"]) == ("chunk-mean", None, 3)
-    assert len(repo.load(schema.RESULTS)) == 60  # plain load_dataset
+    assert len(repo.load(schema.RESULTS)) == len(repo.read(schema.RESULTS))  # plain load_dataset
 
     md = (repo.root / RESULTS_MD).read_text()
     assert "/clip |" in md and "/siglip |" in md and "### text → clip" in md and "### clip → theme" in md
@@ -97,7 +106,7 @@ def test_stage_flags_chunks_then_merge_equal_single(eval_source: Path, tmp_path:
     cfg = schema.embeddings_config("dummy")
     expected_emb = single.read(cfg).to_list()
     expected_res = single.read(schema.RESULTS).to_list()
-    assert {r["num_queries"] for r in expected_res if r["direction"] == "text_to_clip"} == {3}
+    assert {r["num_queries"] for r in expected_res if r["direction"] == "text_to_clip" and r["slice"] == "all"} == {3}
 
     repo = make_repo(tmp_path / "chunks", eval_source, themes=True)
     run = ["-q", "eval", "--repo", str(repo.root), *args]

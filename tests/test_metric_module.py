@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lovr_hf import retrieval, stats
 from lovr_hf.retrieval import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,20 @@ def test_integer_ids_and_options(metric, data):
         normalize=True,
     )
     assert scaled == out
+
+
+def test_bootstrap_intervals_are_the_lovr_eval_recipe(metric, data):
+    q, refs, c, cand_ids = data
+    out = metric.compute(predictions=q, references=refs, candidate_embeddings=c, candidate_ids=cand_ids,
+                         k=[1, 5], bootstrap=300, bootstrap_seed=4)
+    ranks = retrieval.gold_ranks(q, refs, c, cand_ids)
+    want = stats.rank_intervals(ranks, [1, 5], stats.Bootstrap(300, 4), "metric")
+    for name in ("pass@1", "pass@5", "median_rank", "mean_rank"):
+        assert (out[f"{name}_ci_low"], out[f"{name}_ci_high"]) == want[name]
+        assert out[f"{name}_ci_low"] <= out[name] <= out[f"{name}_ci_high"]
+    plain = metric.compute(predictions=q, references=refs, candidate_embeddings=c, candidate_ids=cand_ids, k=[1, 5])
+    assert set(plain) == {"pass@1", "pass@5", "median_rank", "mean_rank"}  # no intervals unless asked
+    assert {k: out[k] for k in plain} == plain
 
 
 def test_errors(metric, data):

@@ -13,7 +13,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from lovr_hf import retrieval
+from lovr_hf import retrieval, stats
 
 _CITATION = """\
 @article{lovr2025,
@@ -30,7 +30,8 @@ is computed once; pass@k (Recall@k with one gold item) is the fraction of querie
 Candidate ids may repeat (several rows of one clip): the rank is that of the best-scoring gold row among
 the rows of other ids, exactly the original LoVR top-k membership test. A query may list several gold ids
 (multi-positive): it is a hit when any of them is in the top k. Ties count in favour of the gold
-(`ties="optimistic"`; `"pessimistic"` counts them against it).
+(`ties="optimistic"`; `"pessimistic"` counts them against it). With `bootstrap=B` every metric also gets a
+seeded percentile interval over the queries (the recipe of `lovr eval`, lovr_hf.stats).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -45,6 +46,9 @@ Args:
     missing: "raise" (default) when a query's gold id is not among candidate_ids, or "last" (a miss).
     normalize: L2-normalise predictions and candidates first (default False).
     chunk_size: queries per block (default: chosen for ~160 MiB of working memory).
+    bootstrap: resamples of the queries for percentile intervals (default 0 = none); adds
+        "<metric>_ci_low" / "<metric>_ci_high" for every metric (lovr_hf.stats: the recipe lovr eval uses).
+    bootstrap_seed: seed of the resampling (default 0); confidence_level: default 0.95.
 Returns:
     {"pass@1": float, "pass@5": float, "pass@10": float, "median_rank": float, "mean_rank": float}
 Examples:
@@ -130,18 +134,27 @@ class LovrRetrieval(evaluate.Metric):
         missing: str = "raise",
         normalize: bool = False,
         chunk_size: int | None = None,
+        bootstrap: int = 0,
+        bootstrap_seed: int = 0,
+        confidence_level: float = stats.DEFAULT_LEVEL,
     ) -> dict[str, float]:
         if candidate_embeddings is None or candidate_ids is None:
             raise ValueError("candidate_embeddings and candidate_ids are required")
-        return retrieval.retrieval_metrics(
+        ks = retrieval.parse_ks(k)
+        ranks = retrieval.gold_ranks(
             predictions,
             references,
             candidate_embeddings,
             candidate_ids,
-            ks=k,
             rank_by=rank_by,
             ties=ties,
             missing=missing,
             normalize=normalize,
             chunk_size=chunk_size,
         )
+        out = retrieval.rank_metrics(ranks, ks)
+        boot = stats.Bootstrap(int(bootstrap), int(bootstrap_seed), float(confidence_level))
+        for name, (lo, hi) in stats.rank_intervals(ranks, ks, boot, "metric").items():
+            out[f"{name}_ci_low"] = lo
+            out[f"{name}_ci_high"] = hi
+        return out
