@@ -121,6 +121,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` in ``target``'s columns and types; columns a shard lacks (written by an older lovr_hf, before
+    the column existed) are null, so an existing repo keeps loading after an upgrade."""
+    for field in target:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, type=field.type))
+    return table.select(target.names).cast(target)
+
+
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -236,10 +245,10 @@ class BenchmarkRepo:
         if files is None:
             raise KeyError(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
         feats = schema.features_for(config)
-        tables = [pq.read_table(self.root / f) for f in files]
+        tables = [conform(pq.read_table(self.root / f), feats.arrow_schema) for f in files]
         if not tables:
             return feats.arrow_schema.empty_table()
-        return pa.concat_tables(tables).cast(feats.arrow_schema)
+        return pa.concat_tables(tables)
 
     def read(self, config: str) -> Dataset:
         """The rows of ``config`` as an in-memory Dataset (no datasets cache involved)."""

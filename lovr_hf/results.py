@@ -43,22 +43,9 @@ def _lock(repo: BenchmarkRepo):
 
 
 def read_results_table(repo: BenchmarkRepo) -> pa.Table:
-    """The ``results`` config, tolerating shards written before columns were added (missing -> null):
-    a repo scored by an older lovr_hf keeps its rows (without intervals) until it is re-scored."""
-    import pyarrow.parquet as pq
-
-    feats = schema.RESULTS_FEATURES.arrow_schema
-    files = repo.config_files().get(schema.RESULTS)
-    if not files:
-        return feats.empty_table()
-    tables = []
-    for f in files:
-        t = pq.read_table(repo.root / f)
-        for field in feats:
-            if field.name not in t.column_names:
-                t = t.append_column(field, pa.nulls(t.num_rows, type=field.type))
-        tables.append(t.select(feats.names).cast(feats))
-    return pa.concat_tables(tables)
+    """The ``results`` config (shards written before columns were added read those as null, see
+    :func:`lovr_hf.repo.conform`): a repo scored by an older lovr_hf keeps its rows until it is re-scored."""
+    return repo.read_table(schema.RESULTS) if repo.has(schema.RESULTS) else schema.RESULTS_FEATURES.arrow_schema.empty_table()
 
 
 def read_results(repo: BenchmarkRepo) -> list[dict[str, Any]]:

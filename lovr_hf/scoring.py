@@ -8,7 +8,7 @@ Query sets and availability (docs/statistics.md). The queries a direction *defin
 tables, never from which embeddings happen to exist: text->clip draws ``--clip-queries`` captions (with
 ``--seed``) from the clip captions whose status is ``ok`` or ``needs_review`` (the latter left out with
 ``--exclude-needs-review``); on a repo imported from the official release (marker file
-:data:`RELEASE_MARKER`) the default is the released list, every clip caption. A query is *available* when
+:data:`lovr_hf.release.MARKER`) the default is the released list, every clip caption. A query is *available* when
 its own embedding and its gold's are ``ok``. ``--protocol lovr`` scores the available queries only and
 records how many were left out and why; ``--protocol original`` keeps them as misses (rank = candidates + 1),
 as the original did, and logs it. Both record available vs total on the rows.
@@ -45,7 +45,6 @@ from lovr_hf.truncation import token_counter, truncation_rows
 logger = logging.getLogger(__name__)
 
 _THEME_DIRECTIONS = ("theme_to_clip", "clip_to_theme")
-RELEASE_MARKER = "lovr_release.json"  # written at the repo root by `lovr import-release`
 ELIGIBLE = (schema.OK, schema.NEEDS_REVIEW)
 
 
@@ -179,17 +178,11 @@ class Catalog:
 
 
 def release_marker(repo: BenchmarkRepo) -> dict[str, Any] | None:
-    """The release marker (``lovr_release.json`` at the repo root) when the repo was imported from the
-    official release, else None. A ``query_clip_ids`` list in it names the released text->clip queries;
-    without one, every clip caption of the repo is a released query."""
-    p = repo.root / RELEASE_MARKER
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{p}: not JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
+    """The marker ``lovr import-release`` writes at the repo root (:data:`lovr_hf.release.MARKER`), or None
+    when the repo is not an imported release; its ``query_set.ids`` are the released text->clip queries."""
+    from lovr_hf.release import read_release_marker
+
+    return read_release_marker(repo)
 
 
 def clip_query_spec(repo: BenchmarkRepo, config: EvalConfig) -> tuple[int | str | list[str], str]:
@@ -199,8 +192,7 @@ def clip_query_spec(repo: BenchmarkRepo, config: EvalConfig) -> tuple[int | str 
         marker = release_marker(repo)
         if marker is None:
             return 1000, "1000"
-        ids = marker.get("query_clip_ids")
-        return (list(map(str, ids)) if isinstance(ids, list) else "all"), "release"
+        return [str(i) for i in marker["query_set"]["ids"]], "release"
     if spec == "all":
         return "all", "all"
     n = int(spec)

@@ -21,6 +21,7 @@ from lovr_hf.cli import main as cli_main
 from lovr_hf.compare import paired
 from lovr_hf.evaluation import RESULTS_MD, EvalConfig, evaluate_model
 from lovr_hf.rankings import write_rankings
+from lovr_hf.release import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import read_results, render_results, write_results
 from lovr_hf.retrieval import DIRECTIONS
@@ -220,14 +221,13 @@ def test_release_marker_selects_the_released_queries(embedded: Path, tmp_path: P
     repo = copy_of(embedded, tmp_path)
     score(repo, clip_queries="auto")  # no marker: 1000 drawn, i.e. all 5 here
     assert rows_of(repo)[("all", "text_to_clip", "pass@k", 1)]["query_set"] == "1000"
-    (repo.root / "lovr_release.json").write_text(json.dumps({"query_clip_ids": ["a-Scene-001", "b-Scene-002"]}))
+    # the marker lovr import-release writes (lovr_hf.release): its query_set ids are the released queries
+    marker = {"schema": MARKER_SCHEMA, "query_set": {"ids": ["a-Scene-001", "b-Scene-002"], "count": 2}}
+    (repo.root / MARKER).write_text(json.dumps(marker))
     score(repo, clip_queries="auto")
     r = rows_of(repo)[("all", "text_to_clip", "pass@k", 1)]
     assert (r["query_set"], r["num_queries"]) == ("release", 2)
     assert verify(repo).ok
-    (repo.root / "lovr_release.json").write_text("{}")  # a release without a list: every clip caption
-    score(repo, clip_queries="auto")
-    assert rows_of(repo)[("all", "text_to_clip", "pass@k", 1)]["num_queries"] == N_CLIPS
 
 
 def test_oracle_flag_and_truncation_rate(embedded: Path, tmp_path: Path) -> None:

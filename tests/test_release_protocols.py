@@ -94,8 +94,8 @@ def test_tiny_clip_on_the_release_both_protocols_equal_the_original_calc_pass(
     decodable = sorted(set(on_disk) - {BROKEN[1]})
     clip_vectors = {}
     for protocol in ("lovr", "original"):
-        # --clip-queries all: the released list (until the scoring side reads lovr_release.json itself)
-        cfg = EvalConfig(model=tiny["clip"], clip_queries="all", protocol=protocol, dtype="float32", device="cpu",
+        # the default clip_queries="auto": the released list of the marker import-release wrote
+        cfg = EvalConfig(model=tiny["clip"], protocol=protocol, dtype="float32", device="cpu",
                          batch_size=8, decode_backend="pyav", model_name=f"tiny-clip-{protocol}")
         rows = evaluate_model(repo, cfg)
         assert rows and {r["protocol"] for r in rows} == {protocol}

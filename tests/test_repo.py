@@ -224,3 +224,14 @@ def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Pa
     repo.write(schema.THEME_CAPTIONS, [])
     assert repo.empty_configs() == [schema.THEME_CAPTIONS] and repo.read(schema.THEME_CAPTIONS).num_rows == 0
     assert not list((repo.root / "data" / schema.THEME_CAPTIONS).glob("*.parquet"))
+
+
+def test_shards_of_an_older_version_load_with_the_new_columns_null(tmp_path: Path) -> None:
+    """A repo written before a column existed (e.g. videos.sha256) keeps loading: missing columns read as null."""
+    import pyarrow.parquet as pq
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.SPLITS, [{"clip_id": "a-Scene-001", "video_id": "a", "split": "test"}])
+    shard = repo.root / repo.config_files()[schema.SPLITS][0]
+    pq.write_table(pq.read_table(shard).drop_columns(["video_id"]), shard)  # as an older writer left it
+    assert repo.read(schema.SPLITS).to_list() == [{"clip_id": "a-Scene-001", "video_id": None, "split": "test"}]
