@@ -84,7 +84,7 @@ def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.n
     assert s.shape == (1, 8) and calls()[-1]["truncate_dim"] == 8
     np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
 
-    # text modes: the stand-in truncates at 24 tokens; chunk-mean with a 24-token limit sees the whole text
+    # text modes: a 24-token limit is given to encode_text (max_length); chunk-mean in 24-token pieces sees it all
     cm = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", max_text_tokens=24)
     trunc = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="truncate")
     mean = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="chunk-mean")
@@ -137,3 +137,30 @@ def test_jina_clip_matches_own_encode(jina_dir: str, scene_frames: np.ndarray) -
     from lovr_hf.families import family_for
 
     assert family_for("jinaai/jina-clip-v2").backend == "jina"
+
+
+def test_jina_text_limit_is_encode_texts_own(jina_dir: str) -> None:
+    """jina-clip's ``encode_text`` truncates at ``max_length=512`` unless told otherwise (its cross-modal
+    training stopped at 512; the text tower takes 8192): the adapter reports 512 and gives that limit to
+    ``encode_text``, so a chunk-mean piece is never cut by the model. With 8190-token pieces (the former
+    8192 limit) a caption of a few thousand tokens was one piece, silently cut at 512."""
+    from transformers import AutoModel, AutoTokenizer
+
+    emb = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu")
+    assert emb.max_text_tokens == 512
+    longer = " ".join([LONG] * 2)
+    assert len(AutoTokenizer.from_pretrained(jina_dir)(longer).input_ids) > 1000
+    tail = longer + " The sun sets over the ocean, waves crash on the rocks and birds fly away." * 5
+    trunc = emb.embed_text([longer, tail])
+    np.testing.assert_allclose(trunc[0], trunc[1], atol=1e-6)  # both cut at 512 tokens
+    assert calls()[-1]["max_length"] == 512
+    mean = emb.embed_text([longer, tail], text_mode="chunk-mean")
+    assert not np.allclose(mean[0], mean[1], atol=1e-4)  # the tail past 512 tokens counts
+    model = AutoModel.from_pretrained(jina_dir, trust_remote_code=True).eval()
+    np.testing.assert_allclose(trunc, model.encode_text([longer, tail]), atol=1e-6)  # the model's own default
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = JinaClipEmbedder(jina_dir, trust_remote_code=True, max_text_tokens=9000).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        emb.embed_text(["a"], text_mode="average")
+    # one loaded copy per process for one model, whatever the number of embedders
+    assert JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu").load() is emb.load()

@@ -134,3 +134,19 @@ def test_mm_embed_oracle_on_real_embeddings(mm_dir: str, scene_frames: np.ndarra
 def test_mm_embed_family() -> None:
     fam = family_for("nvidia/MM-Embed")
     assert fam is not None and (fam.name, fam.backend) == ("mm_embed", "mm_embed")
+
+
+def test_mm_embed_explicit_text_limit_and_one_load(mm_dir: str) -> None:
+    """An explicit max_text_tokens cuts captions under truncate too (the first chunk-mean piece); one above
+    what max_length leaves is refused; one loaded copy per process for one model."""
+    ref = MMEmbedEmbedder(mm_dir, trust_remote_code=True, device="cpu")
+    short = MMEmbedEmbedder(mm_dir, trust_remote_code=True, device="cpu", max_text_tokens=10)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(mm_dir)
+    piece = tok.decode(tok(LONG, add_special_tokens=False).input_ids[:10])  # the first 10 caption tokens
+    np.testing.assert_allclose(short.embed_text([LONG]), ref.embed_text([piece]), atol=1e-6)
+    assert not np.allclose(short.embed_text([LONG]), ref.embed_text([LONG]), atol=1e-3)
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = MMEmbedEmbedder(mm_dir, trust_remote_code=True, max_length=72, max_text_tokens=64).max_text_tokens
+    assert short.load() is ref.load()

@@ -170,3 +170,28 @@ def test_mteb_internvideo2_stops_at_mtebs_requirement_check(monkeypatch: pytest.
     assert emb.model_id().startswith("mteb:OpenGVLab/InternVideo2-CLIP-1B-224p-f8@")
     with pytest.raises(ImportError, match=r"internvideo2"):
         emb.load()
+
+
+def test_mteb_options_never_silently_dropped(tiny_name: str) -> None:
+    """A --dtype the bridge cannot apply is refused (mteb loads each model at its own precision), remote code
+    asked for through the user's own loader_kwargs needs --trust-remote-code too, an explicit max_text_tokens
+    cuts captions under truncate (word pieces, as chunk-mean), an unknown text mode is refused."""
+    from lovr_hf.embed import EmbedConfig, make_embedder
+
+    with pytest.raises(ValueError, match="mteb's own precision"):  # through lovr eval's --dtype
+        make_embedder(EmbedConfig(model=tiny_name, backend="mteb", dtype="bfloat16"))
+    assert MtebEmbedder(tiny_name, dtype="auto").max_text_tokens == 77
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        MtebEmbedder(tiny_name, loader_kwargs={"trust_remote_code": True})
+    MtebEmbedder(tiny_name, loader_kwargs={"trust_remote_code": True}, trust_remote_code=True)
+
+    ref = MtebEmbedder(tiny_name, device="cpu")
+    short = MtebEmbedder(tiny_name, device="cpu", max_text_tokens=3)
+    text = "two dogs play in the park at night"
+    np.testing.assert_allclose(short.embed_text([text]), ref.embed_text(["two dogs play"]), atol=1e-5)
+    mean = short.embed_text([text], text_mode="chunk-mean")
+    pieces = ref.embed_text(["two dogs play", "in the park", "at night"])
+    np.testing.assert_allclose(mean[0], unit(pieces.sum(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")
+    assert short.load() is ref.load()  # one loaded copy per process

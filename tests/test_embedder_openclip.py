@@ -180,3 +180,27 @@ def test_open_clip_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
     with pytest.raises(ImportError, match=r"lovr_hf\[openclip\]"):
         OpenCLIPEmbedder("EVA02-CLIP-B-16")
+
+
+def test_open_clip_low_precision_text_limit_and_one_load(tiny_oc: str, scene_frames: np.ndarray) -> None:
+    """--dtype bfloat16 (open_clip precision bf16: weights cast) embeds frames (the pixels used to stay fp32 and
+    the first conv refused them); an explicit max_text_tokens cuts captions under truncate as well; an unknown
+    text mode is refused; two embedders of one model share one loaded copy."""
+    ref = OpenCLIPEmbedder(tiny_oc, device="cpu")
+    low = make_embedder(EmbedConfig(model=tiny_oc, device="cpu", dtype="bfloat16"))
+    import torch
+
+    assert low.precision == "bf16" and low.load().visual.conv1.weight.dtype == torch.bfloat16  # weights cast
+    f, f16 = ref.embed_frames(scene_frames), low.embed_frames(scene_frames)
+    assert f16.dtype == np.float32 and (np.sum(f * f16, axis=1) > 0.98).all()
+
+    short = OpenCLIPEmbedder(tiny_oc, device="cpu", max_text_tokens=12)
+    assert short.max_text_tokens == 12
+    cut = short.embed_text([LONG])
+    np.testing.assert_allclose(cut[0], ref.embed_text([short._split(LONG)[0]])[0], atol=1e-5)
+    assert not np.allclose(cut, ref.embed_text([LONG]), atol=1e-3)  # not the 77-token cut
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = OpenCLIPEmbedder(tiny_oc, device="cpu", max_text_tokens=100).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")
+    assert OpenCLIPEmbedder(tiny_oc, device="cpu").load() is ref.load()

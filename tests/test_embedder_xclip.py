@@ -101,3 +101,17 @@ def test_lovr_eval_with_xclip(xclip_dir: str, eval_source, tmp_path) -> None:
     assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
     emb_rows = repo.read(schema.embeddings_config(model_slug(xclip_dir)))
     assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+
+
+def test_xclip_unreadable_config_is_an_error(xclip_dir: str, tmp_path) -> None:
+    """The frame count comes from the config; a config that cannot be read fails loudly (it used to fall
+    back to 8 frames with a warning, for a temporal embedding that may have another size)."""
+    import shutil
+
+    broken = tmp_path / "xclip-broken"
+    shutil.copytree(xclip_dir, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable X-CLIP config"):
+        XClipEmbedder(str(broken), device="cpu")
+    with pytest.raises(ValueError, match="text_mode"):
+        XClipEmbedder(xclip_dir, device="cpu").embed_text(["a"], text_mode="average")
