@@ -35,7 +35,6 @@ from lovr_hf.backends.embedder_transformers import to_model
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
     check_frames,
-    check_text_mode,
     device_and_dtype,
     encode_batches,
     hf_pieces,
@@ -111,19 +110,10 @@ class GmeEmbedder(PieceTextEmbedder):
         instruction: str | None = None,
         max_length: int | None = None,
     ) -> None:
-        check_text_mode(text_mode)
-        self.model_path = model_path
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.instruction = instruction or DEFAULT_INSTRUCTION
         self._max_length = max_length
-        self._model: Any = None
-        self._processor: Any = None
-        self._dim: int | None = None
 
     def model_id(self) -> str:
         return model_ref(self.model_path, self.revision)

@@ -43,7 +43,6 @@ from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
     check_frames,
-    check_text_mode,
     device_and_dtype,
     encode_batches,
     hf_pieces,
@@ -193,17 +192,9 @@ class LanguageBindEmbedder(PieceTextEmbedder):
         protocol: str = "lovr",
     ) -> None:
         import_languagebind()
-        check_text_mode(text_mode)
-        self.model_path = model_path
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.random_flip = bool(random_flip) or protocol == "original"
-        self._model: Any = None
-        self._processor: Any = None
 
     def model_id(self) -> str:
         return model_ref(self.model_path, self.revision) + (" (random flip)" if self.random_flip else "")

@@ -25,7 +25,6 @@ from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
     check_frames,
-    check_text_mode,
     device_and_dtype,
     encode_batches,
     hf_pieces,
@@ -105,20 +104,11 @@ class MMEmbedEmbedder(PieceTextEmbedder):
         max_length: int = MAX_LENGTH,
     ) -> None:
         refuse_remote_code(trust_remote_code, model_path)
-        check_text_mode(text_mode)
-        self.model_path = model_path
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
         self.instruction = instruction
         self.max_length = int(max_length)
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._dim: int | None = None
 
     def model_id(self) -> str:
         return model_ref(self.model_path, self.revision)

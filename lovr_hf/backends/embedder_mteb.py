@@ -236,26 +236,21 @@ class MtebEmbedder(PieceTextEmbedder):
             raise ValueError(f"dtype={dtype!r}: the mteb bridge loads {model_path} at mteb's own precision; "
                              "give its loader's option through --backend-option loader_kwargs=... instead")
         try:
-            self.meta = mteb.get_model_meta(model_path, revision)
+            meta = mteb.get_model_meta(model_path, revision)
         except KeyError as exc:
             raise KeyError(f"{model_path!r} is not a model registered in mteb ({exc.args[0]}); "
                            "video+text models: python -c 'from lovr_hf.backends.embedder_mteb import "
                            "video_text_model_names as n; print(n())'") from None
-        if not {"video", "text"} <= set(self.meta.modalities):
-            raise ValueError(f"{model_path}: mteb registers it for {self.meta.modalities}, not video and text")
+        if not {"video", "text"} <= set(meta.modalities):
+            raise ValueError(f"{model_path}: mteb registers it for {meta.modalities}, not video and text")
         self.loader_kwargs = dict(loader_kwargs or {})
-        if {**self.meta.loader_kwargs, **self.loader_kwargs}.get("trust_remote_code"):
+        if {**meta.loader_kwargs, **self.loader_kwargs}.get("trust_remote_code"):
             refuse_remote_code(trust_remote_code, model_path,
                                "runs code from its Hub repo (mteb loads it with trust_remote_code)")
-        self.model_path = model_path
-        self.revision = revision
-        self.device = device
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
+        self.meta = meta
         self.task = task
-        self._model: Any = None
-        self._task_metadata: Any = None
 
     def model_id(self) -> str:
         rev = self.revision or self.meta.revision

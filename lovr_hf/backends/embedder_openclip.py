@@ -34,7 +34,6 @@ from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
     check_frames,
-    check_text_mode,
     device_and_dtype,
     encode_batches,
     text_limit,
@@ -128,22 +127,16 @@ class OpenCLIPEmbedder(PieceTextEmbedder):
         max_text_tokens: int | None = None,
     ) -> None:
         require_extra("open_clip", "openclip", "open_clip")
-        check_text_mode(text_mode)
         if dtype not in (None, "", "auto"):  # --dtype: open_clip calls it precision
             if str(dtype) not in DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or precision={PRECISIONS}), got {dtype!r}")
             precision = DTYPES[str(dtype)]
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self._settings(model_path, device=device, dtype=dtype, batch_size=batch_size, text_mode=text_mode,
+                       max_text_tokens=max_text_tokens)
         self.spec, self.pretrained = parse_spec(model_path, pretrained)
-        self.device = device
         self.precision = precision
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
-        self._model: Any = None
-        self._preprocess: Any = None
-        self._tokenizer: Any = None
 
     def model_id(self) -> str:
         return f"open_clip:{self.spec}" + (f"/{self.pretrained}" if self.pretrained else "")

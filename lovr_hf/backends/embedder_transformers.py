@@ -147,7 +147,6 @@ class TransformersEmbedder(LazyEmbedder):
         lowercase: bool | None = None,
         text_attention_mask: bool = True,
     ) -> None:
-        check_text_mode(text_mode)
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if text_padding not in (None, "max_length", "longest"):
@@ -155,20 +154,11 @@ class TransformersEmbedder(LazyEmbedder):
         self.protocol = protocol
         self.lowercase = lowercase
         self.text_attention_mask = bool(text_attention_mask)
-        self._tok: Any = None
-        self.model_path = model_path
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._max_text_tokens_override = max_text_tokens
         self.text_padding = text_padding
         self.last_stats: dict[str, float] = {}
-        self._model: Any = None
-        self._processor: Any = None
-        self._dim: int | None = None
         self._affixes: tuple[list[int], list[int]] | None = None
 
     _LOADED = ("_model", "_processor", "_tok")  # never pickled into workers
@@ -266,7 +256,7 @@ class TransformersEmbedder(LazyEmbedder):
         tok_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
             limits.append(tok_max)
-        return text_limit(self._max_text_tokens_override, min(limits) if limits else None, self.model_id())
+        return text_limit(self._limit, min(limits) if limits else None, self.model_id())
 
     def _padding(self) -> str:
         return self.text_padding or self._rule()[0]

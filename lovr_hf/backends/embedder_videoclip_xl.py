@@ -42,7 +42,6 @@ from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
     check_frames,
-    check_text_mode,
     device_and_dtype,
     encode_batches,
     model_ref,
@@ -128,23 +127,15 @@ class VideoCLIPXLEmbedder(PieceTextEmbedder):
         protocol: str = "lovr",
     ) -> None:
         refuse_remote_code(trust_remote_code, model_path, "runs the VideoCLIP-XL repository's code")
-        check_text_mode(text_mode)
         channel_order = channel_order or ("bgr" if protocol == "original" else "rgb")
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be rgb or bgr, got {channel_order!r}")
-        self.model_path = model_path
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
         self.code_dir = code_dir
         self.weights = weights
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
         self.channel_order = channel_order
-        self._model: Any = None
-        self._text_encoder: Any = None
 
     def model_id(self) -> str:
         return model_ref(self.model_path, self.revision) + (" (bgr)" if self.channel_order == "bgr" else "")

@@ -172,6 +172,17 @@ class LazyEmbedder(Embedder):
 
     _LOADED: tuple[str, ...] = ("_model",)
 
+    def _settings(self, model_path: str, *, revision: str | None = None, device: str = "auto",
+                  dtype: str | None = "auto", batch_size: int = 1, text_mode: str = "truncate",
+                  max_text_tokens: int | None = None) -> None:
+        """The standard options every adapter takes (``lovr eval``'s flags), checked, and nothing loaded yet."""
+        self.model_path, self.revision, self.device, self.dtype = model_path, revision, device, dtype
+        self.batch_size = max(1, int(batch_size))
+        self.text_mode = check_text_mode(text_mode)
+        self._limit = max_text_tokens
+        for name in self._LOADED:
+            setattr(self, name, None)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for name in self._LOADED:
