@@ -11,21 +11,16 @@ the Hub and was not run here.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
-    PieceTextEmbedder,
+    RemoteCodeEmbedder,
     check_frames,
-    device_and_dtype,
     hf_pieces,
     l2_normalize,
-    model_ref,
     refuse_remote_code,
-    remote_code_model,
-    remote_code_tokenizer,
     to_numpy,
 )
 
@@ -40,7 +35,7 @@ TOWER_TEXT_LIMIT = 8192
 
 
 @EMBEDDERS.register("jina")
-class JinaClipEmbedder(PieceTextEmbedder):
+class JinaClipEmbedder(RemoteCodeEmbedder):
     """``jinaai/jina-clip-v2``-style models (``model.encode_text`` / ``model.encode_image``).
 
     The text limit is given to ``encode_text`` as its tokenizer's ``max_length`` (default 512, the model's own
@@ -48,8 +43,6 @@ class JinaClipEmbedder(PieceTextEmbedder):
     """
 
     name = "jina"
-    requires_remote_code = True
-    _LOADED = ("_model", "_tokenizer")
     _cuts_at_override = True  # encode_text is given max_length
 
     def __init__(
@@ -71,17 +64,6 @@ class JinaClipEmbedder(PieceTextEmbedder):
         self.trust_remote_code = trust_remote_code  # True here: refused above otherwise
         self.truncate_dim = truncate_dim
 
-    def model_id(self) -> str:
-        return model_ref(self.model_path, self.revision)
-
-    def load(self) -> Any:
-        if self._model is None:
-            device, dtype = device_and_dtype(self.device, self.dtype)
-            self._model = self.shared((self.model_path, self.revision, device, str(dtype)),
-                                      lambda: remote_code_model(self.model_path, self.revision, device, dtype,
-                                                                self.trust_remote_code))
-        return self._model
-
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
         """Tokens per text, special tokens included: 512 (``encode_text``'s default) or ``max_text_tokens``."""
@@ -97,11 +79,7 @@ class JinaClipEmbedder(PieceTextEmbedder):
         return l2_normalize(to_numpy(out))
 
     def _text_pieces(self, text: str) -> list[str]:
-        if self._tokenizer is None:
-            self._tokenizer = self.shared((self.model_path, self.revision, "tokenizer"),
-                                          lambda: remote_code_tokenizer(self.model_path, self.revision,
-                                                                        self.trust_remote_code))
-        return hf_pieces(self._tokenizer, int(self.max_text_tokens) - 2)(text)  # room for <s> ... </s>
+        return hf_pieces(self.tokenizer(), int(self.max_text_tokens) - 2)(text)  # room for <s> ... </s>
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         from PIL import Image

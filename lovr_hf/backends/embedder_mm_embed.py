@@ -23,16 +23,12 @@ import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedding_common import (
-    PieceTextEmbedder,
+    RemoteCodeEmbedder,
     check_frames,
-    device_and_dtype,
     encode_batches,
     hf_pieces,
     l2_normalize,
-    model_ref,
     refuse_remote_code,
-    remote_code_model,
-    remote_code_tokenizer,
     text_limit,
     to_numpy,
 )
@@ -79,15 +75,13 @@ def oracle_pool(frame_embeddings: np.ndarray, gold_embedding: np.ndarray | None)
 
 
 @EMBEDDERS.register("mm_embed")
-class MMEmbedEmbedder(PieceTextEmbedder):
+class MMEmbedEmbedder(RemoteCodeEmbedder):
     """``nvidia/MM-Embed`` (``model.encode`` of its remote code)."""
 
     name = "mm_embed"
-    requires_remote_code = True
     #: under --protocol original the visual stage picks each item's frame with :func:`oracle_pool`
     #: (frame embeddings + the gold caption's embedding) instead of mean pooling; results are flagged oracle
     original_oracle_frame = True
-    _LOADED = ("_model", "_tokenizer")
 
     def __init__(
         self,
@@ -110,28 +104,10 @@ class MMEmbedEmbedder(PieceTextEmbedder):
         self.instruction = instruction
         self.max_length = int(max_length)
 
-    def model_id(self) -> str:
-        return model_ref(self.model_path, self.revision)
-
-    def load(self) -> Any:
-        if self._model is None:
-            device, dtype = device_and_dtype(self.device, self.dtype)
-            self._model = self.shared((self.model_path, self.revision, device, str(dtype)),
-                                      lambda: remote_code_model(self.model_path, self.revision, device, dtype,
-                                                                self.trust_remote_code))
-        return self._model
-
-    def _tok(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = self.shared((self.model_path, self.revision, "tokenizer"),
-                                          lambda: remote_code_tokenizer(self.model_path, self.revision,
-                                                                        self.trust_remote_code))
-        return self._tokenizer
-
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
         """Caption tokens per call: ``max_length`` less the instruction prefix (and two special tokens)."""
-        prefix = len(self._tok()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
+        prefix = len(self.tokenizer()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
         return text_limit(self._limit, max(1, self.max_length - prefix - 2), f"{self.model_id()} queries")
 
     def _encode(self, items: list[dict[str, Any]], is_query: bool) -> np.ndarray:
@@ -154,7 +130,7 @@ class MMEmbedEmbedder(PieceTextEmbedder):
         return self._encode([{"txt": t} for t in texts], is_query=True)
 
     def _text_pieces(self, text: str) -> list[str]:
-        return hf_pieces(self._tok(), int(self.max_text_tokens or 1))(text)
+        return hf_pieces(self.tokenizer(), int(self.max_text_tokens or 1))(text)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         from PIL import Image

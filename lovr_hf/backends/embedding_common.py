@@ -137,26 +137,6 @@ def device_and_dtype(device: str | None, dtype: Any, auto: str | None = None) ->
     return dev, resolve_dtype(dtype, dev)
 
 
-def remote_code_model(model_path: str, revision: str | None, device: str, dtype: Any,
-                      trust_remote_code: bool) -> Any:
-    """``AutoModel`` of a model that ships its own code (jina-clip, MM-Embed), in eval mode on ``device``;
-    refused again here unless the user's ``trust_remote_code`` is set (never assumed by the loader)."""
-    from transformers import AutoModel
-
-    refuse_remote_code(trust_remote_code, model_path)
-    model = AutoModel.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code,
-                                      dtype=dtype)
-    return model.to(device).eval()
-
-
-def remote_code_tokenizer(model_path: str, revision: str | None, trust_remote_code: bool) -> Any:
-    """The ``AutoTokenizer`` of such a model (its code may define the tokenizer too)."""
-    from transformers import AutoTokenizer
-
-    refuse_remote_code(trust_remote_code, model_path)
-    return AutoTokenizer.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
-
-
 def model_ref(model_path: str, revision: str | None) -> str:
     """``model@revision`` (the id of the loaded weights), or the model alone."""
     return f"{model_path}@{revision}" if revision else model_path
@@ -233,3 +213,43 @@ class PieceTextEmbedder(LazyEmbedder):
         if self._limit and not self._cuts_at_override:
             texts = [self._text_pieces(t)[0] for t in texts]
         return self._encode_texts(texts)
+
+
+class RemoteCodeEmbedder(PieceTextEmbedder):
+    """Models whose encode API is their own code (jina-clip, MM-Embed): ``AutoModel`` / ``AutoTokenizer`` with
+    the user's ``trust_remote_code`` (refused without it, here and again at load: never assumed by the
+    loader), loaded once per process. Subclasses set ``trust_remote_code`` and the standard options."""
+
+    requires_remote_code = True
+    trust_remote_code: bool = False
+    _LOADED = ("_model", "_tokenizer")
+
+    def model_id(self) -> str:
+        return model_ref(self.model_path, self.revision)
+
+    def load(self) -> Any:
+        if self._model is None:
+            device, dtype = device_and_dtype(self.device, self.dtype)
+            self._model = self.shared((self.model_path, self.revision, device, str(dtype)),
+                                      lambda: self._load_uncached(device, dtype))
+        return self._model
+
+    def _load_uncached(self, device: str, dtype: Any) -> Any:
+        from transformers import AutoModel
+
+        refuse_remote_code(self.trust_remote_code, self.model_path)
+        model = AutoModel.from_pretrained(self.model_path, revision=self.revision,
+                                          trust_remote_code=self.trust_remote_code, dtype=dtype)
+        return model.to(device).eval()
+
+    def tokenizer(self) -> Any:
+        """The model's ``AutoTokenizer`` (its code may define it too), for cutting captions into pieces."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            refuse_remote_code(self.trust_remote_code, self.model_path)
+            self._tokenizer = self.shared(
+                (self.model_path, self.revision, "tokenizer"),
+                lambda: AutoTokenizer.from_pretrained(self.model_path, revision=self.revision,
+                                                      trust_remote_code=self.trust_remote_code))
+        return self._tokenizer
