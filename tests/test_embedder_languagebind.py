@@ -19,13 +19,10 @@ if missing_modules("languagebind", "pytorchvideo", "einops", "peft", "iopath", "
     pytest.skip("the languagebind extra is not installed (see lovr_hf/backends/embedder_languagebind.py)",
                 allow_module_level=True)
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 from test_embedder_transformers import LONG  # noqa: E402
 
-from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.embedder_languagebind import LanguageBindEmbedder, import_languagebind  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
-from lovr_hf.embed import model_slug  # noqa: E402
 from lovr_hf.families import FILES, family_for  # noqa: E402
 
 
@@ -176,13 +173,7 @@ def test_languagebind_family_and_missing_extra(lb_dir: str, monkeypatch: pytest.
 
 
 def test_lovr_eval_with_languagebind(lb_dir: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", lb_dir, "--backend", "languagebind",
-                     "--device", "cpu", "--topk", "1,5"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == lb_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(lb_dir)))
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    run_eval(eval_repo(tmp_path, eval_source), lb_dir, "--backend", "languagebind", dim=16)
 
 
 def test_languagebind_dtype_text_batches_and_modes(lb_dir: str, videos: list[str], monkeypatch) -> None:

@@ -19,12 +19,9 @@ from lovr_hf.backends.extras import missing_modules
 if missing_modules("mteb"):
     pytest.skip("the mteb extra is not installed", allow_module_level=True)
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 
-from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.embedder_mteb import MtebEmbedder, video_text_model_names  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
-from lovr_hf.embed import model_slug  # noqa: E402
 from lovr_hf.families import FILES, family_for  # noqa: E402
 from lovr_hf.tiny.mteb_video import QUERY_PROMPT, TINY_MTEB_NAME, register_tiny_mteb_video  # noqa: E402
 
@@ -152,13 +149,7 @@ def test_mteb_internvideo2_family() -> None:
 
 
 def test_lovr_eval_with_mteb_backend(tiny_name: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", tiny_name, "--backend", "mteb",
-                     "--device", "cpu", "--topk", "1,5"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == tiny_name]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_name)))
-    assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    run_eval(eval_repo(tmp_path, eval_source), tiny_name, "--backend", "mteb", dim=16)
 
 
 def test_mteb_internvideo2_stops_at_mtebs_requirement_check(monkeypatch: pytest.MonkeyPatch) -> None:

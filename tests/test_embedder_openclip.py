@@ -12,13 +12,12 @@ import pytest
 
 open_clip = pytest.importorskip("open_clip")
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 from test_embedder_transformers import LONG  # noqa: E402
 
 from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.base import EMBEDDERS  # noqa: E402
 from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
 from lovr_hf.tiny import build_tiny_open_clip  # noqa: E402
 
@@ -89,16 +88,12 @@ def test_text_modes_and_pickling(tiny_oc: str, scene_frames: np.ndarray) -> None
 
 
 def test_lovr_eval_with_local_open_clip_folder(tiny_oc: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", tiny_oc, "--device", "cpu",
-                     "--topk", "1,5", "--interval", "10"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == tiny_oc]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
+    repo = eval_repo(tmp_path, eval_source)
+    rows = run_eval(repo, tiny_oc, "--interval", "10", dim=16)
     hits = [r["value"] for r in rows if r["metric"] == "pass@k"]
     assert hits and all(0.0 <= v <= 1.0 for v in hits)
     emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_oc)))
     assert {r["kind"] for r in emb_rows} >= {"clip", "video", "clip_caption"}
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
 
 
 # ---- EVA02-CLIP and PE-Core: the same open_clip families, tiny and random ----------------------------------

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_embed import make_repo
+from _embedder_helpers import eval_args, eval_repo, run_eval
 from test_embedder_transformers import LONG
 
-from lovr_hf import schema
 from lovr_hf.backends.embedder_videoclip_xl import VideoCLIPXLEmbedder, demo_frame_indices
 from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder, model_slug
+from lovr_hf.embed import EmbedConfig, make_embedder
 from lovr_hf.families import NATIVE_VIDEO, family_for
 
 STANDIN = Path(__file__).parent / "remote_code" / "videoclip_xl_standin"
@@ -165,15 +164,10 @@ def test_videoclip_families_and_missing_code(xl_dir: str, tmp_path: Path) -> Non
 
 
 def test_lovr_eval_with_videoclip(xl_dir: str, eval_source: Path, tmp_path: Path, capsys) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    args = ["-q", "eval", "--repo", str(repo.root), "--model", xl_dir, "--backend", "videoclip_xl", "--device",
-            "cpu", "--topk", "1,5"]
-    assert cli_main(args) == 2 and "--trust-remote-code" in capsys.readouterr().err
-    assert cli_main([*args, "--trust-remote-code"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == xl_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(xl_dir)))
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    repo = eval_repo(tmp_path, eval_source)
+    assert cli_main(eval_args(repo, xl_dir, "--backend", "videoclip_xl")) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err
+    run_eval(repo, xl_dir, "--backend", "videoclip_xl", "--trust-remote-code", dim=16)
 
 
 def test_videoclip_dtype_batches_and_text_limit(xl_dir: str, frames: np.ndarray, monkeypatch) -> None:
