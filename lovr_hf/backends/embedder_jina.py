@@ -6,6 +6,11 @@ downloaded (``lovr eval`` checks ``requires_remote_code`` even earlier). The cal
 (``encode_text`` / ``encode_image`` on the model, ``truncate_dim`` for Matryoshka widths) and are tested
 against a local remote-code model implementing that API (tests/remote_code/); jina-clip-v2 itself needs
 the Hub and was not run here.
+
+Text limit: ``encode_text`` tokenizes with ``max_length=512, truncation=True`` unless its caller passes a
+``max_length`` (jina's cross-modal training stopped at 512 tokens, although the text tower takes 8192). The
+adapter always passes its limit (512, or ``--max-text-tokens`` up to 8192), so the limit it reports is the
+one applied and every ``chunk-mean`` piece fits it.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ class LazyEmbedder(Embedder):
 
     def shared(self, key: tuple[Any, ...], loader: Callable[[], Any]) -> Any:
         """``loader()`` once per process for ``key`` (which must hold all that changes what it loads)."""
-        return load_once(("embedder", type(self).__name__, *key), loader)
+        cls = type(self)
+        return load_once(("embedder", f"{cls.__module__}.{cls.__qualname__}", *key), loader)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
