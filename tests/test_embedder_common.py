@@ -143,3 +143,15 @@ def test_one_load_per_process_across_instances_and_threads() -> None:
     assert WordEmbedder.loads <= 1
     state = pickle.loads(pickle.dumps(a)).__dict__
     assert state["_model"] is None  # loaded objects are never pickled into workers
+
+
+def test_release_forgets_cached_models() -> None:
+    from lovr_hf.backends import model_cache
+
+    first = model_cache.load_once(("test-release", 1), lambda: ["weights"])
+    assert model_cache.load_once(("test-release", 1), lambda: ["other"]) is first
+    assert model_cache.release(lambda k: k[0] == "test-release") == 1
+    again = model_cache.load_once(("test-release", 1), lambda: ["reloaded"])
+    assert again == ["reloaded"] and again is not first
+    assert model_cache.release(lambda k: k[0] == "test-release") == 1
+    assert model_cache.release(lambda k: k[0] == "test-release") == 0

@@ -4,7 +4,9 @@ Each builder creates a genuine architecture (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, CLI
 open_clip, LanguageBind, ...) from a small config, a tokenizer trained locally with ``tokenizers`` on a fixed
 built-in corpus, and the real processors, and saves them with ``save_pretrained``. The folders reload through
 the Auto classes exactly like a Hub checkpoint, so every code path that loads a model by id/folder is
-exercised for real. Weights depend only on ``seed`` (same weights every build, hence the same greedy outputs).
+exercised for real. Weights and configs depend only on ``seed``. The locally trained tokenizers are the same
+within one process but can differ between processes (the ``tokenizers`` trainers break ties between equally
+frequent merges in hash order), which is one more reason a complete folder is reused, never rebuilt.
 
 Builders are idempotent: a complete folder (marked by ``lovr_tiny.json``, written last) is reused as is.
 A build goes to a temporary sibling folder that is renamed into place, so concurrent builders (e.g. two
