@@ -149,6 +149,10 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
     with pytest.raises(ValueError, match="precision"):
         OpenCLIPEmbedder(path, precision="fp8")
     assert make_embedder(EmbedConfig(model=path, dtype="bfloat16")).precision == "bf16"  # --dtype reaches it
+    # fp16 autocast can be named as a dtype (a family's original precision); an explicit precision wins
+    assert OpenCLIPEmbedder(path, dtype="amp").precision == "amp"
+    assert OpenCLIPEmbedder(path, dtype="amp", precision="fp32").precision == "fp32"
+    assert make_embedder(EmbedConfig(model=path, dtype="amp", backend_options={"precision": "bf16"})).precision == "bf16"
     with pytest.raises(ValueError, match="dtype"):
         OpenCLIPEmbedder(path, dtype="int8")
 

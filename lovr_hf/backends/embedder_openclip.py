@@ -48,7 +48,10 @@ logger = logging.getLogger(__name__)
 
 LOCAL_DIR = "local-dir:"
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16", "pure_fp16", "pure_bf16")
-DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}
+#: ``--dtype`` values -> open_clip precision (``amp``: fp16 autocast on a GPU, what the original EVA02-CLIP and
+#: PE-Core scripts ran under, so a family row can name it as its original precision)
+DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
+          "amp": "amp"}
 
 #: the LoVR paper's model names (lower-cased) -> the open_clip model holding the same weights
 ALIASES: dict[str, tuple[str, str | None]] = {
@@ -109,7 +112,8 @@ class OpenCLIPEmbedder(PieceTextEmbedder):
     """``embed_text`` / ``embed_frames`` through an open_clip model (L2-normalised float32).
 
     ``precision`` is open_clip's (``fp32``, ``amp``: fp32 weights under autocast, ``bf16`` / ``fp16``: weights
-    cast); ``--dtype`` maps onto it. Images go in the model's input dtype, as open_clip's own eval does."""
+    cast); ``--dtype`` maps onto it (:data:`DTYPES`) unless ``precision`` is given explicitly, which wins: it
+    is the more specific option. Images go in the model's input dtype, as open_clip's own eval does."""
 
     name = "open_clip"
     _LOADED = ("_model", "_preprocess", "_tokenizer")
@@ -120,17 +124,22 @@ class OpenCLIPEmbedder(PieceTextEmbedder):
         *,
         pretrained: str | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
     ) -> None:
         require_extra("open_clip", "openclip", "open_clip")
+        from_dtype = "fp32"
         if dtype not in (None, "", "auto"):  # --dtype: open_clip calls it precision
             if str(dtype) not in DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or precision={PRECISIONS}), got {dtype!r}")
-            precision = DTYPES[str(dtype)]
+            from_dtype = DTYPES[str(dtype)]
+        if precision is None:
+            precision = from_dtype
+        elif from_dtype != precision and dtype not in (None, "", "auto"):
+            logger.info("open_clip precision=%s given explicitly: dtype %s not applied", precision, dtype)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self._settings(model_path, device=device, dtype=dtype, batch_size=batch_size, text_mode=text_mode,
