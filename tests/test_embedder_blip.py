@@ -10,15 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_embed import make_repo
+from _embedder_helpers import eval_repo, run_eval
 from test_embedder_transformers import LONG, MIXED
 
-from lovr_hf import schema
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedder_blip import BlipEmbedder
-from lovr_hf.cli import main as cli_main
 from lovr_hf.families import family_for
-from lovr_hf.models import model_slug
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +65,4 @@ def test_blip_family_and_wrong_checkpoint(blip_dir: str, tmp_path: Path) -> None
 
 
 def test_lovr_eval_with_blip(blip_dir: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    args = ["-q", "eval", "--repo", str(repo.root), "--model", blip_dir, "--backend", "blip", "--device", "cpu",
-            "--topk", "1,5", "--interval", "10"]
-    assert cli_main(args) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == blip_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(blip_dir)))
-    assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    run_eval(eval_repo(tmp_path, eval_source), blip_dir, "--backend", "blip", "--interval", "10", dim=16)

@@ -91,3 +91,20 @@ def test_gme_family() -> None:
     for hub_id in ("Alibaba-NLP/gme-Qwen2-VL-7B-Instruct", "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"):
         fam = family_for(hub_id)
         assert fam is not None and (fam.name, fam.backend) == ("gme", "gme")
+
+
+def test_gme_explicit_text_limit(gme_dir: str) -> None:
+    """An explicit max_text_tokens cuts captions under truncate (the first chunk-mean piece, in GME's prompt);
+    one longer than a prompt can hold is refused (the prompt limit would cut every piece)."""
+    ref = GmeEmbedder(gme_dir, device="cpu")
+    short = GmeEmbedder(gme_dir, device="cpu", max_text_tokens=12)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gme_dir)
+    piece = tok.decode(tok(LONG, add_special_tokens=False).input_ids[:12])  # the first 12 caption tokens
+    np.testing.assert_allclose(short.embed_text([LONG])[0], reference(gme_dir, gme_prompt(piece)), atol=2e-5)
+    assert not np.allclose(short.embed_text([LONG]), ref.embed_text([LONG]), atol=1e-3)
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = GmeEmbedder(gme_dir, device="cpu", max_length=48, max_text_tokens=100).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")

@@ -6,55 +6,29 @@ jina-clip-v2 itself needs the Hub and is not run here."""
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_embed import make_repo
+from _embedder_helpers import check_eval, eval_args, eval_repo, save_standin, standin_calls
 from test_embedder_transformers import LONG
 
-from lovr_hf import schema
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedder_jina import JinaClipEmbedder
 from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
-from lovr_hf.tiny import _clip_tokenizer
-
-STANDIN = Path(__file__).parent / "remote_code" / "modeling_jina_standin.py"
-
-
-def _standin_module():
-    spec = importlib.util.spec_from_file_location("modeling_jina_standin", STANDIN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # save_pretrained copies the class's source file next to the weights
-    spec.loader.exec_module(mod)
-    return mod
+from lovr_hf.embed import EmbedConfig, make_embedder, resolve_backend
 
 
 @pytest.fixture(scope="module")
 def jina_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-
-    mod = _standin_module()
     out = tmp_path_factory.mktemp("models") / "jina-clip-standin"  # the name is what `auto` keys on
-    mod.JinaStandInConfig.register_for_auto_class()
-    mod.JinaStandInModel.register_for_auto_class("AutoModel")
-    torch.manual_seed(0)
-    mod.JinaStandInModel(mod.JinaStandInConfig()).save_pretrained(out)
-    _clip_tokenizer().save_pretrained(out)
-    assert (out / "modeling_jina_standin.py").is_file()  # the model's code travels with it: remote code
-    return str(out)
+    return save_standin("modeling_jina_standin.py", "JinaStandInConfig", "JinaStandInModel", out)
 
 
 def calls() -> list[dict]:
     """What the adapter passed to the model loaded by transformers' remote-code loader."""
-    mods = [m for n, m in sys.modules.items()
-            if n.startswith("transformers_modules") and n.endswith("modeling_jina_standin")]
-    assert mods, "the model was not loaded through transformers' remote-code loader"
-    return [c for m in mods for c in m.JinaStandInModel.calls]
+    return standin_calls("modeling_jina_standin", "JinaStandInModel")
 
 
 def test_refused_without_trust_remote_code(jina_dir: str) -> None:
@@ -84,7 +58,7 @@ def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.n
     assert s.shape == (1, 8) and calls()[-1]["truncate_dim"] == 8
     np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
 
-    # text modes: the stand-in truncates at 24 tokens; chunk-mean with a 24-token limit sees the whole text
+    # text modes: a 24-token limit is given to encode_text (max_length); chunk-mean in 24-token pieces sees it all
     cm = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", max_text_tokens=24)
     trunc = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="truncate")
     mean = cm.embed_text([LONG, LONG + " And then it rains."], text_mode="chunk-mean")
@@ -98,21 +72,16 @@ def test_remote_code_model_through_the_adapter(jina_dir: str, scene_frames: np.n
 
 
 def test_lovr_eval_with_remote_code_model(jina_dir: str, eval_source: Path, tmp_path: Path, capsys) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    args = ["-q", "eval", "--repo", str(repo.root), "--model", jina_dir, "--device", "cpu", "--topk", "1,5",
-            "--interval", "10"]
+    repo = eval_repo(tmp_path, eval_source)
+    args = eval_args(repo, jina_dir, "--interval", "10")
     assert cli_main(args) == 2 and "--trust-remote-code" in capsys.readouterr().err
     assert cli_main([*args, "--trust-remote-code"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == jina_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(jina_dir)))
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 32 for r in emb_rows)
+    check_eval(repo, jina_dir, dim=32)
 
     # an option of the backend class without a flag of its own: Matryoshka width through --backend-option
     narrow = ["--model-name", "jina-8", "--backend-option", "truncate_dim=8", "--trust-remote-code"]
     assert cli_main([*args, *narrow]) == 0
-    emb_rows = repo.read(schema.embeddings_config(model_slug("jina-8")))
-    assert emb_rows.num_rows and all(len(r["embedding"]) == 8 for r in emb_rows)
+    check_eval(repo, "jina-8", dim=8)
     with pytest.raises(SystemExit) as bad:
         cli_main([*args, "--backend-option", "truncate_dim"])
     assert bad.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
@@ -137,3 +106,30 @@ def test_jina_clip_matches_own_encode(jina_dir: str, scene_frames: np.ndarray) -
     from lovr_hf.families import family_for
 
     assert family_for("jinaai/jina-clip-v2").backend == "jina"
+
+
+def test_jina_text_limit_is_encode_texts_own(jina_dir: str) -> None:
+    """jina-clip's ``encode_text`` truncates at ``max_length=512`` unless told otherwise (its cross-modal
+    training stopped at 512; the text tower takes 8192): the adapter reports 512 and gives that limit to
+    ``encode_text``, so a chunk-mean piece is never cut by the model. With 8190-token pieces (the former
+    8192 limit) a caption of a few thousand tokens was one piece, silently cut at 512."""
+    from transformers import AutoModel, AutoTokenizer
+
+    emb = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu")
+    assert emb.max_text_tokens == 512
+    longer = " ".join([LONG] * 2)
+    assert len(AutoTokenizer.from_pretrained(jina_dir)(longer).input_ids) > 1000
+    tail = longer + " The sun sets over the ocean, waves crash on the rocks and birds fly away." * 5
+    trunc = emb.embed_text([longer, tail])
+    np.testing.assert_allclose(trunc[0], trunc[1], atol=1e-6)  # both cut at 512 tokens
+    assert calls()[-1]["max_length"] == 512
+    mean = emb.embed_text([longer, tail], text_mode="chunk-mean")
+    assert not np.allclose(mean[0], mean[1], atol=1e-4)  # the tail past 512 tokens counts
+    model = AutoModel.from_pretrained(jina_dir, trust_remote_code=True).eval()
+    np.testing.assert_allclose(trunc, model.encode_text([longer, tail]), atol=1e-6)  # the model's own default
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = JinaClipEmbedder(jina_dir, trust_remote_code=True, max_text_tokens=9000).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        emb.embed_text(["a"], text_mode="average")
+    # one loaded copy per process for one model, whatever the number of embedders
+    assert JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu").load() is emb.load()

@@ -19,13 +19,10 @@ if missing_modules("languagebind", "pytorchvideo", "einops", "peft", "iopath", "
     pytest.skip("the languagebind extra is not installed (see lovr_hf/backends/embedder_languagebind.py)",
                 allow_module_level=True)
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 from test_embedder_transformers import LONG  # noqa: E402
 
-from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.embedder_languagebind import LanguageBindEmbedder, import_languagebind  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
-from lovr_hf.embed import model_slug  # noqa: E402
 from lovr_hf.families import FILES, family_for  # noqa: E402
 
 
@@ -176,10 +173,60 @@ def test_languagebind_family_and_missing_extra(lb_dir: str, monkeypatch: pytest.
 
 
 def test_lovr_eval_with_languagebind(lb_dir: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", lb_dir, "--backend", "languagebind",
-                     "--device", "cpu", "--topk", "1,5"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == lb_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(lb_dir)))
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    run_eval(eval_repo(tmp_path, eval_source), lb_dir, "--backend", "languagebind", dim=16)
+
+
+def test_languagebind_dtype_text_batches_and_modes(lb_dir: str, videos: list[str], monkeypatch) -> None:
+    """--dtype reaches the adapter (auto = fp32 as the original; bfloat16 casts weights and pixels), texts go
+    ``batch_size`` at a time, an unknown text mode is refused, one load per process for one model."""
+    import torch
+
+    from lovr_hf.embed import EmbedConfig, make_embedder
+
+    ref = LanguageBindEmbedder(lb_dir, device="cpu", batch_size=2)
+    assert next(ref.load().parameters()).dtype == torch.float32
+    low = make_embedder(EmbedConfig(model=lb_dir, backend="languagebind", device="cpu", dtype="bfloat16"))
+    assert next(low.load().parameters()).dtype == torch.bfloat16
+    texts = ["a red car", "two dogs play in the park", LONG]
+    assert (np.sum(low.embed_text(texts) * ref.embed_text(texts), axis=1) > 0.97).all()
+    v, v16 = ref.embed_video_files([[videos[0]]]), low.embed_video_files([[videos[0]]])
+    assert np.sum(v * v16) > 0.97
+
+    assert LanguageBindEmbedder(lb_dir, device="cpu").load() is ref.load()
+    sizes: list[int] = []
+    model = ref.load()
+    forward = model.get_text_features
+    monkeypatch.setattr(model, "get_text_features", lambda **kw: sizes.append(len(kw["input_ids"])) or forward(**kw))
+    ref.embed_text(texts)
+    assert sizes == [2, 1]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")
+
+
+def test_languagebind_seeded_flip_is_thread_safe(lb_dir: str) -> None:
+    """The seeded flip borrows the process-wide random generators: two threads flipping at once must each get
+    their own item's draw (they used to interleave seeds, so an item's flip depended on the other thread)."""
+    import threading
+    import time
+
+    import torch
+
+    emb = LanguageBindEmbedder(lb_dir, device="cpu", protocol="original")
+
+    class Draw:  # the processor's transform reduced to its random draw, slowed so two calls overlap
+        def __call__(self, video):
+            time.sleep(0.05)
+            return random.random()
+
+    emb._processor = type("P", (), {"transform": Draw()})()
+    keys = [f"clip-{i}" for i in range(4)]
+    expected = {k: random.Random(emb._flip_seed(k)).random() for k in keys}
+    got: dict[str, float] = {}
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, emb._transform(torch.zeros(1), k)))
+               for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected

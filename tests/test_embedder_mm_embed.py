@@ -5,12 +5,9 @@ and max_length; the ORACLE frame choice of the original script as a pure functio
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _embedder_helpers import save_standin, standin_calls
 from test_embedder_transformers import LONG, MIXED
 
 from lovr_hf.backends.base import EMBEDDERS
@@ -22,27 +19,12 @@ from lovr_hf.backends.embedder_mm_embed import (
 )
 from lovr_hf.families import family_for
 from lovr_hf.models import EmbedConfig, check_embedder
-from lovr_hf.tiny import _clip_tokenizer
-
-STANDIN = Path(__file__).parent / "remote_code" / "modeling_mm_embed_standin.py"
 
 
 @pytest.fixture(scope="module")
 def mm_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-
-    spec = importlib.util.spec_from_file_location("modeling_mm_embed_standin", STANDIN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
     out = tmp_path_factory.mktemp("models") / "MM-Embed-standin"
-    mod.MMEmbedStandInConfig.register_for_auto_class()
-    mod.MMEmbedStandInModel.register_for_auto_class("AutoModel")
-    torch.manual_seed(0)
-    mod.MMEmbedStandInModel(mod.MMEmbedStandInConfig()).save_pretrained(out)
-    _clip_tokenizer().save_pretrained(out)
-    assert (out / "modeling_mm_embed_standin.py").is_file()
-    return str(out)
+    return save_standin("modeling_mm_embed_standin.py", "MMEmbedStandInConfig", "MMEmbedStandInModel", out)
 
 
 def remote_model(path: str):
@@ -52,10 +34,7 @@ def remote_model(path: str):
 
 
 def calls() -> list[dict]:
-    mods = [m for n, m in sys.modules.items()
-            if n.startswith("transformers_modules") and n.endswith("modeling_mm_embed_standin")]
-    assert mods, "the model was not loaded through transformers' remote-code loader"
-    return [c for m in mods for c in m.MMEmbedStandInModel.calls]
+    return standin_calls("modeling_mm_embed_standin", "MMEmbedStandInModel")
 
 
 def unit(x) -> np.ndarray:
@@ -134,3 +113,19 @@ def test_mm_embed_oracle_on_real_embeddings(mm_dir: str, scene_frames: np.ndarra
 def test_mm_embed_family() -> None:
     fam = family_for("nvidia/MM-Embed")
     assert fam is not None and (fam.name, fam.backend) == ("mm_embed", "mm_embed")
+
+
+def test_mm_embed_explicit_text_limit_and_one_load(mm_dir: str) -> None:
+    """An explicit max_text_tokens cuts captions under truncate too (the first chunk-mean piece); one above
+    what max_length leaves is refused; one loaded copy per process for one model."""
+    ref = MMEmbedEmbedder(mm_dir, trust_remote_code=True, device="cpu")
+    short = MMEmbedEmbedder(mm_dir, trust_remote_code=True, device="cpu", max_text_tokens=10)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(mm_dir)
+    piece = tok.decode(tok(LONG, add_special_tokens=False).input_ids[:10])  # the first 10 caption tokens
+    np.testing.assert_allclose(short.embed_text([LONG]), ref.embed_text([piece]), atol=1e-6)
+    assert not np.allclose(short.embed_text([LONG]), ref.embed_text([LONG]), atol=1e-3)
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = MMEmbedEmbedder(mm_dir, trust_remote_code=True, max_length=72, max_text_tokens=64).max_text_tokens
+    assert short.load() is ref.load()

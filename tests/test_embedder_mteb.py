@@ -19,12 +19,9 @@ from lovr_hf.backends.extras import missing_modules
 if missing_modules("mteb"):
     pytest.skip("the mteb extra is not installed", allow_module_level=True)
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 
-from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.embedder_mteb import MtebEmbedder, video_text_model_names  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
-from lovr_hf.embed import model_slug  # noqa: E402
 from lovr_hf.families import FILES, family_for  # noqa: E402
 from lovr_hf.tiny.mteb_video import QUERY_PROMPT, TINY_MTEB_NAME, register_tiny_mteb_video  # noqa: E402
 
@@ -152,13 +149,7 @@ def test_mteb_internvideo2_family() -> None:
 
 
 def test_lovr_eval_with_mteb_backend(tiny_name: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", tiny_name, "--backend", "mteb",
-                     "--device", "cpu", "--topk", "1,5"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == tiny_name]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_name)))
-    assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    run_eval(eval_repo(tmp_path, eval_source), tiny_name, "--backend", "mteb", dim=16)
 
 
 def test_mteb_internvideo2_stops_at_mtebs_requirement_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,3 +161,28 @@ def test_mteb_internvideo2_stops_at_mtebs_requirement_check(monkeypatch: pytest.
     assert emb.model_id().startswith("mteb:OpenGVLab/InternVideo2-CLIP-1B-224p-f8@")
     with pytest.raises(ImportError, match=r"internvideo2"):
         emb.load()
+
+
+def test_mteb_options_never_silently_dropped(tiny_name: str) -> None:
+    """A --dtype the bridge cannot apply is refused (mteb loads each model at its own precision), remote code
+    asked for through the user's own loader_kwargs needs --trust-remote-code too, an explicit max_text_tokens
+    cuts captions under truncate (word pieces, as chunk-mean), an unknown text mode is refused."""
+    from lovr_hf.embed import EmbedConfig, make_embedder
+
+    with pytest.raises(ValueError, match="mteb's own precision"):  # through lovr eval's --dtype
+        make_embedder(EmbedConfig(model=tiny_name, backend="mteb", dtype="bfloat16"))
+    assert MtebEmbedder(tiny_name, dtype="auto").max_text_tokens == 77
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        MtebEmbedder(tiny_name, loader_kwargs={"trust_remote_code": True})
+    MtebEmbedder(tiny_name, loader_kwargs={"trust_remote_code": True}, trust_remote_code=True)
+
+    ref = MtebEmbedder(tiny_name, device="cpu")
+    short = MtebEmbedder(tiny_name, device="cpu", max_text_tokens=3)
+    text = "two dogs play in the park at night"
+    np.testing.assert_allclose(short.embed_text([text]), ref.embed_text(["two dogs play"]), atol=1e-5)
+    mean = short.embed_text([text], text_mode="chunk-mean")
+    pieces = ref.embed_text(["two dogs play", "in the park", "at night"])
+    np.testing.assert_allclose(mean[0], unit(pieces.sum(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")
+    assert short.load() is ref.load()  # one loaded copy per process

@@ -12,13 +12,12 @@ import pytest
 
 open_clip = pytest.importorskip("open_clip")
 
-from test_embed import make_repo  # noqa: E402
+from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 from test_embedder_transformers import LONG  # noqa: E402
 
 from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.base import EMBEDDERS  # noqa: E402
 from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
-from lovr_hf.cli import main as cli_main  # noqa: E402
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
 from lovr_hf.tiny import build_tiny_open_clip  # noqa: E402
 
@@ -89,16 +88,12 @@ def test_text_modes_and_pickling(tiny_oc: str, scene_frames: np.ndarray) -> None
 
 
 def test_lovr_eval_with_local_open_clip_folder(tiny_oc: str, eval_source: Path, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", tiny_oc, "--device", "cpu",
-                     "--topk", "1,5", "--interval", "10"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == tiny_oc]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
+    repo = eval_repo(tmp_path, eval_source)
+    rows = run_eval(repo, tiny_oc, "--interval", "10", dim=16)
     hits = [r["value"] for r in rows if r["metric"] == "pass@k"]
     assert hits and all(0.0 <= v <= 1.0 for v in hits)
     emb_rows = repo.read(schema.embeddings_config(model_slug(tiny_oc)))
     assert {r["kind"] for r in emb_rows} >= {"clip", "video", "clip_caption"}
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
 
 
 # ---- EVA02-CLIP and PE-Core: the same open_clip families, tiny and random ----------------------------------
@@ -154,6 +149,10 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
     with pytest.raises(ValueError, match="precision"):
         OpenCLIPEmbedder(path, precision="fp8")
     assert make_embedder(EmbedConfig(model=path, dtype="bfloat16")).precision == "bf16"  # --dtype reaches it
+    # fp16 autocast can be named as a dtype (a family's original precision); an explicit precision wins
+    assert OpenCLIPEmbedder(path, dtype="amp").precision == "amp"
+    assert OpenCLIPEmbedder(path, dtype="amp", precision="fp32").precision == "fp32"
+    assert make_embedder(EmbedConfig(model=path, dtype="amp", backend_options={"precision": "bf16"})).precision == "bf16"
     with pytest.raises(ValueError, match="dtype"):
         OpenCLIPEmbedder(path, dtype="int8")
 
@@ -180,3 +179,27 @@ def test_open_clip_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
     with pytest.raises(ImportError, match=r"lovr_hf\[openclip\]"):
         OpenCLIPEmbedder("EVA02-CLIP-B-16")
+
+
+def test_open_clip_low_precision_text_limit_and_one_load(tiny_oc: str, scene_frames: np.ndarray) -> None:
+    """--dtype bfloat16 (open_clip precision bf16: weights cast) embeds frames (the pixels used to stay fp32 and
+    the first conv refused them); an explicit max_text_tokens cuts captions under truncate as well; an unknown
+    text mode is refused; two embedders of one model share one loaded copy."""
+    ref = OpenCLIPEmbedder(tiny_oc, device="cpu")
+    low = make_embedder(EmbedConfig(model=tiny_oc, device="cpu", dtype="bfloat16"))
+    import torch
+
+    assert low.precision == "bf16" and low.load().visual.conv1.weight.dtype == torch.bfloat16  # weights cast
+    f, f16 = ref.embed_frames(scene_frames), low.embed_frames(scene_frames)
+    assert f16.dtype == np.float32 and (np.sum(f * f16, axis=1) > 0.98).all()
+
+    short = OpenCLIPEmbedder(tiny_oc, device="cpu", max_text_tokens=12)
+    assert short.max_text_tokens == 12
+    cut = short.embed_text([LONG])
+    np.testing.assert_allclose(cut[0], ref.embed_text([short._split(LONG)[0]])[0], atol=1e-5)
+    assert not np.allclose(cut, ref.embed_text([LONG]), atol=1e-3)  # not the 77-token cut
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = OpenCLIPEmbedder(tiny_oc, device="cpu", max_text_tokens=100).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")
+    assert OpenCLIPEmbedder(tiny_oc, device="cpu").load() is ref.load()

@@ -117,6 +117,10 @@ def test_truncate_vs_chunk_mean(tiny, name: str) -> None:
     np.testing.assert_allclose(mean[0], expected, atol=1e-5)
     with pytest.raises(ValueError):
         emb.embed_text(["x"], text_mode="average")
+    # an explicit limit above the model's position table is refused (it used to fail inside the forward)
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        TransformersEmbedder(tiny[name], device="cpu", max_text_tokens=limit + 1).embed_text([LONG])
+    assert TransformersEmbedder(tiny[name], device="cpu", max_text_tokens=limit - 1).max_text_tokens == limit - 1
 
 
 def test_embedder_pickles_without_weights(tiny, scene_frames) -> None:

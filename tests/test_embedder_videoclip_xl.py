@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_embed import make_repo
+from _embedder_helpers import eval_args, eval_repo, run_eval
 from test_embedder_transformers import LONG
 
-from lovr_hf import schema
 from lovr_hf.backends.embedder_videoclip_xl import VideoCLIPXLEmbedder, demo_frame_indices
 from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder, model_slug
+from lovr_hf.embed import EmbedConfig, make_embedder
 from lovr_hf.families import NATIVE_VIDEO, family_for
 
 STANDIN = Path(__file__).parent / "remote_code" / "videoclip_xl_standin"
@@ -165,12 +164,44 @@ def test_videoclip_families_and_missing_code(xl_dir: str, tmp_path: Path) -> Non
 
 
 def test_lovr_eval_with_videoclip(xl_dir: str, eval_source: Path, tmp_path: Path, capsys) -> None:
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    args = ["-q", "eval", "--repo", str(repo.root), "--model", xl_dir, "--backend", "videoclip_xl", "--device",
-            "cpu", "--topk", "1,5"]
-    assert cli_main(args) == 2 and "--trust-remote-code" in capsys.readouterr().err
-    assert cli_main([*args, "--trust-remote-code"]) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == xl_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(xl_dir)))
-    assert all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+    repo = eval_repo(tmp_path, eval_source)
+    assert cli_main(eval_args(repo, xl_dir, "--backend", "videoclip_xl")) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err
+    run_eval(repo, xl_dir, "--backend", "videoclip_xl", "--trust-remote-code", dim=16)
+
+
+def test_videoclip_dtype_batches_and_text_limit(xl_dir: str, frames: np.ndarray, monkeypatch) -> None:
+    """--dtype reaches the adapter (auto = fp32, the original's; bfloat16 casts weights and inputs), texts go
+    ``batch_size`` at a time (not at least 64), an explicit max_text_tokens cuts captions under truncate, one
+    above Long-CLIP's 248 is refused, an unknown text mode is refused, one load per process."""
+    import torch
+
+    ref = VideoCLIPXLEmbedder(xl_dir, trust_remote_code=True, device="cpu")
+    assert next(ref.load().parameters()).dtype == torch.float32
+    low = make_embedder(EmbedConfig(model=xl_dir, backend="videoclip_xl", trust_remote_code=True, device="cpu",
+                                    dtype="bfloat16"))
+    assert next(low.load().parameters()).dtype == torch.bfloat16
+    texts = ["a red car", "two dogs play in the park", LONG]
+    assert (np.sum(low.embed_text(texts) * ref.embed_text(texts), axis=1) > 0.97).all()
+    assert np.sum(low.embed_video(frames) * ref.embed_video(frames)) > 0.97
+
+    two = VideoCLIPXLEmbedder(xl_dir, trust_remote_code=True, device="cpu", batch_size=2)
+    assert two.load() is ref.load()  # one loaded copy for both embedders
+    sizes: list[int] = []
+    encode = two.load().text_model.encode_text
+    monkeypatch.setattr(two.load().text_model, "encode_text", lambda t: sizes.append(len(t)) or encode(t))
+    np.testing.assert_allclose(two.embed_text(texts), ref.embed_text(texts), atol=1e-5)
+    assert sizes[:2] == [2, 1]
+    monkeypatch.undo()
+
+    short = VideoCLIPXLEmbedder(xl_dir, trust_remote_code=True, device="cpu", max_text_tokens=10)
+    from open_clip.tokenizer import SimpleTokenizer  # the stand-in's tokenizer
+
+    tok = SimpleTokenizer()
+    piece = tok.decode(tok.encode(LONG)[:8]).strip()  # 10 tokens = start + 8 caption tokens + end
+    np.testing.assert_allclose(short.embed_text([LONG]), ref.embed_text([piece]), atol=1e-5)
+    assert not np.allclose(short.embed_text([LONG]), ref.embed_text([LONG]), atol=1e-3)
+    with pytest.raises(ValueError, match="exceeds the text limit"):
+        _ = VideoCLIPXLEmbedder(xl_dir, trust_remote_code=True, max_text_tokens=300).max_text_tokens
+    with pytest.raises(ValueError, match="text_mode"):
+        ref.embed_text(["a"], text_mode="average")

@@ -87,17 +87,20 @@ def test_xclip_family() -> None:
 
 def test_lovr_eval_with_xclip(xclip_dir: str, eval_source, tmp_path) -> None:
     """The visual stage calls the video tower for every clip and full video (``embed_video``)."""
-    from test_embed import make_repo
+    from _embedder_helpers import eval_repo, run_eval
 
-    from lovr_hf import schema
-    from lovr_hf.cli import main as cli_main
-    from lovr_hf.models import model_slug
+    run_eval(eval_repo(tmp_path, eval_source), xclip_dir, "--backend", "xclip", "--interval", "10", dim=16)
 
-    repo = make_repo(tmp_path / "lovr", eval_source)
-    args = ["-q", "eval", "--repo", str(repo.root), "--model", xclip_dir, "--backend", "xclip", "--device", "cpu",
-            "--topk", "1,5", "--interval", "10"]
-    assert cli_main(args) == 0
-    rows = [r for r in repo.read(schema.RESULTS) if r["model"] == xclip_dir]
-    assert {r["direction"] for r in rows} >= {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
-    emb_rows = repo.read(schema.embeddings_config(model_slug(xclip_dir)))
-    assert emb_rows.num_rows and all(r["status"] == schema.OK and len(r["embedding"]) == 16 for r in emb_rows)
+
+def test_xclip_unreadable_config_is_an_error(xclip_dir: str, tmp_path) -> None:
+    """The frame count comes from the config; a config that cannot be read fails loudly (it used to fall
+    back to 8 frames with a warning, for a temporal embedding that may have another size)."""
+    import shutil
+
+    broken = tmp_path / "xclip-broken"
+    shutil.copytree(xclip_dir, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable X-CLIP config"):
+        XClipEmbedder(str(broken), device="cpu")
+    with pytest.raises(ValueError, match="text_mode"):
+        XClipEmbedder(xclip_dir, device="cpu").embed_text(["a"], text_mode="average")

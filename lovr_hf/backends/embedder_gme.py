@@ -26,15 +26,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize, to_model
-from lovr_hf.backends.model_cache import load_once
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedder_transformers import to_model
+from lovr_hf.backends.embedding_common import (
+    PieceTextEmbedder,
+    check_frames,
+    device_and_dtype,
+    encode_batches,
+    hf_pieces,
+    l2_normalize,
+    model_ref,
+    text_limit,
+)
 from lovr_hf.families import FRAMES, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -77,7 +84,7 @@ def fetch_image(frame: np.ndarray) -> Any:
 
 
 @EMBEDDERS.register("gme")
-class GmeEmbedder(Embedder):
+class GmeEmbedder(PieceTextEmbedder):
     """GME-Qwen2-VL embeddings (see the module docstring for the exact protocol).
 
     Args:
@@ -88,6 +95,7 @@ class GmeEmbedder(Embedder):
     """
 
     name = "gme"
+    _LOADED = ("_model", "_processor")
 
     def __init__(
         self,
@@ -102,35 +110,21 @@ class GmeEmbedder(Embedder):
         instruction: str | None = None,
         max_length: int | None = None,
     ) -> None:
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
-        self.model_path = model_path
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.instruction = instruction or DEFAULT_INSTRUCTION
         self._max_length = max_length
-        self._model: Any = None
-        self._processor: Any = None
-        self._dim: int | None = None
 
     def model_id(self) -> str:
-        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_processor": None}
+        return model_ref(self.model_path, self.revision)
 
     # -- loading -------------------------------------------------------------------------------------
 
     def load(self) -> tuple[Any, Any]:
         if self._model is None:
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            key = ("embedder", "gme", self.model_path, self.revision, device, str(dtype))
-            self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
+            device, dtype = device_and_dtype(self.device, self.dtype)
+            key = (self.model_path, self.revision, device, str(dtype))
+            self._model, self._processor = self.shared(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
 
     def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
@@ -162,12 +156,11 @@ class GmeEmbedder(Embedder):
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
-        """Caption tokens that fit one prompt (``max_length`` minus GME's template)."""
-        if self._limit:
-            return int(self._limit)
+        """Caption tokens that fit one prompt (``max_length`` minus GME's template), or the explicit
+        ``max_text_tokens`` (at most that: a longer piece would be cut by the prompt limit)."""
         _, processor = self.load()
         template = len(processor.tokenizer(gme_prompt("", self.instruction)).input_ids)
-        return max(1, self.max_length - template)
+        return text_limit(self._limit, max(1, self.max_length - template), f"{self.model_id()} prompts")
 
     # -- forward -------------------------------------------------------------------------------------
 
@@ -200,48 +193,25 @@ class GmeEmbedder(Embedder):
             pooled = hidden[torch.arange(n, device=hidden.device), last]
         return l2_normalize(pooled.float().cpu().numpy())
 
+    # -- text (truncate: the processor cuts the whole prompt at max_length, as GME does) ----------------
+
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        out = [self._embed([gme_prompt(t, self.instruction) for t in texts[i : i + self.batch_size]], None)
-               for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return encode_batches(texts, self.batch_size,
+                              lambda b: self._embed([gme_prompt(t, self.instruction) for t in b], None),
+                              lambda: self.dim)
 
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        if mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {mode!r}")
-        texts = [str(t) for t in texts]
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        if mode == "truncate":  # the processor truncates the whole prompt at max_length, as GME does
-            return self._encode_texts(texts)
+    def _text_pieces(self, text: str) -> list[str]:
         _, processor = self.load()
-        tok = processor.tokenizer
-        room = int(self.max_text_tokens or 1)
+        return hf_pieces(processor.tokenizer, int(self.max_text_tokens or 1))(text)
 
-        def split(text: str) -> list[str]:
-            ids = tok(text, add_special_tokens=False).input_ids
-            return [tok.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)]
-
-        return chunk_mean(texts, split, self._encode_texts)
+    # -- frames --------------------------------------------------------------------------------------
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
-        if not len(frames):
-            return np.zeros((0, self.dim), np.float32)
+        frames = check_frames(frames)
         prompt = gme_prompt(IMAGE_INPUT)  # corpus items: always GME's default instruction
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            batch = [fetch_image(f) for f in frames[i : i + self.batch_size]]
-            out.append(self._embed([prompt] * len(batch), batch))
-        return np.concatenate(out)
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self._embed([gme_prompt("a")], None).shape[1])
-        return self._dim
+        return encode_batches(frames, self.batch_size,
+                              lambda b: self._embed([prompt] * len(b), [fetch_image(f) for f in b]),
+                              lambda: self.dim)
 
 
 register_family(Family(

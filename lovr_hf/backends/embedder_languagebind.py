@@ -32,15 +32,24 @@ import hashlib
 import logging
 import random
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
-from lovr_hf.backends.extras import missing_modules
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (
+    PieceTextEmbedder,
+    check_frames,
+    device_and_dtype,
+    encode_batches,
+    hf_pieces,
+    model_ref,
+    text_limit,
+)
+from lovr_hf.backends.extras import require_extra
 from lovr_hf.backends.files import load_weights, segments_of
 from lovr_hf.families import FILES, Family, register_family
 
@@ -50,14 +59,13 @@ DEFAULT_MODEL = "LanguageBind/LanguageBind_Video"  # the original's WEIGHT_PATH 
 TEXT_LIMIT = 77
 _MODULES = ("languagebind", "pytorchvideo", "einops", "peft", "iopath", "torchaudio", "decord")
 INSTALL = "pip install 'lovr_hf[languagebind]' && pip install --no-deps languagebind pytorchvideo"
+_FLIP_LOCK = threading.Lock()  # the seeded random flip borrows the process-wide random generators
 
 
 def import_languagebind() -> Any:
     """The ``languagebind`` package, with the torchvision alias its pytorchvideo import needs."""
-    missing = missing_modules(*_MODULES)
-    if missing:
-        raise ImportError(f"the languagebind backend needs {', '.join(missing)}: {INSTALL} "
-                          "(languagebind declares transformers<5; its video model runs on 5 with lovr_hf's repair)")
+    require_extra("languagebind", "languagebind", *_MODULES, install=INSTALL,
+                  note="languagebind declares transformers<5; its video model runs on 5 with lovr_hf's repair")
     try:
         import torchvision.transforms.functional_tensor  # noqa: F401
     except ImportError:
@@ -158,12 +166,17 @@ def make_processor(config: Any, tokenizer: Any) -> Any:
 
 
 @EMBEDDERS.register("languagebind")
-class LanguageBindEmbedder(Embedder):
-    """LanguageBind-Video: texts through its tokenizer, videos through its own processor on the files."""
+class LanguageBindEmbedder(PieceTextEmbedder):
+    """LanguageBind-Video: texts through its tokenizer, videos through its own processor on the files.
+
+    ``dtype``: ``auto`` = fp32, as the original ran it; an explicit dtype casts the weights and the pixels.
+    """
 
     name = "languagebind"
     video_input = "files"
     video_frames = 8  # vision_config.num_frames of LanguageBind_Video (read from the model once loaded)
+    _LOADED = ("_model", "_processor")
+    _cuts_at_override = True  # the processor's tokenizer is given context_length
 
     def __init__(
         self,
@@ -171,6 +184,7 @@ class LanguageBindEmbedder(Embedder):
         *,
         revision: str | None = None,
         device: str = "auto",
+        dtype: str | None = "auto",
         batch_size: int = 4,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
@@ -178,77 +192,57 @@ class LanguageBindEmbedder(Embedder):
         protocol: str = "lovr",
     ) -> None:
         import_languagebind()
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
-        self.model_path = model_path
-        self.revision = revision
-        self.device = device
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.random_flip = bool(random_flip) or protocol == "original"
-        self._model: Any = None
-        self._processor: Any = None
 
     def model_id(self) -> str:
-        base = f"{self.model_path}@{self.revision}" if self.revision else self.model_path
-        return base + (" (random flip)" if self.random_flip else "")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_processor": None}
+        return model_ref(self.model_path, self.revision) + (" (random flip)" if self.random_flip else "")
 
     def load(self) -> Any:
         if self._model is None:
-            from lovr_hf.backends.captioner_transformers import resolve_device
-
-            lb = import_languagebind()
-            folder = model_folder(self.model_path, self.revision)
-            model = load_model(lb, folder)
-            tokenizer = lb.LanguageBindVideoTokenizer.from_pretrained(folder)
-            processor = make_processor(model.config, tokenizer)
+            device, dtype = device_and_dtype(self.device, self.dtype, auto="float32")
+            model, tokenizer = self.shared((self.model_path, self.revision, device, str(dtype)),
+                                           lambda: self._load_uncached(device, dtype))
+            processor = make_processor(model.config, tokenizer)  # per embedder: its transform is edited below
             if not self.random_flip:
                 from torchvision.transforms import Compose
 
                 processor.transform = Compose([t for t in processor.transform.transforms
                                                if "RandomHorizontalFlip" not in type(t).__name__])
-            self._model, self._processor = model.to(resolve_device(self.device)).eval(), processor
+            self._model, self._processor = model, processor
             self.video_frames = int(model.config.vision_config.num_frames)
         return self._model
 
+    def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
+        lb = import_languagebind()
+        folder = model_folder(self.model_path, self.revision)
+        model = load_model(lb, folder).to(device=device, dtype=dtype).eval()
+        return model, lb.LanguageBindVideoTokenizer.from_pretrained(folder)
+
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
-        return self._limit or TEXT_LIMIT
+        return text_limit(self._limit, TEXT_LIMIT, self.model_id())
 
     # ---- text ---------------------------------------------------------------------------------------------
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """The processor's tokenizer: ``max_text_tokens`` tokens, padding max_length, truncated."""
         import torch
 
         model = self.load()
         device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(texts), max(self.batch_size, 64)):
-            enc = self._processor(text=texts[i : i + max(self.batch_size, 64)], context_length=self.max_text_tokens,
-                                  return_tensors="pt")
+
+        def encode(batch: list[str]) -> Any:
+            enc = self._processor(text=batch, context_length=self.max_text_tokens, return_tensors="pt")
             with torch.inference_mode():
-                feats = model.get_text_features(input_ids=enc["input_ids"].to(device),
-                                                attention_mask=enc["attention_mask"].to(device))
-            out.append(feats.float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+                return model.get_text_features(input_ids=enc["input_ids"].to(device),
+                                               attention_mask=enc["attention_mask"].to(device))
 
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        texts = [str(t) for t in texts]
-        if mode == "truncate":
-            return self._encode_texts(texts)
+        return encode_batches(texts, self.batch_size, encode, lambda: self.dim)
+
+    def _text_pieces(self, text: str) -> list[str]:
         self.load()
-        tok = self._processor.tokenizer
-        room = max(1, int(self.max_text_tokens) - 2)
-
-        def split(text: str) -> list[str]:
-            ids = tok(text, add_special_tokens=False).input_ids
-            return [tok.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)] or [""]
-
-        return chunk_mean(texts, split, self._encode_texts)
+        return hf_pieces(self._processor.tokenizer, int(self.max_text_tokens) - 2)(text)
 
     # ---- video --------------------------------------------------------------------------------------------
     def _flip_seed(self, key: str) -> int:
@@ -260,14 +254,17 @@ class LanguageBindEmbedder(Embedder):
 
         if not self.random_flip:
             return self._processor.transform(video)
-        state = random.getstate()  # torchvision's video flip draws from Python's random, newer ones from torch
-        try:
-            with torch.random.fork_rng(devices=[]):
-                random.seed(self._flip_seed(key))
-                torch.manual_seed(self._flip_seed(key))
-                return self._processor.transform(video)
-        finally:
-            random.setstate(state)
+        # torchvision's video flip draws from Python's random, newer ones from torch: both are seeded per item and
+        # restored after; one lock, so two threads never interleave their seeds (or their flips)
+        with _FLIP_LOCK:
+            state = random.getstate()
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    random.seed(self._flip_seed(key))
+                    torch.manual_seed(self._flip_seed(key))
+                    return self._processor.transform(video)
+            finally:
+                random.setstate(state)
 
     def _pixels_of_group(self, group: Sequence[Any]) -> Any:
         import decord
@@ -299,13 +296,13 @@ class LanguageBindEmbedder(Embedder):
         import torch
 
         model = self.load()
-        device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(pixels), self.batch_size):
-            batch = torch.stack(pixels[i : i + self.batch_size]).to(device)
+        param = next(model.parameters())
+
+        def encode(batch: list[Any]) -> Any:
             with torch.inference_mode():
-                out.append(model.get_image_features(pixel_values=batch).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+                return model.get_image_features(pixel_values=torch.stack(batch).to(param.device, dtype=param.dtype))
+
+        return encode_batches(pixels, self.batch_size, encode, lambda: self.dim)
 
     def embed_video_files(self, groups: Sequence[Sequence[Any]]) -> np.ndarray:
         self.load()
@@ -317,9 +314,7 @@ class LanguageBindEmbedder(Embedder):
         import torch
 
         self.load()
-        frames = np.asarray(frames)
-        if len(frames) == 0:
-            raise ValueError("no frames")
+        frames = check_frames(frames, allow_empty=False)
         idx = np.linspace(0, len(frames) - 1, self.video_frames, dtype=int)
         video = torch.from_numpy(np.ascontiguousarray(frames[idx])).permute(3, 0, 1, 2)
         key = hashlib.sha256(frames[idx].tobytes()).hexdigest()
@@ -328,15 +323,10 @@ class LanguageBindEmbedder(Embedder):
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Each frame as a still video (the frame repeated ``video_frames`` times): LanguageBind-Video has no
         image tower of its own."""
+        frames = check_frames(frames)
         if len(frames) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.stack([self.embed_video(np.repeat(np.asarray(f)[None], self.video_frames, 0)) for f in frames])
-
-    @property
-    def dim(self) -> int:
-        if getattr(self, "_dim", None) is None:
-            self._dim = int(self._encode_texts(["a"]).shape[1])
-        return self._dim
+        return np.stack([self.embed_video(np.repeat(f[None], self.video_frames, 0)) for f in frames])
 
 
 register_family(Family(

@@ -17,13 +17,21 @@ therefore mean-pools frames by default (``--protocol lovr``) and offers the orac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (
+    RemoteCodeEmbedder,
+    check_frames,
+    encode_batches,
+    hf_pieces,
+    l2_normalize,
+    refuse_remote_code,
+    text_limit,
+    to_numpy,
+)
 from lovr_hf.families import FRAMES, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -66,20 +74,11 @@ def oracle_pool(frame_embeddings: np.ndarray, gold_embedding: np.ndarray | None)
     return emb, index
 
 
-def _numpy(x: Any) -> np.ndarray:
-    if isinstance(x, dict):
-        x = x["hidden_states"]
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
 @EMBEDDERS.register("mm_embed")
-class MMEmbedEmbedder(Embedder):
+class MMEmbedEmbedder(RemoteCodeEmbedder):
     """``nvidia/MM-Embed`` (``model.encode`` of its remote code)."""
 
     name = "mm_embed"
-    requires_remote_code = True
     #: under --protocol original the visual stage picks each item's frame with :func:`oracle_pool`
     #: (frame embeddings + the gold caption's embedding) instead of mean pooling; results are flagged oracle
     original_oracle_frame = True
@@ -98,106 +97,46 @@ class MMEmbedEmbedder(Embedder):
         instruction: str = INSTRUCTION,
         max_length: int = MAX_LENGTH,
     ) -> None:
-        if not trust_remote_code:
-            raise ValueError(f"{model_path} runs code from its Hub repo: pass --trust-remote-code if you trust it")
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
-        self.model_path = model_path
+        refuse_remote_code(trust_remote_code, model_path)
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
         self.instruction = instruction
         self.max_length = int(max_length)
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._dim: int | None = None
-
-    def model_id(self) -> str:
-        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
-
-    def load(self) -> Any:
-        if self._model is None:
-            from transformers import AutoModel
-
-            from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
-
-            device = resolve_device(self.device)
-            model = AutoModel.from_pretrained(self.model_path, revision=self.revision,
-                                              trust_remote_code=self.trust_remote_code,
-                                              dtype=resolve_dtype(self.dtype, device))
-            self._model = model.to(device).eval()
-        return self._model
-
-    def _tok(self) -> Any:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, revision=self.revision,
-                                                            trust_remote_code=self.trust_remote_code)
-        return self._tokenizer
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
         """Caption tokens per call: ``max_length`` less the instruction prefix (and two special tokens)."""
-        if self._limit:
-            return int(self._limit)
-        prefix = len(self._tok()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
-        return max(1, self.max_length - prefix - 2)
+        prefix = len(self.tokenizer()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
+        return text_limit(self._limit, max(1, self.max_length - prefix - 2), f"{self.model_id()} queries")
 
     def _encode(self, items: list[dict[str, Any]], is_query: bool) -> np.ndarray:
+        """``model.encode`` in batches; its ``hidden_states`` are not normalised (the original normalised)."""
         import torch
 
-        model, out = self.load(), []
+        model = self.load()
         kwargs: dict[str, Any] = {"is_query": is_query, "max_length": self.max_length}
         if is_query:
             kwargs["instruction"] = self.instruction
-        for i in range(0, len(items), self.batch_size):
-            with torch.inference_mode():
-                out.append(_numpy(model.encode(items[i : i + self.batch_size], **kwargs)))
-        return l2_normalize(np.concatenate(out))
 
+        def encode(batch: list[dict[str, Any]]) -> np.ndarray:
+            with torch.inference_mode():
+                return to_numpy(model.encode(batch, **kwargs)["hidden_states"])
+
+        return encode_batches(items, self.batch_size, encode, lambda: self.dim)
+
+    # truncate: the model's own encode cuts at max_length
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         return self._encode([{"txt": t} for t in texts], is_query=True)
 
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        if mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {mode!r}")
-        texts = [str(t) for t in texts]
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        if mode == "truncate":  # the model's own encode truncates at max_length
-            return self._encode_texts(texts)
-        tok, room = self._tok(), int(self.max_text_tokens or 1)
-
-        def split(text: str) -> list[str]:
-            ids = tok(text, add_special_tokens=False).input_ids
-            return [tok.decode(ids[j : j + room]) for j in range(0, max(1, len(ids)), room)]
-
-        return chunk_mean(texts, split, self._encode_texts)
+    def _text_pieces(self, text: str) -> list[str]:
+        return hf_pieces(self.tokenizer(), int(self.max_text_tokens or 1))(text)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
-        if not len(frames):
-            return np.zeros((0, self.dim), np.float32)
+        frames = check_frames(frames)
         return self._encode([{"img": Image.fromarray(f)} for f in frames], is_query=False)
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self._encode_texts(["a"]).shape[1])
-        return self._dim
 
 
 register_family(Family(

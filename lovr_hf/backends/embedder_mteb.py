@@ -27,8 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (
+    PieceTextEmbedder,
+    check_frames,
+    check_text_mode,
+    device_and_dtype,
+    l2_normalize,
+    refuse_remote_code,
+    to_numpy,
+)
 from lovr_hf.backends.extras import require_extra
 from lovr_hf.backends.files import segments_of
 from lovr_hf.families import FILES, Family, register_family
@@ -194,11 +202,16 @@ def video_text_model_names() -> list[str]:
 
 
 @EMBEDDERS.register("mteb")
-class MtebEmbedder(Embedder):
-    """A model of mteb's registry, loaded by ``mteb.get_model`` and called through its ``encode``."""
+class MtebEmbedder(PieceTextEmbedder):
+    """A model of mteb's registry, loaded by ``mteb.get_model`` and called through its ``encode``.
+
+    ``dtype``: mteb loads each model at its own precision; only ``auto`` is accepted (pass a loader's own
+    option through ``loader_kwargs``), so a ``--dtype`` is never silently dropped.
+    """
 
     name = "mteb"
     video_input = "files"
+    _LOADED = ("_model", "_task_metadata", "meta")
 
     def __init__(
         self,
@@ -206,6 +219,7 @@ class MtebEmbedder(Embedder):
         *,
         revision: str | None = None,
         device: str = "auto",
+        dtype: str | None = "auto",
         batch_size: int = 8,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
@@ -217,38 +231,31 @@ class MtebEmbedder(Embedder):
         import mteb
 
         model_path = model_path.removeprefix("mteb:")
-
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        check_text_mode(text_mode)
+        if dtype not in (None, "", "auto"):
+            raise ValueError(f"dtype={dtype!r}: the mteb bridge loads {model_path} at mteb's own precision; "
+                             "give its loader's option through --backend-option loader_kwargs=... instead")
         try:
-            self.meta = mteb.get_model_meta(model_path, revision)
+            meta = mteb.get_model_meta(model_path, revision)
         except KeyError as exc:
             raise KeyError(f"{model_path!r} is not a model registered in mteb ({exc.args[0]}); "
                            "video+text models: python -c 'from lovr_hf.backends.embedder_mteb import "
                            "video_text_model_names as n; print(n())'") from None
-        if not {"video", "text"} <= set(self.meta.modalities):
-            raise ValueError(f"{model_path}: mteb registers it for {self.meta.modalities}, not video and text")
-        if self.meta.loader_kwargs.get("trust_remote_code") and not trust_remote_code:
-            raise ValueError(f"{model_path} runs code from its Hub repo (mteb loads it with trust_remote_code): "
-                             "pass --trust-remote-code if you trust it")
-        self.model_path = model_path
-        self.revision = revision
-        self.device = device
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
-        self.task = task
+        if not {"video", "text"} <= set(meta.modalities):
+            raise ValueError(f"{model_path}: mteb registers it for {meta.modalities}, not video and text")
         self.loader_kwargs = dict(loader_kwargs or {})
-        self._model: Any = None
-        self._task_metadata: Any = None
+        if {**meta.loader_kwargs, **self.loader_kwargs}.get("trust_remote_code"):
+            refuse_remote_code(trust_remote_code, model_path,
+                               "runs code from its Hub repo (mteb loads it with trust_remote_code)")
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
+        self.meta = meta
+        self.task = task
 
     def model_id(self) -> str:
         rev = self.revision or self.meta.revision
         return f"mteb:{self.model_path}" + (f"@{rev}" if rev else "") + (f" [{self.task}]" if self.task != DEFAULT_TASK
                                                                         else "")
-
-    def __getstate__(self) -> dict[str, Any]:  # the ModelMeta (its loader may be a local class) is looked up again
-        return {**self.__dict__, "_model": None, "_task_metadata": None, "meta": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         import mteb
@@ -260,11 +267,11 @@ class MtebEmbedder(Embedder):
         if self._model is None:
             import mteb
 
-            from lovr_hf.backends.captioner_transformers import resolve_device
-
+            device, _ = device_and_dtype(self.device, None)
             self._task_metadata = mteb.get_task(self.task).metadata
-            self._model = mteb.get_model(self.model_path, self.revision, device=resolve_device(self.device),
-                                         **self.loader_kwargs)
+            key = (self.model_path, self.revision, device, repr(sorted(self.loader_kwargs.items())))
+            self._model = self.shared(key, lambda: mteb.get_model(self.model_path, self.revision, device=device,
+                                                                  **self.loader_kwargs))
         return self._model
 
     @property
@@ -276,11 +283,10 @@ class MtebEmbedder(Embedder):
         model = self.load()
         out = model.encode(loader, task_metadata=self._task_metadata, hf_split="test", hf_subset="default",
                            prompt_type=prompt_type, batch_size=self.batch_size, show_progress_bar=False)
-        if hasattr(out, "detach"):
-            out = out.detach().float().cpu().numpy()
-        return l2_normalize(np.asarray(out, dtype=np.float32))
+        return l2_normalize(to_numpy(out))
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Truncate: the model's own (mteb gives it the whole text)."""
         import datasets
         from mteb._create_dataloaders import create_dataloader
         from mteb.types import PromptType
@@ -292,18 +298,12 @@ class MtebEmbedder(Embedder):
                                    prompt_type=PromptType.query, batch_size=self.batch_size)
         return self._encode(loader, PromptType.query)
 
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        texts = [str(t) for t in texts]
-        if mode == "truncate" or not self.max_text_tokens:
-            return self._encode_texts(texts)
-        room = max(1, int(self.max_text_tokens))
-
-        def split(text: str) -> list[str]:  # no tokenizer behind mteb's interface: pieces of words
-            words = text.split()
-            return [" ".join(words[i : i + room]) for i in range(0, max(1, len(words)), room)] or [""]
-
-        return chunk_mean(texts, split, self._encode_texts)
+    def _text_pieces(self, text: str) -> list[str]:
+        """No tokenizer behind mteb's interface: pieces of ``max_text_tokens`` words (the whole text when the
+        model has no limit)."""
+        words = text.split()
+        room = max(1, int(self.max_text_tokens or len(words) or 1))
+        return [" ".join(words[i : i + room]) for i in range(0, max(1, len(words)), room)] or [""]
 
     def _encode_sources(self, sources: list[FrameSource]) -> np.ndarray:
         from mteb._create_dataloaders import _custom_collate_fn
@@ -326,13 +326,7 @@ class MtebEmbedder(Embedder):
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Each frame as a one-frame video (the model's collator repeats it to its frame count)."""
-        return self._encode_sources([ArrayFrames(np.asarray(f)[None]) for f in frames])
-
-    @property
-    def dim(self) -> int:
-        if getattr(self, "_dim", None) is None:
-            self._dim = int(self._encode_texts(["a"]).shape[1])
-        return self._dim
+        return self._encode_sources([ArrayFrames(f[None]) for f in check_frames(frames)])
 
 
 register_family(Family(

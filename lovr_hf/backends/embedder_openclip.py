@@ -25,14 +25,20 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (
+    PieceTextEmbedder,
+    check_frames,
+    device_and_dtype,
+    encode_batches,
+    text_limit,
+    token_pieces,
+)
 from lovr_hf.backends.extras import require_extra
 from lovr_hf.families import Family, register_family
 from lovr_hf.models import OPEN_CLIP_CONFIG
@@ -42,7 +48,10 @@ logger = logging.getLogger(__name__)
 
 LOCAL_DIR = "local-dir:"
 PRECISIONS = ("fp32", "amp", "amp_bf16", "fp16", "bf16", "pure_fp16", "pure_bf16")
-DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16"}
+#: ``--dtype`` values -> open_clip precision (``amp``: fp16 autocast on a GPU, what the original EVA02-CLIP and
+#: PE-Core scripts ran under, so a family row can name it as its original precision)
+DTYPES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
+          "amp": "amp"}
 
 #: the LoVR paper's model names (lower-cased) -> the open_clip model holding the same weights
 ALIASES: dict[str, tuple[str, str | None]] = {
@@ -99,10 +108,15 @@ def _register_tiny_trunks(spec: str) -> None:
 
 
 @EMBEDDERS.register("open_clip")
-class OpenCLIPEmbedder(Embedder):
-    """``embed_text`` / ``embed_frames`` through an open_clip model (L2-normalised float32)."""
+class OpenCLIPEmbedder(PieceTextEmbedder):
+    """``embed_text`` / ``embed_frames`` through an open_clip model (L2-normalised float32).
+
+    ``precision`` is open_clip's (``fp32``, ``amp``: fp32 weights under autocast, ``bf16`` / ``fp16``: weights
+    cast); ``--dtype`` maps onto it (:data:`DTYPES`) unless ``precision`` is given explicitly, which wins: it
+    is the more specific option. Images go in the model's input dtype, as open_clip's own eval does."""
 
     name = "open_clip"
+    _LOADED = ("_model", "_preprocess", "_tokenizer")
 
     def __init__(
         self,
@@ -110,51 +124,47 @@ class OpenCLIPEmbedder(Embedder):
         *,
         pretrained: str | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
     ) -> None:
         require_extra("open_clip", "openclip", "open_clip")
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        from_dtype = "fp32"
         if dtype not in (None, "", "auto"):  # --dtype: open_clip calls it precision
             if str(dtype) not in DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or precision={PRECISIONS}), got {dtype!r}")
-            precision = DTYPES[str(dtype)]
+            from_dtype = DTYPES[str(dtype)]
+        if precision is None:
+            precision = from_dtype
+        elif from_dtype != precision and dtype not in (None, "", "auto"):
+            logger.info("open_clip precision=%s given explicitly: dtype %s not applied", precision, dtype)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self._settings(model_path, device=device, dtype=dtype, batch_size=batch_size, text_mode=text_mode,
+                       max_text_tokens=max_text_tokens)
         self.spec, self.pretrained = parse_spec(model_path, pretrained)
-        self.device = device
         self.precision = precision
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
-        self._model: Any = None
-        self._preprocess: Any = None
-        self._tokenizer: Any = None
 
     def model_id(self) -> str:
         return f"open_clip:{self.spec}" + (f"/{self.pretrained}" if self.pretrained else "")
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_preprocess": None, "_tokenizer": None}
-
     def load(self) -> Any:
         if self._model is None:
-            import open_clip
-
-            from lovr_hf.backends.captioner_transformers import resolve_device
-
-            device = resolve_device(self.device)
-            _register_tiny_trunks(self.spec)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.spec, pretrained=self.pretrained, device=device, precision=self.precision
-            )
-            self._model, self._preprocess = model.eval(), preprocess
-            self._tokenizer = open_clip.get_tokenizer(self.spec)
+            device, _ = device_and_dtype(self.device, None)
+            key = (self.spec, self.pretrained, device, self.precision)
+            self._model, self._preprocess, self._tokenizer = self.shared(key, lambda: self._load_uncached(device))
         return self._model
+
+    def _load_uncached(self, device: str) -> tuple[Any, Any, Any]:
+        import open_clip
+
+        _register_tiny_trunks(self.spec)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            self.spec, pretrained=self.pretrained, device=device, precision=self.precision
+        )
+        return model.eval(), preprocess, open_clip.get_tokenizer(self.spec)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """``amp`` / ``amp_bf16``: fp32 weights under autocast, as the original EVA02 / PE-Core scripts ran."""
@@ -169,59 +179,51 @@ class OpenCLIPEmbedder(Embedder):
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
         self.load()
-        return self._limit or getattr(self._tokenizer, "context_length", None) or 77
+        native = getattr(self._tokenizer, "context_length", None) or 77
+        return text_limit(self._limit, native, self.model_id())
 
     def _split(self, text: str) -> list[str]:
         """Pieces of ``text`` of at most the context length minus start/end tokens (chunk-mean)."""
+        self.load()
         tok = self._tokenizer
-        room = max(1, int(self.max_text_tokens) - 2)
         inner = getattr(tok, "tokenizer", None)  # HFTokenizer wraps a transformers tokenizer
         if inner is not None:
-            ids = inner(text, add_special_tokens=False).input_ids
-            decode = inner.decode
+            ids, decode = inner(text, add_special_tokens=False).input_ids, inner.decode
         else:  # SimpleTokenizer
-            ids = tok.encode(text)
-            decode = tok.decode
-        return [decode(ids[i : i + room]) for i in range(0, max(1, len(ids)), room)] or [""]
+            ids, decode = tok.encode(text), tok.decode
+        return token_pieces(ids, int(self.max_text_tokens) - 2, decode)
+
+    _text_pieces = _split
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Truncate: open_clip's tokenizer cuts at the context length."""
         import torch
-
-        model = self.load()
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            tokens = self._tokenizer(texts[i : i + self.batch_size]).to(next(model.parameters()).device)
-            with torch.inference_mode(), self._autocast():
-                out.append(model.encode_text(tokens).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
-
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        texts = [str(t) for t in texts]
-        if mode == "truncate":  # open_clip's tokenizer truncates at the context length
-            return self._encode_texts(texts)
-        self.load()
-        return chunk_mean(texts, self._split, self._encode_texts)
-
-    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-        from PIL import Image
 
         model = self.load()
         device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            batch = torch.stack([self._preprocess(Image.fromarray(f)) for f in frames[i : i + self.batch_size]])
-            with torch.inference_mode(), self._autocast():
-                out.append(model.encode_image(batch.to(device)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
 
-    @property
-    def dim(self) -> int:
-        """Embedding width (measured once with one short text through the model)."""
-        if getattr(self, "_dim", None) is None:
-            self._dim = int(self._encode_texts([""]).shape[1])
-        return self._dim
+        def encode(batch: list[str]) -> Any:
+            with torch.inference_mode(), self._autocast():
+                return model.encode_text(self._tokenizer(batch).to(device))
+
+        return encode_batches(texts, self.batch_size, encode, lambda: self.dim)
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        import open_clip
+        import torch
+        from PIL import Image
+
+        frames = check_frames(frames)
+        model = self.load()
+        device = next(model.parameters()).device
+        input_dtype = open_clip.get_input_dtype(self.precision)  # bf16 / fp16 weights take bf16 / fp16 pixels
+
+        def encode(batch: list[np.ndarray]) -> Any:
+            pixels = torch.stack([self._preprocess(Image.fromarray(f)) for f in batch])
+            with torch.inference_mode(), self._autocast():
+                return model.encode_image(pixels.to(device, dtype=input_dtype))
+
+        return encode_batches(frames, self.batch_size, encode, lambda: self.dim)
 
 
 # ---- families served by this adapter (the LoVR paper's EVA02-CLIP and PE-Core rows) --------------------------

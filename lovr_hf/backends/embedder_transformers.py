@@ -11,19 +11,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.captioner_transformers import resolve_device, resolve_dtype
-from lovr_hf.backends.model_cache import load_once
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (  # noqa: F401 - l2_normalize, chunk_mean re-exported
+    PROTOCOLS,
+    TEXT_MODES,
+    LazyEmbedder,
+    check_frames,
+    check_text_mode,
+    chunk_mean,
+    device_and_dtype,
+    encode_batches,
+    l2_normalize,
+    model_ref,
+    text_limit,
+)
 
 logger = logging.getLogger(__name__)
 
-TEXT_MODES = ("truncate", "chunk-mean")
-PROTOCOLS = ("lovr", "original")
 #: text handling per model type and protocol: (padding, lower-case the text first). SigLIP-family towers pool
 #: the LAST position, so the padding changes the embedding: they were trained on text padded to 64 tokens
 #: (big_vision; the model cards say padding="max_length"), SigLIP2 also on lower-cased text. Under
@@ -37,7 +46,6 @@ TEXT_RULES: dict[str, dict[str, tuple[str, bool]]] = {
     "siglip2": {"lovr": ("max_length", True), "original": ("max_length", False)},
 }
 _DEFAULT_RULE = ("longest", False)
-
 
 
 def _features(out: Any) -> Any:
@@ -65,13 +73,6 @@ def to_model(inputs: Any, model: Any) -> dict[str, Any]:
             v = v.to(model.device, dtype=model.dtype) if v.is_floating_point() else v.to(model.device)
         out[k] = v
     return out
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def without_lowercase(tokenizer: Any) -> Any:
@@ -106,26 +107,8 @@ def without_lowercase(tokenizer: Any) -> Any:
     return out
 
 
-def chunk_mean(
-    texts: Sequence[str], split: Callable[[str], list[Any]], encode: Callable[[list[Any]], np.ndarray]
-) -> np.ndarray:
-    """``chunk-mean`` for any adapter: ``split`` cuts one text into model-sized chunks, ``encode`` embeds a
-    list of chunks; each text gets the re-normalised mean of its chunks' embeddings. All chunks of all
-    texts go through ``encode`` in one call so the adapter can batch them."""
-    pieces: list[Any] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        chunks = split(text)
-        pieces.extend(chunks)
-        owner.extend([i] * len(chunks))
-    emb = encode(pieces)
-    sums = np.zeros((len(texts), emb.shape[1]), np.float32)
-    np.add.at(sums, np.asarray(owner, dtype=np.int64), emb)
-    return l2_normalize(sums)
-
-
 @EMBEDDERS.register("transformers")
-class TransformersEmbedder(Embedder):
+class TransformersEmbedder(LazyEmbedder):
     """Dual-encoder embeddings through ``AutoModel`` + ``AutoProcessor``.
 
     Args:
@@ -164,8 +147,6 @@ class TransformersEmbedder(Embedder):
         lowercase: bool | None = None,
         text_attention_mask: bool = True,
     ) -> None:
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if text_padding not in (None, "max_length", "longest"):
@@ -173,31 +154,17 @@ class TransformersEmbedder(Embedder):
         self.protocol = protocol
         self.lowercase = lowercase
         self.text_attention_mask = bool(text_attention_mask)
-        self._tok: Any = None
-        self.model_path = model_path
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._max_text_tokens_override = max_text_tokens
         self.text_padding = text_padding
         self.last_stats: dict[str, float] = {}
-        self._model: Any = None
-        self._processor: Any = None
-        self._dim: int | None = None
         self._affixes: tuple[list[int], list[int]] | None = None
 
-    def model_id(self) -> str:
-        return f"{self.model_path}@{self.revision}" if self.revision else self.model_path
+    _LOADED = ("_model", "_processor", "_tok")  # never pickled into workers
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_model"] = None  # never pickle weights into workers
-        state["_processor"] = None
-        state["_tok"] = None
-        return state
+    def model_id(self) -> str:
+        return model_ref(self.model_path, self.revision)
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -205,11 +172,9 @@ class TransformersEmbedder(Embedder):
         """Load once per process and device (module cache), then reuse."""
         if self._model is not None:
             return self._model, self._processor
-        device = resolve_device(self.device)
-        dtype = resolve_dtype(self.dtype, device)
-        key = ("embedder", type(self).__name__, self.model_path, self.revision, device, str(dtype),
-               self.trust_remote_code)
-        self._model, self._processor = load_once(key, lambda: self._load_uncached(device, dtype))
+        device, dtype = device_and_dtype(self.device, self.dtype)
+        key = (self.model_path, self.revision, device, str(dtype), self.trust_remote_code)
+        self._model, self._processor = self.shared(key, lambda: self._load_uncached(device, dtype))
         return self._model, self._processor
 
     def _load_uncached(self, device: str, dtype: Any) -> tuple[Any, Any]:
@@ -282,8 +247,6 @@ class TransformersEmbedder(Embedder):
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
         """Text length limit in tokens, special tokens included (CLIP 77, SigLIP 64)."""
-        if self._max_text_tokens_override:
-            return int(self._max_text_tokens_override)
         model, _ = self.load()
         limits = []
         text_config = getattr(model.config, "text_config", model.config)
@@ -293,7 +256,7 @@ class TransformersEmbedder(Embedder):
         tok_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
             limits.append(tok_max)
-        return min(limits) if limits else None
+        return text_limit(self._limit, min(limits) if limits else None, self.model_id())
 
     def _padding(self) -> str:
         return self.text_padding or self._rule()[0]
@@ -337,14 +300,10 @@ class TransformersEmbedder(Embedder):
         tok = self.tokenizer
         padding = self._padding()
         limit = self.max_text_tokens
-        out = []
-        for i in range(0, len(batch_ids), self.batch_size):
-            enc = tok.pad(
-                {"input_ids": batch_ids[i : i + self.batch_size]},
-                padding=padding,
-                max_length=limit if padding == "max_length" else None,
-                return_tensors="pt",
-            )
+
+        def encode(batch: list[list[int]]) -> Any:
+            enc = tok.pad({"input_ids": batch}, padding=padding,
+                          max_length=limit if padding == "max_length" else None, return_tensors="pt")
             # the model's own forward gets what its processor returns: input_ids and, where the tokenizer
             # makes one, the attention mask (SigLIP included; leaving it out changed SigLIP text embeddings
             # by up to 0.5 in cosine against the model's forward)
@@ -352,11 +311,9 @@ class TransformersEmbedder(Embedder):
             if self.text_attention_mask and "attention_mask" in enc:
                 inputs["attention_mask"] = enc["attention_mask"].to(model.device)
             with torch.inference_mode():
-                feats = self._text_features(model, inputs)
-            out.append(feats.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return l2_normalize(np.concatenate(out))
+                return self._text_features(model, inputs)
+
+        return encode_batches(batch_ids, self.batch_size, encode, lambda: self.dim)
 
     def _truncated_ids(self, texts: list[str]) -> list[list[int]]:
         """The original behaviour: cut at the model limit, keeping the special tokens (e.g. CLIP's eos)."""
@@ -364,17 +321,18 @@ class TransformersEmbedder(Embedder):
         enc = self.tokenizer(self._prepare(texts), truncation=limit is not None, max_length=limit, verbose=False)
         return [list(x) for x in enc["input_ids"]]
 
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self._encode_ids(self._truncated_ids(texts))
+
     def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
         """[n, d] float32, L2-normalised. ``chunk-mean``: mean of the chunk embeddings, re-normalised."""
-        mode = text_mode or self.text_mode
-        if mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {mode!r}")
+        mode = check_text_mode(text_mode or self.text_mode)
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         t0 = time.perf_counter()
         if mode == "truncate":
-            result = self._encode_ids(self._truncated_ids(texts))
+            result = self._encode_texts(texts)
         else:
             result = chunk_mean(texts, self.text_chunk_ids, self._encode_ids)
         self.last_stats = {"text_s": time.perf_counter() - t0}
@@ -386,28 +344,17 @@ class TransformersEmbedder(Embedder):
         """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised (the model's own image preprocessing)."""
         import torch
 
+        frames = check_frames(frames)
         model, processor = self.load()
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
         image_processor = getattr(processor, "image_processor", processor)
-        if len(frames) == 0:
-            return np.zeros((0, self.dim), np.float32)
         t0 = time.perf_counter()
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            inputs = image_processor(images=list(frames[i : i + self.batch_size]), return_tensors="pt")
-            # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
-            kwargs = to_model(inputs, model)
-            with torch.inference_mode():
-                feats = self._image_features(model, kwargs)
-            out.append(feats.float().cpu().numpy())
-        self.last_stats = {"frames_s": time.perf_counter() - t0}
-        return l2_normalize(np.concatenate(out))
 
-    @property
-    def dim(self) -> int:
-        """Embedding width (measured once with a tiny text forward pass)."""
-        if getattr(self, "_dim", None) is None:
-            self._dim = int(self._encode_ids(self._truncated_ids([""])).shape[1])
-        return self._dim
+        def encode(batch: list[np.ndarray]) -> Any:
+            # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
+            kwargs = to_model(image_processor(images=batch, return_tensors="pt"), model)
+            with torch.inference_mode():
+                return self._image_features(model, kwargs)
+
+        out = encode_batches(frames, self.batch_size, encode, lambda: self.dim)
+        self.last_stats = {"frames_s": time.perf_counter() - t0}
+        return out

@@ -38,8 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedder_transformers import TEXT_MODES, chunk_mean, l2_normalize
+from lovr_hf.backends.base import EMBEDDERS
+from lovr_hf.backends.embedding_common import (
+    PieceTextEmbedder,
+    check_frames,
+    device_and_dtype,
+    encode_batches,
+    model_ref,
+    refuse_remote_code,
+    text_limit,
+    token_pieces,
+)
 from lovr_hf.backends.files import load_weights
 from lovr_hf.families import NATIVE_VIDEO, Family, register_family
 
@@ -90,12 +99,16 @@ def find_weights(folder: Path) -> Path:
 
 
 @EMBEDDERS.register("videoclip_xl")
-class VideoCLIPXLEmbedder(Embedder):
-    """VideoCLIP-XL(-v2): Long-CLIP text tower (248 tokens) and a video tower on 8 frames."""
+class VideoCLIPXLEmbedder(PieceTextEmbedder):
+    """VideoCLIP-XL(-v2): Long-CLIP text tower (248 tokens) and a video tower on 8 frames.
+
+    ``dtype``: ``auto`` = fp32, as the original ran it; an explicit dtype casts the weights and the inputs.
+    """
 
     name = "videoclip_xl"
     requires_remote_code = True
     video_frames = NUM_FRAMES
+    _LOADED = ("_model", "_text_encoder")
 
     def __init__(
         self,
@@ -106,39 +119,26 @@ class VideoCLIPXLEmbedder(Embedder):
         weights: str | None = None,
         revision: str | None = None,
         device: str = "auto",
+        dtype: str | None = "auto",
         batch_size: int = 16,
         text_mode: str = "truncate",
         max_text_tokens: int | None = None,
         channel_order: str | None = None,
         protocol: str = "lovr",
     ) -> None:
-        if not trust_remote_code:
-            raise ValueError(f"{model_path} runs the VideoCLIP-XL repository's code: pass --trust-remote-code "
-                             "if you trust it")
-        if text_mode not in TEXT_MODES:
-            raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {text_mode!r}")
+        refuse_remote_code(trust_remote_code, model_path, "runs the VideoCLIP-XL repository's code")
         channel_order = channel_order or ("bgr" if protocol == "original" else "rgb")
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be rgb or bgr, got {channel_order!r}")
-        self.model_path = model_path
+        self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
         self.code_dir = code_dir
         self.weights = weights
-        self.revision = revision
-        self.device = device
-        self.batch_size = max(1, int(batch_size))
-        self.text_mode = text_mode
-        self._limit = max_text_tokens
         self.channel_order = channel_order
-        self._model: Any = None
-        self._text_encoder: Any = None
 
     def model_id(self) -> str:
-        base = f"{self.model_path}@{self.revision}" if self.revision else self.model_path
-        return base + (" (bgr)" if self.channel_order == "bgr" else "")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_text_encoder": None}
+        return model_ref(self.model_path, self.revision) + (" (bgr)" if self.channel_order == "bgr" else "")
 
     def _folder(self) -> Path:
         path = Path(self.model_path).expanduser()
@@ -150,55 +150,54 @@ class VideoCLIPXLEmbedder(Embedder):
 
     def load(self) -> Any:
         if self._model is None:
-            from lovr_hf.backends.captioner_transformers import resolve_device
-
             folder = self._folder()
             code = Path(self.code_dir).expanduser() if self.code_dir else folder
             if not (code / "modeling.py").is_file():
                 raise FileNotFoundError(
                     f"{code}: no modeling.py; VideoCLIP-XL's code is its GitHub repository "
                     "(github.com/alibaba-pai/VideoCLIP-XL): clone it and pass --backend-option code_dir=<checkout>")
-            tag = hashlib.sha256(str(code.resolve()).encode()).hexdigest()[:8]
-            with _isolated_import(code, tag):
-                modeling = importlib.import_module("modeling")
-                text_encoder = importlib.import_module("utils.text_encoder.text_encoder")
-                model = modeling.VideoCLIP_XL()
             weights = Path(self.weights).expanduser() if self.weights else find_weights(folder)
-            model.load_state_dict(load_weights(weights))
-            self._model = model.to(resolve_device(self.device)).eval()
-            self._text_encoder = text_encoder
+            device, dtype = device_and_dtype(self.device, self.dtype, auto="float32")
+            key = (str(code.resolve()), str(weights.resolve()), device, str(dtype))
+            self._model, self._text_encoder = self.shared(key, lambda: self._load_uncached(code, weights, device,
+                                                                                          dtype))
         return self._model
+
+    def _load_uncached(self, code: Path, weights: Path, device: str, dtype: Any) -> tuple[Any, Any]:
+        refuse_remote_code(self.trust_remote_code, self.model_path, "runs the VideoCLIP-XL repository's code")
+        tag = hashlib.sha256(str(code.resolve()).encode()).hexdigest()[:8]
+        with _isolated_import(code, tag):
+            modeling = importlib.import_module("modeling")
+            text_encoder = importlib.import_module("utils.text_encoder.text_encoder")
+            model = modeling.VideoCLIP_XL()
+        model.load_state_dict(load_weights(weights))
+        return model.to(device=device, dtype=dtype).eval(), text_encoder
+
+    def _param(self) -> Any:
+        return next(self.load().parameters())
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
-        return self._limit or TEXT_LIMIT
+        return text_limit(self._limit, TEXT_LIMIT, self.model_id())
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Truncate: the repository's ``tokenize(truncate=True)`` cuts at 248 tokens."""
         import torch
 
         model = self.load()
-        device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(texts), max(self.batch_size, 64)):
-            tokens = self._text_encoder.tokenize(texts[i : i + max(self.batch_size, 64)], truncate=True)
-            with torch.inference_mode():
-                out.append(model.text_model.encode_text(tokens.to(device)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+        device = self._param().device
 
-    def embed_text(self, texts: Sequence[str], text_mode: str | None = None) -> np.ndarray:
-        mode = text_mode or self.text_mode
-        texts = [str(t) for t in texts]
-        if mode == "truncate":
-            return self._encode_texts(texts)
+        def encode(batch: list[str]) -> Any:
+            tokens = self._text_encoder.tokenize(batch, truncate=True)
+            with torch.inference_mode():
+                return model.text_model.encode_text(tokens.to(device))
+
+        return encode_batches(texts, self.batch_size, encode, lambda: self.dim)
+
+    def _text_pieces(self, text: str) -> list[str]:
         self.load()
         tok = self._text_encoder._tokenizer  # the repository's SimpleTokenizer
-        room = max(1, int(self.max_text_tokens) - 2)
-
-        def split(text: str) -> list[str]:
-            ids = tok.encode(text)
-            return [tok.decode(ids[j : j + room]).strip() for j in range(0, max(1, len(ids)), room)] or [""]
-
-        return chunk_mean(texts, split, self._encode_texts)
+        return [p.strip() for p in token_pieces(tok.encode(text), int(self.max_text_tokens) - 2, tok.decode)]
 
     def preprocess(self, frames: np.ndarray) -> np.ndarray:
         """[n, H, W, 3] uint8 RGB -> float32 [8, 3, 224, 224]: the demo's frames, resize and normalisation."""
@@ -216,26 +215,21 @@ class VideoCLIPXLEmbedder(Embedder):
         import torch
 
         model = self.load()
-        device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(videos), self.batch_size):
-            x = torch.from_numpy(np.stack([self.preprocess(v) for v in videos[i : i + self.batch_size]]))
+        param = self._param()
+
+        def encode(batch: list[np.ndarray]) -> Any:
+            x = torch.from_numpy(np.stack([self.preprocess(check_frames(v, allow_empty=False)) for v in batch]))
             with torch.inference_mode():
-                out.append(model.vision_model.get_vid_features(x.to(device)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+                return model.vision_model.get_vid_features(x.to(param.device, dtype=param.dtype))
+
+        return encode_batches(videos, self.batch_size, encode, lambda: self.dim)
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
         return self.embed_videos([frames])[0]
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Each frame as a still video (repeated 8 times): VideoCLIP-XL has no image path of its own."""
-        return self.embed_videos([np.asarray(f)[None] for f in frames])
-
-    @property
-    def dim(self) -> int:
-        if getattr(self, "_dim", None) is None:
-            self._dim = int(self._encode_texts(["a"]).shape[1])
-        return self._dim
+        return self.embed_videos([f[None] for f in check_frames(frames)])
 
 
 _COMMON = dict(

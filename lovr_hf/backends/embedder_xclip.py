@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_transformers import TransformersEmbedder, _features, l2_normalize, to_model
+from lovr_hf.backends.embedder_transformers import TransformersEmbedder, _features, to_model
+from lovr_hf.backends.embedding_common import check_frames, encode_batches
 from lovr_hf.families import NATIVE_VIDEO, Family, register_family
 
 logger = logging.getLogger(__name__)
@@ -32,19 +33,21 @@ DEFAULT_FRAMES = 8
 
 
 def config_num_frames(model_path: str, revision: str | None = None) -> int:
-    """``vision_config.num_frames`` of a local folder or Hub id (config only, no weights)."""
-    cfg = Path(model_path).expanduser() / "config.json"
-    try:
-        if cfg.is_file():
-            data = json.loads(cfg.read_text())
-        else:
-            from transformers import AutoConfig
+    """``vision_config.num_frames`` of a local folder or Hub id (config only, no weights).
 
-            data = AutoConfig.from_pretrained(model_path, revision=revision).to_dict()
-        return int((data.get("vision_config") or {}).get("num_frames") or DEFAULT_FRAMES)
-    except (OSError, ValueError) as e:
-        logger.warning("cannot read num_frames of %s (%s); using %d", model_path, e, DEFAULT_FRAMES)
-        return DEFAULT_FRAMES
+    A config that cannot be read is an error, not a guess: the temporal embedding has exactly that many
+    positions, so a wrong count would fail (or, for a model trained on more frames, misread) every clip."""
+    cfg = Path(model_path).expanduser() / "config.json"
+    if cfg.is_file():
+        try:
+            data = json.loads(cfg.read_text())
+        except ValueError as e:
+            raise ValueError(f"{cfg}: not a readable X-CLIP config ({e})") from e
+    else:
+        from transformers import AutoConfig
+
+        data = AutoConfig.from_pretrained(model_path, revision=revision).to_dict()
+    return int((data.get("vision_config") or {}).get("num_frames") or DEFAULT_FRAMES)
 
 
 def resample_uniform(frames: np.ndarray, n: int) -> np.ndarray:
@@ -81,27 +84,21 @@ class XClipEmbedder(TransformersEmbedder):
 
         model, processor = self.load()
         image_processor = getattr(processor, "image_processor", processor)
-        out = []
-        for i in range(0, len(clips), max(1, self.batch_size // self.video_frames)):
-            batch = [list(c) for c in clips[i : i + max(1, self.batch_size // self.video_frames)]]
-            inputs = to_model(image_processor(images=batch, return_tensors="pt"), model)
+
+        def encode(batch: list[np.ndarray]) -> Any:
+            inputs = to_model(image_processor(images=[list(c) for c in batch], return_tensors="pt"), model)
             with torch.inference_mode():
-                feats = _features(model.get_video_features(pixel_values=inputs["pixel_values"]))
-            out.append(feats.float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
+                return _features(model.get_video_features(pixel_values=inputs["pixel_values"]))
+
+        # batch_size counts frames: as many clips per forward as fit
+        return encode_batches(clips, self.batch_size // int(self.video_frames), encode, lambda: self.dim)
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-            raise ValueError(f"expected frames [n>0, H, W, 3], got shape {frames.shape}")
+        frames = check_frames(frames, allow_empty=False)
         return self._videos([resample_uniform(frames, int(self.video_frames))])[0]
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames [n, H, W, 3], got shape {frames.shape}")
-        if not len(frames):
-            return np.zeros((0, self.dim), np.float32)
+        frames = check_frames(frames)
         n = int(self.video_frames)
         return self._videos([np.repeat(f[None], n, axis=0) for f in frames])
 

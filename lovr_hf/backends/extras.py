@@ -1,7 +1,8 @@
 """One clear error when an adapter's optional dependency is missing (never an "unknown backend").
 
 Adapter modules import their heavy dependencies inside functions, so they always import and always
-register their class and families; the constructor calls :func:`require_extra`, which names the pip extra.
+register their class and families; the constructor calls :func:`require_extra`, which names the pip extra
+(or the exact install line, for a package that cannot be a plain extra).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ def missing_modules(*modules: str) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def require_extra(backend: str, extra: str, *modules: str) -> None:
-    """Raise ``ImportError`` naming ``pip install 'lovr_hf[<extra>]'`` if any of ``modules`` is missing."""
+def require_extra(backend: str, extra: str, *modules: str, install: str | None = None,
+                  note: str | None = None) -> None:
+    """Raise ``ImportError`` naming ``pip install 'lovr_hf[<extra>]'`` (or ``install``, the full install line,
+    followed by ``note`` in brackets) if any of ``modules`` is missing."""
     missing = missing_modules(*modules)
     if missing:
-        raise ImportError(
-            f"the {backend} backend needs {', '.join(missing)}: pip install 'lovr_hf[{extra}]'"
-        )
+        how = install or f"pip install 'lovr_hf[{extra}]'"
+        raise ImportError(f"the {backend} backend needs {', '.join(missing)}: {how}" + (f" ({note})" if note else ""))

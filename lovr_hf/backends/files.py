@@ -1,4 +1,9 @@
-"""Files that adapters read: weight files, and the groups of video files of ``Embedder.embed_video_files``."""
+"""Files that adapters read: weight files, and the groups of video files of ``Embedder.embed_video_files``.
+
+One reader for checkpoints so that no adapter ever unpickles: safetensors, or a ``.bin`` / ``.pt`` state dict
+through ``torch.load(weights_only=True)`` (tensors only; the one ``torch.load`` of the project). One parser
+for file groups so that every files-based adapter reads a clip given as a frame range the same way.
+"""
 
 from __future__ import annotations
 

@@ -28,3 +28,23 @@ def load_once(key: tuple[Any, ...], loader: Callable[[], T]) -> T:
         if key not in _LOADED:
             _LOADED[key] = loader()
         return _LOADED[key]
+
+
+def release(match: Callable[[tuple[Any, ...]], bool] | None = None) -> int:
+    """Forget the cached objects whose key ``match`` accepts (all by default); returns how many.
+
+    For a process that runs several models one after the other (``lovr eval --model A --model B``): once
+    nothing else holds a model, releasing it here lets its memory go (CUDA's cache is emptied too)."""
+    with _LOCK:
+        keys = [k for k in _LOADED if match is None or match(k)]
+        for k in keys:
+            del _LOADED[k]
+    if keys:
+        import gc
+        import sys
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return len(keys)

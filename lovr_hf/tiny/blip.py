@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _CORPUS, TINY_IMAGE_SIZE, _build_once, _seed_everything
+from lovr_hf.tiny import _CORPUS, TINY_IMAGE_SIZE, _build_once, _seed_everything, tiny_tower
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -35,17 +35,15 @@ def _blip_save(out: Path, seed: int) -> None:
     from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor, BlipProcessor
 
     tokenizer = bert_tokenizer()
-    text_config = {
-        "vocab_size": len(tokenizer), "hidden_size": 32, "encoder_hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 512,
-        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id, "eos_token_id": tokenizer.sep_token_id,
-    }
-    vision_config = {
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "image_size": TINY_IMAGE_SIZE, "patch_size": 8,
-        "initializer_range": 0.02,  # BlipVisionConfig's default (1e-10) makes every image look alike
-    }
+    text_config = tiny_tower(
+        vocab_size=len(tokenizer), encoder_hidden_size=32, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id,
+    )
+    vision_config = tiny_tower(
+        image_size=TINY_IMAGE_SIZE, patch_size=8,
+        initializer_range=0.02,  # BlipVisionConfig's default (1e-10) makes every image look alike
+    )
     config = BlipConfig(text_config=text_config, vision_config=vision_config, image_text_hidden_size=16)
     _seed_everything(seed)
     model = BlipForImageTextRetrieval(config).eval()

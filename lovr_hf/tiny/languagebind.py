@@ -38,18 +38,15 @@ def _save(out: Path, seed: int) -> None:
     import torch
 
     from lovr_hf.backends.embedder_languagebind import import_languagebind
+    from lovr_hf.tiny import tiny_tower
+    from lovr_hf.tiny.clip import clip_text_tower
 
     lb = import_languagebind()
     tokenizer = _specials_last_tokenizer()
     config = lb.LanguageBindVideoConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": IMAGE_SIZE, "patch_size": 32,
-                       "add_time_attn": True, "num_frames": NUM_FRAMES, "lora_r": 2, "lora_alpha": 16,
-                       "video_decode_backend": "decord"},
+        text_config=clip_text_tower(tokenizer),
+        vision_config=tiny_tower(image_size=IMAGE_SIZE, patch_size=32, add_time_attn=True, num_frames=NUM_FRAMES,
+                                 lora_r=2, lora_alpha=16, video_decode_backend="decord"),
         projection_dim=16,
     )
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _CORPUS, _build_once, _seed_everything
+from lovr_hf.tiny import _CORPUS, _build_once, _seed_everything, tiny_tower
 
 PATCH = 8
 MAX_PATCHES = 16  # 4x4 patches of 8 px: a 32x32 image budget
@@ -40,16 +40,11 @@ def _siglip2_save(out: Path, seed: int) -> None:
     from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
 
     tokenizer = _siglip2_tokenizer()
-    text_config = {
-        "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "max_position_embeddings": 64, "projection_size": 32,
-        "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-    }
-    vision_config = {
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "patch_size": PATCH, "num_patches": MAX_PATCHES,
-    }
+    text_config = tiny_tower(
+        vocab_size=len(tokenizer), max_position_embeddings=64, projection_size=32,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    vision_config = tiny_tower(patch_size=PATCH, num_patches=MAX_PATCHES)
     config = Siglip2Config(text_config=text_config, vision_config=vision_config)
     _seed_everything(seed)
     model = Siglip2Model(config).eval()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lovr_hf.tiny import TINY_IMAGE_SIZE, _build_once, _clip_tokenizer, _seed_everything
+from lovr_hf.tiny import TINY_IMAGE_SIZE, _build_once, _clip_tokenizer, _seed_everything, tiny_tower
+from lovr_hf.tiny.clip import clip_text_tower
 
 TINY_XCLIP_FRAMES = 4
 
@@ -18,19 +19,11 @@ def _xclip_save(out: Path, seed: int) -> None:
     from transformers import VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
     tokenizer = _clip_tokenizer()
-    text_config = {
-        "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "max_position_embeddings": 77,
-        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision_config = {
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "image_size": TINY_IMAGE_SIZE, "patch_size": 8, "num_frames": TINY_XCLIP_FRAMES,
-        "mit_hidden_size": 16, "mit_intermediate_size": 32, "mit_num_hidden_layers": 1,
-        "mit_num_attention_heads": 2,
-    }
-    config = XCLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=16,
+    vision_config = tiny_tower(
+        image_size=TINY_IMAGE_SIZE, patch_size=8, num_frames=TINY_XCLIP_FRAMES,
+        mit_hidden_size=16, mit_intermediate_size=32, mit_num_hidden_layers=1, mit_num_attention_heads=2,
+    )
+    config = XCLIPConfig(text_config=clip_text_tower(tokenizer), vision_config=vision_config, projection_dim=16,
                          prompt_layers=1, prompt_num_attention_heads=2)
     _seed_everything(seed)
     model = XCLIPModel(config).eval()

@@ -1,8 +1,10 @@
 """A stand-in for jina-clip's remote code, loaded through ``trust_remote_code`` from a local folder.
 
 It implements the documented jina-clip API that lovr_hf's ``jina`` adapter calls (``encode_text`` /
-``encode_image`` with ``batch_size`` and Matryoshka ``truncate_dim``; L2-normalised numpy by default) on a
-tiny random network, so the adapter's side of the contract is tested offline. Not jina's model.
+``encode_image`` with ``batch_size`` and Matryoshka ``truncate_dim``; L2-normalised numpy by default; texts
+tokenized with jina's defaults ``padding=True, truncation=True, max_length=512`` unless the tokenizer keyword
+arguments say otherwise) on a tiny random network, so the adapter's side of the contract is tested offline.
+Not jina's model.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel
 class JinaStandInConfig(PretrainedConfig):
     model_type = "lovr_jina_standin"
 
-    def __init__(self, vocab_size: int = 512, dim: int = 32, max_tokens: int = 24, **kwargs) -> None:
+    def __init__(self, vocab_size: int = 512, dim: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.vocab_size, self.dim, self.max_tokens = vocab_size, dim, max_tokens
+        self.vocab_size, self.dim = vocab_size, dim
 
 
 class JinaStandInModel(PreTrainedModel):
@@ -48,17 +50,19 @@ class JinaStandInModel(PreTrainedModel):
                     convert_to_tensor=False, device=None, normalize_embeddings=True, truncate_dim=None,
                     **tokenizer_kwargs):
         JinaStandInModel.calls.append({"fn": "encode_text", "n": len(sentences), "batch_size": batch_size,
-                                       "truncate_dim": truncate_dim, "task": task})
+                                       "truncate_dim": truncate_dim, "task": task,
+                                       "max_length": tokenizer_kwargs.get("max_length")})
         if getattr(self, "_tokenizer", None) is None:  # the model's own code loads its tokenizer, as jina's does
             self._tokenizer = AutoTokenizer.from_pretrained(self.config._name_or_path, trust_remote_code=True)
-        tokenizer = self._tokenizer
+        # jina-clip's defaults: padding, truncation, max_length 512 unless the caller says otherwise
+        tokenizer_kwargs = {"padding": True, "max_length": 512, "truncation": True, **tokenizer_kwargs}
         out = []
         for i in range(0, len(sentences), batch_size):
-            for s in sentences[i : i + batch_size]:
-                ids = tokenizer(s, add_special_tokens=False).input_ids[: self.config.max_tokens] or [0]
-                ids = torch.tensor(ids, device=self.tok.weight.device) % self.config.vocab_size
-                out.append(self.tok(ids).mean(0))
-        return self._out(torch.stack(out), truncate_dim, normalize_embeddings)
+            enc = self._tokenizer(list(sentences[i : i + batch_size]), return_tensors="pt", **tokenizer_kwargs)
+            ids = enc["input_ids"].to(self.tok.weight.device) % self.config.vocab_size
+            mask = enc["attention_mask"].to(self.tok.weight.device).unsqueeze(-1).float()
+            out.append((self.tok(ids) * mask).sum(1) / mask.sum(1).clamp(min=1))  # mean over real tokens
+        return self._out(torch.cat(out), truncate_dim, normalize_embeddings)
 
     @torch.inference_mode()
     def encode_image(self, images, batch_size=32, show_progress_bar=None, convert_to_numpy=True,
