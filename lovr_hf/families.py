@@ -257,7 +257,7 @@ register_family(Family(
 ))
 register_family(Family(
     name="jina-clip", backend="jina", patterns=(r"jina-clip",), model_types=("jina_clip",), priority=2,
-    original_interval=30, interval=30, original_bgr=True, text="8192 tokens (jina encode_text)",
+    original_interval=30, interval=30, original_bgr=True, text="512 tokens (jina encode_text's max_length default; --max-text-tokens up to 8192)",
     original_text="not recorded (the script was not released)",
     original_source="HEAD evaluate/run_jina-clip-v2.sh --encode_video --interval 30; the script itself was "
                     f"never released: BGR as in every released frame-based script and {_TEMPLATE}",

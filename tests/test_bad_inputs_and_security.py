@@ -122,7 +122,8 @@ def test_backend_faults_end_to_end_then_retry_failed(small_videos: Path, tmp_pat
             assert secret.encode() not in data and hf_token.encode() not in data, p
 
 
-UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True|trust_remote_code\s*=\s*True|"
+# torch.load only with weights_only=True (tensors only: the restricted loader of .bin checkpoints, backends/files.py)
+UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\((?!.*weights_only=True)|allow_pickle\s*=\s*True|trust_remote_code\s*=\s*True|"
                     r"(?<![.\w])eval\(|dill\.loads?\(|joblib\.load\(")
 
 
@@ -151,6 +152,7 @@ def test_no_pickle_and_no_remote_code_by_default_in_library_code() -> None:
     assert not offenders, "\n".join(offenders)
     # the grep itself works: it catches a planted call
     assert UNSAFE.search("x=pickle.load(f)") and UNSAFE.search("torch.load(p)") and not UNSAFE.search("m.eval()")
+    assert UNSAFE.search("torch.load(p,weights_only=False)") and not UNSAFE.search("torch.load(p,weights_only=True)")
 
 
 def test_trust_remote_code_is_off_unless_asked() -> None:

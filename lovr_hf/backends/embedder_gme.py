@@ -221,7 +221,7 @@ register_family(Family(
          "tokens (config max_length)",
     pooling="last non-padding token's final hidden state (decoder on 1-D positions), L2-normalised; frames: "
             "mean of normalised frame embeddings, re-normalised",
-    precision="original float16; lovr_hf: the --dtype (auto: bf16 on GPU)",
+    precision="original float16; lovr_hf: the --dtype (auto: bf16 on GPU)", original_dtype="float16",
     hub_ids=(DEFAULT_MODEL, "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"),
     notes="images: smart_resize to multiples of 28, then 256..1280 merged tokens (min/max_image_tokens); "
           "transformers Qwen2-VL, no remote code",

@@ -146,6 +146,7 @@ register_family(Family(
     pooling="lovr: mean of L2-normalised frame embeddings, re-normalised; original: ORACLE - the frame most "
             "similar to the item's gold caption",
     precision="original float32 (no dtype given); lovr_hf: the --dtype (auto: bf16 on GPU)",
+    original_dtype="float32",
     hub_ids=(DEFAULT_MODEL,),
     notes="remote code (--trust-remote-code); the paper's numbers come from the oracle frame choice",
 ))

@@ -232,7 +232,8 @@ register_family(Family(
     name="eva02", backend="open_clip", patterns=(r"eva02",), priority=2,
     original_interval=30, interval=30, original_bgr=True,
     text="77 tokens (open_clip SimpleTokenizer), truncated",
-    precision="fp32 (original: fp16 autocast, --backend-option precision=amp)", extra="openclip",
+    precision="fp32; --protocol original on a GPU: fp16 autocast (precision amp), as the original script",
+    original_dtype="amp", extra="openclip",
     hub_ids=("EVA02-CLIP-B-16", "timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k"),
     notes="original: BAAI eva_clip package, EVA02_CLIP_B_psz16_s8B.pt (run_EVA02-CLIP-B-16.sh --interval 30); "
           "here open_clip EVA02-B-16/merged2b_s8b_b131k, the same weights converted by timm",
@@ -241,7 +242,8 @@ register_family(Family(
     name="pe_core", backend="open_clip", patterns=(r"pe[-_]core",), priority=2,
     original_interval=30, interval=30, original_bgr=True,
     text="32 tokens (open_clip SimpleTokenizer), truncated",
-    precision="fp32 (original: fp16 autocast, --backend-option precision=amp)", extra="openclip",
+    precision="fp32; --protocol original on a GPU: fp16 autocast (precision amp), as the original script",
+    original_dtype="amp", extra="openclip",
     hub_ids=("facebook/PE-Core-B16-224", "timm/PE-Core-B-16"),
     notes="original: Meta perception_models pe.CLIP.from_config('PE-Core-B16-224') (run_PE-Core-B16-224.sh "
           "--interval 30); here open_clip PE-Core-B-16/meta, the same weights converted by timm; images "
