@@ -149,7 +149,7 @@ def clear_cache() -> None:
     _decord_reader.cache_clear()
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
     del size, mtime_ns  # cache key only
     with _open(path) as c:
@@ -361,13 +361,20 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray:
 # reading
 
 
-def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
-    """RGB array in display orientation, resized to ``size=(w, h)`` (display sizes) when given."""
+def _to_rgb(
+    frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None, interpolation: str | None = None
+) -> np.ndarray:
+    """RGB array in display orientation, resized to ``size=(w, h)`` (display sizes) when given.
+
+    The resize and the YUV->RGB conversion are one swscale call (``to_ndarray`` with a size), which runs
+    without the GIL: a frame is never converted at full size and then shrunk.
+    """
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if rotation in (90, 270):
             w, h = h, w
-        arr = frame.to_ndarray(format="rgb24", width=w, height=h)
+        kw: dict[str, Any] = {"interpolation": interpolation} if interpolation else {}
+        arr = frame.to_ndarray(format="rgb24", width=w, height=h, **kw)
     else:
         arr = frame.to_ndarray(format="rgb24")
     if rotation:
@@ -594,6 +601,32 @@ def iter_frames(
         yield t - frame_offset, _to_rgb(frame, info.rotation, size)
 
 
+def iter_targets(
+    path: str | os.PathLike[str],
+    targets: Sequence[int],
+    *,
+    size: tuple[int, int] | None = None,
+    interpolation: str | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t, rgb)`` for the sorted, unique FILE frame indices ``targets``, in one sequential pass.
+
+    The decoder runs forward through the file and converts only the frames asked for (at ``size``); it
+    seeks only when the key frame before the next target lies more than ``SEEK_GAP`` frames past its
+    position, i.e. when seeking skips decoding (sparse targets in a long file). Files whose timestamps do
+    not index their frames are decoded from the start and counted. Raises :class:`VideoError` for
+    unreadable files and ``IndexError`` for targets outside the file.
+    """
+    path = os.fspath(path)
+    info = probe(path)
+    ts = [int(t) for t in targets]
+    if any(b <= a for a, b in zip(ts, ts[1:])):
+        raise ValueError("targets must be sorted and unique")
+    if ts and (ts[0] < 0 or ts[-1] >= info.num_frames):
+        raise IndexError(f"{path}: frame {ts[0] if ts[0] < 0 else ts[-1]} outside [0, {info.num_frames})")
+    for t, frame in _pyav_frames(path, ts):
+        yield t, _to_rgb(frame, info.rotation, size, interpolation)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # clip rows
 
@@ -672,6 +705,7 @@ __all__ = [
     "evenly_spaced",
     "frame_times",
     "iter_frames",
+    "iter_targets",
     "probe",
     "read_clip_frames",
     "read_frames",

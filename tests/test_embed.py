@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EVAL_FPS, killed_on_call
 
-from lovr_hf import embed_video as embed_mod
-from lovr_hf import schema
+from lovr_hf import decode_plan, schema
 from lovr_hf.backends.testing import DummyEmbedder
 from lovr_hf.cli_common import RunControl
 from lovr_hf.embed import EmbedConfig, embed, model_slug
@@ -79,32 +78,37 @@ def test_sampling_rule_known_counts() -> None:
     assert video_sel == [[0, 38], [], [11, 49]]
 
 
+def recording_reads(monkeypatch) -> list[tuple[str, list[int]]]:
+    """Record every sequential read the visual stage makes: (file, file frame indices converted)."""
+    seen: list[tuple[str, list[int]]] = []
+    real = decode_plan.iter_targets
+
+    def recording(path, targets, **kw):
+        seen.append((str(path), [int(t) for t in targets]))
+        return real(path, targets, **kw)
+
+    monkeypatch.setattr(decode_plan, "iter_targets", recording)
+    return seen
+
+
 def test_decodes_exactly_the_sampled_frames_once(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
     repo = make_repo(tmp_path / "lovr", eval_source)
-    seen: list[tuple[str, list[int]]] = []
-    real = embed_mod.read_clip_frames
-
-    def recording(row, indices, root=None, **kw):
-        seen.append((row["clip_id"], list(indices)))
-        return real(row, indices, root, **kw)
-
-    monkeypatch.setattr(embed_mod, "read_clip_frames", recording)
+    seen = recording_reads(monkeypatch)
     embed(repo, EmbedConfig(model="dummy", interval=30, frames_per_read=2), text=False)
-    decoded: dict[str, list[int]] = {}
-    for cid, idx in seen:
-        decoded.setdefault(cid, []).extend(idx)
-    # pieces are decoded by a thread pool: the order of the calls varies, the frames must not
-    assert {cid: sorted(idx) for cid, idx in decoded.items()} == {
-        "a-Scene-001": [0, 30], "a-Scene-002": [0, 15], "a-Scene-003": [0, 25, 30],  # clip ∪ video frames
-        "b-Scene-001": [0, 30], "b-Scene-002": [0, 30],  # 60 frames: the stride lands on 0 of clip 2 again
-    }
-    assert max(len(idx) for _, idx in seen) == 2  # pieces of frames_per_read frames
+    # one sequential pass per video over its source, converting the union of its clip and video frames once:
+    # a: clips at 0 (45 f), 45 (20 f), 65 (50 f) -> clip frames 0,30 | 0 | 0,30 and video stride 0,30 | 15 | 25
+    # b: clips at 115 (60 f), 175 (55 f): 60 frames, so the stride lands on frame 0 of clip 2 again
+    assert sorted(seen) == sorted([(str(eval_source), [0, 30, 45, 60, 65, 90, 95]),
+                                   (str(eval_source), [115, 145, 175, 205])])
 
     got = rows_of(repo, "dummy")
     assert {k for k in got} == {("clip", r["clip_id"]) for r in clip_rows(eval_source)} | {("video", "a"), ("video", "b")}
     assert [got[("clip", f"a-Scene-00{i}")]["num_frames"] for i in (1, 2, 3)] == [2, 1, 2]
     assert got[("video", "a")]["num_frames"] == 4 and got[("video", "a")]["interval"] == 30
-    # pooling: mean of L2-normalised frame embeddings of exactly those frames, re-normalised
+    assert {r["frame_rule"] for r in got.values()} == {"interval:30"}
+    assert {r["protocol"] for r in got.values()} == {"lovr"}
+    # pooling: mean of L2-normalised frame embeddings of exactly those frames, re-normalised (a naive
+    # restatement on frames read one clip at a time)
     emb = DummyEmbedder()
     clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
 
@@ -121,21 +125,15 @@ def test_decodes_exactly_the_sampled_frames_once(eval_source: Path, tmp_path: Pa
 
 def test_uniform_num_frames(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
     repo = make_repo(tmp_path / "lovr", eval_source)
-    seen: dict[str, list[int]] = {}
-    real = embed_mod.read_clip_frames
-
-    def recording(row, indices, root=None, **kw):
-        seen.setdefault(row["clip_id"], []).extend(indices)
-        return real(row, indices, root, **kw)
-
-    monkeypatch.setattr(embed_mod, "read_clip_frames", recording)
+    seen = recording_reads(monkeypatch)
     embed(repo, EmbedConfig(model="dummy", num_frames=4), text=False)
-    assert seen["a-Scene-001"] == [0, 14, 29, 38, 44]
-    assert seen["a-Scene-002"] == [0, 6, 12, 19]
-    assert seen["a-Scene-003"] == [0, 11, 16, 32, 49]
+    by_clip = {0: [0, 14, 29, 38, 44], 45: [0, 6, 12, 19], 65: [0, 11, 16, 32, 49]}  # clip ∪ video frames
+    want_a = sorted(off + i for off, idx in by_clip.items() for i in idx)
+    assert (str(eval_source), want_a) in seen
     got = rows_of(repo, "dummy")
     assert got[("video", "a")]["num_frames"] == 4
     assert got[("video", "a")]["interval"] is None and got[("video", "a")]["uniform_frames"] == 4
+    assert got[("video", "a")]["frame_rule"] == "uniform:4"
 
 
 def test_stored_as_float32_arrow_and_normalised(eval_source: Path, tmp_path: Path) -> None:
@@ -172,17 +170,47 @@ def test_resume_after_kill(eval_source: Path, tmp_path: Path, monkeypatch) -> No
     assert repo.read(schema.embeddings_config("dummy")).to_list() == expected
 
 
-def test_bad_clip_marks_clip_and_video(eval_source: Path, tmp_path: Path) -> None:
+def test_unreadable_clip_is_skipped_inside_its_video(eval_source: Path, tmp_path: Path) -> None:
+    """#11: as the original, a clip that cannot be opened is left out of its video, which pools the readable
+    clips (its stride laid out over them); the clip row says why, the video row which clips it left out."""
     repo = make_repo(tmp_path / "lovr", eval_source)
     rows = clip_rows(eval_source)
     rows[1]["path"] = str(tmp_path / "missing.mp4")
     repo.write(schema.CLIPS, rows)
     embed(repo, EmbedConfig(model="dummy", interval=30), text=False)
     got = rows_of(repo, "dummy")
-    assert got[("clip", "a-Scene-002")]["status"] == schema.ERROR
-    assert "cannot decode" in got[("clip", "a-Scene-002")]["error"]
-    assert got[("video", "a")]["status"] == schema.ERROR and "a-Scene-002" in got[("video", "a")]["error"]
+    bad = got[("clip", "a-Scene-002")]
+    assert bad["status"] == schema.ERROR and bad["embedding"] is None
+    assert "cannot decode clip" in bad["error"] and "no such file" in bad["error"]
+    video = got[("video", "a")]
+    assert video["status"] == schema.OK and video["error"] == "left out 1 unreadable clip(s): a-Scene-002"
+    # the stride of the readable clips (45 + 50 frames): 0, 30 | 15, 45 -- as if clip 2 did not exist
+    emb = DummyEmbedder()
+    clips = {r["clip_id"]: r for r in rows}
+    frames = np.concatenate([read_clip_frames(clips["a-Scene-001"], [0, 30]),
+                             read_clip_frames(clips["a-Scene-003"], [15, 45])])
+    v = emb.embed_frames(frames).mean(axis=0)
+    np.testing.assert_allclose(video["embedding"], v / np.linalg.norm(v), atol=1e-6)
+    assert video["num_frames"] == 4
     assert got[("clip", "a-Scene-001")]["status"] == schema.OK and got[("video", "b")]["status"] == schema.OK
+    assert got[("video", "b")]["error"] is None
+
+
+def test_video_without_readable_clip_is_an_error(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    rows = clip_rows(eval_source)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    for r in rows:
+        if r["video_id"] == "b":
+            r["path"] = str(junk)
+    repo.write(schema.CLIPS, rows)
+    embed(repo, EmbedConfig(model="dummy", interval=30), text=False)
+    got = rows_of(repo, "dummy")
+    assert got[("video", "b")]["status"] == schema.ERROR and "no readable clip" in got[("video", "b")]["error"]
+    assert all(got[("clip", f"b-Scene-00{i}")]["status"] == schema.ERROR for i in (1, 2))
+    assert "not a readable video" in got[("clip", "b-Scene-001")]["error"]
+    assert got[("video", "a")]["status"] == schema.OK
 
 
 DECODE_THREADS = """
