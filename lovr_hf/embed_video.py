@@ -293,10 +293,7 @@ class VideoEmbedStage(_EmbedStage):
         self.order: list[tuple[str, list[dict[str, Any]]]] = []
         self.embedder_class = check_embedder(config)
         self.class_rule = frame_rule(self.embedder_class, config)
-        self.gold: dict[tuple[str, str], np.ndarray] = {}
-        self.gold_digest = ""
-        if self.class_rule.oracle:
-            self.gold, self.gold_digest = load_gold(BenchmarkRepo(repo_root), slug)
+        self._gold: tuple[Any, dict[tuple[str, str], np.ndarray], str] | None = None
         self._pool: StreamPool | None = None
         self._rule: FrameRule = self.class_rule
         self._size: Any = None
@@ -307,8 +304,17 @@ class VideoEmbedStage(_EmbedStage):
         p.update(interval=self.interval, num_frames=self.config.num_frames or None, protocol=self.config.protocol,
                  frame_rule=rule.kind + ("+oracle" if rule.oracle else ""))
         if rule.oracle:
-            p.update(gold=self.gold_digest)
+            p.update(gold=self.gold()[1])
         return p
+
+    def gold(self) -> tuple[dict[tuple[str, str], np.ndarray], str]:
+        """The gold caption embeddings the oracle compares frames with, and their digest: read when the
+        stage runs (after the text stage), again whenever the embeddings config changed."""
+        repo = BenchmarkRepo(self.repo_root)
+        files = tuple(repo.config_files().get(self.outputs[0], ()))
+        if self._gold is None or self._gold[0] != files:
+            self._gold = (files, *load_gold(repo, self.slug))
+        return self._gold[1], self._gold[2]
 
     def prepare(self, todo: Dataset) -> None:
         self.order = [(row[schema.VIDEO_ID], row["clips"]) for row in todo]
@@ -354,7 +360,7 @@ class VideoEmbedStage(_EmbedStage):
         return make
 
     def _stream(self, vid: str, clips: list[dict[str, Any]]) -> Iterator[Any]:
-        if self._pool is None:
+        if self._pool is None or self._pool.was_read(vid):  # no pool, or the same video asked twice
             return (item for item, _ in self._task(vid, clips)())
         if vid not in self._pool:  # a row this process did not prepare (e.g. a datasets worker)
             self._pool.add(vid, self._task(vid, clips))
@@ -414,12 +420,13 @@ class VideoEmbedStage(_EmbedStage):
 
     def _states(self, plan: VideoPlan) -> dict[int, _ClipState]:
         states: dict[int, _ClipState] = {}
+        gold = self.gold()[0] if self._rule.oracle else {}
         for j, c in enumerate(plan.readable):
             st = _ClipState(left=len(plan.requests[j].indices))
             if self._rule.oracle:
-                g = self.gold.get(("clip_caption", plan.clips[c][schema.CLIP_ID]))
+                g = gold.get(("clip_caption", plan.clips[c][schema.CLIP_ID]))
                 st.clip_best = _Best(g) if g is not None else None
-                gv = self.gold.get(("video_caption", plan.video_id))
+                gv = gold.get(("video_caption", plan.video_id))
                 st.video_best = _Best(gv) if gv is not None else None
             if not st.left:
                 st.problem = (schema.ERROR, "clip has no sampled frames")

@@ -90,6 +90,7 @@ class Prefetcher:
         self.wait_s = 0.0
         self._ready_bytes = 0  # bytes of finished futures not taken yet
         self._sizes: dict[Hashable, int] = {}
+        self._largest = 0  # largest result seen: the estimate for loads still running
         self._lock = threading.Lock()
         if self.pool is not None:
             weakref.finalize(self, self.pool.shutdown, wait=False, cancel_futures=True)
@@ -119,11 +120,19 @@ class Prefetcher:
         return out
 
     def _ahead(self, last: int) -> None:
-        """Submit the keys after position ``last`` while the budget has room (running loads count as
-        ready once they finish, so at most ``workers`` results beyond the budget can appear)."""
+        """Submit the keys after position ``last`` while the budget has room: results ready but not taken
+        count at their size, loads still running at the largest result seen so far (before any result,
+        at most one per worker runs ahead)."""
+        assert self.pool is not None
         for k in self.order[last + 1 : last + 1 + self.depth]:
+            if k in self.futures:
+                continue
             with self._lock:
-                full = self._ready_bytes >= self.max_bytes
+                running = sum(1 for key in self.futures if key not in self._sizes)
+                if self._largest:
+                    full = self._ready_bytes + (running + 1) * self._largest > self.max_bytes
+                else:
+                    full = running >= self.pool._max_workers
             if full:
                 break
             self._submit(k)
@@ -140,6 +149,7 @@ class Prefetcher:
                 return
             size = nbytes_of(f.result())
             with self._lock:
+                self._largest = max(self._largest, size)
                 if key in self.futures and self.futures[key] is f:
                     self._sizes[key] = size
                     self._ready_bytes += size
@@ -180,7 +190,8 @@ class StreamPool:
     task if no worker has yet). Tasks after the last one read are started ahead, in order, while fewer
     than ``workers`` run, at most ``depth`` ahead, and while the produced-but-unread bytes are under
     ``max_bytes``; a running task pauses when an item would overflow the budget, unless the consumer is
-    waiting on that very task (so it never deadlocks) or nothing is buffered at all.
+    waiting for that very item (so it never deadlocks) or nothing is buffered at all: the peak is the
+    budget plus one item.
     An exception in a task is re-raised by ``items`` after the items produced before it.
     """
 
@@ -191,6 +202,7 @@ class StreamPool:
         self._tasks: dict[Hashable, _Task] = {}
         self._order: list[Hashable] = []
         self._pos: dict[Hashable, int] = {}
+        self._read: set[Hashable] = set()  # tasks read (or abandoned) by the consumer
         self._cond = threading.Condition()
         self._buffered = 0
         self._running = 0
@@ -203,14 +215,17 @@ class StreamPool:
     # ---- registration ----------------------------------------------------------------------------------
     def add(self, key: Hashable, make: Callable[[], Iterator[tuple[Any, int]]]) -> None:
         with self._cond:
-            if key in self._tasks:
+            if key in self._tasks or key in self._read:
                 raise KeyError(f"task {key!r} already added")
             self._tasks[key] = _Task(make)
             self._pos[key] = len(self._order)
             self._order.append(key)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._tasks
+        return key in self._tasks or key in self._read
+
+    def was_read(self, key: Hashable) -> bool:
+        return key in self._read
 
     @property
     def buffered_bytes(self) -> int:
@@ -220,9 +235,11 @@ class StreamPool:
     def items(self, key: Hashable) -> Iterator[Any]:
         """The items of task ``key`` in order (each task can be read once)."""
         with self._cond:
-            task = self._tasks[key]
-            if task.taken:
-                raise RuntimeError(f"task {key!r} was already read")
+            task = self._tasks.get(key)
+            if task is None or task.taken:
+                if key in self._read:
+                    raise RuntimeError(f"task {key!r} was already read")
+                raise KeyError(f"no task {key!r}")
             self._cursor = max(self._cursor, self._pos[key])
             if not task.started:
                 self._start(key, task)
@@ -275,6 +292,7 @@ class StreamPool:
     # ---- scheduling (under the lock) -------------------------------------------------------------------
     def _forget(self, key: Hashable) -> None:
         self._tasks.pop(key, None)
+        self._read.add(key)
 
     def _fill(self) -> None:
         """Start tasks after the consumer's position while workers, depth and budget allow."""
@@ -294,8 +312,10 @@ class StreamPool:
     # ---- producing (worker threads) --------------------------------------------------------------------
     def _put(self, task: _Task, item: Any, size: int) -> bool:
         with self._cond:
-            while (not task.taken and not self._stop and task.waiting == 0 and self._buffered > 0
-                   and self._buffered + size > self.max_bytes):
+            # over budget, wait -- unless nothing is buffered, or the consumer is blocked on this very task
+            # and has taken everything it produced (then this item is what it waits for)
+            while (not task.taken and not self._stop and self._buffered > 0
+                   and self._buffered + size > self.max_bytes and not (task.waiting and not task.queue)):
                 self._cond.wait()
             if task.taken or self._stop:
                 return False

@@ -17,6 +17,7 @@ from lovr_hf.backends.testing import DummyEmbedder
 from lovr_hf.cli_common import RunControl
 from lovr_hf.embed import EmbedConfig, embed, model_slug
 from lovr_hf.embed_video import VideoEmbedStage, sample_video
+from lovr_hf.frames import uniform_indices
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.video import read_clip_frames
@@ -277,3 +278,139 @@ def test_tiny_models_text_modes_and_default_interval(eval_source: Path, tmp_path
     np.testing.assert_allclose(trunc[("video_caption", "b")]["embedding"], got[("video_caption", "b")]["embedding"],
                                atol=1e-5)
     assert trunc[("clip", "a-Scene-001")]["embedding"] == got[("clip", "a-Scene-001")]["embedding"]
+
+
+# ---- #12: each family's own frame rule ------------------------------------------------------------------
+
+
+def _instance(cfg: EmbedConfig):
+    from lovr_hf.models import shared_embedder
+
+    return shared_embedder(cfg)  # the very instance the stage used (one per process and configuration)
+
+
+def test_native_tower_gets_its_own_uniform_frames(eval_source: Path, tmp_path: Path) -> None:
+    """A video tower (video_frames = 3) gets 3 uniform frames per clip and 3 over the concatenated clips."""
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    cfg = EmbedConfig(model="_embed_helpers:NativeTower", interval=30)
+    embed(repo, cfg, text=False)
+    tower = _instance(cfg)
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
+    expect = [read_clip_frames(clips[f"a-Scene-00{i}"], uniform_indices(n, 3)) for i, n in ((1, 45), (2, 20), (3, 50))]
+    # video a: 3 uniform frames over 115 frames = 0, 57, 114 -> clip 2 frame 12, clip 3 frame 49
+    expect_video = np.concatenate([read_clip_frames(clips["a-Scene-001"], [0]),
+                                   read_clip_frames(clips["a-Scene-002"], [12]),
+                                   read_clip_frames(clips["a-Scene-003"], [49])])
+    got_arrays = [v for v in tower.videos if v.shape[0] == 3]
+    for want in [*expect, expect_video]:
+        assert any(np.array_equal(want, g) for g in got_arrays)
+    got = rows_of(repo, model_slug(cfg.model))
+    assert {r["frame_rule"] for r in got.values()} == {"native:3"}
+    assert got[("clip", "a-Scene-001")]["uniform_frames"] == 3 and got[("clip", "a-Scene-001")]["interval"] is None
+    v = tower.embed_video(expect_video)
+    np.testing.assert_allclose(got[("video", "a")]["embedding"], v / np.linalg.norm(v), atol=1e-6)
+    assert got[("video", "a")]["num_frames"] == 3
+
+
+def test_native_tower_failure_is_failed_not_skipped(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    embed(repo, EmbedConfig(model="_embed_helpers:BrokenTower"), text=False)
+    got = rows_of(repo, model_slug("_embed_helpers:BrokenTower"))
+    assert {r["status"] for r in got.values()} == {schema.FAILED}
+    assert "tower exploded" in got[("clip", "a-Scene-001")]["error"] and "tower exploded" in got[("video", "a")]["error"]
+
+
+def test_files_model_gets_clip_files_cut_for_virtual_clips(eval_source: Path, tmp_path: Path) -> None:
+    """video_input = "files": one group per clip (its file) and one per video (its clip files in order);
+    virtual clips are first cut into temporary frame-exact files holding exactly the clip's frames."""
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    cfg = EmbedConfig(model="_embed_helpers:FilesModel")
+    embed(repo, cfg, text=False)
+    model = _instance(cfg)
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
+    singles = [g for g in model.groups if len(g) == 1]
+    videos = [g for g in model.groups if len(g) > 1]
+    assert len(singles) == 5 and sorted(len(g) for g in videos) == [2, 3]
+    for g in videos:  # the video group = its clips' files, in slice order
+        assert [Path(p).name for p in g] == sorted(Path(p).name for p in g)
+    for (path,) in singles:
+        cid = Path(path).stem
+        frames = model.file_frames[path]
+        src = read_clip_frames(clips[cid], range(clips[cid]["num_frames"]))
+        assert frames.shape == src.shape  # exactly the clip's frames
+        assert np.abs(frames.astype(int) - src.astype(int)).mean() < 4  # re-encoded, visually the same
+    assert not any(Path(p).exists() for g in model.groups for p in g)  # temporary files are gone
+    got = rows_of(repo, model_slug(cfg.model))
+    assert {r["frame_rule"] for r in got.values()} == {"files"}
+    assert got[("video", "a")]["num_frames"] == 115 and got[("clip", "a-Scene-002")]["num_frames"] == 20
+    assert {r["status"] for r in got.values()} == {schema.OK}
+
+
+def test_files_model_reads_real_clip_files_as_they_are(eval_source: Path, tmp_path: Path) -> None:
+    from lovr_hf.clipper import cut_clips
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    cut = cut_clips(eval_source, [(0, 45), (45, 65)], repo.root / "clips", "a", mode="exact")
+    repo.write(schema.CLIPS, [dict(c.to_row("a", float(FPS), repo.root), status="ok", error=None) for c in cut])
+    cfg = EmbedConfig(model="_embed_helpers:FilesModel")
+    embed(repo, cfg, text=False)
+    model = _instance(cfg)
+    files = [str(Path(c.path)) for c in cut]
+    assert [files[0]] in model.groups and [files[1]] in model.groups and files in model.groups
+
+
+def test_oracle_frame_under_protocol_original(eval_source: Path, tmp_path: Path) -> None:
+    """MM-Embed's original: the clip (video) embedding is the frame embedding most similar to its gold
+    caption embedding; only under --protocol original, and the rows say so."""
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    cfg = EmbedConfig(model="_embed_helpers:OracleModel", interval=10, protocol="original")
+    embed(repo, cfg)  # the text stage runs first: the gold caption embeddings exist when the clips are embedded
+    slug = model_slug(cfg.model)
+    got = rows_of(repo, slug)
+    emb = DummyEmbedder()
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
+
+    def oracle(frames: np.ndarray, gold: list[float]) -> np.ndarray:  # naive restatement
+        f = emb.embed_frames(frames)
+        f = f / np.linalg.norm(f, axis=1, keepdims=True)
+        return f[int(np.argmax(f @ np.asarray(gold, np.float32)))]
+
+    c3 = clips["a-Scene-003"]
+    want = oracle(read_clip_frames(c3, range(0, 50, 10)), got[("clip_caption", "a-Scene-003")]["embedding"])
+    np.testing.assert_allclose(got[("clip", "a-Scene-003")]["embedding"], want, atol=1e-6)
+    frames_a = np.concatenate([read_clip_frames(clips["a-Scene-001"], range(0, 45, 10)),
+                               read_clip_frames(clips["a-Scene-002"], [5, 15]),
+                               read_clip_frames(clips["a-Scene-003"], range(5, 50, 10))])
+    want_v = oracle(frames_a, got[("video_caption", "a")]["embedding"])
+    np.testing.assert_allclose(got[("video", "a")]["embedding"], want_v, atol=1e-6)
+    visual = [r for k, r in got.items() if k[0] in ("clip", "video")]
+    assert {r["frame_rule"] for r in visual} == {"interval:10+oracle"}
+    assert {r["protocol"] for r in got.values() if r["kind"] in ("clip", "video")} == {"original"}
+    # the default protocol pools as usual
+    lovr = EmbedConfig(model="_embed_helpers:OracleModel", interval=10)
+    embed(repo, lovr, video=True, text=False)
+    got2 = rows_of(repo, slug)
+    assert got2[("clip", "a-Scene-003")]["frame_rule"] == "interval:10"
+    f = emb.embed_frames(read_clip_frames(c3, range(0, 50, 10))).mean(axis=0)
+    np.testing.assert_allclose(got2[("clip", "a-Scene-003")]["embedding"], f / np.linalg.norm(f), atol=1e-6)
+
+
+def test_oracle_without_gold_caption_falls_back_to_pooling(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    cfg = EmbedConfig(model="_embed_helpers:OracleModel", interval=10, protocol="original")
+    embed(repo, cfg, text=False)  # no caption embeddings at all
+    got = rows_of(repo, model_slug(cfg.model))
+    assert {r["frame_rule"] for r in got.values()} == {"interval:10"}
+    assert {r["status"] for r in got.values()} == {schema.OK}
+
+
+def test_declared_decode_size(eval_source: Path, tmp_path: Path) -> None:
+    """An embedder's decode_size is what it gets: swscale resizes while converting (no full-size frame)."""
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    cfg = EmbedConfig(model="_embed_helpers:SmallFrames", interval=30)
+    embed(repo, cfg, text=False)
+    assert _instance(cfg).shapes == {(24, 32, 3)}
+    got = rows_of(repo, model_slug(cfg.model))
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
+    f = DummyEmbedder().embed_frames(read_clip_frames(clips["b-Scene-001"], [0, 30], size=(32, 24), backend="pyav")).mean(axis=0)
+    np.testing.assert_allclose(got[("clip", "b-Scene-001")]["embedding"], f / np.linalg.norm(f), atol=1e-6)
