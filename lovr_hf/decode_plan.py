@@ -14,7 +14,7 @@ captioner or embedder, see :func:`size_request`): an exact size, a shorter side,
 
 Two consumers use this module:
 
-* the caption stage, through :class:`ClipFrames` (clip rows + per-clip frame indices -> each clip's frames,
+* the caption stage, through :class:`ClipDecoder` (clip rows + per-clip frame indices -> each clip's frames,
   clips grouped by source video, decoded ahead under a byte budget) -- see docs/_caption_decode.patch;
 * the visual embedding stage (:mod:`lovr_hf.embed_video`), which streams :func:`read_source` chunks into
   the model and pools them as running means.
@@ -320,7 +320,7 @@ def _empty(info: Any, size: SizeRule | None, path: str) -> np.ndarray:
     return np.zeros((0, wh[1], wh[0], 3), dtype=np.uint8)
 
 
-class ClipFrames:
+class ClipDecoder:
     """Frames of clip rows, decoded ahead of the consumer: one sequential pass per source video, only the
     frames asked for, at the consumer's size, under a byte budget.
 
@@ -372,10 +372,32 @@ class ClipFrames:
         for g in range(len(self.reads)):
             if self.pool is not None:
                 self.pool.add(g, self._task(g))
+        self.key = key
         self._streams: dict[int, Iterator[tuple[Hashable, ClipResult]]] = {}
         self._ready: dict[Hashable, ClipResult] = {}
         self._delivered: set[Hashable] = set()
         self.wait_s = 0.0
+
+    def add(self, row: Mapping[str, Any], indices: Sequence[int]) -> None:
+        """Plan one more clip after the others (e.g. a row a worker process was handed without a plan)."""
+        k = row[self.key]
+        self.rows[k] = row
+        if not callable(self.indices):
+            self.indices = {**self.indices, k: list(indices)}
+        try:
+            req = FrameRequest.from_row(k, row, indices, self.root)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.errors[k] = error_text(exc)
+            return
+        self.requests.append(req)
+        g = len(self.reads)
+        self.reads.append(SourceRead.build(req.path, self.requests, [len(self.requests) - 1]))
+        self.group_of[k] = g
+        if self.pool is not None:
+            self.pool.add(g, self._task(g))
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.group_of or key in self.errors
 
     def _task(self, g: int) -> Callable[[], Iterator[tuple[tuple[Hashable, ClipResult], int]]]:
         def make() -> Iterator[tuple[tuple[Hashable, ClipResult], int]]:
@@ -455,7 +477,7 @@ class ClipFrames:
 __all__ = [
     "CHUNK_FRAMES",
     "Chunk",
-    "ClipFrames",
+    "ClipDecoder",
     "FrameRequest",
     "FrameSize",
     "SourceRead",

@@ -235,12 +235,14 @@ class _Mean:
 
 
 class _Best:
-    """Running arg-max of cosine similarity to one gold vector (the oracle frame)."""
+    """Running arg-max of cosine similarity to one gold vector: the oracle frame of MM-Embed's original
+    script (``lovr_hf.backends.embedder_mm_embed.oracle_frame``: highest cosine, first one on ties), kept
+    chunk by chunk instead of over all frames at once."""
 
     __slots__ = ("gold", "sim", "vec")
 
     def __init__(self, gold: np.ndarray) -> None:
-        self.gold = gold
+        self.gold = l2n(np.asarray(gold, dtype=np.float32).reshape(-1))
         self.sim = -np.inf
         self.vec: np.ndarray | None = None
 

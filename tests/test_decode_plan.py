@@ -13,7 +13,7 @@ import pytest
 from _video_helpers import decode_all, frame_numbers, make_video, numbered_videos
 
 from lovr_hf import video as V
-from lovr_hf.decode_plan import ClipFrames, FrameRequest, FrameSize, SourceRead, read_source, size_request
+from lovr_hf.decode_plan import ClipDecoder, FrameRequest, FrameSize, SourceRead, read_source, size_request
 from lovr_hf.embed import l2n
 from lovr_hf.embed_video import _Mean
 from lovr_hf.prefetch import Prefetcher, StreamPool, auto_workers, nbytes_of, resolve_workers
@@ -47,7 +47,7 @@ def test_iter_targets_returns_exactly_the_targets(vids: dict[str, Path], name: s
 def test_clip_frames_are_exact_in_the_order_asked(vids: dict[str, Path]) -> None:
     rows = rows_for(vids["cfr"], [(0, 40), (40, 30), (100, 60), (230, 10)])
     idx = {"c0": [39, 0, 5, 5], "c1": [0, 29], "c2": list(range(0, 60, 7)), "c3": [9, 3]}
-    cf = ClipFrames(rows, idx, workers=2)
+    cf = ClipDecoder(rows, idx, workers=2)
     for r in rows:
         frames, err, secs = cf.get([r["clip_id"]])[0]
         assert err is None and secs >= 0
@@ -58,7 +58,7 @@ def test_clip_frames_are_exact_in_the_order_asked(vids: dict[str, Path]) -> None
 def test_declared_size_is_converted_in_one_step(vids: dict[str, Path]) -> None:
     rows = rows_for(vids["rot90"], [(0, 30), (30, 30)])
     size = FrameSize(short_side=48)
-    (a, err, _), (b, _, _) = ClipFrames(rows, {"c0": [0, 10], "c1": [29]}, size=size, workers=0).get(["c0", "c1"])
+    (a, err, _), (b, _, _) = ClipDecoder(rows, {"c0": [0, 10], "c1": [29]}, size=size, workers=0).get(["c0", "c1"])
     assert err is None
     info = V.probe(vids["rot90"])  # 96 x 160 on display (rotated)
     w, h = size.resolve(info.width, info.height)
@@ -89,7 +89,7 @@ def test_bad_clips_are_results_not_exceptions(vids: dict[str, Path], tmp_path: P
     rows.append({"clip_id": "missing", "path": str(tmp_path / "nope.mp4"), "frame_offset": 0, "num_frames": 5})
     rows.append({"clip_id": "escape", "path": "../../etc/passwd", "frame_offset": 0, "num_frames": 5})
     idx = {"c0": [0, 19], "c1": [0], "c2": [7], "c3": [5], "missing": [0], "escape": [0]}
-    cf = ClipFrames(rows, idx, root=tmp_path, workers=2)
+    cf = ClipDecoder(rows, idx, root=tmp_path, workers=2)
     out = dict(zip(idx, cf.get(list(idx))))
     assert frame_numbers(out["c0"][0]) == [0, 19] and frame_numbers(out["c2"][0]) == [17]
     assert out["c1"][0] is None and "outside the file" in out["c1"][1]
@@ -140,7 +140,7 @@ def test_one_pass_for_dense_clips(vids: dict[str, Path], count_decoded) -> None:
     count_decoded.update(frames=0, opens=0)
     spans = [(a, 100) for a in range(0, 1200, 100)]
     idx = {f"c{k}": list(range(0, 100, 10)) for k in range(len(spans))}
-    cf = ClipFrames(rows_for(vids["long"], spans), idx, workers=1)
+    cf = ClipDecoder(rows_for(vids["long"], spans), idx, workers=1)
     got = cf.get(list(idx))
     assert all(e is None for _, e, _ in got)
     assert count_decoded["opens"] == 1  # twelve clips, one container, one pass
@@ -151,7 +151,7 @@ def test_sparse_clips_of_a_long_video_seek(vids: dict[str, Path], count_decoded)
     V.probe(vids["long"])
     count_decoded.update(frames=0, opens=0)
     spans = [(100, 10), (700, 10), (1150, 10)]
-    cf = ClipFrames(rows_for(vids["long"], spans), {"c0": [0, 9], "c1": [5], "c2": [0, 9]}, workers=0)
+    cf = ClipDecoder(rows_for(vids["long"], spans), {"c0": [0, 9], "c1": [5], "c2": [0, 9]}, workers=0)
     got = cf.get(["c0", "c1", "c2"])
     assert [frame_numbers(f) for f, _, _ in got] == [[100, 109], [705], [1150, 1159]]
     assert count_decoded["opens"] == 1
@@ -176,7 +176,7 @@ def test_clip_frames_under_a_tiny_budget_never_deadlocks(vids: dict[str, Path]) 
         r["clip_id"] = f"k{k}"
     idx = {r["clip_id"]: list(range(r["num_frames"])) for r in rows}
     one_clip = 20 * 96 * 160 * 3
-    cf = ClipFrames(rows, idx, workers=3, max_bytes=one_clip)
+    cf = ClipDecoder(rows, idx, workers=3, max_bytes=one_clip)
     for k in range(0, len(rows), 3):
         keys = [r["clip_id"] for r in rows[k : k + 3]]
         for key, (frames, err, _) in zip(keys, cf.get(keys)):
