@@ -274,3 +274,19 @@ def test_running_mean_equals_the_naive_mean() -> None:
             k += step
         np.testing.assert_allclose(m.vector(), naive, atol=2e-6)
         assert m.n == n
+
+
+def test_rows_planned_late_and_inline_decoding(vids: dict[str, Path]) -> None:
+    """A row handed over later (a worker process that did not plan it) is decoded like the others; with
+    ``workers=0`` everything runs inline in the caller's thread."""
+    rows = rows_for(vids["cfr"], [(0, 10)])
+    for workers in (0, 2):
+        cf = ClipDecoder(rows, {"c0": [1]}, workers=workers)
+        late = {"clip_id": "late", "path": str(vids["mkv"]), "frame_offset": 10, "num_frames": 20}
+        assert "late" not in cf
+        cf.add(late, [0, 19])
+        assert "late" in cf
+        (a, _, _), (b, err, _) = cf.get(["c0", "late"])
+        assert err is None and frame_numbers(a) == [1] and frame_numbers(b) == [10, 29]
+        assert list(cf)[0][0] == "c0"  # iteration: every planned clip in row order (decoded again)
+        cf.close()

@@ -20,7 +20,7 @@ from lovr_hf.embed_video import VideoEmbedStage, sample_video
 from lovr_hf.frames import uniform_indices
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.video import read_clip_frames
+from lovr_hf.video import VideoError, read_clip_frames
 
 FPS = EVAL_FPS  # clip rows describe the conftest source video
 # video a: clips of 45, 20, 50 frames; video b: 60, 55 (b uses later frames of the source: no duplicates)
@@ -414,3 +414,44 @@ def test_declared_decode_size(eval_source: Path, tmp_path: Path) -> None:
     clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
     f = DummyEmbedder().embed_frames(read_clip_frames(clips["b-Scene-001"], [0, 30], size=(32, 24), backend="pyav")).mean(axis=0)
     np.testing.assert_allclose(got[("clip", "b-Scene-001")]["embedding"], f / np.linalg.norm(f), atol=1e-6)
+
+
+def test_source_failing_mid_decode_leaves_out_the_clips_it_did_not_finish(eval_source: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """A file that breaks in the middle: clips completed before the break keep their rows, the rest are
+    errors left out of the video (whose stride stays as planned); other videos are untouched."""
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    real = decode_plan.iter_targets
+
+    def breaking(path, targets, **kw):
+        for item in real(path, targets, **kw):
+            if 65 in targets and item[0] >= 65:  # video a: the decoder dies on clip 3's first frame
+                raise VideoError(f"{path}: corrupt frame {item[0]} (simulated)")
+            yield item
+
+    monkeypatch.setattr(decode_plan, "iter_targets", breaking)
+    embed(repo, EmbedConfig(model="dummy", interval=30, frames_per_read=1), text=False)
+    got = rows_of(repo, "dummy")
+    assert got[("clip", "a-Scene-001")]["status"] == schema.OK and got[("clip", "a-Scene-002")]["status"] == schema.OK
+    assert got[("clip", "a-Scene-003")]["status"] == schema.ERROR
+    assert "corrupt frame 65 (simulated)" in got[("clip", "a-Scene-003")]["error"]
+    video = got[("video", "a")]
+    assert video["status"] == schema.OK and video["error"] == "left out 1 unreadable clip(s): a-Scene-003"
+    emb = DummyEmbedder()
+    clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
+    frames = np.concatenate([read_clip_frames(clips["a-Scene-001"], [0, 30]),
+                             read_clip_frames(clips["a-Scene-002"], [15])])
+    v = emb.embed_frames(frames).mean(axis=0)
+    np.testing.assert_allclose(video["embedding"], v / np.linalg.norm(v), atol=1e-6)
+    assert got[("video", "b")]["status"] == schema.OK and got[("video", "b")]["error"] is None
+
+
+def test_clip_without_frames_is_left_out(eval_source: Path, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    rows = clip_rows(eval_source)
+    rows[0]["num_frames"] = 0
+    repo.write(schema.CLIPS, rows)
+    embed(repo, EmbedConfig(model="dummy", interval=30), text=False)
+    got = rows_of(repo, "dummy")
+    assert got[("clip", "a-Scene-001")]["status"] == schema.ERROR and "no frames" in got[("clip", "a-Scene-001")]["error"]
+    assert got[("video", "a")]["status"] == schema.OK and "a-Scene-001" in got[("video", "a")]["error"]
