@@ -15,8 +15,8 @@ from _video_helpers import decode_all, frame_numbers, make_video, numbered_video
 from lovr_hf import video as V
 from lovr_hf.decode_plan import ClipDecoder, FrameRequest, FrameSize, SourceRead, read_source, size_request
 from lovr_hf.embed import l2n
-from lovr_hf.embed_video import _Mean
 from lovr_hf.prefetch import Prefetcher, StreamPool, auto_workers, nbytes_of, resolve_workers
+from lovr_hf.visual_plan import RunningMean
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_running_mean_equals_the_naive_mean() -> None:
     for n, d in ((1, 8), (7, 512), (20_000, 64)):
         feats = l2n(rng.normal(size=(n, d)).astype(np.float32))
         naive = l2n(feats.mean(axis=0))
-        m = _Mean()
+        m = RunningMean()
         k = 0
         while k < n:
             step = int(rng.integers(1, 97))
