@@ -1,9 +1,11 @@
 """One video reader for all of lovr_hf: probe, frame-exact reads by index, clip rows.
 
-Why this module exists: the original LoVR pipeline read clips with decord and trusted ``len(vr)``, which
-over-reports on stream-copied files (their hidden pre-roll packets count as frames) and so sampled the wrong
-frames. Here a frame's *index* is its position in presentation order among the frames a full decode yields,
-and every reader (PyAV, decord, seeks or not) must return exactly those frames.
+Why this module exists: decord (what the original LoVR evaluation reads clips with) trusts its own frame
+count, ``len(vr)``, which over-reports on stream-copied files -- their hidden pre-roll packets count as
+frames -- so any sampling by index lands on the wrong frames there. (The original's own clips were
+re-encoded by ``split_video_ffmpeg``, libx264 CRF 22, and do not have that problem; ``copy``-mode clips and
+``ffmpeg -c copy`` cuts do.) Here a frame's *index* is its position in presentation order among the frames
+a full decode yields, and every reader (PyAV, decord, seeks or not) must return exactly those frames.
 
 The index of a file is built once by demuxing its video packets (no decoding): the sorted presentation
 timestamps of the non-discarded packets are the frames, so ``index -> pts`` is exact for variable frame
@@ -361,6 +363,13 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray:
 # reading
 
 
+#: swscale threads per conversion: 1. The decoder already runs FFmpeg's frame threads (and the stages run
+#: several decoders at once), so slice-threading each conversion only adds hand-offs: measured 0.22-0.35 ms
+#: of CPU per 640x360 frame with 1 thread against 0.38-0.47 ms with the automatic count (docs/benchmarks.md).
+SWS_THREADS = 1
+_sws_threads_ok = True  # PyAV < 13 has no ``threads`` option on reformat
+
+
 def _to_rgb(
     frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None, interpolation: str | None = None
 ) -> np.ndarray:
@@ -369,14 +378,23 @@ def _to_rgb(
     The resize and the YUV->RGB conversion are one swscale call (``to_ndarray`` with a size), which runs
     without the GIL: a frame is never converted at full size and then shrunk.
     """
+    global _sws_threads_ok
+    kw: dict[str, Any] = {"threads": SWS_THREADS} if _sws_threads_ok else {}
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if rotation in (90, 270):
             w, h = h, w
-        kw: dict[str, Any] = {"interpolation": interpolation} if interpolation else {}
-        arr = frame.to_ndarray(format="rgb24", width=w, height=h, **kw)
-    else:
-        arr = frame.to_ndarray(format="rgb24")
+        kw.update(width=w, height=h)
+        if interpolation:
+            kw["interpolation"] = interpolation
+    try:
+        arr = frame.to_ndarray(format="rgb24", **kw)
+    except TypeError:
+        if "threads" not in kw:
+            raise
+        _sws_threads_ok = False
+        kw.pop("threads")
+        arr = frame.to_ndarray(format="rgb24", **kw)
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, rotation // 90))
     return arr
