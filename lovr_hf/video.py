@@ -363,10 +363,13 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray:
 # reading
 
 
-#: swscale threads per conversion: 1. The decoder already runs FFmpeg's frame threads (and the stages run
-#: several decoders at once), so slice-threading each conversion only adds hand-offs: measured 0.22-0.35 ms
-#: of CPU per 640x360 frame with 1 thread against 0.38-0.47 ms with the automatic count (docs/benchmarks.md).
+#: swscale threads per conversion of a frame below ``SWS_THREADED_PIXELS`` output pixels: 1. The decoder
+#: already runs FFmpeg's frame threads (and the stages run several decoders at once), so slice-threading a
+#: small conversion only adds hand-offs (0.22-0.35 ms of CPU per 640x360 frame with 1 thread against
+#: 0.38-0.47 ms with the automatic count). Larger frames (1080p: ~8 ms each) keep swscale's automatic
+#: count, or the decoder would stall behind a single-threaded conversion (docs/benchmarks.md, "Decoding").
 SWS_THREADS = 1
+SWS_THREADED_PIXELS = 1_000_000
 _sws_threads_ok = True  # PyAV < 13 has no ``threads`` option on reformat
 
 
@@ -379,7 +382,7 @@ def _to_rgb(
     without the GIL: a frame is never converted at full size and then shrunk.
     """
     global _sws_threads_ok
-    kw: dict[str, Any] = {"threads": SWS_THREADS} if _sws_threads_ok else {}
+    kw: dict[str, Any] = {}
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if rotation in (90, 270):
@@ -387,6 +390,10 @@ def _to_rgb(
         kw.update(width=w, height=h)
         if interpolation:
             kw["interpolation"] = interpolation
+    else:
+        w, h = frame.width, frame.height
+    if _sws_threads_ok and w * h < SWS_THREADED_PIXELS:
+        kw["threads"] = SWS_THREADS
     try:
         arr = frame.to_ndarray(format="rgb24", **kw)
     except TypeError:
