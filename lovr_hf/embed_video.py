@@ -14,7 +14,7 @@ so resume is per video. Which frames a clip and a video get is the family's rule
 * ``files`` (``Embedder.video_input = "files"``, e.g. LanguageBind): no decoding here; ``embed_video_files``
   gets one group per clip (its file) and one per video (its clip files in order); clips without a file of
   their own are cut to temporary frame-exact files first (:mod:`lovr_hf.embed_files`).
-* ``interval:K+oracle``: under ``--protocol original`` an embedder declaring ``original_oracle_frame``
+* ``oracle:interval:K``: under ``--protocol original`` an embedder declaring ``original_oracle_frame``
   (MM-Embed) gets what its original script computed -- the clip (video) embedding is the frame embedding
   most similar to the clip's (video's) gold caption embedding, read from the caption rows of the same
   embeddings config (the text stage runs first). An ORACLE: it looks at the answer. Rows without a gold

@@ -81,7 +81,7 @@ class FrameRule:
         if self.kind == "native":
             return f"native:{self.num_frames}" if self.num_frames else f"native+interval:{self.interval}"
         base = f"uniform:{self.num_frames}" if self.num_frames else f"interval:{self.interval}"
-        return base + ("+oracle" if self.oracle else "")
+        return f"oracle:{base}" if self.oracle else base  # "oracle:" first: how scoring spots an oracle run
 
 
 def frame_rule(cls: type[Embedder], config: EmbedConfig, instance: Embedder | None = None) -> FrameRule:

@@ -384,7 +384,7 @@ def test_oracle_frame_under_protocol_original(eval_source: Path, tmp_path: Path)
     want_v = oracle(frames_a, got[("video_caption", "a")]["embedding"])
     np.testing.assert_allclose(got[("video", "a")]["embedding"], want_v, atol=1e-6)
     visual = [r for k, r in got.items() if k[0] in ("clip", "video")]
-    assert {r["frame_rule"] for r in visual} == {"interval:10+oracle"}
+    assert {r["frame_rule"] for r in visual} == {"oracle:interval:10"}
     assert {r["protocol"] for r in got.values() if r["kind"] in ("clip", "video")} == {"original"}
     # the default protocol pools as usual
     lovr = EmbedConfig(model="_embed_helpers:OracleModel", interval=10)
