@@ -367,7 +367,7 @@ def test_oracle_frame_under_protocol_original(eval_source: Path, tmp_path: Path)
     embed(repo, cfg)  # the text stage runs first: the gold caption embeddings exist when the clips are embedded
     slug = model_slug(cfg.model)
     got = rows_of(repo, slug)
-    emb = DummyEmbedder()
+    emb = _instance(cfg)  # the stage's own embedder (under the original protocol it may see BGR frames)
     clips = {r["clip_id"]: r for r in clip_rows(eval_source)}
 
     def oracle(frames: np.ndarray, gold: list[float]) -> np.ndarray:  # naive restatement
@@ -391,7 +391,7 @@ def test_oracle_frame_under_protocol_original(eval_source: Path, tmp_path: Path)
     embed(repo, lovr, video=True, text=False)
     got2 = rows_of(repo, slug)
     assert got2[("clip", "a-Scene-003")]["frame_rule"] == "interval:10"
-    f = emb.embed_frames(read_clip_frames(c3, range(0, 50, 10))).mean(axis=0)
+    f = _instance(lovr).embed_frames(read_clip_frames(c3, range(0, 50, 10))).mean(axis=0)
     np.testing.assert_allclose(got2[("clip", "a-Scene-003")]["embedding"], f / np.linalg.norm(f), atol=1e-6)
 
 
