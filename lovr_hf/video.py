@@ -1,9 +1,11 @@
 """One video reader for all of lovr_hf: probe, frame-exact reads by index, clip rows.
 
-Why this module exists: the original LoVR pipeline read clips with decord and trusted ``len(vr)``, which
-over-reports on stream-copied files (their hidden pre-roll packets count as frames) and so sampled the wrong
-frames. Here a frame's *index* is its position in presentation order among the frames a full decode yields,
-and every reader (PyAV, decord, seeks or not) must return exactly those frames.
+Why this module exists: decord (what the original LoVR evaluation reads clips with) trusts its own frame
+count, ``len(vr)``, which over-reports on stream-copied files -- their hidden pre-roll packets count as
+frames -- so any sampling by index lands on the wrong frames there. (The original's own clips were
+re-encoded by ``split_video_ffmpeg``, libx264 CRF 22, and do not have that problem; ``copy``-mode clips and
+``ffmpeg -c copy`` cuts do.) Here a frame's *index* is its position in presentation order among the frames
+a full decode yields, and every reader (PyAV, decord, seeks or not) must return exactly those frames.
 
 The index of a file is built once by demuxing its video packets (no decoding): the sorted presentation
 timestamps of the non-discarded packets are the frames, so ``index -> pts`` is exact for variable frame
@@ -149,7 +151,7 @@ def clear_cache() -> None:
     _decord_reader.cache_clear()
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
     del size, mtime_ns  # cache key only
     with _open(path) as c:
@@ -361,15 +363,45 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray:
 # reading
 
 
-def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
-    """RGB array in display orientation, resized to ``size=(w, h)`` (display sizes) when given."""
+#: swscale threads per conversion of a frame below ``SWS_THREADED_PIXELS`` output pixels: 1. The decoder
+#: already runs FFmpeg's frame threads (and the stages run several decoders at once), so slice-threading a
+#: small conversion only adds hand-offs (0.22-0.35 ms of CPU per 640x360 frame with 1 thread against
+#: 0.38-0.47 ms with the automatic count). Larger frames (1080p: ~8 ms each) keep swscale's automatic
+#: count, or the decoder would stall behind a single-threaded conversion (docs/benchmarks.md, "Decoding").
+SWS_THREADS = 1
+SWS_THREADED_PIXELS = 1_000_000
+_sws_threads_ok = True  # PyAV < 13 has no ``threads`` option on reformat
+
+
+def _to_rgb(
+    frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None, interpolation: str | None = None
+) -> np.ndarray:
+    """RGB array in display orientation, resized to ``size=(w, h)`` (display sizes) when given.
+
+    The resize and the YUV->RGB conversion are one swscale call (``to_ndarray`` with a size), which runs
+    without the GIL: a frame is never converted at full size and then shrunk.
+    """
+    global _sws_threads_ok
+    kw: dict[str, Any] = {}
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if rotation in (90, 270):
             w, h = h, w
-        arr = frame.to_ndarray(format="rgb24", width=w, height=h)
+        kw.update(width=w, height=h)
+        if interpolation:
+            kw["interpolation"] = interpolation
     else:
-        arr = frame.to_ndarray(format="rgb24")
+        w, h = frame.width, frame.height
+    if _sws_threads_ok and w * h < SWS_THREADED_PIXELS:
+        kw["threads"] = SWS_THREADS
+    try:
+        arr = frame.to_ndarray(format="rgb24", **kw)
+    except TypeError:
+        if "threads" not in kw:
+            raise
+        _sws_threads_ok = False
+        kw.pop("threads")
+        arr = frame.to_ndarray(format="rgb24", **kw)
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, rotation // 90))
     return arr
@@ -594,6 +626,32 @@ def iter_frames(
         yield t - frame_offset, _to_rgb(frame, info.rotation, size)
 
 
+def iter_targets(
+    path: str | os.PathLike[str],
+    targets: Sequence[int],
+    *,
+    size: tuple[int, int] | None = None,
+    interpolation: str | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t, rgb)`` for the sorted, unique FILE frame indices ``targets``, in one sequential pass.
+
+    The decoder runs forward through the file and converts only the frames asked for (at ``size``); it
+    seeks only when the key frame before the next target lies more than ``SEEK_GAP`` frames past its
+    position, i.e. when seeking skips decoding (sparse targets in a long file). Files whose timestamps do
+    not index their frames are decoded from the start and counted. Raises :class:`VideoError` for
+    unreadable files and ``IndexError`` for targets outside the file.
+    """
+    path = os.fspath(path)
+    info = probe(path)
+    ts = [int(t) for t in targets]
+    if any(b <= a for a, b in zip(ts, ts[1:])):
+        raise ValueError("targets must be sorted and unique")
+    if ts and (ts[0] < 0 or ts[-1] >= info.num_frames):
+        raise IndexError(f"{path}: frame {ts[0] if ts[0] < 0 else ts[-1]} outside [0, {info.num_frames})")
+    for t, frame in _pyav_frames(path, ts):
+        yield t, _to_rgb(frame, info.rotation, size, interpolation)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # clip rows
 
@@ -672,6 +730,7 @@ __all__ = [
     "evenly_spaced",
     "frame_times",
     "iter_frames",
+    "iter_targets",
     "probe",
     "read_clip_frames",
     "read_frames",
