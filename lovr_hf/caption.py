@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -37,8 +36,8 @@ from lovr_hf.cli_common import (
     config_from_args,
     control_from_args,
 )
+from lovr_hf.decode_plan import ClipDecoder, size_request
 from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
-from lovr_hf.prefetch import Prefetcher
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stage import Stage, StageResult, batch_metas
@@ -140,6 +139,57 @@ class Decoded(NamedTuple):
         return int(self.frames.nbytes) if self.frames is not None else 0
 
 
+class PlannedDecode:
+    """The caption stage's decoding: :class:`lovr_hf.decode_plan.ClipDecoder` over the clips to do, in order.
+
+    Consecutive clips of one source video are decoded by ONE sequential pass that converts only the frames
+    of the caption rule, directly at the size the captioner declares (``decode_size``, e.g. a VLM's pixel
+    budget; none = full size), on decode threads running ahead of the model under the byte budget
+    ``prefetch_bytes``. Skipped clips are never decoded; a clip asked for that was not planned (a row from a
+    worker process that did not run ``prepare``) is planned on the spot. Same results as ``_decode``.
+    """
+
+    def __init__(self, stage: CaptionStage) -> None:
+        cfg = stage.config
+        self.stage = stage
+        self.plans = {k: stage._plan(stage.rows[k], cfg.max_frames) for k in stage.order}
+        rows = [stage.rows[k] for k in stage.order if not self.plans[k].skipped]
+        self.frames = ClipDecoder(rows, {k: p.indices for k, p in self.plans.items() if not p.skipped},
+                                  root=stage.repo_root, size=size_request(stage._backend),
+                                  workers=cfg.decode_workers, max_bytes=cfg.prefetch_bytes,
+                                  depth=cfg.batch_size * max(1, cfg.prefetch_batches))
+
+    @property
+    def wait_s(self) -> float:
+        return self.frames.wait_s
+
+    @wait_s.setter
+    def wait_s(self, value: float) -> None:
+        self.frames.wait_s = value
+
+    def get(self, ids: list[str]) -> list[Decoded]:
+        stage = self.stage
+        for k in ids:
+            if k not in self.plans:
+                self.plans[k] = stage._plan(stage.rows[k], stage.config.max_frames)
+                if not self.plans[k].skipped:
+                    self.frames.add(stage.rows[k], self.plans[k].indices)
+        need = [k for k in ids if not self.plans[k].skipped]
+        got = dict(zip(need, self.frames.get(need)))
+        out = []
+        for k in ids:
+            plan = self.plans[k]
+            if plan.skipped:
+                out.append(Decoded(None, f"skipped: {plan.skip_reason}", 0.0))
+            else:
+                frames, reason, secs = got[k]
+                out.append(Decoded(frames, reason, secs, tuple(plan.indices) if frames is not None else ()))
+        return out
+
+    def close(self) -> None:
+        self.frames.close()
+
+
 @dataclasses.dataclass
 class _Outcome:
     cid: str
@@ -164,7 +214,7 @@ class CaptionStage(QualityLoop, Stage):
         self.order: list[str] = []
         self._backend: Captioner | None = None
         self._scorer: QualityScorer | None = None
-        self._prefetch: Prefetcher | None = None
+        self._prefetch: PlannedDecode | None = None
         self._stats: dict[str, float] = {}
         self._debug_left = 1 if debug else 0
 
@@ -190,15 +240,12 @@ class CaptionStage(QualityLoop, Stage):
         self._prefetch = self._make_prefetcher()
         self._stats = {"decode_s": 0.0, "decode_wait_s": 0.0, "generate_s": 0.0, "tokens_out": 0.0, "clips": 0.0}
 
-    def _make_prefetcher(self) -> Prefetcher:
-        """Decode ahead by ``batch_size * prefetch_batches`` clips and, where the prefetcher takes a byte
-        bound (``max_bytes``, counting each result's ``nbytes``), by ``prefetch_bytes`` of frames."""
-        cfg = self.config
-        depth = cfg.batch_size * max(1, cfg.prefetch_batches)
-        kwargs: dict[str, Any] = {}
-        if "max_bytes" in inspect.signature(Prefetcher).parameters:
-            kwargs["max_bytes"] = int(cfg.prefetch_bytes)
-        return Prefetcher(self.order, lambda k: self._decode(k, None), cfg.decode_workers, depth, **kwargs)
+    def _make_prefetcher(self) -> PlannedDecode:
+        """Decode ahead with one sequential pass per source video (:class:`PlannedDecode`), at most
+        ``batch_size * prefetch_batches`` sources and ``prefetch_bytes`` of frames ahead of the model."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+        return PlannedDecode(self)
 
     def batch_meta(self) -> dict[str, Any]:
         meta = dict(self._stats)

@@ -163,7 +163,9 @@ def _direction_rows(
     if ranks.size == 0:
         logger.warning("%s: no queries, skipped", direction)
         return []
-    metrics = rank_metrics(ranks, ks)
+    from lovr_hf.rankings import defined_ks
+
+    metrics = rank_metrics(ranks, defined_ks(ks, n_candidates))
     rows = []
     for name, value in metrics.items():
         if name.startswith("pass@"):

@@ -47,11 +47,18 @@ class ScoredDirection:
         return int(self.ranks.size)
 
 
+def defined_ks(ks: Sequence[int], num_candidates: int) -> list[int]:
+    """The k that have a value: k <= the number of candidates. Beyond it the original's ``torch.topk`` raises,
+    and a query without an embedding (ranked ``candidates + 1``, a miss) would turn into a hit."""
+    return [k for k in ks if k <= num_candidates]
+
+
 def metric_rows(sd: ScoredDirection, ks: Sequence[int], boot: Bootstrap) -> list[dict[str, Any]]:
     """pass@k / median_rank / mean_rank rows with intervals: the whole direction (``slice = "all"``) and
     every slice of :func:`lovr_hf.slices.slices_for`."""
     if len(sd) == 0:
         return []
+    ks = defined_ks(ks, sd.num_candidates)
     groups = {"all": np.arange(len(sd))}
     groups.update(slices.slices_for(sd.direction, sd.video_ids, sd.durations_s, sd.caption_words))
     rows = []

@@ -15,7 +15,7 @@ from lovr_hf.caption import CaptionConfig, CaptionStage, caption
 from lovr_hf.caption_refine import REFINE_SUFFIX
 from lovr_hf.cli import main as cli_main
 from lovr_hf.cli_common import RunControl
-from lovr_hf.frames import caption_num_frames
+from lovr_hf.frames import caption_frame_plan, caption_num_frames
 from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
@@ -185,27 +185,42 @@ def test_credentials_never_enter_fingerprint_or_manifest(source: Path, tmp_path:
     assert manifests and all("sk-aaa" not in m.read_text() for m in manifests)
 
 
-def test_prefetch_is_bounded_in_bytes_when_the_prefetcher_takes_a_bound(source: Path, tmp_path: Path,
-                                                                         monkeypatch) -> None:
-    """The stage hands its byte budget (CaptionConfig.prefetch_bytes) to a prefetcher that takes ``max_bytes``,
-    and every decoded result says how many bytes of frames it holds."""
+def test_decoding_is_planned_per_source_and_bounded_in_bytes(source: Path, tmp_path: Path, monkeypatch) -> None:
+    """The stage decodes through the decode plan (one sequential pass per source, the caption rule's
+    frames only) and hands it its byte budget (CaptionConfig.prefetch_bytes); skipped clips are not decoded."""
     import lovr_hf.caption as caption_mod
+    from lovr_hf import decode_plan
     from lovr_hf.caption import DEFAULT_PREFETCH_BYTES
-    from lovr_hf.prefetch import Prefetcher
 
-    seen: dict = {}
+    seen: dict = {"reads": []}
+    real_decoder, real_read = caption_mod.ClipDecoder, decode_plan.iter_targets
 
-    class BoundedPrefetcher(Prefetcher):
-        def __init__(self, order, load, workers, depth, max_bytes=None):
-            seen["max_bytes"] = max_bytes
-            super().__init__(order, lambda k: seen.setdefault("sizes", []).append(load(k).nbytes) or load(k),
-                             workers, depth)
+    class Recording(real_decoder):
+        def __init__(self, rows, indices, **kw):
+            seen.update(kw, rows=[r["clip_id"] for r in rows])
+            super().__init__(rows, indices, **kw)
 
-    monkeypatch.setattr(caption_mod, "Prefetcher", BoundedPrefetcher)
+    def reading(path, targets, **kw):
+        seen["reads"].append((str(path), list(targets)))
+        return real_read(path, targets, **kw)
+
+    monkeypatch.setattr(caption_mod, "ClipDecoder", Recording)
+    monkeypatch.setattr(decode_plan, "iter_targets", reading)
     repo = make_repo(tmp_path / "lovr", source)
     caption(repo, CaptionConfig(backend="dummy", prefetch_bytes=123_456_789))
     assert seen["max_bytes"] == 123_456_789
-    n1 = caption_num_frames(120, 120 / FPS)
-    assert 96 * 64 * 3 * n1 in seen["sizes"] and 0 in seen["sizes"]  # a 96x64 clip's frames; a skipped clip
+    rows = {r["clip_id"]: r for r in repo.read(schema.CLIPS)}
+    caps = {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
+    planned = [c for c, r in caps.items() if r["status"] != schema.SKIPPED]
+    assert sorted(seen["rows"]) == sorted(planned)  # skipped clips are never decoded
+    runs: list[tuple[str, set[int]]] = []  # consecutive planned clips of one file share one pass
+    for c in seen["rows"]:
+        r = rows[c]
+        idx = caption_frame_plan(r["num_frames"], caption_mod.clip_duration(r)).indices
+        if not runs or runs[-1][0] != r["path"]:
+            runs.append((r["path"], set()))
+        runs[-1][1].update(int(r["frame_offset"] or 0) + i for i in idx)
+    # one pass per run, converting exactly the frames of the caption rule (the missing file is never read)
+    assert sorted(seen["reads"]) == sorted((p, sorted(f)) for p, f in runs if Path(p).exists())
     assert DEFAULT_PREFETCH_BYTES == 2 * 1024**3 >= 5 * 64 * 1920 * 1080 * 3  # 5 clips of 64 frames at 1080p
     assert "prefetch_bytes" in CaptionConfig.RUNTIME  # a memory bound never changes a caption

@@ -76,7 +76,11 @@ def test_rankings_reproduce_every_pass_at_k_and_slices_add_up(embedded: Path) ->
         assert r["value"] == want[metric] and r["num_queries"] == g.size, (d, metric, k)
         assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["bootstrap_resamples"] == 200
         checked += 1
-    assert checked == 6 * (4 + 2)
+    # pass@k exists for every k of --topk 1,2,3,5 up to the direction's candidates (rankings.defined_ks), plus
+    # MdR and MnR
+    cands = {d: r["num_candidates"] for (sl, d, _, _), r in res.items() if sl == "all" and d in DIRECTIONS}
+    assert len(cands) == 6 and checked == sum(sum(k <= n for k in (1, 2, 3, 5)) + 2 for n in cands.values())
+    assert min(cands.values()) < 5  # (so the rule is exercised: a direction with fewer candidates than k)
     for x in ranks:  # the gold sits at its rank in the top list (ids are unique here)
         if x["gold_rank"] <= len(x["top_ids"]) and len(x["gold_ids"]) == 1 and x["direction"] in DIRECTIONS[:4]:
             assert x["top_ids"][x["gold_rank"] - 1] == x["gold_ids"][0]
@@ -95,7 +99,9 @@ def test_rankings_reproduce_every_pass_at_k_and_slices_add_up(embedded: Path) ->
                 weighted = sum(p["num_queries"] * p["value"] for p in parts) / total["num_queries"]
                 assert weighted == pytest.approx(total["value"], abs=1e-12), (d, prefix, metric, k)
                 sliced += 1
-    assert sliced == 2 * 3 * 5 + 2 * 2 * 5  # clip directions: 3 kinds of slices; video directions: 2
+    # clip directions: 3 kinds of slices, video directions 2; each with the defined pass@k and mean rank
+    assert sliced == sum((3 if "clip" in d else 2) * (sum(k <= cands[d] for k in (1, 2, 3, 5)) + 1)
+                         for d in ("text_to_clip", "clip_to_text", "text_to_video", "video_to_text"))
     assert res[("duration:0-5s", "text_to_clip", "pass@k", 1)]["num_queries"] == 2  # clips of 4.5 and 2.0 s
     assert res[("video:a", "text_to_clip", "pass@k", 1)]["num_queries"] == 3
 
