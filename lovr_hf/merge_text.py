@@ -33,12 +33,14 @@ from lovr_hf.prompts import (
     TRANSITION_PROMPT,
     render_prompt,
 )
-from lovr_hf.schema import FAILED, OK, clip_id_for, cluster_id_for
+from lovr_hf.schema import FAILED, NEEDS_REVIEW, OK, clip_id_for, cluster_id_for
 
 logger = logging.getLogger(__name__)
 
 PARAGRAPH_SEP = "\n"
 DEFAULT_CLUSTER_SIZE = 10
+#: clip caption statuses whose text is merged (``needs_review`` captions are real text: kept, flagged)
+MERGEABLE = (OK, NEEDS_REVIEW)
 
 
 def merger_params(**overrides: Any) -> GenerationParams:
@@ -358,6 +360,17 @@ class Cluster:
         return [_first(r, "caption", "cap", default="") or "" for r in self.rows]
 
     @property
+    def usable_captions(self) -> list[str]:
+        """Captions with the text of rows whose ``status`` (when they have one) is not mergeable blanked:
+        such a clip keeps its place in the run, as in the original, but contributes no text."""
+        return [c if _usable(r) else "" for r, c in zip(self.rows, self.captions)]
+
+    @property
+    def left_out(self) -> list[str]:
+        """Clip ids of the run whose text is not merged (no usable caption: unusable status or empty)."""
+        return [cid for r, c, cid in zip(self.rows, self.captions, self.clip_ids) if not (_usable(r) and c.strip())]
+
+    @property
     def clip_ids(self) -> list[str]:
         out = []
         for r, n in zip(self.rows, self.slice_nums):
@@ -366,8 +379,16 @@ class Cluster:
         return out
 
 
+def _usable(row: Mapping[str, Any]) -> bool:
+    st = row.get("status")
+    return st is None or st in MERGEABLE
+
+
 def group_clips(rows: Iterable[Mapping[str, Any]], cluster_size: int = DEFAULT_CLUSTER_SIZE) -> list[Cluster]:
     """Per video (sorted ids), clips sorted numerically by ``slice_num``, in consecutive groups.
+
+    Every row counts, whatever its caption or status (the original groups every row of the caption
+    file): a skipped or failed clip keeps its place, so the clusters after it do not shift.
 
     Accepts both the dataset columns (``video_id``, ``slice_num``, ``caption``) and the original JSONL
     fields (``vid``, ``slice_num``, ``cap``). A repeated (video, slice) keeps its first row and logs a

@@ -206,10 +206,10 @@ def segment(
     if not len(files):
         logger.warning("no video files (%s) under %s", ", ".join(VIDEO_EXTENSIONS), input_folder)
     stage = SegmentStage(config, clips_dir, str(repo.root))
+    stage.digest_files = ("path",)  # a source file replaced under the same name is segmented again
+    stage.owned_files = {schema.CLIPS: ("path", str(clips_dir))}  # clip files of removed clips are deleted
     if control.gather_only:
-        res = StageResult()
-        res.outputs = stage.gather(repo)
-        return res
+        return stage.gather_result(repo, files, allow_partial=control.allow_partial)
     res = stage.apply(files, repo, shard=control.shard(), num_proc=control.num_proc, rerun=control.rerun,
                       retry_failed=control.retry_failed)
     if repo.has(schema.VIDEOS):

@@ -1,14 +1,27 @@
-"""The resumable ``Dataset.map`` engine every stage runs on.
+"""The resumable ``Dataset.map`` engine every stage runs on: every table a pure function of its inputs.
 
-A stage is a config dataclass plus ``process(batch) -> {config: columns}``. ``Stage.apply`` runs one
-``Dataset.map(batched=True)`` over the rows this process owns and not yet done; each finished batch is
-committed as one directory renamed into place (atomic), holding a parquet file per output config and
-the input keys it completed. A kill -9 loses at most the batch in flight; a rerun skips committed keys.
-``gather`` then turns all committed batches into the repo's configs (latest commit wins per primary key,
-so ``--rerun`` and ``--retry-failed`` supersede older rows instead of duplicating them).
+A stage is a config dataclass plus ``process(batch) -> {config: columns}``. A *unit* of work is one input
+row, named by ``input_key`` and identified by a **digest of its inputs** (by default a stable hash of the
+whole row minus its key: a clip's source file, frame range and mode; a cluster's member captions; a
+video's clusters; an embedding's text or clip list). ``Stage.apply`` runs one ``Dataset.map(batched=True)``
+over the units this process owns whose *(key, digest)* is not committed yet; each finished batch is
+committed as one directory renamed into place (atomic), holding a parquet file per output config, the
+keys it completed and their digests. A kill -9 loses at most the batch in flight.
+
+``gather`` then builds each output config from the *current* input only: for every input unit, the rows of
+the latest batch that committed it with its current digest. So a rerun recomputes exactly the units whose
+inputs changed, reuses the rest (also after a settings round trip: older commits stay valid for their
+digest), and rows of units that no longer exist are dropped, logged. ``--rerun`` and ``--retry-failed``
+supersede older rows instead of duplicating them.
 
 Work lives in ``<repo>/.lovr/work/<stage>/<fingerprint>/``: a changed model, prompt or parameter is a
-different fingerprint, hence a fresh computation, never a mix.
+different fingerprint, hence a fresh computation, never a mix. A fingerprint covers only what changes
+that stage's output; what its input rows say is in the digests.
+
+Chunks and ranks: shards are contiguous blocks of the full input in a fixed order. Whoever finds every
+unit committed gathers (rank 0 under ``accelerate launch``, after a barrier; with manual chunks, the chunk
+that finishes last, in any order). ``gather`` with units missing raises :class:`MissingChunksError` naming
+the chunks, unless ``allow_partial`` (then the run config, shown in the card, records what is missing).
 """
 
 from __future__ import annotations
@@ -22,27 +35,44 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
-from datasets.distributed import split_dataset_by_node
 
 from lovr_hf import __version__, schema
-from lovr_hf.dist import Shard, barrier
-from lovr_hf.repo import TMP_PREFIX, BenchmarkRepo, redact, table_to_parquet_bytes, to_arrow
+from lovr_hf.dist import Shard, barrier, shard_range
+from lovr_hf.repo import (
+    TMP_PREFIX,
+    BenchmarkRepo,
+    atomic_write_bytes,
+    atomic_write_text,
+    redact,
+    table_to_parquet_bytes,
+    to_arrow,
+)
 
 logger = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
+INPUTS_FILE = "inputs.parquet"  # the (key, digest) list of the latest apply: what --gather builds from
+GATHERED_FILE = "gathered.json"  # what the last gather wrote (a rerun with nothing new skips the write)
 RETRYABLE = (schema.FAILED, schema.ERROR)
+PARTIAL_KEY = "partial"  # run_config.json entry listing configs gathered with units missing
+
+
+class MissingChunksError(ValueError):
+    """``--gather`` found units not committed: which chunks still have work, and how to proceed."""
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    ).hexdigest()[:n]
 
 
 @dataclasses.dataclass
@@ -55,6 +85,72 @@ class StageResult:
     seconds: float = 0.0
     outputs: dict[str, Dataset] = dataclasses.field(default_factory=dict)
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: every unit of the (whole) input is committed with its current digest
+    complete: bool = False
+    #: units still missing after this apply (other chunks' share, or failed commits)
+    missing: int = 0
+    #: whether this apply wrote the repo configs
+    gathered: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the index of a work directory: which (key, digest) each committed batch holds
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Entry:
+    batch: int  # index into WorkIndex.batches
+    failed: bool
+
+
+class WorkIndex:
+    """Committed batches of one work directory and, per unit key, the latest commit for each digest.
+
+    Batches of versions before digests existed carry none: such a commit is reused for a key that has no
+    digest-carrying commit (logged), so upgrading never recomputes a finished benchmark.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.batches = committed_batches(work)
+        self.done: list[dict[str, Any]] = []
+        self.entries: dict[str, dict[str | None, _Entry]] = {}
+        for i, b in enumerate(self.batches):
+            d = _read_done(b)
+            self.done.append(d)
+            failed = set(d.get("failed", []))
+            digests = d.get("digests") or [None] * len(d["keys"])
+            for k, dg in zip(d["keys"], digests):
+                self.entries.setdefault(k, {})[dg] = _Entry(i, k in failed)
+
+    def batch_name(self, i: int) -> str:
+        return self.batches[i].name[len("batch-"):]
+
+    def lookup(self, key: str, digest: str) -> _Entry | None:
+        per = self.entries.get(key)
+        if not per:
+            return None
+        hit = per.get(digest)
+        if hit is None and None in per and len(per) == 1:
+            return per[None]  # a commit from before digests: trusted (see class docstring)
+        return hit
+
+    def is_done(self, key: str, digest: str, *, since: str = "", retry_failed: bool = False) -> bool:
+        e = self.lookup(key, digest)
+        if e is None:
+            return False
+        if since and self.batch_name(e.batch) < since:
+            return False
+        return not (retry_failed and e.failed)
+
+    def legacy_units(self, keys: Iterable[str], digests: Iterable[str]) -> int:
+        return sum(1 for k, d in zip(keys, digests) if self.lookup(k, d) is not None and d not in self.entries[k])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------------------
 
 
 class Stage(ABC):
@@ -64,6 +160,16 @@ class Stage(ABC):
     ``outputs`` (configs produced; rows of ``status_config`` carry ``input_key`` and a status) and
     implement ``process``. Runtime-only fields of the config (paths, worker counts) are listed in
     ``runtime_fields`` so they do not change the fingerprint.
+
+    Optional, per stage (or set on an instance by the caller):
+
+    - ``unit_digest(row)``: what identifies a unit's inputs (default: the whole row minus its key);
+    - ``digest_files``: input columns naming files whose identity (size, mtime) enters the digest, so a
+      file replaced under the same name is recomputed;
+    - ``verify_unit(key, rows)``: check a reused unit's outputs still hold (e.g. its clip files exist);
+      a unit that fails is recomputed;
+    - ``owned_files``: ``{config: (path column, root folder)}``: files this stage created for its rows;
+      a file referenced by a row that a gather drops, and by no row kept, is deleted (inside ``root``).
     """
 
     name: ClassVar[str]
@@ -72,6 +178,8 @@ class Stage(ABC):
     status_config: ClassVar[str]
     runtime_fields: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
+    digest_files: tuple[str, ...] = ()
+    owned_files: dict[str, tuple[str, str]] = {}  # noqa: RUF012 - instances assign their own dict
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -88,6 +196,22 @@ class Stage(ABC):
     def fingerprint(self) -> str:
         return stable_hash(self.fingerprint_payload())
 
+    def unit_digest(self, row: dict[str, Any]) -> str:
+        """Digest of one unit's inputs: the row minus its key (plus file identities of ``digest_files``)."""
+        body = {k: v for k, v in row.items() if k != self.input_key}
+        for col in self.digest_files:
+            body[f"{col}@file"] = _file_identity(row.get(col))
+        return stable_hash(body)
+
+    def unit_digests(self, ds: Dataset) -> list[str]:
+        if not len(ds):
+            return []
+        table = ds.with_format("arrow")[:] if not isinstance(ds, pa.Table) else ds
+        out: list[str] = []
+        for batch in table.to_batches(max_chunksize=4096):
+            out.extend(self.unit_digest(r) for r in batch.to_pylist())
+        return out
+
     # ---- work --------------------------------------------------------------------------------------
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load models etc. Called lazily in the process that runs ``process`` (never pickled)."""
@@ -98,6 +222,10 @@ class Stage(ABC):
     def batch_meta(self) -> dict[str, Any]:
         """Extra numbers stored with each committed batch (timings, token counts) for summaries."""
         return {}
+
+    def verify_unit(self, key: str, rows: dict[str, list[dict[str, Any]]]) -> bool:
+        """Whether a committed unit's outputs can be reused as they are (default: always)."""
+        return True
 
     @abstractmethod
     def process(self, batch: dict[str, list[Any]]) -> dict[str, dict[str, list[Any]] | list[dict[str, Any]]]:
@@ -119,21 +247,32 @@ class Stage(ABC):
         retry_failed: bool = False,
         gather: bool = True,
     ) -> StageResult:
-        """Process the rows of ``ds`` owned by ``shard`` that are not done yet, then gather (rank 0)."""
+        """Process the units of ``ds`` owned by ``shard`` not committed with their current digest, then
+        gather when every unit is committed (rank 0 of a launched job; else whoever finds it so)."""
         shard = shard or Shard()
         t0 = time.perf_counter()
         work = self.work_path(repo)
         work.mkdir(parents=True, exist_ok=True)
         self._write_manifest(work)
-        # contiguous shard of the FULL input (same rows for shard i on every rerun), as datasets does it
-        mine = split_dataset_by_node(ds, shard.rank, shard.world_size) if shard.world_size > 1 else ds
-        if rerun:  # a killed --rerun resumes itself: only batches since it started count
-            done = keys_committed_since(work, self._started_marker(work, shard))
-        else:
-            done = completed_keys(work, retry_failed=retry_failed)
-        keys = mine[self.input_key]
-        todo_idx = [i for i, k in enumerate(keys) if k not in done]
-        todo = mine.select(todo_idx)
+        keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+        _check_unique(keys, self.name, self.input_key)
+        digests = self.unit_digests(ds)
+        if gather:  # the full input of this stage (a subset apply with gather=False must not replace it)
+            _write_inputs(work, keys, digests)
+        if shard.world_size > 1 and not shard.launched:
+            _mark_chunk(work, shard)
+        mine = list(shard_range(len(keys), shard)) if shard.world_size > 1 else list(range(len(keys)))
+        index = WorkIndex(work)
+        since = self._started_marker(work, shard) if rerun else ""
+        todo_idx = [i for i in mine if not index.is_done(keys[i], digests[i], since=since, retry_failed=retry_failed)]
+        pending = set(todo_idx)
+        todo_idx = sorted(pending | set(self._failed_verification(index, keys, digests,
+                                                                   [i for i in mine if i not in pending])))
+        legacy = index.legacy_units((keys[i] for i in mine), (digests[i] for i in mine))
+        if legacy:
+            logger.warning("%s: %d units committed by an older lovr_hf (no input digest) are reused as they are; "
+                           "--rerun recomputes them", self.name, legacy)
+        todo = ds.select(todo_idx)
         res = StageResult(processed=len(todo), skipped_done=len(mine) - len(todo))
         logger.info(
             "%s (%s): %d to do, %d already done [%s]",
@@ -142,7 +281,7 @@ class Stage(ABC):
         if len(todo):
             primary = self.outputs[0]
             self.prepare(todo)
-            fn = _BatchRunner(self, str(work))
+            fn = _BatchRunner(self, str(work), {keys[i]: digests[i] for i in todo_idx})
             out = todo.map(
                 fn,
                 batched=True,
@@ -157,12 +296,33 @@ class Stage(ABC):
             res.batches = -(-len(todo) // self.batch_size)
             res.outputs[primary] = out
         barrier(shard)
-        if gather and (shard.is_main or not shard.launched) and self.all_done(ds, work):
-            res.outputs.update(self.gather(repo))
-        elif gather and not shard.launched and shard.world_size > 1:
-            logger.info("%s: other chunks still running; run again with --gather once all are done", self.name)
+        try:
+            index = WorkIndex(work) if len(todo) or shard.world_size > 1 else index
+            res.missing = sum(1 for k, d in zip(keys, digests) if index.lookup(k, d) is None)
+            res.complete = res.missing == 0
+            if gather and (shard.is_main or not shard.launched) and res.complete:
+                res.outputs.update(self.gather(repo, keys=keys, digests=digests, index=index))
+                res.gathered = True
+            elif gather and not shard.launched and shard.world_size > 1:
+                logger.info("%s: %d units still to be committed by other chunks; the chunk that finishes last "
+                            "gathers (or run again with --gather once all are done)", self.name, res.missing)
+        finally:
+            barrier(shard)  # every rank reads the repo only after rank 0 has gathered
         res.seconds = time.perf_counter() - t0
         return res
+
+    def _failed_verification(self, index: WorkIndex, keys: list[str], digests: list[str],
+                             done_idx: list[int]) -> list[int]:
+        """Indices of reused units whose outputs ``verify_unit`` rejects (only when a stage defines it)."""
+        if type(self).verify_unit is Stage.verify_unit or not done_idx:
+            return []
+        owner = {keys[i]: e.batch for i in done_idx if (e := index.lookup(keys[i], digests[i])) is not None}
+        rows = _unit_rows(index, self.outputs, owner, self.input_key)
+        bad = [i for i in done_idx if not self.verify_unit(keys[i], rows.get(keys[i], {}))]
+        if bad:
+            logger.warning("%s: %d reused units failed verification (outputs gone); recomputing them",
+                           self.name, len(bad))
+        return bad
 
     def work_path(self, repo: BenchmarkRepo) -> Path:
         return repo.work_dir(self.name, self.fingerprint())
@@ -170,49 +330,326 @@ class Stage(ABC):
     def _write_manifest(self, work: Path) -> None:
         manifest = work / "stage.json"
         if not manifest.exists():
-            from lovr_hf.repo import atomic_write_text
-
             atomic_write_text(manifest, json.dumps(self.fingerprint_payload(), indent=2, default=str))
 
     def _started_marker(self, work: Path, shard: Shard) -> str:
         """--rerun: only batches committed after this moment count as done (older ones get superseded)."""
         marker = work / f"rerun-{shard.rank}-of-{shard.world_size}.json"
-        from lovr_hf.repo import atomic_write_text
-
         if not marker.exists():
             atomic_write_text(marker, json.dumps({"since": _batch_prefix()}))
         return json.loads(marker.read_text())["since"]
 
     def all_done(self, ds: Dataset, work: Path) -> bool:
-        return set(ds[self.input_key]) <= completed_keys(work)
+        return not self.missing_units(ds, work)
 
-    def gather(self, repo: BenchmarkRepo) -> dict[str, Dataset]:
-        """Committed batches -> one table per output config in the repo (latest batch wins per key)."""
+    def missing_units(self, ds: Dataset, work: Path) -> list[str]:
+        """Keys of ``ds`` not committed with their current digest in ``work``."""
+        keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+        index = WorkIndex(work)
+        return [k for k, d in zip(keys, self.unit_digests(ds)) if index.lookup(k, d) is None]
+
+    # ---- gather ------------------------------------------------------------------------------------
+    def gather(
+        self,
+        repo: BenchmarkRepo,
+        ds: Dataset | None = None,
+        *,
+        allow_partial: bool = False,
+        keys: Sequence[str] | None = None,
+        digests: Sequence[str] | None = None,
+        index: WorkIndex | None = None,
+    ) -> dict[str, Dataset]:
+        """Committed batches -> one table per output config, for exactly the current input's units.
+
+        The input is ``ds`` (or ``keys``/``digests``), else the one recorded by the latest ``apply``.
+        Units not committed raise :class:`MissingChunksError` unless ``allow_partial``.
+        """
         work = self.work_path(repo)
+        index = index or WorkIndex(work)
+        if ds is not None:
+            keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+            digests = self.unit_digests(ds)
+        elif keys is None or digests is None:
+            recorded = _read_inputs(work)
+            if recorded is None:  # nothing recorded (work of an older version): every committed unit
+                keys = sorted(index.entries)
+                digests = [_latest_digest(index, k) for k in keys]
+            else:
+                keys, digests = recorded
+        owner: dict[str, int] = {}
+        missing: list[int] = []
+        for i, (k, d) in enumerate(zip(keys, digests)):
+            e = index.lookup(k, d)
+            if e is None:
+                missing.append(i)
+            else:
+                owner[k] = e.batch
+        if missing and not allow_partial:
+            raise MissingChunksError(_missing_message(self.name, work, len(keys), missing))
+        if missing:
+            logger.warning("%s: gathering with %d of %d units missing (--allow-partial)", self.name, len(missing),
+                           len(keys))
+        signature = stable_hash([self.fingerprint(), sorted((k, index.batch_name(b)) for k, b in owner.items())])
         out: dict[str, Dataset] = {}
-        for config in self.outputs:
-            table = gather_table(work, config, self.input_key)
-            repo.write(config, table)
-            out[config] = repo.read(config)
+        if self._unchanged_since_last_gather(repo, work, signature):
+            logger.info("%s: nothing changed since the last gather; configs kept", self.name)
+            out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
+        else:
+            tables = {cfg: select_rows(index, cfg, owner, self.input_key) for cfg in self.outputs}
+            self.write_outputs(repo, tables, set(keys))
+            _record_gathered(repo, work, signature, self.outputs)
+            out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
+        _record_partial(repo, self.outputs, len(missing), len(keys))
         for marker in work.glob("rerun-*.json"):
             marker.unlink(missing_ok=True)
         return out
+
+    def gather_result(self, repo: BenchmarkRepo, ds: Dataset, *, allow_partial: bool = False) -> StageResult:
+        """``--gather`` of a stage command: gather ``ds``'s units, as a :class:`StageResult`."""
+        res = StageResult(outputs=self.gather(repo, ds, allow_partial=allow_partial), gathered=True)
+        res.missing = len(self.missing_units(ds, self.work_path(repo))) if allow_partial else 0
+        res.complete = res.missing == 0
+        return res
+
+    def _unchanged_since_last_gather(self, repo: BenchmarkRepo, work: Path, signature: str) -> bool:
+        p = work / GATHERED_FILE
+        if not p.exists():
+            return False
+        try:
+            rec = json.loads(p.read_text())
+        except ValueError:
+            return False
+        files = repo.config_files()
+        return rec.get("signature") == signature and all(
+            files.get(cfg) == rec.get("configs", {}).get(cfg) for cfg in self.outputs
+        ) and not _pending_prunes(work)
+
+    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str]) -> None:
+        """Replace each output config with its gathered table; log what went; delete owned files of it."""
+        for cfg, table in tables.items():
+            old = repo.read_table(cfg) if repo.has(cfg) else None
+            log_removed(self.name, cfg, old, table, self.input_key, units)
+            self._write_with_prune(repo, cfg, old, table)
+
+    def _write_with_prune(self, repo: BenchmarkRepo, cfg: str, old: pa.Table | None, table: pa.Table,
+                          **write_kw: Any) -> list[str]:
+        spec = self.owned_files.get(cfg)
+        work = self.work_path(repo)
+        pending = work / f"prune-{cfg}.json"
+        if spec is not None and old is not None:
+            gone = _dropped_files(repo, old, table, *spec)
+            if gone:  # recorded before the table changes: a kill between the two never leaks the files
+                atomic_write_text(pending, json.dumps(sorted(gone)))
+        rel = repo.write(cfg, table, **write_kw)
+        if spec is not None:
+            _prune_pending(repo, pending, table, *spec)
+        return rel
+
+
+def _check_unique(keys: list[str], stage: str, key: str) -> None:
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dup = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
+        raise ValueError(f"{stage}: input has repeated {key} values {dup[:5]}")
+
+
+def _file_identity(path: Any) -> list[int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _batch_prefix() -> str:
     return f"{time.time_ns():020d}"
 
 
+def _latest_digest(index: WorkIndex, key: str) -> str | None:
+    per = index.entries[key]
+    return max(per, key=lambda d: per[d].batch)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs, chunks, partial gathers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _write_inputs(work: Path, keys: list[str], digests: list[str]) -> None:
+    table = pa.table({"key": pa.array(keys, pa.string()), "digest": pa.array(digests, pa.string())})
+    blob = table_to_parquet_bytes(table)
+    p = work / INPUTS_FILE
+    if p.exists() and p.read_bytes() == blob:
+        return
+    atomic_write_bytes(p, blob)
+
+
+def _read_inputs(work: Path) -> tuple[list[str], list[str]] | None:
+    p = work / INPUTS_FILE
+    if not p.exists():
+        return None
+    t = pq.read_table(p)
+    return t.column("key").to_pylist(), t.column("digest").to_pylist()
+
+
+def _mark_chunk(work: Path, shard: Shard) -> None:
+    p = work / f"chunks-{shard.world_size}.json"
+    if not p.exists():
+        atomic_write_text(p, json.dumps({"num_chunks": shard.world_size}))
+
+
+def _chunk_counts(work: Path) -> list[int]:
+    out = []
+    for p in work.glob("chunks-*.json"):
+        try:
+            out.append(int(json.loads(p.read_text())["num_chunks"]))
+        except (ValueError, KeyError):
+            continue
+    return sorted(set(out))
+
+
+def _missing_message(stage: str, work: Path, n: int, missing: list[int]) -> str:
+    parts = [f"{stage}: {len(missing)} of {n} units are not committed"]
+    for chunks in _chunk_counts(work) or []:
+        miss = set(missing)
+        per = []
+        for i in range(chunks):
+            rng = shard_range(n, Shard(i, chunks))
+            left = sum(1 for j in rng if j in miss)
+            if left:
+                per.append(f"--chunk-idx {i} ({left} of {len(rng)} left)")
+        if per:
+            parts.append(f"with --num-chunks {chunks}, still to finish: " + ", ".join(per))
+    parts.append("finish them (rerun the same command resumes), or gather what is there with --allow-partial "
+                 "(the card then says the data are partial)")
+    return "; ".join(parts)
+
+
+def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, total: int) -> None:
+    """Note (or clear) in run_config.json, which the card shows, that a config lacks units."""
+    with repo.lock():
+        run = repo.run_config()
+        partial = dict(run.get(PARTIAL_KEY) or {})
+        before = dict(partial)
+        for cfg in configs:
+            if missing:
+                partial[cfg] = f"{missing} of {total} units missing (gathered with --allow-partial)"
+            else:
+                partial.pop(cfg, None)
+        if partial == before:
+            return
+        if partial:
+            run[PARTIAL_KEY] = partial
+        else:
+            run.pop(PARTIAL_KEY, None)
+        repo.write_run_config(run)
+    if missing:
+        repo.refresh_card()
+
+
+def _record_gathered(repo: BenchmarkRepo, work: Path, signature: str, configs: Sequence[str]) -> None:
+    files = repo.config_files()
+    atomic_write_text(work / GATHERED_FILE, json.dumps(
+        {"signature": signature, "configs": {c: files.get(c) for c in configs}}, sort_keys=True))
+
+
+def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_col: str, units: set[str]) -> int:
+    """Log rows of the previous ``cfg`` table that the new one no longer has, and why. Returns how many."""
+    if old is None or not old.num_rows:
+        return 0
+    pk = schema.primary_key(cfg)
+    new_keys = set(zip(*[new.column(c).to_pylist() for c in pk])) if new.num_rows else set()
+    old_keys = list(zip(*[old.column(c).to_pylist() for c in pk]))
+    old_units = old.column(unit_col).to_pylist() if unit_col in old.column_names else [None] * old.num_rows
+    gone_unit = gone_rows = 0
+    gone_ids: set[str] = set()
+    for k, u in zip(old_keys, old_units):
+        if k in new_keys:
+            continue
+        if u is not None and u not in units:
+            gone_unit += 1
+            gone_ids.add(u)
+        else:
+            gone_rows += 1
+    if gone_unit:
+        sample = ", ".join(sorted(gone_ids)[:5]) + (", ..." if len(gone_ids) > 5 else "")
+        logger.warning("%s: removed %d %s rows of %d %s(s) no longer in the input (%s)", stage, gone_unit, cfg,
+                       len(gone_ids), unit_col, sample)
+    if gone_rows:
+        logger.warning("%s: removed %d %s rows that their recomputed units no longer produce", stage, gone_rows, cfg)
+    return gone_unit + gone_rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# owned files (clip files of removed clips)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _paths(repo: BenchmarkRepo, table: pa.Table, col: str) -> set[str]:
+    if not table.num_rows or col not in table.column_names:
+        return set()
+    vals = table.column(col).to_pylist()
+    modes = table.column("clip_mode").to_pylist() if "clip_mode" in table.column_names else [None] * len(vals)
+    # a virtual clip's path is the SOURCE video: never a file this stage owns
+    return {str(repo.resolve(v)) for v, m in zip(vals, modes) if v and m != "virtual"}
+
+
+def _dropped_files(repo: BenchmarkRepo, old: pa.Table, new: pa.Table, col: str, root: str) -> set[str]:
+    keep = _paths(repo, new, col)
+    return {p for p in _paths(repo, old, col) - keep if _inside(Path(p), Path(root))}
+
+
+def _pending_prunes(work: Path) -> bool:
+    return any(work.glob("prune-*.json"))
+
+
+def _prune_pending(repo: BenchmarkRepo, pending: Path, current: pa.Table, col: str, root: str) -> int:
+    if not pending.exists():
+        return 0
+    keep = _paths(repo, current, col)
+    removed = 0
+    for p in json.loads(pending.read_text()):
+        path = Path(p)
+        if p in keep or not _inside(path, Path(root)):
+            continue
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+        parent = path.parent
+        if parent != Path(root) and _inside(parent, Path(root)) and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+    pending.unlink(missing_ok=True)
+    if removed:
+        logger.warning("removed %d clip file(s) no longer referenced by any %s row", removed, pending.stem[6:])
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# commits
+# ---------------------------------------------------------------------------------------------------------
+
+
 class _BatchRunner:
     """The picklable map function: process a batch, commit it atomically, return the primary rows."""
 
-    def __init__(self, stage: Stage, work: str) -> None:
+    def __init__(self, stage: Stage, work: str, digests: dict[str, str]) -> None:
         self.stage = stage
         self.work = work
+        self.digests = digests
         self._ready = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"stage": self.stage, "work": self.work, "_ready": False}
+        return {"stage": self.stage, "work": self.work, "digests": self.digests, "_ready": False}
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if not self._ready:
@@ -222,7 +659,8 @@ class _BatchRunner:
         tables = {
             cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
         }
-        commit_batch(Path(self.work), tables, batch[self.stage.input_key], self.stage)
+        keys = [str(k) for k in batch[self.stage.input_key]]
+        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys])
         return tables[self.stage.outputs[0]].to_pydict()
 
 
@@ -234,7 +672,8 @@ def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[st
     return list(value)
 
 
-def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Stage) -> Path:
+def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Stage,
+                 digests: Sequence[str | None] | None = None) -> Path:
     """Write a batch into a temp directory, then rename it into place: a batch is all there or absent."""
     keys = list(keys)
     status_rows = tables[stage.status_config]
@@ -252,8 +691,11 @@ def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], s
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+    done: dict[str, Any] = {"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}
+    if digests is not None:
+        done["digests"] = list(digests)
     with open(tmp / DONE_FILE, "w") as f:
-        json.dump({"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}, f)
+        json.dump(done, f)
         f.flush()
         os.fsync(f.fileno())
     final = work / f"batch-{name}"
@@ -271,12 +713,13 @@ def committed_batches(work: Path) -> list[Path]:
     return sorted(p for p in work.glob("batch-*") if p.is_dir())
 
 
-def _read_done(batch: Path) -> dict[str, list[str]]:
+def _read_done(batch: Path) -> dict[str, Any]:
     return json.loads((batch / DONE_FILE).read_text())
 
 
 def completed_keys(work: Path, retry_failed: bool = False) -> set[str]:
-    """Input keys committed in ``work``; with ``retry_failed``, minus those whose latest outcome failed."""
+    """Input keys committed in ``work`` (any digest); with ``retry_failed``, minus those whose latest
+    outcome failed. Progress reports use it; what is *done* for a given input is :class:`WorkIndex`'s."""
     status: dict[str, bool] = {}
     for b in committed_batches(work):
         d = _read_done(b)
@@ -293,6 +736,14 @@ def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
     ]
 
 
+def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
+    """Metas of the batches whose rows the current input's units come from (cost of what is in the repo)."""
+    index = WorkIndex(stage.work_path(repo))
+    keys = [str(k) for k in ds[stage.input_key]] if len(ds) else []
+    owners = {e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
+    return [index.done[i].get("meta", {}) for i in sorted(owners)]
+
+
 def keys_committed_since(work: Path, since: str) -> set[str]:
     done: set[str] = set()
     for b in committed_batches(work):
@@ -301,38 +752,59 @@ def keys_committed_since(work: Path, since: str) -> set[str]:
     return done
 
 
-def gather_table(work: Path, config: str, unit_col: str = "") -> pa.Table:
-    """All committed rows of ``config``; where batches overlap, rows of the latest batch win.
-
-    Superseding is per input unit: a later batch that re-did a unit replaces *all* rows that unit
-    produced earlier (a re-segmented video may yield fewer clips than before).
-    """
+def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: str) -> pa.Table:
+    """Rows of ``config`` for the units in ``owner`` (unit key -> the batch whose commit is current)."""
     feats = schema.features_for(config)
-    batches = committed_batches(work)
-    owner: dict[str, int] = {}
-    for i, b in enumerate(batches):
-        for k in _read_done(b)["keys"]:
-            owner[k] = i
-    pk = schema.primary_key(config)
+    by_batch: dict[int, list[str]] = {}
+    for k, b in owner.items():
+        by_batch.setdefault(b, []).append(k)
     parts: list[pa.Table] = []
-    seen: dict[tuple[Any, ...], int] = {}
-    for i, b in enumerate(batches):
-        t = pq.read_table(b / f"{config}.parquet").cast(feats.arrow_schema)
-        parts.append(t)
-        seen_rows = zip(*[t.column(c).to_pylist() for c in pk]) if t.num_rows else []
-        for j, key in enumerate(seen_rows):
-            seen[key] = (i, j)  # type: ignore[assignment]
-    keep: list[pa.Table] = []
-    for i, t in enumerate(parts):
+    for b in sorted(by_batch):
+        t = pq.read_table(index.batches[b] / f"{config}.parquet").cast(feats.arrow_schema)
         if not t.num_rows:
             continue
-        keys = list(zip(*[t.column(c).to_pylist() for c in pk]))
-        units = t.column(unit_col).to_pylist() if unit_col in t.column_names else [None] * t.num_rows
-        mask = [seen[k] == (i, j) and (u is None or owner.get(u, i) == i) for j, (k, u) in enumerate(zip(keys, units))]
-        keep.append(t.filter(pa.array(mask)))
-    if not keep:
+        if unit_col in t.column_names:
+            t = t.filter(pc.is_in(t[unit_col], value_set=pa.array(by_batch[b], pa.string())))
+        parts.append(t)
+    if not parts:
         return feats.arrow_schema.empty_table()
-    return pa.concat_tables(keep)
+    table = pa.concat_tables(parts)
+    return _dedupe_latest(table, schema.primary_key(config))
 
 
-__all__ = ["Stage", "StageResult", "stable_hash", "completed_keys", "gather_table", "commit_batch", "__version__"]
+def _dedupe_latest(table: pa.Table, pk: tuple[str, ...]) -> pa.Table:
+    """Keep the last row per primary key (rows come in commit order): a safety net, units never overlap."""
+    keys = list(zip(*[table.column(c).to_pylist() for c in pk]))
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return table
+    return table.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+def _unit_rows(index: WorkIndex, configs: Sequence[str], owner: dict[str, int],
+               unit_col: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for cfg in configs:
+        t = select_rows(index, cfg, owner, unit_col)
+        if unit_col not in t.column_names:
+            continue
+        for r in t.to_pylist():
+            out.setdefault(str(r[unit_col]), {}).setdefault(cfg, []).append(r)
+    return out
+
+
+def gather_table(work: Path, config: str, unit_col: str = "") -> pa.Table:
+    """All committed rows of ``config`` (every unit ever committed, latest commit per unit wins).
+
+    Kept for tools that read a work directory without its input; stages gather with :meth:`Stage.gather`,
+    which keeps only the current input's units.
+    """
+    index = WorkIndex(work)
+    owner = {k: max(per.values(), key=lambda e: e.batch).batch for k, per in index.entries.items()}
+    return select_rows(index, config, owner, unit_col)
+
+
+__all__ = [
+    "MissingChunksError", "Stage", "StageResult", "WorkIndex", "commit_batch", "completed_keys", "gather_table",
+    "select_rows", "stable_hash", "__version__",
+]
