@@ -93,6 +93,8 @@ class _EmbedStage(Stage):
 
     kinds: tuple[str, ...] = ()
     version = "1"
+    card_refresh = False  # run_stages refreshes the card once (``card_stale``)
+    incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
 
     def __init__(self, config: EmbedConfig, slug: str, input_keys: Iterable[str] | None = None) -> None:
         super().__init__(config)
@@ -125,7 +127,8 @@ class _EmbedStage(Stage):
         assert self._backend is not None
         return self._backend.model_id()
 
-    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str]) -> None:
+    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
+                      olds: dict[str, pa.Table | None] | None = None) -> None:
         """Replace only this stage's kinds in the shared ``embeddings-<slug>`` config, under a lock."""
         config = self.outputs[0]
         mine = tables[config]

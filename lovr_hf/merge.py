@@ -27,12 +27,13 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence as Seq
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from datasets import Dataset, Features, Sequence, Value
+from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from lovr_hf import schema
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
@@ -265,10 +266,21 @@ class ThemeStage(_MergeStageBase):
 # ---- inputs ---------------------------------------------------------------------------------------------
 
 
-def _rows(data: Dataset | pa.Table | list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rows(data: Dataset | pa.Table | list[dict[str, Any]], columns: Seq[str] | None = None) -> list[dict[str, Any]]:
     if isinstance(data, Dataset):
         data = data.with_format("arrow")[:]
-    return data.to_pylist() if isinstance(data, pa.Table) else list(data)
+    if isinstance(data, pa.Table):
+        if columns is not None:
+            data = data.select([c for c in columns if c in data.column_names])
+        return data.to_pylist()
+    return list(data)
+
+
+def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:
+    return Dataset(pa.table(rows, schema=features.arrow_schema), info=DatasetInfo(features=features))
+
+
+_CAPTION_COLUMNS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, schema.CAPTION, schema.STATUS)
 
 
 def current_captions(captions: Dataset | pa.Table, clips: Dataset | pa.Table | None) -> list[dict[str, Any]]:
@@ -277,11 +289,11 @@ def current_captions(captions: Dataset | pa.Table, clips: Dataset | pa.Table | N
     Captions of clips that no longer exist are dropped; a video with a clip not captioned yet is left out
     (its captions are merged once the caption stage has every clip). Both are logged.
     """
-    rows = _rows(captions)
+    rows = _rows(captions, _CAPTION_COLUMNS)
     if clips is None:
         return rows
     current: dict[str, set[str]] = {}
-    for r in _rows(clips):
+    for r in _rows(clips, (schema.CLIP_ID, schema.VIDEO_ID, schema.STATUS)):
         if r[schema.STATUS] == schema.OK:
             current.setdefault(r[schema.VIDEO_ID], set()).add(r[schema.CLIP_ID])
     have: dict[str, set[str]] = {}
@@ -308,12 +320,15 @@ def cluster_inputs(captions: Dataset | pa.Table | list[dict[str, Any]], cluster_
     ``cluster_size`` (the original's membership); unusable captions (status not in MERGEABLE) keep their
     place with their text left out."""
     rows = current_captions(captions, clips) if not isinstance(captions, list) else captions
-    out = []
+    cols: dict[str, list[Any]] = {k: [] for k in CLUSTER_INPUT}
     for c in group_clips(rows, cluster_size):
-        statuses = [str(r.get(schema.STATUS) or schema.OK) for r in c.rows]
-        out.append({schema.CLUSTER_ID: c.cluster_id, schema.VIDEO_ID: c.video_id, "slice_nums": c.slice_nums,
-                    "captions": c.usable_captions, "clip_ids": c.clip_ids, "statuses": statuses})
-    return Dataset.from_list(out, features=CLUSTER_INPUT)
+        cols[schema.CLUSTER_ID].append(c.cluster_id)
+        cols[schema.VIDEO_ID].append(c.video_id)
+        cols["slice_nums"].append(c.slice_nums)
+        cols["captions"].append(c.usable_captions)
+        cols["clip_ids"].append(c.clip_ids)
+        cols["statuses"].append([str(r.get(schema.STATUS) or schema.OK) for r in c.rows])
+    return _dataset(cols, CLUSTER_INPUT)
 
 
 def video_inputs(clusters: Dataset | pa.Table, cluster_in: Dataset, videos: set[str] | None = None) -> Dataset:
@@ -327,29 +342,35 @@ def video_inputs(clusters: Dataset | pa.Table, cluster_in: Dataset, videos: set[
                                    t.column("clip_ids").to_pylist()):
             expected.setdefault(vid, []).append(cid)
             clip_ids.setdefault(vid, []).extend(clips)
-    have = {r[schema.CLUSTER_ID]: r[schema.CAPTION] for r in _rows(clusters)}
-    out = []
+    have = {r[schema.CLUSTER_ID]: r[schema.CAPTION] for r in _rows(clusters, (schema.CLUSTER_ID, schema.CAPTION))}
+    cols: dict[str, list[Any]] = {k: [] for k in VIDEO_INPUT}
     for vid, ids in sorted(expected.items()):
         if (videos is None or vid in videos) and all(i in have for i in ids):
-            out.append({schema.VIDEO_ID: vid, "cluster_ids": ids, "captions": [have[i] or "" for i in ids],
-                        "clip_ids": clip_ids[vid]})
-    return Dataset.from_list(out, features=VIDEO_INPUT)
+            cols[schema.VIDEO_ID].append(vid)
+            cols["cluster_ids"].append(ids)
+            cols["captions"].append([have[i] or "" for i in ids])
+            cols["clip_ids"].append(clip_ids[vid])
+    return _dataset(cols, VIDEO_INPUT)
 
 
 def theme_inputs(video_captions: Dataset | pa.Table) -> Dataset:
     """Video captions with text to summarise (status in :data:`THEMEABLE`, non-empty)."""
-    rows = [r for r in _rows(video_captions) if r[schema.STATUS] in THEMEABLE and (r[schema.CAPTION] or "").strip()]
-    return Dataset.from_list([{schema.VIDEO_ID: r[schema.VIDEO_ID], schema.CAPTION: r[schema.CAPTION]} for r in rows],
-                             features=THEME_INPUT)
+    rows = [r for r in _rows(video_captions, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS))
+            if r[schema.STATUS] in THEMEABLE and (r[schema.CAPTION] or "").strip()]
+    return _dataset({schema.VIDEO_ID: [r[schema.VIDEO_ID] for r in rows],
+                     schema.CAPTION: [r[schema.CAPTION] for r in rows]}, THEME_INPUT)
 
 
-def _drop(repo: BenchmarkRepo, configs: tuple[str, ...], reason: str) -> None:
+def _drop(repo: BenchmarkRepo, configs: tuple[str, ...], reason: str) -> bool:
     """Remove configs the current settings do not produce (their work stays: turning them on reuses it)."""
+    dropped = False
     for cfg in configs:
         if repo.has(cfg):
             n = repo.read_table(cfg).num_rows
             repo.remove(cfg)
+            dropped = True
             logger.warning("merge: removed %s (%d rows): %s", cfg, n, reason)
+    return dropped
 
 
 def _owned_videos(cluster_in: Dataset, shard: Shard) -> set[str]:
@@ -392,12 +413,31 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
     shard = control.shard()
     kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
     cstage, vstage, tstage = ClusterStage(config), VideoCaptionStage(config), ThemeStage(config)
+    for st in (cstage, vstage, tstage):
+        st.card_refresh = False  # the card is rendered once, at the end
     if control.gather_only:
         return _gather_only(repo, config, control, cl_in, cstage, vstage, tstage)
     res = cstage.apply(cl_in, repo, shard=shard, **kw)
+    try:
+        return _after_clusters(repo, config, control, cl_in, res, vstage, tstage)
+    finally:
+        if _reports(shard) and any(st.wrote for st in (cstage, vstage, tstage)):
+            repo.refresh_card()
+
+
+def _reports(shard: Shard) -> bool:
+    """Whether this process writes shared state (the card, dropped configs): not the other ranks of a job."""
+    return shard.is_main or not shard.launched
+
+
+def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, cl_in: Dataset,
+                    res: StageResult, vstage: VideoCaptionStage, tstage: ThemeStage) -> StageResult:
+    shard = control.shard()
+    kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
+    cstage = ClusterStage(config)
     if not config.video_captions:
-        if res.complete and shard.is_main:
-            _drop(repo, (schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS), "video captions are off")
+        if res.complete and _reports(shard):
+            vstage.wrote |= _drop(repo, (schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS), "video captions are off")
         barrier(shard)
         res.stats.update(summarize(repo))
         return res
@@ -422,11 +462,11 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
             tres = tstage.apply(t_in, repo, shard=step_shard, **kw)
             res.processed += tres.processed
             res.seconds += tres.seconds
-        elif step_shard.is_main:
-            _drop(repo, (schema.THEME_CAPTIONS,), "--theme is off")
+        elif _reports(shard):
+            tstage.wrote |= _drop(repo, (schema.THEME_CAPTIONS,), "--theme is off")
         barrier(shard)  # ranks read the merge configs only once rank 0 has dropped what is off
     res.complete = res.complete and vres.complete
-    if shard.is_main or not shard.launched:
+    if _reports(shard):
         res.stats.update(summarize(repo))
     return res
 
@@ -434,6 +474,8 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
 def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, cl_in: Dataset,
                  cstage: ClusterStage, vstage: VideoCaptionStage, tstage: ThemeStage) -> StageResult:
     """``--gather``: build every merge config from committed work; missing units raise MissingChunksError."""
+    for st in (cstage, vstage, tstage):
+        st.card_refresh = True
     res = StageResult(outputs=cstage.gather(repo, cl_in, allow_partial=control.allow_partial))
     if config.video_captions and repo.has(schema.CLUSTERS):
         v_in = video_inputs(repo.read_table(schema.CLUSTERS), cl_in)

@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 DONE_FILE = "done.json"
 INPUTS_FILE = "inputs.parquet"  # the (key, digest) list of the latest apply: what --gather builds from
 GATHERED_FILE = "gathered.json"  # what the last gather wrote (a rerun with nothing new skips the write)
+GATHERED_OWNERS = "gathered-owners.parquet"  # unit -> batch of the last gather (the next one patches it)
 RETRYABLE = (schema.FAILED, schema.ERROR)
 PARTIAL_KEY = "partial"  # run_config.json entry listing configs gathered with units missing
 
@@ -180,10 +181,15 @@ class Stage(ABC):
     version: ClassVar[str] = "1"
     digest_files: tuple[str, ...] = ()
     owned_files: dict[str, tuple[str, str]] = {}  # noqa: RUF012 - instances assign their own dict
+    #: refresh the card after a gather (a command running several stages turns it off and refreshes once)
+    card_refresh: bool = True
+    #: gather by patching the previous tables (only changed units' batches are read)
+    incremental_gather: bool = True
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self.batch_size = int(getattr(config, "batch_size", 1) or 1)
+        self.wrote = False  # set by a gather that changed the repo
 
     # ---- identity ----------------------------------------------------------------------------------
     def fingerprint_payload(self) -> dict[str, Any]:
@@ -389,16 +395,27 @@ class Stage(ABC):
         if missing:
             logger.warning("%s: gathering with %d of %d units missing (--allow-partial)", self.name, len(missing),
                            len(keys))
-        signature = stable_hash([self.fingerprint(), sorted((k, index.batch_name(b)) for k, b in owner.items())])
-        out: dict[str, Dataset] = {}
-        if self._unchanged_since_last_gather(repo, work, signature):
+        owners = {k: index.batch_name(b) for k, b in owner.items()}
+        signature = stable_hash([self.fingerprint(), sorted(owners.items())])
+        prev = _read_gathered(repo, work, self.outputs)
+        if prev is not None and prev[0] == signature:
             logger.info("%s: nothing changed since the last gather; configs kept", self.name)
-            out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
         else:
-            tables = {cfg: select_rows(index, cfg, owner, self.input_key) for cfg in self.outputs}
-            self.write_outputs(repo, tables, set(keys))
-            _record_gathered(repo, work, signature, self.outputs)
-            out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
+            olds = {cfg: repo.read_table(cfg) if repo.has(cfg) else None for cfg in self.outputs}
+            if prev is not None and self.incremental_gather:
+                changed = {k: b for k, b in owner.items() if prev[1].get(k) != owners[k]}
+                dropped = (set(prev[1]) - set(owners)) | set(changed)
+                tables = {cfg: _patched(olds[cfg], index, cfg, changed, dropped, self.input_key) for cfg in self.outputs}
+                logger.info("%s: %d units changed, %d removed since the last gather", self.name, len(changed),
+                            len(set(prev[1]) - set(owners)))
+            else:
+                tables = {cfg: select_rows(index, cfg, owner, self.input_key) for cfg in self.outputs}
+            self.write_outputs(repo, tables, set(keys), olds)
+            self.wrote = True
+            _record_gathered(repo, work, signature, self.outputs, owners)
+            if self.card_refresh:
+                repo.refresh_card()
+        out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
         _record_partial(repo, self.outputs, len(missing), len(keys))
         for marker in work.glob("rerun-*.json"):
             marker.unlink(missing_ok=True)
@@ -411,25 +428,14 @@ class Stage(ABC):
         res.complete = res.missing == 0
         return res
 
-    def _unchanged_since_last_gather(self, repo: BenchmarkRepo, work: Path, signature: str) -> bool:
-        p = work / GATHERED_FILE
-        if not p.exists():
-            return False
-        try:
-            rec = json.loads(p.read_text())
-        except ValueError:
-            return False
-        files = repo.config_files()
-        return rec.get("signature") == signature and all(
-            files.get(cfg) == rec.get("configs", {}).get(cfg) for cfg in self.outputs
-        ) and not _pending_prunes(work)
-
-    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str]) -> None:
-        """Replace each output config with its gathered table; log what went; delete owned files of it."""
+    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
+                      olds: dict[str, pa.Table | None] | None = None) -> None:
+        """Replace each output config with its gathered table; log what went; delete owned files of it.
+        The card is refreshed by the caller (once per gather, or once per command: ``card_refresh``)."""
         for cfg, table in tables.items():
-            old = repo.read_table(cfg) if repo.has(cfg) else None
+            old = olds[cfg] if olds is not None else (repo.read_table(cfg) if repo.has(cfg) else None)
             log_removed(self.name, cfg, old, table, self.input_key, units)
-            self._write_with_prune(repo, cfg, old, table)
+            self._write_with_prune(repo, cfg, old, table, update_card=False)
 
     def _write_with_prune(self, repo: BenchmarkRepo, cfg: str, old: pa.Table | None, table: pa.Table,
                           **write_kw: Any) -> list[str]:
@@ -549,10 +555,42 @@ def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, t
         repo.refresh_card()
 
 
-def _record_gathered(repo: BenchmarkRepo, work: Path, signature: str, configs: Sequence[str]) -> None:
+def _record_gathered(repo: BenchmarkRepo, work: Path, signature: str, configs: Sequence[str],
+                     owners: dict[str, str]) -> None:
+    """What this gather wrote: its signature, the configs' shard files and each unit's batch (parquet)."""
+    keys = sorted(owners)
+    atomic_write_bytes(work / GATHERED_OWNERS, table_to_parquet_bytes(pa.table(
+        {"key": pa.array(keys, pa.string()), "batch": pa.array([owners[k] for k in keys], pa.string())})))
     files = repo.config_files()
     atomic_write_text(work / GATHERED_FILE, json.dumps(
         {"signature": signature, "configs": {c: files.get(c) for c in configs}}, sort_keys=True))
+
+
+def _read_gathered(repo: BenchmarkRepo, work: Path, configs: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+    """(signature, unit -> batch) of the last gather, if the configs are still exactly what it wrote."""
+    p, o = work / GATHERED_FILE, work / GATHERED_OWNERS
+    if not (p.exists() and o.exists()) or _pending_prunes(work):
+        return None
+    try:
+        rec = json.loads(p.read_text())
+        t = pq.ParquetFile(o).read()
+    except (ValueError, OSError, pa.ArrowException):
+        return None
+    files = repo.config_files()
+    if any(files.get(cfg) != rec.get("configs", {}).get(cfg) or files.get(cfg) is None for cfg in configs):
+        return None  # written since by someone else (another stage, a manual write): rebuild in full
+    return rec.get("signature", ""), dict(zip(t.column("key").to_pylist(), t.column("batch").to_pylist()))
+
+
+def _patched(old: pa.Table | None, index: WorkIndex, cfg: str, changed: dict[str, int], dropped: set[str],
+             unit_col: str) -> pa.Table:
+    """The previous table of ``cfg`` minus the rows of ``dropped`` units, plus the ``changed`` units' rows."""
+    feats = schema.features_for(cfg)
+    fresh = select_rows(index, cfg, changed, unit_col)
+    if old is None or unit_col not in old.column_names:
+        raise ValueError(f"incremental gather of {cfg} needs its previous table with {unit_col}")
+    keep = old.filter(pc.invert(pc.is_in(old[unit_col], value_set=pa.array(sorted(dropped), pa.string()))))
+    return _dedupe_latest(pa.concat_tables([keep.cast(feats.arrow_schema), fresh]), schema.primary_key(cfg))
 
 
 def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_col: str, units: set[str]) -> int:
@@ -760,7 +798,7 @@ def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: 
         by_batch.setdefault(b, []).append(k)
     parts: list[pa.Table] = []
     for b in sorted(by_batch):
-        t = pq.read_table(index.batches[b] / f"{config}.parquet").cast(feats.arrow_schema)
+        t = pq.ParquetFile(index.batches[b] / f"{config}.parquet").read().cast(feats.arrow_schema)
         if not t.num_rows:
             continue
         if unit_col in t.column_names:

@@ -49,7 +49,7 @@ def test_split_paragraphs_like_the_original() -> None:
 
 def test_smooth_group_splices_only_the_joins_exactly() -> None:
     llm = ScriptedLLM([
-        "[Optimized end of previous paragraph]\nThe room is warm and smells of bread.\n"
+        "[Optimized end of previous paragraph]\nThe room is warm and inviting.\n"
         "[Optimized beginning of next paragraph]\nThen the man pays the baker with coins.",
         "The baker smiles as he leaves.\nAfter that, snow falls on the street outside.",
     ])
@@ -57,7 +57,7 @@ def test_smooth_group_splices_only_the_joins_exactly() -> None:
     assert r.caption == (
         "A man in a red coat enters a bakery.\n"
         "He looks at the bread on the shelves.\n"
-        "The room is warm and smells of bread.\n"
+        "The room is warm and inviting.\n"
         "Then the man pays the baker with coins.\n"
         "The baker smiles as he leaves.\n"
         "After that, snow falls on the street outside.\n"
