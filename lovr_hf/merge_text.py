@@ -34,7 +34,14 @@ from lovr_hf.prompts import (
     TRANSITION_PROMPT,
     render_prompt,
 )
-from lovr_hf.reply_guard import META_WORDS, added_text_problem, prompt_echo, repeated_sentence
+from lovr_hf.reply_guard import (
+    META_WORDS,
+    added_text_problem,
+    cut_off,
+    prompt_echo,
+    repeated_phrase,
+    repeated_sentence,
+)
 from lovr_hf.schema import FAILED, NEEDS_REVIEW, OK, clip_id_for, cluster_id_for
 
 logger = logging.getLogger(__name__)
@@ -667,7 +674,9 @@ def summarize_theme(
     if cleaned is None:
         return ThemeResult("", 1, "empty or unparsable reply", truncated)
     text = " ".join(cleaned)
-    problem = prompt_echo(text, [caption]) or repeated_sentence(text, [caption])
+    problem = prompt_echo(text, [caption]) or repeated_sentence(text, [caption]) or repeated_phrase(text, [caption])
+    if problem is None and cut_off(text, [caption]):
+        problem = f"cut off: {text[-40:]}"
     if problem is None:
         problem = next((w for w in sorted({w.lower() for w in re.findall(r"[^\W\d_]+", text)} & META_WORDS)
                         if w not in caption.lower()), None)

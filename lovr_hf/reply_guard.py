@@ -89,6 +89,28 @@ def repeated_sentence(text: str, sources: Iterable[str] = ()) -> str | None:
     return next((s for s, n in got.items() if n > max(1, have.get(s, 0))), None)
 
 
+def repeated_phrase(text: str, sources: Iterable[str] = (), n: int = 6, times: int = 3) -> str | None:
+    """A run of ``n`` words the reply says ``times`` times or more, more often than the inputs (a loop inside
+    one long sentence, which :func:`repeated_sentence` cannot see), else None."""
+    def grams(t: str) -> Counter[str]:
+        w = [x.lower() for x in _TOKEN.findall(t)]
+        return Counter(" ".join(w[i:i + n]) for i in range(len(w) - n + 1))
+
+    have: Counter[str] = Counter()
+    for src in sources:
+        have.update(grams(src))
+    return next((g for g, k in grams(text).items() if k >= times and k > have.get(g, 0)), None)
+
+
+_END = re.compile(r"[.!?…\"'”’)\]]\s*$")
+
+
+def cut_off(text: str, sources: Iterable[str] = ()) -> bool:
+    """The reply stops mid-sentence (the token limit) while every input ends its last sentence."""
+    ends = [bool(_END.search(s.strip())) for s in sources if s.strip()]
+    return bool(text.strip()) and all(ends) and not _END.search(text.strip())
+
+
 def added_text_problem(
     reply: str | Sequence[str],
     sources: Sequence[str],
@@ -100,7 +122,8 @@ def added_text_problem(
     """Why ``reply`` adds text that ``sources`` do not support, or None when it only connects them.
 
     Checked in order: prompt labels / instruction echo; meta-commentary (words about paragraphs, captions,
-    output, not about the video); a repeated sentence; invented content: more than ``max_new_words``
+    output, not about the video); a repeated sentence or phrase (a generation loop); a reply cut off
+    mid-sentence (the token limit: its last words are a fragment); invented content: more than ``max_new_words``
     content words that are in no input and more than ``max_new_share`` of the reply's, or a sentence with
     two or more new content words making at least ``max_sentence_new_share`` of it.
     """
@@ -112,9 +135,11 @@ def added_text_problem(
     meta = sorted({w.lower() for w in _WORD.findall(text) if w.lower() in META_WORDS} - src_words)
     if meta:
         return f"meta-commentary ({', '.join(meta)})"
-    loop = repeated_sentence(text, sources)
+    loop = repeated_sentence(text, sources) or repeated_phrase(text, sources)
     if loop:
         return f"repeats itself ({loop[:60]!r})"
+    if cut_off(text, sources):
+        return f"cut off mid-sentence ({text.strip()[-40:]!r})"
     vocab = {st for s in sources for st in content_stems(s)} | {_stem(w) for w in ALLOWED}
     words = content_stems(text)
     new = [w for w in words if w not in vocab]
