@@ -418,6 +418,7 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
     if control.gather_only:
         return _gather_only(repo, config, control, cl_in, cstage, vstage, tstage)
     res = cstage.apply(cl_in, repo, shard=shard, **kw)
+    res.stats["computed_clusters"] = res.processed  # units computed this run, per step (the rest was reused)
     try:
         return _after_clusters(repo, config, control, cl_in, res, vstage, tstage)
     finally:
@@ -447,6 +448,7 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
         if len(v_in):
             vres = vstage.apply(v_in, repo, gather=False, **kw)
             res.processed += vres.processed
+            res.stats["computed_videos"] = vres.processed
         logger.info("merge: clusters of other chunks are missing; video captions of %d ready video(s) of this "
                     "chunk done, the chunk that finishes last does the rest", len(v_in))
         return res
@@ -456,11 +458,13 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
     vres = vstage.apply(v_in, repo, shard=step_shard, **kw)
     res.processed += vres.processed
     res.seconds += vres.seconds
+    res.stats["computed_videos"] = vres.processed
     if vres.complete:
         if config.theme:
             t_in = theme_inputs(repo.read_table(schema.VIDEO_CAPTIONS))
             tres = tstage.apply(t_in, repo, shard=step_shard, **kw)
             res.processed += tres.processed
+            res.stats["computed_themes"] = tres.processed
             res.seconds += tres.seconds
         elif _reports(shard):
             tstage.wrote |= _drop(repo, (schema.THEME_CAPTIONS,), "--theme is off")

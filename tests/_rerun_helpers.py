@@ -1,0 +1,124 @@
+"""Shared by the rerun tests: two generated videos, the stages with deterministic backends, and the invariants
+"every table is a pure function of the current inputs and settings" checked on a repo."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lovr_hf import schema
+from lovr_hf.backends.testing import DummyCaptioner
+from lovr_hf.caption import CaptionConfig, caption, clip_duration
+from lovr_hf.cli_common import RunControl
+from lovr_hf.evaluation import EvalConfig, evaluate_model
+from lovr_hf.frames import caption_frame_plan
+from lovr_hf.merge import MergeConfig, merge
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.segment import SegmentConfig, segment
+
+FPS = 12
+#: lin_a's scenes are 3.3-6 s: min clip 5 s and 3 s give different clips; lin_b's (5-5.5 s) are the same
+SCENES = {"lin_a": [40, 48, 36, 72, 40, 44, 60], "lin_b": [60, 66, 60]}
+PROMPT_LLM = "lovr_hf.testing.merge_llm:PromptLLM"
+
+
+def make_videos(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, (name, scenes) in enumerate(SCENES.items()):
+        make_video(folder / f"{name}.mp4", [SceneSpec(n) for n in scenes], 64, 48, FPS, seed=20 + seed)
+    return folder
+
+
+class FlakyCaptioner(DummyCaptioner):
+    """The dummy captioner, failing (raising) on every third clip by content while ``failing`` is set: a
+    runtime switch, so a ``--retry-failed`` run has the same fingerprint as the run that failed."""
+
+    failing = True
+
+    def caption(self, batch, prompt, params):  # type: ignore[no-untyped-def]
+        if FlakyCaptioner.failing and any(int(np.asarray(f).sum()) % 3 == 0 for f in batch):
+            raise RuntimeError("HTTP 503: backend overloaded (simulated)")
+        return super().caption(batch, prompt, params)
+
+
+FLAKY = "_rerun_helpers:FlakyCaptioner"
+
+
+def merge_config(**kw: Any) -> MergeConfig:
+    return MergeConfig(**{"llm": PROMPT_LLM, "num_workers": 2, "cluster_size": 3, **kw})
+
+
+def caption_config(**kw: Any) -> CaptionConfig:
+    return CaptionConfig(**{"backend": "dummy", "batch_size": 3, **kw})
+
+
+EVAL = EvalConfig(model="dummy", backend="dummy", interval=6, batch_size=8, clip_queries="all")
+
+
+def run_all(repo: BenchmarkRepo, videos: Path, *, min_clip: float = 5.0, clip_mode: str = "virtual",
+            cap: CaptionConfig | None = None, mer: MergeConfig | None = None, control: RunControl | None = None,
+            evaluate: bool = False) -> dict[str, Any]:
+    """segment -> caption -> merge (-> eval); returns each stage's result."""
+    control = control or RunControl()
+    out: dict[str, Any] = {}
+    out["segment"] = segment(videos, repo, SegmentConfig(min_clip_duration=min_clip, clip_mode=clip_mode), control)
+    out["caption"] = caption(repo, cap or caption_config(), control)
+    out["merge"] = merge(repo, mer or merge_config(), control)
+    if evaluate:
+        out["eval"] = evaluate_model(repo, EVAL, control)
+    return out
+
+
+def snapshot(repo: BenchmarkRepo) -> dict[str, list[dict]]:
+    out = {}
+    for cfg in repo.configs():
+        rows = repo.read(cfg).to_list()
+        pk = schema.primary_key(cfg)
+        keys = [tuple(r[k] for k in pk) for r in rows]
+        assert len(keys) == len(set(keys)), f"duplicate keys in {cfg}"
+        out[cfg] = rows
+    return out
+
+
+def assert_invariants(repo: BenchmarkRepo, videos: Path) -> None:
+    """Every table follows the current inputs: the facts the issue asks the tests to assert."""
+    present = {p.stem for p in videos.iterdir() if p.suffix == ".mp4"}
+    tables = {c: repo.read(c).to_list() for c in repo.configs() if c != schema.RESULTS}
+    for cfg, rows in tables.items():  # no table holds a row of a removed input
+        assert {r[schema.VIDEO_ID] for r in rows} <= present, cfg
+    clips = {r[schema.CLIP_ID]: r for r in tables[schema.CLIPS] if r[schema.STATUS] == schema.OK}
+    caps = tables.get(schema.CLIP_CAPTIONS, [])
+    assert {r[schema.CLIP_ID] for r in caps} == set(clips)  # every caption belongs to a current clip, and back
+    for r in caps:  # ... and was made for its current frame range
+        clip = clips[r[schema.CLIP_ID]]
+        if r[schema.STATUS] == schema.OK:
+            plan = caption_frame_plan(clip["num_frames"], clip_duration(clip))
+            assert r["num_frames_used"] == len(plan.indices), r[schema.CLIP_ID]
+            assert f"shows {r['num_frames_used']} frames" in r[schema.CAPTION]
+    by_video: dict[str, list[str]] = {}
+    for c in sorted(clips.values(), key=lambda c: (c[schema.VIDEO_ID], c[schema.SLICE_NUM])):
+        by_video.setdefault(c[schema.VIDEO_ID], []).append(c[schema.CLIP_ID])
+    for v in tables.get(schema.VIDEO_CAPTIONS, []):  # every video caption lists exactly its current clips
+        assert v["clip_ids"] == by_video[v[schema.VIDEO_ID]], v[schema.VIDEO_ID]
+    cl = tables.get(schema.CLUSTERS, [])
+    assert sum(r["clip_count"] for r in cl) == len(clips) if cl else True
+
+
+def fresh_equal(repo: BenchmarkRepo, fresh: BenchmarkRepo) -> None:
+    got, want = snapshot(repo), snapshot(fresh)
+    assert set(got) == set(want)
+    for cfg in want:
+        assert got[cfg] == want[cfg], cfg
+
+
+def settings_of(row: dict) -> dict:
+    return json.loads(row["settings"])
+
+
+def with_(cfg: Any, **kw: Any) -> Any:
+    return dataclasses.replace(cfg, **kw)

@@ -1,0 +1,227 @@
+"""Every table follows its current inputs (issue #10), tried as a new user would: dummy backends, two
+generated videos, real stages. Each scenario ends with the invariants of ``_rerun_helpers.assert_invariants``
+and, where it applies, equality with a fresh run on the same inputs and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from _rerun_helpers import (
+    EVAL,
+    FLAKY,
+    PROMPT_LLM,
+    FlakyCaptioner,
+    assert_invariants,
+    caption_config,
+    fresh_equal,
+    make_videos,
+    merge_config,
+    run_all,
+    snapshot,
+)
+
+from lovr_hf import schema
+from lovr_hf.caption import caption
+from lovr_hf.cli import main as cli_main
+from lovr_hf.cli_common import RunControl
+from lovr_hf.embed import text_inputs
+from lovr_hf.evaluation import evaluate_model
+from lovr_hf.merge import merge
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stage import MissingChunksError
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    return make_videos(tmp_path_factory.mktemp("rerun_videos"))
+
+
+@pytest.fixture(scope="module")
+def captioned(videos: Path, tmp_path_factory) -> BenchmarkRepo:
+    """A repo segmented and captioned (min clip 5 s), not merged: copied by the merge tests."""
+    repo = BenchmarkRepo(tmp_path_factory.mktemp("captioned") / "lovr")
+    from lovr_hf.segment import SegmentConfig, segment
+
+    segment(videos, repo, SegmentConfig(clip_mode="virtual"))
+    caption(repo, caption_config())
+    return repo
+
+
+def copy_repo(src: BenchmarkRepo, dst: Path) -> BenchmarkRepo:
+    shutil.copytree(src.root, dst)
+    return BenchmarkRepo(dst)
+
+
+def clip_ranges(repo: BenchmarkRepo, vid: str) -> list[tuple[int, int]]:
+    return [(r["start_frame"], r["end_frame"]) for r in repo.read(schema.CLIPS) if r["video_id"] == vid]
+
+
+def test_resegment_with_another_min_length_recomputes_exactly_what_changed(videos: Path, tmp_path: Path,
+                                                                           caplog) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    run_all(repo, videos, min_clip=5.0)
+    first = snapshot(repo)
+    a5, b5 = clip_ranges(repo, "lin_a"), clip_ranges(repo, "lin_b")
+    again = run_all(repo, videos, min_clip=3.0)
+    a3 = clip_ranges(repo, "lin_a")
+    assert len(a3) > len(a5) and clip_ranges(repo, "lin_b") == b5
+    # captions: exactly the clips whose range changed were captioned again; lin_b's were reused
+    assert again["caption"].processed == len(set(a3) - set(a5)) > 0
+    assert again["caption"].skipped_done == len(a3) + len(b5) - again["caption"].processed
+    assert_invariants(repo, videos)
+    video_a = next(r for r in repo.read(schema.VIDEO_CAPTIONS) if r["video_id"] == "lin_a")
+    assert len(video_a["clip_ids"]) == len(a3)  # the video caption covers every current clip
+    fresh = BenchmarkRepo(tmp_path / "fresh")
+    run_all(fresh, videos, min_clip=3.0)
+    fresh_equal(repo, fresh)
+    # and back to 5 s: every unit of the first run is reused, the extra clips' rows are removed (logged)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        back = run_all(repo, videos, min_clip=5.0)
+    assert back["caption"].processed == 0 and back["merge"].processed == 0
+    assert snapshot(repo) == first
+    assert f"removed {len(a3) - len(a5)} clip_captions rows of {len(a3) - len(a5)} clip_id(s) no longer in the input" \
+        in caplog.text
+
+
+def test_removed_input_disappears_from_every_table_and_its_clip_files(videos: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    shutil.copytree(videos, folder)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    run_all(repo, folder, clip_mode="exact", evaluate=True)
+    b_files = list((repo.root / "clips" / "lin_b").glob("*.mp4"))
+    assert b_files and any(r["video_id"] == "lin_b" for r in repo.read(schema.embeddings_config("dummy")))
+    (folder / "lin_b.mp4").unlink()
+    again = run_all(repo, folder, clip_mode="exact", evaluate=True)
+    assert again["caption"].processed == 0 and again["merge"].processed == 0  # lin_a untouched
+    assert not (repo.root / "clips" / "lin_b").exists()  # its clip files went with its rows
+    assert_invariants(repo, folder)
+    results = repo.read(schema.RESULTS)
+    t2c = next(r for r in results if r["direction"] == "text_to_clip" and r["k"] == 1)
+    assert t2c["num_candidates"] == len(clip_ranges(repo, "lin_a"))  # no decode-error misses of lin_b
+    fresh = BenchmarkRepo(tmp_path / "fresh")
+    run_all(fresh, folder, clip_mode="exact", evaluate=True)
+    fresh_equal(repo, fresh)
+
+
+def test_failed_captions_then_retry_reach_clusters_and_video_captions(videos: Path, tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    FlakyCaptioner.failing = True
+    try:
+        run_all(repo, videos, cap=caption_config(backend=FLAKY))
+    finally:
+        FlakyCaptioner.failing = False
+    caps = repo.read(schema.CLIP_CAPTIONS)
+    failed = [r["clip_id"] for r in caps if r["status"] == schema.FAILED]
+    assert failed and all(r["error"].startswith("RuntimeError: HTTP 503") for r in caps if r["status"] == "failed")
+    clusters = repo.read(schema.CLUSTERS)
+    assert all(any(f in (c["error"] or "") for c in clusters) for f in failed)  # left out, and recorded
+    assert_invariants(repo, videos)  # failed clips keep their place: video captions still list every clip
+    res = caption(repo, caption_config(backend=FLAKY), RunControl(retry_failed=True))
+    assert res.processed == len(failed)
+    mres = merge(repo, merge_config())
+    assert 0 < mres.stats["computed_clusters"] < len(clusters)  # only clusters holding a repaired caption
+    assert set(repo.read(schema.CLIP_CAPTIONS)["status"]) == {schema.OK}
+    assert all(not c["error"] for c in repo.read(schema.CLUSTERS))
+    assert_invariants(repo, videos)
+    fresh = BenchmarkRepo(tmp_path / "fresh")
+    run_all(fresh, videos, cap=caption_config(backend=FLAKY))
+    fresh_equal(repo, fresh)
+
+
+@pytest.mark.parametrize("order", [(1, 0), (0, 1)])
+def test_merge_chunks_in_either_order_equal_one_process(captioned: BenchmarkRepo, tmp_path: Path, order) -> None:
+    single = copy_repo(captioned, tmp_path / "single")
+    merge(single, merge_config(theme=True))
+    repo = copy_repo(captioned, tmp_path / "chunks")
+    first = merge(repo, merge_config(theme=True), RunControl(num_chunks=2, chunk_idx=order[0]))
+    assert not first.complete and not repo.has(schema.CLUSTERS) and not repo.has(schema.VIDEO_CAPTIONS)
+    last = merge(repo, merge_config(theme=True), RunControl(num_chunks=2, chunk_idx=order[1]))
+    assert last.complete
+    n_videos = single.read(schema.VIDEO_CAPTIONS).num_rows
+    # the first chunk already did the videos whose clusters were all its own; the last one did the rest
+    assert first.stats.get("computed_videos", 0) + last.stats["computed_videos"] == n_videos
+    assert snapshot(repo) == snapshot(single)
+
+
+def test_gather_with_missing_chunks_fails_listing_them_unless_partial(captioned: BenchmarkRepo, tmp_path: Path,
+                                                                       capsys) -> None:
+    repo = copy_repo(captioned, tmp_path / "lovr")
+    base = ["-q", "merge", "--repo", str(repo.root), "--llm", PROMPT_LLM, "--cluster-size", "3",
+            "--num-workers", "2"]
+    assert cli_main([*base, "--num-chunks", "2", "--chunk-idx", "0"]) == 0
+    capsys.readouterr()
+    assert cli_main([*base, "--gather"]) == 2
+    err = capsys.readouterr().err
+    assert "still to finish: --chunk-idx 1" in err and "--allow-partial" in err
+    assert not repo.has(schema.CLUSTERS)
+    with pytest.raises(MissingChunksError):
+        merge(repo, merge_config(), RunControl(gather_only=True))
+    assert cli_main([*base, "--gather", "--allow-partial"]) == 0
+    partial = repo.run_config()["partial"]
+    assert "clusters" in partial and "missing" in partial["clusters"]
+    assert "partial" in repo.card_path.read_text()  # the card shows the run config, partial entry included
+    assert cli_main([*base, "--num-chunks", "2", "--chunk-idx", "1"]) == 0
+    assert "partial" not in repo.run_config()  # complete now: the note is gone
+    single = copy_repo(captioned, tmp_path / "single")
+    merge(single, merge_config())
+    assert snapshot(repo) == snapshot(single)
+
+
+def test_theme_and_video_options_added_later_reuse_every_cluster(captioned: BenchmarkRepo, tmp_path: Path) -> None:
+    repo = copy_repo(captioned, tmp_path / "lovr")
+    first = merge(repo, merge_config())
+    n_clusters, n_videos = repo.read(schema.CLUSTERS).num_rows, repo.read(schema.VIDEO_CAPTIONS).num_rows
+    assert first.stats["computed_clusters"] == n_clusters
+    themed = merge(repo, merge_config(theme=True))
+    assert (themed.stats["computed_clusters"], themed.stats["computed_videos"], themed.stats["computed_themes"]) \
+        == (0, 0, n_videos)
+    other = merge(repo, merge_config(theme=True, integrate_mode="hierarchical", video_max_new_tokens=2048))
+    assert other.stats["computed_clusters"] == 0 and other.stats["computed_videos"] == n_videos
+    off = merge(repo, merge_config())  # back to the first settings: nothing to compute, themes removed
+    assert off.processed == 0 and not repo.has(schema.THEME_CAPTIONS)
+
+
+def test_status_policy_what_eval_embeds(captioned: BenchmarkRepo, tmp_path: Path, caplog) -> None:
+    repo = copy_repo(captioned, tmp_path / "lovr")
+    merge(repo, merge_config())
+    caps = repo.read(schema.CLIP_CAPTIONS).to_list()
+    caps[0]["status"] = schema.NEEDS_REVIEW  # real text under the quality threshold
+    caps[1].update(status=schema.FAILED, caption="", error="RuntimeError: HTTP 500")
+    repo.write(schema.CLIP_CAPTIONS, caps)
+    vcs = repo.read(schema.VIDEO_CAPTIONS).to_list()
+    vcs[0].update(status=schema.FAILED, failed_calls=1, error="step 1: rejected reply: ...")  # complete text
+    repo.write(schema.VIDEO_CAPTIONS, vcs)
+    with caplog.at_level(logging.INFO):
+        ds = text_inputs(repo, "clip_caption")
+    assert caps[0]["clip_id"] in ds["item_id"] and caps[1]["clip_id"] not in ds["item_id"]
+    assert "left out: 1 status failed" in caplog.text and "included, flagged: 1 needs_review" in caplog.text
+    evaluate_model(repo, EVAL)
+    emb = {(r["kind"], r["item_id"]) for r in repo.read(schema.embeddings_config("dummy"))}
+    assert ("video_caption", vcs[0]["video_id"]) in emb  # fallen-back joins: usable, flagged by failed_calls
+    assert ("clip_caption", caps[0]["clip_id"]) in emb and ("clip_caption", caps[1]["clip_id"]) not in emb
+
+
+def test_run_strict_exits_non_zero_on_bad_rows_and_prints_counts(videos: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(videos / "lin_b.mp4", folder / "lin_b.mp4")
+    (folder / "broken.mp4").write_bytes(b"\x00not a video" * 100)
+    args = ["run", "--input_folder", str(folder), "--repo", str(tmp_path / "lovr"), "--captioner", "dummy",
+            "--llm", PROMPT_LLM, "--clip_mode", "virtual"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().err
+    assert "rows per stage and status:" in out and "videos" in out and "error 1" in out  # the summary says so
+    assert cli_main(["-q", *args, "--strict"]) == 1
+    assert "--strict: segment/videos/error 1" in capsys.readouterr().err
+
+
+def test_gather_only_of_a_finished_stage_is_a_no_op(captioned: BenchmarkRepo, tmp_path: Path) -> None:
+    repo = copy_repo(captioned, tmp_path / "lovr")
+    before = snapshot(repo)
+    res = caption(repo, caption_config(), RunControl(gather_only=True))
+    assert res.complete and snapshot(repo) == before
