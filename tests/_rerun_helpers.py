@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,15 @@ def make_videos(folder: Path) -> Path:
 
 
 class FlakyCaptioner(DummyCaptioner):
-    """The dummy captioner, failing (raising) on every third clip by content while ``failing`` is set: a
-    runtime switch, so a ``--retry-failed`` run has the same fingerprint as the run that failed."""
+    """The dummy captioner, failing (raising) on every third clip by content while ``failing`` is set (or
+    ``LOVR_TEST_FLAKY=1`` in a subprocess): a runtime switch, so a ``--retry-failed`` run has the same
+    fingerprint as the run that failed."""
 
-    failing = True
+    failing = False
 
     def caption(self, batch, prompt, params):  # type: ignore[no-untyped-def]
-        if FlakyCaptioner.failing and any(int(np.asarray(f).sum()) % 3 == 0 for f in batch):
+        on = FlakyCaptioner.failing or os.environ.get("LOVR_TEST_FLAKY") == "1"
+        if on and any(int(np.asarray(f).sum()) % 3 == 0 for f in batch):
             raise RuntimeError("HTTP 503: backend overloaded (simulated)")
         return super().caption(batch, prompt, params)
 
