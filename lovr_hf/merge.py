@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import uuid
 from collections.abc import Sequence as Seq
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -277,7 +278,9 @@ def _rows(data: Dataset | pa.Table | list[dict[str, Any]], columns: Seq[str] | N
 
 
 def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:
-    return Dataset(pa.table(rows, schema=features.arrow_schema), info=DatasetInfo(features=features))
+    # an explicit fingerprint: datasets would otherwise hash (pickle) the whole table, for a cache never used
+    return Dataset(pa.table(rows, schema=features.arrow_schema), info=DatasetInfo(features=features),
+                   fingerprint=uuid.uuid4().hex)
 
 
 _CAPTION_COLUMNS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, schema.CAPTION, schema.STATUS)

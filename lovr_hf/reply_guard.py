@@ -16,6 +16,7 @@ rewrite may paraphrase): a reply fails only when several of its words are new, o
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ ALLOWED = frozenset({
     "camera", "shows", "show", "showing", "shown", "appears", "seen", "view", "frame", "shot", "during",
     "throughout", "now", "still", "another", "both", "same", "time", "back",
 })
+_ALLOWED_STEMS: frozenset[str] = frozenset()  # filled below, once _stem exists
 STOP = frozenset("""
 a an the and or but nor so yet for of in on at to from by with without within into onto over under above below
 up down out off about around through across along between among against toward towards behind beside near
@@ -55,12 +57,16 @@ more most less least much many few other others into upon via per s t
 """.split())
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
     w = word.lower()
     for suffix in ("ing", "ed", "es", "s", "ly"):
         if w.endswith(suffix) and len(w) - len(suffix) >= 3:
             return w[: -len(suffix)]
     return w
+
+
+_ALLOWED_STEMS = frozenset(_stem(w) for w in ALLOWED)
 
 
 def content_stems(text: str) -> list[str]:
@@ -92,14 +98,15 @@ def repeated_sentence(text: str, sources: Iterable[str] = ()) -> str | None:
 def repeated_phrase(text: str, sources: Iterable[str] = (), n: int = 6, times: int = 3) -> str | None:
     """A run of ``n`` words the reply says ``times`` times or more, more often than the inputs (a loop inside
     one long sentence, which :func:`repeated_sentence` cannot see), else None."""
-    def grams(t: str) -> Counter[str]:
+    def grams(t: str) -> list[str]:
         w = [x.lower() for x in _TOKEN.findall(t)]
-        return Counter(" ".join(w[i:i + n]) for i in range(len(w) - n + 1))
+        return [" ".join(w[i:i + n]) for i in range(len(w) - n + 1)]
 
-    have: Counter[str] = Counter()
-    for src in sources:
-        have.update(grams(src))
-    return next((g for g, k in grams(text).items() if k >= times and k > have.get(g, 0)), None)
+    suspects = {g: k for g, k in Counter(grams(text)).items() if k >= times}
+    if not suspects:  # the common case: no source text needs counting
+        return None
+    have = Counter(g for src in sources for g in grams(src) if g in suspects)
+    return next((g for g, k in suspects.items() if k > have.get(g, 0)), None)
 
 
 _END = re.compile(r"[.!?…\"'”’)\]]\s*$")
@@ -140,13 +147,21 @@ def added_text_problem(
         return f"repeats itself ({loop[:60]!r})"
     if cut_off(text, sources):
         return f"cut off mid-sentence ({text.strip()[-40:]!r})"
-    vocab = {st for s in sources for st in content_stems(s)} | {_stem(w) for w in ALLOWED}
-    words = content_stems(text)
-    new = [w for w in words if w not in vocab]
-    if len(new) > max_new_words and len(new) > max_new_share * max(1, len(words)):
+    # grounding: sentences copied from the inputs are grounded by definition (long integrations are mostly
+    # copies), so only the others are stemmed and checked
+    copied = {_norm(x) for src in sources for x in _sentences(src)}
+    fresh = [x for x in _sentences(text) if _norm(x) not in copied]
+    if not fresh:
+        return None
+    vocab = {st for src in sources for st in content_stems(src)} | _ALLOWED_STEMS
+    per = [content_stems(x) for x in fresh]
+    copied_words = sum(1 for x in _sentences(text) if _norm(x) in copied
+                       for w in _WORD.findall(x) if len(w) >= 3 and w.lower() not in STOP)
+    new = [w for sw in per for w in sw if w not in vocab]
+    total = copied_words + sum(len(sw) for sw in per)
+    if len(new) > max_new_words and len(new) > max_new_share * max(1, total):
         return f"adds content not in the input ({', '.join(sorted(set(new))[:6])})"
-    for sentence in _sentences(text):
-        sw = content_stems(sentence)
+    for sentence, sw in zip(fresh, per):
         n_new = sum(w not in vocab for w in sw)
         if n_new >= 2 and n_new >= max_sentence_new_share * len(sw):
             return f"adds a sentence not in the input ({sentence[:60]!r})"
