@@ -225,3 +225,23 @@ def test_gather_only_of_a_finished_stage_is_a_no_op(captioned: BenchmarkRepo, tm
     before = snapshot(repo)
     res = caption(repo, caption_config(), RunControl(gather_only=True))
     assert res.complete and snapshot(repo) == before
+
+
+def test_lovr_run_chunks_last_chunk_first_equal_one_process(videos: Path, tmp_path: Path) -> None:
+    """Manual chunks of the whole run, the last one first: the chunk that completes segmentation carries
+    every later stage (merge chunk orders: test_merge_chunks_in_either_order_equal_one_process)."""
+    order = (1, 0)
+    from lovr_hf.pipeline import PipelineConfig, run_pipeline
+    from lovr_hf.segment import SegmentConfig
+
+    def cfg(repo: Path) -> PipelineConfig:
+        return PipelineConfig(input_folder=str(videos), repo=str(repo), segment=SegmentConfig(clip_mode="virtual"),
+                              caption=caption_config(), merge=merge_config(theme=True), eval_models=["dummy"],
+                              eval={"backend": "dummy", "interval": 6, "clip_queries": "all"})
+
+    run_pipeline(cfg(tmp_path / "single"))
+    first = run_pipeline(cfg(tmp_path / "chunks"), RunControl(num_chunks=2, chunk_idx=order[0]))
+    assert not first["complete"] and not BenchmarkRepo(tmp_path / "chunks").has(schema.CLIPS)
+    last = run_pipeline(cfg(tmp_path / "chunks"), RunControl(num_chunks=2, chunk_idx=order[1]))
+    assert last["complete"]
+    assert snapshot(BenchmarkRepo(tmp_path / "chunks")) == snapshot(BenchmarkRepo(tmp_path / "single"))
