@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from lovr_hf import schema
@@ -57,7 +58,7 @@ from lovr_hf.merge_text import (
 )
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
-from lovr_hf.stage import MissingChunksError, Stage, StageResult, WorkIndex, select_rows
+from lovr_hf.stage import MissingChunksError, Stage, StageResult, WorkIndex, select_rows, unit_keys
 from lovr_hf.summary import STAGE_CONFIGS, strict_exit
 
 logger = logging.getLogger(__name__)
@@ -277,6 +278,17 @@ def _rows(data: Dataset | pa.Table | list[dict[str, Any]], columns: Seq[str] | N
     return list(data)
 
 
+def read_columns(repo: BenchmarkRepo, config: str, columns: Seq[str]) -> pa.Table:
+    """Only ``columns`` of a config (the merge never needs the captions' settings or scores)."""
+    files = repo.config_files().get(config)
+    if files is None:
+        raise KeyError(f"{repo.root} has no config {config!r}")
+    feats = schema.features_for(config)
+    sch = pa.schema([feats.arrow_schema.field(c) for c in columns])
+    parts = [pq.read_table(repo.root / f, columns=list(columns)).cast(sch) for f in files]
+    return pa.concat_tables(parts) if parts else sch.empty_table()
+
+
 def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:
     # an explicit fingerprint: datasets would otherwise hash (pickle) the whole table, for a cache never used
     return Dataset(pa.table(rows, schema=features.arrow_schema), info=DatasetInfo(features=features),
@@ -392,7 +404,7 @@ def _owned_videos(cluster_in: Dataset, shard: Shard) -> set[str]:
 def _committed(stage: Stage, repo: BenchmarkRepo, ds: Dataset, config: str) -> pa.Table:
     """Rows of ``config`` for the units of ``ds`` already committed with their current digest (no gather)."""
     index = WorkIndex(stage.work_path(repo))
-    keys = [str(k) for k in ds[stage.input_key]] if len(ds) else []
+    keys = unit_keys(ds, stage.input_key)
     owner = {k: e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
     return select_rows(index, config, owner, stage.input_key)
 
@@ -410,8 +422,9 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
     config = config or MergeConfig()
     control = control or RunControl()
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
-    caps = repo.read_table(schema.CLIP_CAPTIONS)
-    clips = repo.read_table(schema.CLIPS) if repo.has(schema.CLIPS) else None
+    caps = read_columns(repo, schema.CLIP_CAPTIONS, _CAPTION_COLUMNS)
+    clips = read_columns(repo, schema.CLIPS, (schema.CLIP_ID, schema.VIDEO_ID, schema.STATUS)) \
+        if repo.has(schema.CLIPS) else None
     cl_in = cluster_inputs(caps, config.cluster_size, clips)
     shard = control.shard()
     kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
@@ -457,14 +470,14 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
         return res
     # every cluster committed: split the videos over the ranks of a launched job, else do all that are left
     step_shard = shard if shard.launched else Shard()
-    v_in = video_inputs(repo.read_table(schema.CLUSTERS), cl_in)
+    v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
     vres = vstage.apply(v_in, repo, shard=step_shard, **kw)
     res.processed += vres.processed
     res.seconds += vres.seconds
     res.stats["computed_videos"] = vres.processed
     if vres.complete:
         if config.theme:
-            t_in = theme_inputs(repo.read_table(schema.VIDEO_CAPTIONS))
+            t_in = theme_inputs(read_columns(repo, schema.VIDEO_CAPTIONS, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS)))
             tres = tstage.apply(t_in, repo, shard=step_shard, **kw)
             res.processed += tres.processed
             res.stats["computed_themes"] = tres.processed
@@ -485,10 +498,10 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
         st.card_refresh = True
     res = StageResult(outputs=cstage.gather(repo, cl_in, allow_partial=control.allow_partial))
     if config.video_captions and repo.has(schema.CLUSTERS):
-        v_in = video_inputs(repo.read_table(schema.CLUSTERS), cl_in)
+        v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
         res.outputs.update(vstage.gather(repo, v_in, allow_partial=control.allow_partial))
         if config.theme:
-            t_in = theme_inputs(repo.read_table(schema.VIDEO_CAPTIONS))
+            t_in = theme_inputs(read_columns(repo, schema.VIDEO_CAPTIONS, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS)))
             res.outputs.update(tstage.gather(repo, t_in, allow_partial=control.allow_partial))
     res.stats.update(summarize(repo))
     return res
@@ -497,16 +510,16 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
 def summarize(repo: BenchmarkRepo) -> dict[str, float]:
     stats: dict[str, float] = {}
     if repo.has(schema.CLUSTERS):
-        cl = repo.read_table(schema.CLUSTERS).select(["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
+        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
         stats.update(clusters=len(cl["llm_calls"]), llm_calls=sum(cl["llm_calls"]),
                      failed_calls=sum(cl["failed_calls"]),
                      clusters_failed=sum(s in (schema.FAILED, schema.ERROR) for s in cl[schema.STATUS]))
     if repo.has(schema.VIDEO_CAPTIONS):
-        vc = repo.read_table(schema.VIDEO_CAPTIONS).select(["llm_calls", "failed_calls"]).to_pydict()
+        vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls"]).to_pydict()
         stats.update(video_captions=len(vc["llm_calls"]), video_llm_calls=sum(vc["llm_calls"]),
                      video_failed_calls=sum(vc["failed_calls"]))
     if repo.has(schema.THEME_CAPTIONS):
-        th = repo.read_table(schema.THEME_CAPTIONS).column(schema.STATUS).to_pylist()
+        th = read_columns(repo, schema.THEME_CAPTIONS, [schema.STATUS]).column(schema.STATUS).to_pylist()
         stats.update(themes=len(th), themes_failed=sum(s != schema.OK for s in th))
     logger.info("merge: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return stats

@@ -70,6 +70,50 @@ class MissingChunksError(ValueError):
     """``--gather`` found units not committed: which chunks still have work, and how to proceed."""
 
 
+def unit_keys(ds: Dataset, col: str) -> list[str]:
+    """The key column as strings, through Arrow (a datasets Column iterates row by row: slow at 40k rows)."""
+    if not len(ds):
+        return []
+    return [str(k) for k in ds.with_format("arrow")[col].to_pylist()]
+
+
+def _feed(h: Any, v: Any) -> None:
+    """Type-tagged, length-prefixed bytes of a JSON-like value into a hash (dict keys sorted)."""
+    if v is None:
+        h.update(b"N")
+    elif isinstance(v, bool):
+        h.update(b"T" if v else b"F")
+    elif isinstance(v, str):
+        b = v.encode("utf-8", "surrogatepass")
+        h.update(b"s%d:" % len(b))
+        h.update(b)
+    elif isinstance(v, (int, float)):
+        h.update(b"n" + repr(v).encode() + b";")
+    elif isinstance(v, dict):
+        h.update(b"d%d:" % len(v))
+        for k in sorted(v, key=str):
+            _feed(h, str(k))
+            _feed(h, v[k])
+    elif isinstance(v, (list, tuple)):
+        h.update(b"l%d:" % len(v))
+        for x in v:
+            if type(x) is str:  # the common case (captions, ids) without a call per element
+                b = x.encode("utf-8", "surrogatepass")
+                h.update(b"s%d:" % len(b))
+                h.update(b)
+            else:
+                _feed(h, x)
+    else:
+        _feed(h, str(v))
+
+
+def value_digest(obj: Any, n: int = 16) -> str:
+    """Stable digest of a row (sha256 over a tagged encoding: no JSON escaping of 40k captions)."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()[:n]
+
+
 def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(
         json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
@@ -169,8 +213,11 @@ class Stage(ABC):
       file replaced under the same name is recomputed;
     - ``verify_unit(key, rows)``: check a reused unit's outputs still hold (e.g. its clip files exist);
       a unit that fails is recomputed;
-    - ``owned_files``: ``{config: (path column, root folder)}``: files this stage created for its rows;
-      a file referenced by a row that a gather drops, and by no row kept, is deleted (inside ``root``).
+    - ``owned_files``: ``{config: (path column, root folder)}``: files this stage created for its rows
+      (relative paths are relative to the repo root). Their size and mtime are committed with each unit:
+      a reused unit whose file is missing or was rewritten since (another setting cut a file of the same
+      name) is recomputed. A file referenced by a row that a gather drops, and by no row kept, is deleted
+      (only inside ``root``).
     """
 
     name: ClassVar[str]
@@ -207,7 +254,7 @@ class Stage(ABC):
         body = {k: v for k, v in row.items() if k != self.input_key}
         for col in self.digest_files:
             body[f"{col}@file"] = _file_identity(row.get(col))
-        return stable_hash(body)
+        return value_digest(body)
 
     def unit_digests(self, ds: Dataset) -> list[str]:
         if not len(ds):
@@ -260,7 +307,7 @@ class Stage(ABC):
         work = self.work_path(repo)
         work.mkdir(parents=True, exist_ok=True)
         self._write_manifest(work)
-        keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+        keys = unit_keys(ds, self.input_key)
         _check_unique(keys, self.name, self.input_key)
         digests = self.unit_digests(ds)
         if gather:  # the full input of this stage (a subset apply with gather=False must not replace it)
@@ -287,7 +334,7 @@ class Stage(ABC):
         if len(todo):
             primary = self.outputs[0]
             self.prepare(todo)
-            fn = _BatchRunner(self, str(work), {keys[i]: digests[i] for i in todo_idx})
+            fn = _BatchRunner(self, str(work), {keys[i]: digests[i] for i in todo_idx}, str(repo.root))
             out = todo.map(
                 fn,
                 batched=True,
@@ -319,16 +366,28 @@ class Stage(ABC):
 
     def _failed_verification(self, index: WorkIndex, keys: list[str], digests: list[str],
                              done_idx: list[int]) -> list[int]:
-        """Indices of reused units whose outputs ``verify_unit`` rejects (only when a stage defines it)."""
-        if type(self).verify_unit is Stage.verify_unit or not done_idx:
-            return []
-        owner = {keys[i]: e.batch for i in done_idx if (e := index.lookup(keys[i], digests[i])) is not None}
-        rows = _unit_rows(index, self.outputs, owner, self.input_key)
-        bad = [i for i in done_idx if not self.verify_unit(keys[i], rows.get(keys[i], {}))]
-        if bad:
-            logger.warning("%s: %d reused units failed verification (outputs gone); recomputing them",
-                           self.name, len(bad))
-        return bad
+        """Indices of reused units whose outputs no longer hold: an owned file (a clip file) missing or
+        rewritten since the unit was committed (another setting cut a file of the same name, a user
+        deleted it), or rejected by the stage's own ``verify_unit``. Those units are recomputed."""
+        bad: set[int] = set()
+        if self.owned_files and done_idx:
+            for i in done_idx:
+                e = index.lookup(keys[i], digests[i])
+                recorded = index.done[e.batch].get("files", {}).get(keys[i]) if e is not None else None
+                if recorded and any(_file_identity(p) != [size, mtime] for p, size, mtime in recorded):
+                    bad.add(i)
+            if bad:
+                logger.warning("%s: %d reused units have clip files missing or rewritten since; recomputing "
+                               "them", self.name, len(bad))
+        if type(self).verify_unit is not Stage.verify_unit and done_idx:
+            rest = [i for i in done_idx if i not in bad]
+            owner = {keys[i]: e.batch for i in rest if (e := index.lookup(keys[i], digests[i])) is not None}
+            rows = _unit_rows(index, self.outputs, owner, self.input_key)
+            failed = [i for i in rest if not self.verify_unit(keys[i], rows.get(keys[i], {}))]
+            if failed:
+                logger.warning("%s: %d reused units failed verification; recomputing them", self.name, len(failed))
+            bad.update(failed)
+        return sorted(bad)
 
     def work_path(self, repo: BenchmarkRepo) -> Path:
         return repo.work_dir(self.name, self.fingerprint())
@@ -350,7 +409,7 @@ class Stage(ABC):
 
     def missing_units(self, ds: Dataset, work: Path) -> list[str]:
         """Keys of ``ds`` not committed with their current digest in ``work``."""
-        keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+        keys = unit_keys(ds, self.input_key)
         index = WorkIndex(work)
         return [k for k, d in zip(keys, self.unit_digests(ds)) if index.lookup(k, d) is None]
 
@@ -373,7 +432,7 @@ class Stage(ABC):
         work = self.work_path(repo)
         index = index or WorkIndex(work)
         if ds is not None:
-            keys = [str(k) for k in ds[self.input_key]] if len(ds) else []
+            keys = unit_keys(ds, self.input_key)
             digests = self.unit_digests(ds)
         elif keys is None or digests is None:
             recorded = _read_inputs(work)
@@ -398,6 +457,7 @@ class Stage(ABC):
         owners = {k: index.batch_name(b) for k, b in owner.items()}
         signature = stable_hash([self.fingerprint(), sorted(owners.items())])
         prev = _read_gathered(repo, work, self.outputs)
+        out: dict[str, Dataset] = {}
         if prev is not None and prev[0] == signature:
             logger.info("%s: nothing changed since the last gather; configs kept", self.name)
         else:
@@ -415,7 +475,7 @@ class Stage(ABC):
             _record_gathered(repo, work, signature, self.outputs, owners)
             if self.card_refresh:
                 repo.refresh_card()
-        out = {cfg: _dataset_of(repo, cfg) for cfg in self.outputs if repo.has(cfg)}
+            out = {cfg: _dataset_of(repo, cfg) for cfg in self.outputs if repo.has(cfg)}
         _record_partial(repo, self.outputs, len(missing), len(keys))
         for marker in work.glob("rerun-*.json"):
             marker.unlink(missing_ok=True)
@@ -688,14 +748,16 @@ def _prune_pending(repo: BenchmarkRepo, pending: Path, current: pa.Table, col: s
 class _BatchRunner:
     """The picklable map function: process a batch, commit it atomically, return the primary rows."""
 
-    def __init__(self, stage: Stage, work: str, digests: dict[str, str]) -> None:
+    def __init__(self, stage: Stage, work: str, digests: dict[str, str], repo_root: str = "") -> None:
         self.stage = stage
         self.work = work
         self.digests = digests
+        self.repo_root = repo_root
         self._ready = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"stage": self.stage, "work": self.work, "digests": self.digests, "_ready": False}
+        return {"stage": self.stage, "work": self.work, "digests": self.digests, "repo_root": self.repo_root,
+                "_ready": False}
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if not self._ready:
@@ -706,8 +768,27 @@ class _BatchRunner:
             cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
         }
         keys = [str(k) for k in batch[self.stage.input_key]]
-        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys])
+        files = _owned_identities(self.stage, tables, self.repo_root)
+        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys], files)
         return tables[self.stage.outputs[0]].to_pydict()
+
+
+def _owned_identities(stage: Stage, tables: dict[str, pa.Table], repo_root: str) -> dict[str, list[list[Any]]]:
+    """unit -> [[file, size, mtime_ns], ...] of the files its rows own, as they are at commit time."""
+    out: dict[str, list[list[Any]]] = {}
+    for cfg, spec in stage.owned_files.items():
+        t = tables.get(cfg)
+        if t is None or not t.num_rows or stage.input_key not in t.column_names or spec[0] not in t.column_names:
+            continue
+        modes = t.column("clip_mode").to_pylist() if "clip_mode" in t.column_names else [None] * t.num_rows
+        for unit, p, mode in zip(t.column(stage.input_key).to_pylist(), t.column(spec[0]).to_pylist(), modes):
+            if not p or mode == "virtual":
+                continue
+            path = p if os.path.isabs(p) else os.path.join(repo_root, p)
+            ident = _file_identity(path)
+            if ident is not None:
+                out.setdefault(str(unit), []).append([path, *ident])
+    return out
 
 
 def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -719,7 +800,8 @@ def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[st
 
 
 def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Stage,
-                 digests: Sequence[str | None] | None = None) -> Path:
+                 digests: Sequence[str | None] | None = None,
+                 files: dict[str, list[list[Any]]] | None = None) -> Path:
     """Write a batch into a temp directory, then rename it into place: a batch is all there or absent."""
     keys = list(keys)
     status_rows = tables[stage.status_config]
@@ -740,6 +822,8 @@ def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], s
     done: dict[str, Any] = {"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}
     if digests is not None:
         done["digests"] = list(digests)
+    if files:
+        done["files"] = files
     with open(tmp / DONE_FILE, "w") as f:
         json.dump(done, f)
         f.flush()
@@ -785,7 +869,7 @@ def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
     """Metas of the batches whose rows the current input's units come from (cost of what is in the repo)."""
     index = WorkIndex(stage.work_path(repo))
-    keys = [str(k) for k in ds[stage.input_key]] if len(ds) else []
+    keys = unit_keys(ds, stage.input_key)
     owners = {e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
     return [index.done[i].get("meta", {}) for i in sorted(owners)]
 

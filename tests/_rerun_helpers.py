@@ -110,13 +110,36 @@ def assert_invariants(repo: BenchmarkRepo, videos: Path) -> None:
         assert v["clip_ids"] == by_video[v[schema.VIDEO_ID]], v[schema.VIDEO_ID]
     cl = tables.get(schema.CLUSTERS, [])
     assert sum(r["clip_count"] for r in cl) == len(clips) if cl else True
+    assert_clip_files(repo)
+
+
+def assert_clip_files(repo: BenchmarkRepo) -> None:
+    """Every clip file a row points to holds exactly that clip's frames (never another setting's file)."""
+    from lovr_hf.video import probe
+
+    for r in repo.read(schema.CLIPS):
+        if r["clip_mode"] == "exact":
+            assert probe(str(repo.resolve(r["path"]))).num_frames == r["num_frames"], r["clip_id"]
 
 
 def fresh_equal(repo: BenchmarkRepo, fresh: BenchmarkRepo) -> None:
     got, want = snapshot(repo), snapshot(fresh)
     assert set(got) == set(want)
     for cfg in want:
-        assert got[cfg] == want[cfg], cfg
+        assert got[cfg] == want[cfg], (cfg, diff_rows(cfg, got[cfg], want[cfg]))
+
+
+def diff_rows(cfg: str, got: list[dict], want: list[dict]) -> list[str]:
+    """The rows that differ, by primary key and column (a readable assertion message)."""
+    pk = schema.primary_key(cfg)
+    g = {tuple(r[k] for k in pk): r for r in got}
+    w = {tuple(r[k] for k in pk): r for r in want}
+    out = [f"only in got: {k}" for k in g.keys() - w.keys()] + [f"only in fresh: {k}" for k in w.keys() - g.keys()]
+    for k in g.keys() & w.keys():
+        cols = [c for c in w[k] if g[k][c] != w[k][c]]
+        if cols:
+            out.append(f"{k}: " + ", ".join(f"{c}={str(g[k][c])[:80]!r} vs {str(w[k][c])[:80]!r}" for c in cols))
+    return out[:10]
 
 
 def settings_of(row: dict) -> dict:

@@ -15,6 +15,7 @@ from _rerun_helpers import (
     FLAKY,
     PROMPT_LLM,
     FlakyCaptioner,
+    assert_clip_files,
     assert_invariants,
     caption_config,
     fresh_equal,
@@ -86,6 +87,28 @@ def test_resegment_with_another_min_length_recomputes_exactly_what_changed(video
     assert snapshot(repo) == first
     assert f"removed {len(a3) - len(a5)} clip_captions rows of {len(a3) - len(a5)} clip_id(s) no longer in the input" \
         in caplog.text
+
+
+def test_settings_round_trip_never_reuses_a_clip_file_another_setting_rewrote(videos: Path, tmp_path: Path) -> None:
+    """5 s -> 3 s -> 5 s in exact mode: the 3 s run cuts files of the same names; back at 5 s the engine sees
+    they changed since its 5 s commit and cuts them again, so every row still points at its own frames."""
+    from lovr_hf.segment import SegmentConfig, segment
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    for min_clip in (5.0, 3.0):
+        segment(videos, repo, SegmentConfig(min_clip_duration=min_clip, clip_mode="exact"))
+        caption(repo, caption_config())
+    back = segment(videos, repo, SegmentConfig(min_clip_duration=5.0, clip_mode="exact"))
+    # both videos' files were cut again under the same names at 3 s (until clip files of different settings
+    # get different paths, the engine cannot reuse them): both are cut again, nothing else is recomputed
+    assert back.processed == 2
+    cap = caption(repo, caption_config())
+    assert cap.processed == 0  # the 5 s captions are still valid for the re-cut 5 s clips
+    assert_clip_files(repo)
+    fresh = BenchmarkRepo(tmp_path / "fresh")
+    segment(videos, fresh, SegmentConfig(min_clip_duration=5.0, clip_mode="exact"))
+    caption(fresh, caption_config())
+    fresh_equal(repo, fresh)
 
 
 def test_removed_input_disappears_from_every_table_and_its_clip_files(videos: Path, tmp_path: Path) -> None:
