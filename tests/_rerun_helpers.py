@@ -118,8 +118,9 @@ def assert_clip_files(repo: BenchmarkRepo) -> None:
     from lovr_hf.video import probe
 
     for r in repo.read(schema.CLIPS):
-        if r["clip_mode"] == "exact":
-            assert probe(str(repo.resolve(r["path"]))).num_frames == r["num_frames"], r["clip_id"]
+        if r["clip_mode"] in ("exact", "copy"):
+            n = probe(str(repo.resolve(r["path"]))).num_frames
+            assert n == r["frame_offset"] + r["num_frames"], (r["clip_id"], n, r["frame_offset"], r["num_frames"])
 
 
 def fresh_equal(repo: BenchmarkRepo, fresh: BenchmarkRepo) -> None:
