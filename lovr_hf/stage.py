@@ -22,47 +22,60 @@ Chunks and ranks: shards are contiguous blocks of the full input in a fixed orde
 unit committed gathers (rank 0 under ``accelerate launch``, after a barrier; with manual chunks, the chunk
 that finishes last, in any order). ``gather`` with units missing raises :class:`MissingChunksError` naming
 the chunks, unless ``allow_partial`` (then the run config, shown in the card, records what is missing).
+
+The state on disk (batches, their index, records of inputs and gathers) is :mod:`lovr_hf.workdir`; files
+a stage owns for its rows (clip files) are :mod:`lovr_hf.owned_files`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from datasets import Dataset
 
 from lovr_hf import __version__, schema
 from lovr_hf.dist import Shard, barrier, shard_range
-from lovr_hf.repo import (
-    TMP_PREFIX,
-    BenchmarkRepo,
-    atomic_write_bytes,
-    atomic_write_text,
-    redact,
-    table_to_parquet_bytes,
-    to_arrow,
+from lovr_hf.owned_files import dropped_files, owned_identities, prune_pending
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact, to_arrow
+from lovr_hf.workdir import (  # noqa: F401 - re-exported: the engine's work state used to live here
+    DONE_FILE,
+    GATHERED_FILE,
+    INPUTS_FILE,
+    RETRYABLE,
+    WorkIndex,
+    batch_metas,
+    batch_prefix,
+    commit_batch,
+    committed_batches,
+    completed_keys,
+    file_identity,
+    gather_table,
+    keys_committed_since,
+    latest_digest,
+    mark_chunk,
+    missing_message,
+    patched,
+    read_gathered,
+    read_inputs,
+    record_gathered,
+    select_rows,
+    stable_hash,
+    unit_rows,
+    value_digest,
+    write_inputs,
 )
 
 logger = logging.getLogger(__name__)
 
-DONE_FILE = "done.json"
-INPUTS_FILE = "inputs.parquet"  # the (key, digest) list of the latest apply: what --gather builds from
-GATHERED_FILE = "gathered.json"  # what the last gather wrote (a rerun with nothing new skips the write)
-GATHERED_OWNERS = "gathered-owners.parquet"  # unit -> batch of the last gather (the next one patches it)
-RETRYABLE = (schema.FAILED, schema.ERROR)
 PARTIAL_KEY = "partial"  # run_config.json entry listing configs gathered with units missing
 
 
@@ -75,49 +88,6 @@ def unit_keys(ds: Dataset, col: str) -> list[str]:
     if not len(ds):
         return []
     return [str(k) for k in ds.with_format("arrow")[col].to_pylist()]
-
-
-def _feed(h: Any, v: Any) -> None:
-    """Type-tagged, length-prefixed bytes of a JSON-like value into a hash (dict keys sorted)."""
-    if v is None:
-        h.update(b"N")
-    elif isinstance(v, bool):
-        h.update(b"T" if v else b"F")
-    elif isinstance(v, str):
-        b = v.encode("utf-8", "surrogatepass")
-        h.update(b"s%d:" % len(b))
-        h.update(b)
-    elif isinstance(v, (int, float)):
-        h.update(b"n" + repr(v).encode() + b";")
-    elif isinstance(v, dict):
-        h.update(b"d%d:" % len(v))
-        for k in sorted(v, key=str):
-            _feed(h, str(k))
-            _feed(h, v[k])
-    elif isinstance(v, (list, tuple)):
-        h.update(b"l%d:" % len(v))
-        for x in v:
-            if type(x) is str:  # the common case (captions, ids) without a call per element
-                b = x.encode("utf-8", "surrogatepass")
-                h.update(b"s%d:" % len(b))
-                h.update(b)
-            else:
-                _feed(h, x)
-    else:
-        _feed(h, str(v))
-
-
-def value_digest(obj: Any, n: int = 16) -> str:
-    """Stable digest of a row (sha256 over a tagged encoding: no JSON escaping of 40k captions)."""
-    h = hashlib.sha256()
-    _feed(h, obj)
-    return h.hexdigest()[:n]
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    return hashlib.sha256(
-        json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    ).hexdigest()[:n]
 
 
 @dataclasses.dataclass
@@ -136,66 +106,6 @@ class StageResult:
     missing: int = 0
     #: whether this apply wrote the repo configs
     gathered: bool = False
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the index of a work directory: which (key, digest) each committed batch holds
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Entry:
-    batch: int  # index into WorkIndex.batches
-    failed: bool
-
-
-class WorkIndex:
-    """Committed batches of one work directory and, per unit key, the latest commit for each digest.
-
-    Batches of versions before digests existed carry none: such a commit is reused for a key that has no
-    digest-carrying commit (logged), so upgrading never recomputes a finished benchmark.
-    """
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.batches = committed_batches(work)
-        self.done: list[dict[str, Any]] = []
-        self.entries: dict[str, dict[str | None, _Entry]] = {}
-        for i, b in enumerate(self.batches):
-            d = _read_done(b)
-            self.done.append(d)
-            failed = set(d.get("failed", []))
-            digests = d.get("digests") or [None] * len(d["keys"])
-            for k, dg in zip(d["keys"], digests):
-                self.entries.setdefault(k, {})[dg] = _Entry(i, k in failed)
-
-    def batch_name(self, i: int) -> str:
-        return self.batches[i].name[len("batch-"):]
-
-    def lookup(self, key: str, digest: str) -> _Entry | None:
-        per = self.entries.get(key)
-        if not per:
-            return None
-        hit = per.get(digest)
-        if hit is None and None in per and len(per) == 1:
-            return per[None]  # a commit from before digests: trusted (see class docstring)
-        return hit
-
-    def is_done(self, key: str, digest: str, *, since: str = "", retry_failed: bool = False) -> bool:
-        e = self.lookup(key, digest)
-        if e is None:
-            return False
-        if since and self.batch_name(e.batch) < since:
-            return False
-        return not (retry_failed and e.failed)
-
-    def legacy_units(self, keys: Iterable[str], digests: Iterable[str]) -> int:
-        return sum(1 for k, d in zip(keys, digests) if self.lookup(k, d) is not None and d not in self.entries[k])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the stage
-# ---------------------------------------------------------------------------------------------------------
 
 
 class Stage(ABC):
@@ -253,7 +163,7 @@ class Stage(ABC):
         """Digest of one unit's inputs: the row minus its key (plus file identities of ``digest_files``)."""
         body = {k: v for k, v in row.items() if k != self.input_key}
         for col in self.digest_files:
-            body[f"{col}@file"] = _file_identity(row.get(col))
+            body[f"{col}@file"] = file_identity(row.get(col))
         return value_digest(body)
 
     def unit_digests(self, ds: Dataset) -> list[str]:
@@ -311,9 +221,9 @@ class Stage(ABC):
         _check_unique(keys, self.name, self.input_key)
         digests = self.unit_digests(ds)
         if gather:  # the full input of this stage (a subset apply with gather=False must not replace it)
-            _write_inputs(work, keys, digests)
+            write_inputs(work, keys, digests)
         if shard.world_size > 1 and not shard.launched:
-            _mark_chunk(work, shard)
+            mark_chunk(work, shard)
         mine = list(shard_range(len(keys), shard)) if shard.world_size > 1 else list(range(len(keys)))
         index = WorkIndex(work)
         since = self._started_marker(work, shard) if rerun else ""
@@ -374,7 +284,7 @@ class Stage(ABC):
             for i in done_idx:
                 e = index.lookup(keys[i], digests[i])
                 recorded = index.done[e.batch].get("files", {}).get(keys[i]) if e is not None else None
-                if recorded and any(_file_identity(p) != [size, mtime] for p, size, mtime in recorded):
+                if recorded and any(file_identity(p) != [size, mtime] for p, size, mtime in recorded):
                     bad.add(i)
             if bad:
                 logger.warning("%s: %d reused units have clip files missing or rewritten since; recomputing "
@@ -382,7 +292,7 @@ class Stage(ABC):
         if type(self).verify_unit is not Stage.verify_unit and done_idx:
             rest = [i for i in done_idx if i not in bad]
             owner = {keys[i]: e.batch for i in rest if (e := index.lookup(keys[i], digests[i])) is not None}
-            rows = _unit_rows(index, self.outputs, owner, self.input_key)
+            rows = unit_rows(index, self.outputs, owner, self.input_key)
             failed = [i for i in rest if not self.verify_unit(keys[i], rows.get(keys[i], {}))]
             if failed:
                 logger.warning("%s: %d reused units failed verification; recomputing them", self.name, len(failed))
@@ -401,7 +311,7 @@ class Stage(ABC):
         """--rerun: only batches committed after this moment count as done (older ones get superseded)."""
         marker = work / f"rerun-{shard.rank}-of-{shard.world_size}.json"
         if not marker.exists():
-            atomic_write_text(marker, json.dumps({"since": _batch_prefix()}))
+            atomic_write_text(marker, json.dumps({"since": batch_prefix()}))
         return json.loads(marker.read_text())["since"]
 
     def all_done(self, ds: Dataset, work: Path) -> bool:
@@ -435,10 +345,10 @@ class Stage(ABC):
             keys = unit_keys(ds, self.input_key)
             digests = self.unit_digests(ds)
         elif keys is None or digests is None:
-            recorded = _read_inputs(work)
+            recorded = read_inputs(work)
             if recorded is None:  # nothing recorded (work of an older version): every committed unit
                 keys = sorted(index.entries)
-                digests = [_latest_digest(index, k) for k in keys]
+                digests = [latest_digest(index, k) for k in keys]
             else:
                 keys, digests = recorded
         owner: dict[str, int] = {}
@@ -450,13 +360,13 @@ class Stage(ABC):
             else:
                 owner[k] = e.batch
         if missing and not allow_partial:
-            raise MissingChunksError(_missing_message(self.name, work, len(keys), missing))
+            raise MissingChunksError(missing_message(self.name, work, len(keys), missing))
         if missing:
             logger.warning("%s: gathering with %d of %d units missing (--allow-partial)", self.name, len(missing),
                            len(keys))
         owners = {k: index.batch_name(b) for k, b in owner.items()}
         signature = stable_hash([self.fingerprint(), sorted(owners.items())])
-        prev = _read_gathered(repo, work, self.outputs)
+        prev = read_gathered(repo, work, self.outputs)
         out: dict[str, Dataset] = {}
         if prev is not None and prev[0] == signature:
             logger.info("%s: nothing changed since the last gather; configs kept", self.name)
@@ -465,14 +375,14 @@ class Stage(ABC):
             if prev is not None and self.incremental_gather:
                 changed = {k: b for k, b in owner.items() if prev[1].get(k) != owners[k]}
                 dropped = (set(prev[1]) - set(owners)) | set(changed)
-                tables = {cfg: _patched(olds[cfg], index, cfg, changed, dropped, self.input_key) for cfg in self.outputs}
+                tables = {cfg: patched(olds[cfg], index, cfg, changed, dropped, self.input_key) for cfg in self.outputs}
                 logger.info("%s: %d units changed, %d removed since the last gather", self.name, len(changed),
                             len(set(prev[1]) - set(owners)))
             else:
                 tables = {cfg: select_rows(index, cfg, owner, self.input_key) for cfg in self.outputs}
             self.write_outputs(repo, tables, set(keys), olds)
             self.wrote = True
-            _record_gathered(repo, work, signature, self.outputs, owners)
+            record_gathered(repo, work, signature, self.outputs, owners)
             if self.card_refresh:
                 repo.refresh_card()
             out = {cfg: _dataset_of(repo, cfg) for cfg in self.outputs if repo.has(cfg)}
@@ -503,12 +413,12 @@ class Stage(ABC):
         work = self.work_path(repo)
         pending = work / f"prune-{cfg}.json"
         if spec is not None and old is not None:
-            gone = _dropped_files(repo, old, table, *spec)
+            gone = dropped_files(repo, old, table, *spec)
             if gone:  # recorded before the table changes: a kill between the two never leaks the files
                 atomic_write_text(pending, json.dumps(sorted(gone)))
         rel = repo.write(cfg, table, **write_kw)
         if spec is not None:
-            _prune_pending(repo, pending, table, *spec)
+            prune_pending(repo, pending, table, *spec)
         return rel
 
 
@@ -525,80 +435,6 @@ def _check_unique(keys: list[str], stage: str, key: str) -> None:
         seen: set[str] = set()
         dup = sorted({k for k in keys if k in seen or seen.add(k)})  # type: ignore[func-returns-value]
         raise ValueError(f"{stage}: input has repeated {key} values {dup[:5]}")
-
-
-def _file_identity(path: Any) -> list[int] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _batch_prefix() -> str:
-    return f"{time.time_ns():020d}"
-
-
-def _latest_digest(index: WorkIndex, key: str) -> str | None:
-    per = index.entries[key]
-    return max(per, key=lambda d: per[d].batch)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# inputs, chunks, partial gathers
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _write_inputs(work: Path, keys: list[str], digests: list[str]) -> None:
-    table = pa.table({"key": pa.array(keys, pa.string()), "digest": pa.array(digests, pa.string())})
-    blob = table_to_parquet_bytes(table)
-    p = work / INPUTS_FILE
-    if p.exists() and p.read_bytes() == blob:
-        return
-    atomic_write_bytes(p, blob)
-
-
-def _read_inputs(work: Path) -> tuple[list[str], list[str]] | None:
-    p = work / INPUTS_FILE
-    if not p.exists():
-        return None
-    t = pq.read_table(p)
-    return t.column("key").to_pylist(), t.column("digest").to_pylist()
-
-
-def _mark_chunk(work: Path, shard: Shard) -> None:
-    p = work / f"chunks-{shard.world_size}.json"
-    if not p.exists():
-        atomic_write_text(p, json.dumps({"num_chunks": shard.world_size}))
-
-
-def _chunk_counts(work: Path) -> list[int]:
-    out = []
-    for p in work.glob("chunks-*.json"):
-        try:
-            out.append(int(json.loads(p.read_text())["num_chunks"]))
-        except (ValueError, KeyError):
-            continue
-    return sorted(set(out))
-
-
-def _missing_message(stage: str, work: Path, n: int, missing: list[int]) -> str:
-    parts = [f"{stage}: {len(missing)} of {n} units are not committed"]
-    for chunks in _chunk_counts(work) or []:
-        miss = set(missing)
-        per = []
-        for i in range(chunks):
-            rng = shard_range(n, Shard(i, chunks))
-            left = sum(1 for j in rng if j in miss)
-            if left:
-                per.append(f"--chunk-idx {i} ({left} of {len(rng)} left)")
-        if per:
-            parts.append(f"with --num-chunks {chunks}, still to finish: " + ", ".join(per))
-    parts.append("finish them (rerun the same command resumes), or gather what is there with --allow-partial "
-                 "(the card then says the data are partial)")
-    return "; ".join(parts)
 
 
 def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, total: int) -> None:
@@ -621,44 +457,6 @@ def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, t
         repo.write_run_config(run)
     if missing:
         repo.refresh_card()
-
-
-def _record_gathered(repo: BenchmarkRepo, work: Path, signature: str, configs: Sequence[str],
-                     owners: dict[str, str]) -> None:
-    """What this gather wrote: its signature, the configs' shard files and each unit's batch (parquet)."""
-    keys = sorted(owners)
-    atomic_write_bytes(work / GATHERED_OWNERS, table_to_parquet_bytes(pa.table(
-        {"key": pa.array(keys, pa.string()), "batch": pa.array([owners[k] for k in keys], pa.string())})))
-    files = repo.config_files()
-    atomic_write_text(work / GATHERED_FILE, json.dumps(
-        {"signature": signature, "configs": {c: files.get(c) for c in configs}}, sort_keys=True))
-
-
-def _read_gathered(repo: BenchmarkRepo, work: Path, configs: Sequence[str]) -> tuple[str, dict[str, str]] | None:
-    """(signature, unit -> batch) of the last gather, if the configs are still exactly what it wrote."""
-    p, o = work / GATHERED_FILE, work / GATHERED_OWNERS
-    if not (p.exists() and o.exists()) or _pending_prunes(work):
-        return None
-    try:
-        rec = json.loads(p.read_text())
-        t = pq.ParquetFile(o).read()
-    except (ValueError, OSError, pa.ArrowException):
-        return None
-    files = repo.config_files()
-    if any(files.get(cfg) != rec.get("configs", {}).get(cfg) or files.get(cfg) is None for cfg in configs):
-        return None  # written since by someone else (another stage, a manual write): rebuild in full
-    return rec.get("signature", ""), dict(zip(t.column("key").to_pylist(), t.column("batch").to_pylist()))
-
-
-def _patched(old: pa.Table | None, index: WorkIndex, cfg: str, changed: dict[str, int], dropped: set[str],
-             unit_col: str) -> pa.Table:
-    """The previous table of ``cfg`` minus the rows of ``dropped`` units, plus the ``changed`` units' rows."""
-    feats = schema.features_for(cfg)
-    fresh = select_rows(index, cfg, changed, unit_col)
-    if old is None or unit_col not in old.column_names:
-        raise ValueError(f"incremental gather of {cfg} needs its previous table with {unit_col}")
-    keep = old.filter(pc.invert(pc.is_in(old[unit_col], value_set=pa.array(sorted(dropped), pa.string()))))
-    return _dedupe_latest(pa.concat_tables([keep.cast(feats.arrow_schema), fresh]), schema.primary_key(cfg))
 
 
 def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_col: str, units: set[str]) -> int:
@@ -693,58 +491,6 @@ def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-def _paths(repo: BenchmarkRepo, table: pa.Table, col: str) -> set[str]:
-    if not table.num_rows or col not in table.column_names:
-        return set()
-    vals = table.column(col).to_pylist()
-    modes = table.column("clip_mode").to_pylist() if "clip_mode" in table.column_names else [None] * len(vals)
-    # a virtual clip's path is the SOURCE video: never a file this stage owns
-    return {str(repo.resolve(v)) for v, m in zip(vals, modes) if v and m != "virtual"}
-
-
-def _dropped_files(repo: BenchmarkRepo, old: pa.Table, new: pa.Table, col: str, root: str) -> set[str]:
-    keep = _paths(repo, new, col)
-    return {p for p in _paths(repo, old, col) - keep if _inside(Path(p), Path(root))}
-
-
-def _pending_prunes(work: Path) -> bool:
-    return any(work.glob("prune-*.json"))
-
-
-def _prune_pending(repo: BenchmarkRepo, pending: Path, current: pa.Table, col: str, root: str) -> int:
-    if not pending.exists():
-        return 0
-    keep = _paths(repo, current, col)
-    removed = 0
-    for p in json.loads(pending.read_text()):
-        path = Path(p)
-        if p in keep or not _inside(path, Path(root)):
-            continue
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
-        parent = path.parent
-        if parent != Path(root) and _inside(parent, Path(root)) and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-    pending.unlink(missing_ok=True)
-    if removed:
-        logger.warning("removed %d clip file(s) no longer referenced by any %s row", removed, pending.stem[6:])
-    return removed
-
-
-# ---------------------------------------------------------------------------------------------------------
-# commits
-# ---------------------------------------------------------------------------------------------------------
-
-
 class _BatchRunner:
     """The picklable map function: process a batch, commit it atomically, return the primary rows."""
 
@@ -768,27 +514,9 @@ class _BatchRunner:
             cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
         }
         keys = [str(k) for k in batch[self.stage.input_key]]
-        files = _owned_identities(self.stage, tables, self.repo_root)
+        files = owned_identities(self.stage.owned_files, self.stage.input_key, tables, self.repo_root)
         commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys], files)
         return tables[self.stage.outputs[0]].to_pydict()
-
-
-def _owned_identities(stage: Stage, tables: dict[str, pa.Table], repo_root: str) -> dict[str, list[list[Any]]]:
-    """unit -> [[file, size, mtime_ns], ...] of the files its rows own, as they are at commit time."""
-    out: dict[str, list[list[Any]]] = {}
-    for cfg, spec in stage.owned_files.items():
-        t = tables.get(cfg)
-        if t is None or not t.num_rows or stage.input_key not in t.column_names or spec[0] not in t.column_names:
-            continue
-        modes = t.column("clip_mode").to_pylist() if "clip_mode" in t.column_names else [None] * t.num_rows
-        for unit, p, mode in zip(t.column(stage.input_key).to_pylist(), t.column(spec[0]).to_pylist(), modes):
-            if not p or mode == "virtual":
-                continue
-            path = p if os.path.isabs(p) else os.path.join(repo_root, p)
-            ident = _file_identity(path)
-            if ident is not None:
-                out.setdefault(str(unit), []).append([path, *ident])
-    return out
 
 
 def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -799,139 +527,12 @@ def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[st
     return list(value)
 
 
-def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Stage,
-                 digests: Sequence[str | None] | None = None,
-                 files: dict[str, list[list[Any]]] | None = None) -> Path:
-    """Write a batch into a temp directory, then rename it into place: a batch is all there or absent."""
-    keys = list(keys)
-    status_rows = tables[stage.status_config]
-    failed: set[str] = set()
-    if status_rows.num_rows and stage.input_key in status_rows.column_names:
-        for k, st in zip(status_rows.column(stage.input_key).to_pylist(), status_rows.column("status").to_pylist()):
-            if st in RETRYABLE:
-                failed.add(k)
-    name = f"{_batch_prefix()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp = work / f"{TMP_PREFIX}{name}"
-    tmp.mkdir(parents=True)
-    for cfg, table in tables.items():
-        blob = table_to_parquet_bytes(table)
-        with open(tmp / f"{cfg}.parquet", "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-    done: dict[str, Any] = {"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}
-    if digests is not None:
-        done["digests"] = list(digests)
-    if files:
-        done["files"] = files
-    with open(tmp / DONE_FILE, "w") as f:
-        json.dump(done, f)
-        f.flush()
-        os.fsync(f.fileno())
-    final = work / f"batch-{name}"
-    os.rename(tmp, final)
-    return final
-
-
-def committed_batches(work: Path) -> list[Path]:
-    """Committed batch directories in commit order; half-written temp dirs are removed on the way."""
-    if not work.exists():
-        return []
-    for tmp in work.glob(f"{TMP_PREFIX}*"):
-        if tmp.is_dir() and time.time() - tmp.stat().st_mtime > 3600:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(p for p in work.glob("batch-*") if p.is_dir())
-
-
-def _read_done(batch: Path) -> dict[str, Any]:
-    return json.loads((batch / DONE_FILE).read_text())
-
-
-def completed_keys(work: Path, retry_failed: bool = False) -> set[str]:
-    """Input keys committed in ``work`` (any digest); with ``retry_failed``, minus those whose latest
-    outcome failed. Progress reports use it; what is *done* for a given input is :class:`WorkIndex`'s."""
-    status: dict[str, bool] = {}
-    for b in committed_batches(work):
-        d = _read_done(b)
-        failed = set(d.get("failed", []))
-        for k in d["keys"]:
-            status[k] = k in failed
-    return {k for k, bad in status.items() if not (retry_failed and bad)}
-
-
-def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
-    """The ``meta`` of every committed batch (optionally only those committed after ``since``)."""
-    return [
-        _read_done(b).get("meta", {}) for b in committed_batches(work) if b.name[len("batch-"):] >= since
-    ]
-
-
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
     """Metas of the batches whose rows the current input's units come from (cost of what is in the repo)."""
     index = WorkIndex(stage.work_path(repo))
     keys = unit_keys(ds, stage.input_key)
     owners = {e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
     return [index.done[i].get("meta", {}) for i in sorted(owners)]
-
-
-def keys_committed_since(work: Path, since: str) -> set[str]:
-    done: set[str] = set()
-    for b in committed_batches(work):
-        if b.name[len("batch-"):] >= since:
-            done.update(_read_done(b)["keys"])
-    return done
-
-
-def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: str) -> pa.Table:
-    """Rows of ``config`` for the units in ``owner`` (unit key -> the batch whose commit is current)."""
-    feats = schema.features_for(config)
-    by_batch: dict[int, list[str]] = {}
-    for k, b in owner.items():
-        by_batch.setdefault(b, []).append(k)
-    parts: list[pa.Table] = []
-    for b in sorted(by_batch):
-        t = pq.ParquetFile(index.batches[b] / f"{config}.parquet").read().cast(feats.arrow_schema)
-        if not t.num_rows:
-            continue
-        if unit_col in t.column_names:
-            t = t.filter(pc.is_in(t[unit_col], value_set=pa.array(by_batch[b], pa.string())))
-        parts.append(t)
-    if not parts:
-        return feats.arrow_schema.empty_table()
-    table = pa.concat_tables(parts)
-    return _dedupe_latest(table, schema.primary_key(config))
-
-
-def _dedupe_latest(table: pa.Table, pk: tuple[str, ...]) -> pa.Table:
-    """Keep the last row per primary key (rows come in commit order): a safety net, units never overlap."""
-    keys = list(zip(*[table.column(c).to_pylist() for c in pk]))
-    last = {k: i for i, k in enumerate(keys)}
-    if len(last) == len(keys):
-        return table
-    return table.take(pa.array(sorted(last.values()), pa.int64()))
-
-
-def _unit_rows(index: WorkIndex, configs: Sequence[str], owner: dict[str, int],
-               unit_col: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for cfg in configs:
-        t = select_rows(index, cfg, owner, unit_col)
-        if unit_col not in t.column_names:
-            continue
-        for r in t.to_pylist():
-            out.setdefault(str(r[unit_col]), {}).setdefault(cfg, []).append(r)
-    return out
-
-
-def gather_table(work: Path, config: str, unit_col: str = "") -> pa.Table:
-    """All committed rows of ``config`` (every unit ever committed, latest commit per unit wins).
-
-    Kept for tools that read a work directory without its input; stages gather with :meth:`Stage.gather`,
-    which keeps only the current input's units.
-    """
-    index = WorkIndex(work)
-    owner = {k: max(per.values(), key=lambda e: e.batch).batch for k, per in index.entries.items()}
-    return select_rows(index, config, owner, unit_col)
 
 
 __all__ = [
