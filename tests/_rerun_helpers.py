@@ -21,6 +21,7 @@ from lovr_hf.merge import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.testing.merge_llm import PromptLLM
 
 FPS = 12
 #: lin_a's scenes are 3.3-6 s: min clip 5 s and 3 s give different clips; lin_b's (5-5.5 s) are the same
@@ -50,6 +51,20 @@ class FlakyCaptioner(DummyCaptioner):
 
 
 FLAKY = "_rerun_helpers:FlakyCaptioner"
+
+
+class ThemeDownLLM(PromptLLM):
+    """The prompt-answering merge LLM whose theme calls fail with an HTTP error while ``down`` is set."""
+
+    down = False
+
+    def chat(self, messages, params):  # type: ignore[no-untyped-def]
+        if ThemeDownLLM.down and "overall theme of the video" in messages[-1]["content"]:
+            raise RuntimeError("HTTP 502: Bad Gateway (simulated)")
+        return super().chat(messages, params)
+
+
+THEME_DOWN = "_rerun_helpers:ThemeDownLLM"
 
 
 def merge_config(**kw: Any) -> MergeConfig:

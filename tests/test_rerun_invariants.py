@@ -14,7 +14,9 @@ from _rerun_helpers import (
     EVAL,
     FLAKY,
     PROMPT_LLM,
+    THEME_DOWN,
     FlakyCaptioner,
+    ThemeDownLLM,
     assert_clip_files,
     assert_invariants,
     caption_config,
@@ -210,6 +212,21 @@ def test_theme_and_video_options_added_later_reuse_every_cluster(captioned: Benc
     assert other.stats["computed_clusters"] == 0 and other.stats["computed_videos"] == n_videos
     off = merge(repo, merge_config())  # back to the first settings: nothing to compute, themes removed
     assert off.processed == 0 and not repo.has(schema.THEME_CAPTIONS)
+
+
+def test_failed_themes_are_recorded_and_retried_alone(captioned: BenchmarkRepo, tmp_path: Path) -> None:
+    repo = copy_repo(captioned, tmp_path / "lovr")
+    ThemeDownLLM.down = True
+    try:
+        merge(repo, merge_config(llm=THEME_DOWN, theme=True))
+    finally:
+        ThemeDownLLM.down = False
+    themes = repo.read(schema.THEME_CAPTIONS)
+    assert set(themes["status"]) == {schema.FAILED} and all("HTTP 502" in e for e in themes["error"])
+    res = merge(repo, merge_config(llm=THEME_DOWN, theme=True), RunControl(retry_failed=True))
+    assert (res.stats["computed_clusters"], res.stats["computed_videos"]) == (0, 0)
+    assert res.stats["computed_themes"] == themes.num_rows
+    assert set(repo.read(schema.THEME_CAPTIONS)["status"]) == {schema.OK}
 
 
 def test_status_policy_what_eval_embeds(captioned: BenchmarkRepo, tmp_path: Path, caplog) -> None:
