@@ -18,7 +18,6 @@ each batch and summed by :func:`cost_report`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -101,7 +100,7 @@ class _EmbedStage(Stage):
         self.slug = slug
         self.outputs = (schema.embeddings_config(slug),)  # type: ignore[misc]
         self.status_config = self.outputs[0]  # type: ignore[misc]
-        self.input_keys = set(input_keys) if input_keys is not None else None
+        del input_keys  # the engine keeps exactly the current input's units (kept for callers)
         self._backend: Embedder | None = None
         self._stats: dict[str, float] = {}
         self.card_stale = False  # set by gather when the config changed (run_stages refreshes the card once)
@@ -289,13 +288,6 @@ def text_inputs_report(repo: BenchmarkRepo) -> dict[str, dict[str, int]]:
         total = repo.read_table(config).num_rows
         out[kind] = {"embedded": len(ds), "left_out": total - len(ds)}
     return out
-
-
-def texts_hash(ds: Dataset) -> str:
-    h = hashlib.sha256()
-    for item, cap in zip(ds["item_id"], ds[schema.CAPTION]):
-        h.update(item.encode() + b"\0" + cap.encode("utf-8", "surrogatepass") + b"\n")
-    return h.hexdigest()[:16]
 
 
 def text_stages(repo: BenchmarkRepo, config: EmbedConfig, slug: str) -> list[tuple[TextEmbedStage, Dataset]]:

@@ -58,7 +58,7 @@ from lovr_hf.merge_text import (
 )
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
-from lovr_hf.stage import MissingChunksError, Stage, StageResult, WorkIndex, select_rows, unit_keys
+from lovr_hf.stage import MissingChunksError, Stage, StageResult
 from lovr_hf.summary import STAGE_CONFIGS, strict_exit
 
 logger = logging.getLogger(__name__)
@@ -401,14 +401,6 @@ def _owned_videos(cluster_in: Dataset, shard: Shard) -> set[str]:
     return owned
 
 
-def _committed(stage: Stage, repo: BenchmarkRepo, ds: Dataset, config: str) -> pa.Table:
-    """Rows of ``config`` for the units of ``ds`` already committed with their current digest (no gather)."""
-    index = WorkIndex(stage.work_path(repo))
-    keys = unit_keys(ds, stage.input_key)
-    owner = {k: e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
-    return select_rows(index, config, owner, stage.input_key)
-
-
 # ---- the stage ------------------------------------------------------------------------------------------
 
 
@@ -460,7 +452,7 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
         return res
     if not res.complete:  # a chunk with clusters still missing elsewhere: its own videos that are ready
         owned = _owned_videos(cl_in, shard)
-        v_in = video_inputs(_committed(cstage, repo, cl_in, schema.CLUSTERS), cl_in, owned)
+        v_in = video_inputs(cstage.committed_rows(repo, cl_in, schema.CLUSTERS), cl_in, owned)
         if len(v_in):
             vres = vstage.apply(v_in, repo, gather=False, **kw)
             res.processed += vres.processed

@@ -140,6 +140,10 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     repo.refresh_card()
     summary.update(summarize(repo))
     summary["status"] = stage_counts(repo, stages)
+    if "eval" in stages:
+        from lovr_hf.embed import text_inputs_report
+
+        summary["eval_captions"] = text_inputs_report(repo)
     log_summary(summary)
     return summary
 
@@ -181,6 +185,9 @@ def log_summary(s: dict[str, Any]) -> None:
     ]
     if s.get("status"):
         lines += ["rows per stage and status:", format_counts(s["status"])]
+    if s.get("eval_captions"):
+        lines.append("captions embedded for eval: " + ", ".join(
+            f"{kind} {c['embedded']} (left out {c['left_out']})" for kind, c in s["eval_captions"].items()))
     if s.get("results_table"):
         lines += ["results:", s["results_table"]]
     lines += [

@@ -58,8 +58,6 @@ from lovr_hf.workdir import (  # noqa: F401 - re-exported: the engine's work sta
     committed_batches,
     completed_keys,
     file_identity,
-    gather_table,
-    keys_committed_since,
     latest_digest,
     mark_chunk,
     missing_message,
@@ -314,6 +312,16 @@ class Stage(ABC):
             atomic_write_text(marker, json.dumps({"since": batch_prefix()}))
         return json.loads(marker.read_text())["since"]
 
+    def committed_owners(self, index: WorkIndex, ds: Dataset) -> dict[str, int]:
+        """unit key -> index of the batch holding its commit with the current digest (committed units only)."""
+        keys = unit_keys(ds, self.input_key)
+        return {k: e.batch for k, d in zip(keys, self.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
+
+    def committed_rows(self, repo: BenchmarkRepo, ds: Dataset, config: str) -> pa.Table:
+        """Rows of ``config`` for the units of ``ds`` committed so far (no gather: other chunks may be running)."""
+        index = WorkIndex(self.work_path(repo))
+        return select_rows(index, config, self.committed_owners(index, ds), self.input_key)
+
     def all_done(self, ds: Dataset, work: Path) -> bool:
         return not self.missing_units(ds, work)
 
@@ -530,12 +538,10 @@ def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[st
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
     """Metas of the batches whose rows the current input's units come from (cost of what is in the repo)."""
     index = WorkIndex(stage.work_path(repo))
-    keys = unit_keys(ds, stage.input_key)
-    owners = {e.batch for k, d in zip(keys, stage.unit_digests(ds)) if (e := index.lookup(k, d)) is not None}
-    return [index.done[i].get("meta", {}) for i in sorted(owners)]
+    return [index.done[i].get("meta", {}) for i in sorted(set(stage.committed_owners(index, ds).values()))]
 
 
 __all__ = [
-    "MissingChunksError", "Stage", "StageResult", "WorkIndex", "commit_batch", "completed_keys", "gather_table",
-    "select_rows", "stable_hash", "__version__",
+    "MissingChunksError", "Stage", "StageResult", "WorkIndex", "commit_batch", "completed_keys", "select_rows",
+    "stable_hash", "__version__",
 ]

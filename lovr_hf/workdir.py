@@ -319,14 +319,6 @@ def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
     ]
 
 
-def keys_committed_since(work: Path, since: str) -> set[str]:
-    done: set[str] = set()
-    for b in committed_batches(work):
-        if b.name[len("batch-"):] >= since:
-            done.update(_read_done(b)["keys"])
-    return done
-
-
 def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: str) -> pa.Table:
     """Rows of ``config`` for the units in ``owner`` (unit key -> the batch whose commit is current)."""
     feats = schema.features_for(config)
@@ -366,14 +358,3 @@ def unit_rows(index: WorkIndex, configs: Sequence[str], owner: dict[str, int],
         for r in t.to_pylist():
             out.setdefault(str(r[unit_col]), {}).setdefault(cfg, []).append(r)
     return out
-
-
-def gather_table(work: Path, config: str, unit_col: str = "") -> pa.Table:
-    """All committed rows of ``config`` (every unit ever committed, latest commit per unit wins).
-
-    Kept for tools that read a work directory without its input; stages gather with :meth:`Stage.gather`,
-    which keeps only the current input's units.
-    """
-    index = WorkIndex(work)
-    owner = {k: max(per.values(), key=lambda e: e.batch).batch for k, per in index.entries.items()}
-    return select_rows(index, config, owner, unit_col)

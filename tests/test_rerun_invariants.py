@@ -286,5 +286,7 @@ def test_lovr_run_chunks_last_chunk_first_equal_one_process(videos: Path, tmp_pa
     first = run_pipeline(cfg(tmp_path / "chunks"), RunControl(num_chunks=2, chunk_idx=order[0]))
     assert not first["complete"] and not BenchmarkRepo(tmp_path / "chunks").has(schema.CLIPS)
     last = run_pipeline(cfg(tmp_path / "chunks"), RunControl(num_chunks=2, chunk_idx=order[1]))
-    assert last["complete"]
+    assert last["complete"] and last["status"]["eval"]  # the summary covers every stage, eval included
+    clips = BenchmarkRepo(tmp_path / "chunks").read(schema.CLIPS).num_rows
+    assert last["eval_captions"]["clip_caption"] == {"embedded": clips, "left_out": 0}
     assert snapshot(BenchmarkRepo(tmp_path / "chunks")) == snapshot(BenchmarkRepo(tmp_path / "single"))
