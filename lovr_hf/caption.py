@@ -431,9 +431,7 @@ def caption(
     clips = repo.read(schema.CLIPS).filter(lambda r: r[schema.STATUS] == schema.OK, desc="clips to caption")
     stage = CaptionStage(config, str(repo.root), debug=control.debug)
     if control.gather_only:
-        res = StageResult()
-        res.outputs = stage.gather(repo)
-        return res
+        return stage.gather_result(repo, clips, allow_partial=control.allow_partial)
     since = f"{time.time_ns():020d}"
     res = stage.apply(clips, repo, shard=control.shard(), num_proc=control.num_proc, rerun=control.rerun,
                       retry_failed=control.retry_failed)

@@ -21,6 +21,7 @@ class RunControl:
     rerun: bool = False
     retry_failed: bool = False
     gather_only: bool = False
+    allow_partial: bool = False
     strict: bool = False
     debug: bool = False
 
@@ -39,10 +40,14 @@ def add_common_args(p: argparse.ArgumentParser, *, chunks: bool = True) -> None:
         g.add_argument("--chunk-idx", "--chunk_idx", dest="chunk_idx", type=int, default=None,
                        help="which chunk this process runs, from 0 (original LoVR flag)")
         g.add_argument("--gather", dest="gather_only", action="store_true",
-                       help="only gather finished chunk shards into the repo config")
+                       help="only gather finished chunk shards into the repo config (fails, listing the "
+                            "chunks, while some are unfinished)")
+        g.add_argument("--allow-partial", dest="allow_partial", action="store_true",
+                       help="let --gather write what is there when chunks are missing (the card says so)")
     g.add_argument("--rerun", action="store_true", help="recompute rows already done with the same settings")
     g.add_argument("--retry-failed", action="store_true", help="re-process only rows whose status is failed/error")
-    g.add_argument("--strict", action="store_true", help="exit non-zero when any row failed")
+    g.add_argument("--strict", action="store_true",
+                   help="exit non-zero when any row of the stage(s) run is error or failed")
     g.add_argument("--debug", action="store_true", help="log prompts and full outputs of the first batch")
 
 

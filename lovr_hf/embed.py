@@ -5,8 +5,10 @@ Both stages run on the resumable map engine (:mod:`lovr_hf.stage`), so they shar
 ranks or the original ``--num-chunks/--chunk-idx`` flags, commit batch by batch and resume after a kill.
 
 * :class:`TextEmbedStage` (here): one per caption kind (``clip_caption``, ``video_caption``,
-  ``theme_caption``); the unit is one caption row (``item_id`` = the clip or video it describes). Its
-  fingerprint includes a hash of the caption texts, so re-captioned clips are embedded again.
+  ``theme_caption``); the unit is one caption row (``item_id`` = the clip or video it describes), its
+  digest the caption text: a re-captioned clip is embedded again, every other caption is reused.
+  Which captions are embedded is the status policy of :data:`EMBEDDED_STATUSES` (logged: what is left
+  out and why).
 * :class:`lovr_hf.embed_video.VideoEmbedStage`: clips and full videos, one unit per video.
 
 Model resolution lives in :mod:`lovr_hf.models`. Per-batch timings (decode = I/O, encode) are committed with
@@ -16,12 +18,9 @@ each batch and summed by :func:`cost_report`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ from lovr_hf.models import (  # noqa: F401 - re-exported: the model side used to
     shared_embedder,
 )
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.stage import DONE_FILE, Stage, StageResult, committed_batches, completed_keys, gather_table
+from lovr_hf.stage import Stage, StageResult, committed_batches, live_batch_metas, log_removed
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +59,16 @@ TEXT_KINDS: dict[str, str] = {
     "theme_caption": schema.THEME_CAPTIONS,
 }
 VISUAL_KINDS = ("clip", "video")
+#: Status policy: caption rows whose text is embedded (and so scored), per kind. ``needs_review`` clip
+#: captions are real text below the quality threshold: embedded, flagged (scoring may exclude them with
+#: ``--exclude-needs-review``). A ``failed`` video caption had LLM joins fall back to the original text:
+#: its text is complete, so it is embedded and flagged by ``failed_calls``. A failed clip or theme
+#: caption has no text. Empty captions are never embedded.
+EMBEDDED_STATUSES: dict[str, tuple[str, ...]] = {
+    "clip_caption": (schema.OK, schema.NEEDS_REVIEW),
+    "video_caption": (schema.OK, schema.NEEDS_REVIEW, schema.FAILED),
+    "theme_caption": (schema.OK, schema.NEEDS_REVIEW),
+}
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -83,13 +92,15 @@ class _EmbedStage(Stage):
 
     kinds: tuple[str, ...] = ()
     version = "1"
+    card_refresh = False  # run_stages refreshes the card once (``card_stale``)
+    incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
 
     def __init__(self, config: EmbedConfig, slug: str, input_keys: Iterable[str] | None = None) -> None:
         super().__init__(config)
         self.slug = slug
         self.outputs = (schema.embeddings_config(slug),)  # type: ignore[misc]
         self.status_config = self.outputs[0]  # type: ignore[misc]
-        self.input_keys = set(input_keys) if input_keys is not None else None
+        del input_keys  # the engine keeps exactly the current input's units (kept for callers)
         self._backend: Embedder | None = None
         self._stats: dict[str, float] = {}
         self.card_stale = False  # set by gather when the config changed (run_stages refreshes the card once)
@@ -115,24 +126,21 @@ class _EmbedStage(Stage):
         assert self._backend is not None
         return self._backend.model_id()
 
-    def gather(self, repo: BenchmarkRepo) -> dict[str, Dataset]:
-        work = self.work_path(repo)
+    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
+                      olds: dict[str, pa.Table | None] | None = None) -> None:
+        """Replace only this stage's kinds in the shared ``embeddings-<slug>`` config, under a lock."""
         config = self.outputs[0]
-        mine = gather_table(work, config, self.input_key)
-        if self.input_keys is not None and mine.num_rows:
-            mine = mine.filter(pc.is_in(mine[self.input_key], value_set=pa.array(sorted(self.input_keys))))
+        mine = tables[config]
         repo.work_root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(repo.work_root / "embeddings.lock")):
             before = repo.config_files().get(config)
             if before is not None:
                 old = repo.read_table(config)
-                keep = old.filter(pc.invert(pc.is_in(old["kind"], value_set=pa.array(list(self.kinds)))))
-                mine = pa.concat_tables([keep, mine])
+                is_mine = pc.is_in(old["kind"], value_set=pa.array(list(self.kinds)))
+                log_removed(self.name, config, old.filter(is_mine), mine, self.input_key, units)
+                mine = pa.concat_tables([old.filter(pc.invert(is_mine)), mine])
             # shard names carry a content hash: same names = same rows, and the card body can wait
             self.card_stale |= repo.write(config, mine, update_card=False) != before
-        for marker in work.glob("rerun-*.json"):
-            marker.unlink(missing_ok=True)
-        return {config: repo.read(config)}
 
 
 class TextEmbedStage(_EmbedStage):
@@ -142,6 +150,7 @@ class TextEmbedStage(_EmbedStage):
 
     def __init__(self, config: EmbedConfig, kind: str, slug: str, inputs_hash: str = "",
                  input_keys: Iterable[str] | None = None) -> None:
+        # ``inputs_hash`` is no longer used: each caption's text is its unit digest (kept for callers)
         if kind not in TEXT_KINDS:
             raise ValueError(f"unknown caption kind {kind!r}; known: {sorted(TEXT_KINDS)}")
         if config.text_mode not in TEXT_MODES:
@@ -155,8 +164,7 @@ class TextEmbedStage(_EmbedStage):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         p = super().fingerprint_payload()
-        p.update(text_mode=self.config.text_mode, max_text_tokens=self.config.max_text_tokens,
-                 inputs=self.inputs_hash)
+        p.update(text_mode=self.config.text_mode, max_text_tokens=self.config.max_text_tokens)
         return p
 
     def _chunks(self, text: str) -> int:
@@ -212,41 +220,87 @@ class TextEmbedStage(_EmbedStage):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def text_inputs(repo: BenchmarkRepo, kind: str) -> Dataset | None:
-    """``ok`` caption rows of one kind as ``item_id, video_id, caption`` (None when the config is absent).
+def _current_clips(repo: BenchmarkRepo) -> tuple[set[str], set[str]] | None:
+    """(ok clip ids, their video ids) of the ``clips`` config, or None when the repo has none."""
+    if not repo.has(schema.CLIPS):
+        return None
+    t = repo.read_table(schema.CLIPS)
+    t = t.filter(pc.equal(t[schema.STATUS], schema.OK))
+    return set(t.column(schema.CLIP_ID).to_pylist()), set(t.column(schema.VIDEO_ID).to_pylist())
 
-    Theme captions: ``item_id`` is the clip id, or the video id for a video-level theme (empty clip id).
+
+def text_inputs(repo: BenchmarkRepo, kind: str, clips: tuple[set[str], set[str]] | None = None,
+                *, log: bool = True) -> Dataset | None:
+    """Embeddable caption rows of one kind as ``item_id, video_id, caption`` (None when the config is absent).
+
+    Kept: status in :data:`EMBEDDED_STATUSES` with a non-empty caption, for a clip (video) that is still in
+    the ``clips`` config when the repo has one. What is left out is logged with the reason. Theme captions:
+    ``item_id`` is the clip id, or the video id for a video-level theme (empty clip id).
     """
     config = TEXT_KINDS[kind]
     if not repo.has(config):
         return None
+    if clips is None:
+        clips = _current_clips(repo)
     t = repo.read_table(config)
-    t = t.filter(pc.equal(t[schema.STATUS], schema.OK))
     vids = t.column(schema.VIDEO_ID).to_pylist()
     if kind == "video_caption":
         items = vids
     else:
         items = [c or v for c, v in zip(t.column(schema.CLIP_ID).to_pylist(), vids)]
     caps = [c or "" for c in t.column(schema.CAPTION).to_pylist()]
-    return Dataset.from_dict({"item_id": items, schema.VIDEO_ID: vids, schema.CAPTION: caps})
+    statuses = t.column(schema.STATUS).to_pylist()
+    usable = EMBEDDED_STATUSES[kind]
+    keep: list[int] = []
+    left: dict[str, int] = {}
+    flagged: dict[str, int] = {}
+    for i, (item, vid, cap, st) in enumerate(zip(items, vids, caps, statuses)):
+        if clips is not None and not (item in clips[0] if item != vid else vid in clips[1]):
+            reason = "no longer in clips (re-run the stage that made it)"
+        elif st not in usable:
+            reason = f"status {st}"
+        elif not cap.strip():
+            reason = "empty caption"
+        else:
+            keep.append(i)
+            if st != schema.OK:
+                flagged[st] = flagged.get(st, 0) + 1
+            continue
+        left[reason] = left.get(reason, 0) + 1
+    if log and (left or flagged):
+        logger.info("%s: embedding %d of %d captions%s%s", kind, len(keep), len(items),
+                    "; left out: " + ", ".join(f"{n} {r}" for r, n in sorted(left.items())) if left else "",
+                    "; included, flagged: " + ", ".join(f"{n} {s}" for s, n in sorted(flagged.items()))
+                    if flagged else "")
+    return Dataset.from_dict({"item_id": [items[i] for i in keep], schema.VIDEO_ID: [vids[i] for i in keep],
+                              schema.CAPTION: [caps[i] for i in keep]})
 
 
-def texts_hash(ds: Dataset) -> str:
-    h = hashlib.sha256()
-    for item, cap in zip(ds["item_id"], ds[schema.CAPTION]):
-        h.update(item.encode() + b"\0" + cap.encode("utf-8", "surrogatepass") + b"\n")
-    return h.hexdigest()[:16]
+def text_inputs_report(repo: BenchmarkRepo) -> dict[str, dict[str, int]]:
+    """Per caption kind: rows embedded, and rows left out per reason (for run summaries and the card)."""
+    clips = _current_clips(repo)
+    out: dict[str, dict[str, int]] = {}
+    for kind, config in TEXT_KINDS.items():
+        if not repo.has(config):
+            continue
+        ds = text_inputs(repo, kind, clips, log=False)
+        assert ds is not None
+        total = repo.read_table(config).num_rows
+        out[kind] = {"embedded": len(ds), "left_out": total - len(ds)}
+    return out
 
 
 def text_stages(repo: BenchmarkRepo, config: EmbedConfig, slug: str) -> list[tuple[TextEmbedStage, Dataset]]:
+    """One stage per caption kind the repo has. A kind whose captions are all left out still gets its
+    stage (empty input), so a gather removes its stale embeddings."""
     out = []
+    clips = _current_clips(repo)
     for kind in TEXT_KINDS:
-        ds = text_inputs(repo, kind)
-        if ds is None or not len(ds):
+        ds = text_inputs(repo, kind, clips)
+        if ds is None:
             continue
-        out.append((TextEmbedStage(config, kind, slug, texts_hash(ds), ds["item_id"]), ds))
+        out.append((TextEmbedStage(config, kind, slug), ds))
     return out
-
 
 
 @dataclasses.dataclass
@@ -280,11 +334,14 @@ def run_stages(
                 # nothing computed with these settings: never replace rows made with other settings by nothing
                 logger.warning("%s: nothing to merge with these settings [%s]", stage.name, stage.fingerprint())
                 continue
-            stage.gather(repo)
+            # units missing (chunks not finished) raise MissingChunksError, unless --allow-partial
+            stage.gather(repo, ds, allow_partial=control.allow_partial)
+            missing = len(stage.missing_units(ds, stage.work_path(repo)))
         else:
-            run.results[stage.name] = stage.apply(ds, repo, shard=shard, num_proc=control.num_proc,
-                                                  rerun=control.rerun, retry_failed=control.retry_failed)
-        missing = len(set(ds[stage.input_key]) - completed_keys(stage.work_path(repo)))
+            res = stage.apply(ds, repo, shard=shard, num_proc=control.num_proc, rerun=control.rerun,
+                              retry_failed=control.retry_failed)
+            run.results[stage.name] = res
+            missing = res.missing
         if missing:
             run.missing[stage.name] = missing
             run.complete = False
@@ -326,17 +383,6 @@ def embed(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _live_metas(work: Path) -> list[dict[str, Any]]:
-    """Metas of committed batches that still own at least one of their keys (not wholly superseded)."""
-    batches = committed_batches(work)
-    done = [json.loads((b / DONE_FILE).read_text()) for b in batches]
-    owner: dict[str, int] = {}
-    for i, d in enumerate(done):
-        for k in d["keys"]:
-            owner[k] = i
-    return [d.get("meta", {}) for i, d in enumerate(done) if any(owner[k] == i for k in d["keys"])]
-
-
 def cost_report(repo: BenchmarkRepo, config: EmbedConfig, slug: str | None = None) -> dict[str, Any]:
     """I/O (decode) vs encode time in ms, total / clips / full videos / captions, for ``config``'s model.
 
@@ -344,16 +390,16 @@ def cost_report(repo: BenchmarkRepo, config: EmbedConfig, slug: str | None = Non
     time). Frames shared by a clip and its video are decoded and encoded once and charged to both rows, so
     ``clips + videos`` can exceed ``total``.
     """
-    from lovr_hf.embed_video import VideoEmbedStage
+    from lovr_hf.embed_video import VideoEmbedStage, video_stage
 
     slug = slug or model_slug(config.model)
     vis: dict[str, float] = {}
     txt: dict[str, float] = {}
-    stages: list[_EmbedStage] = [s for s, _ in text_stages(repo, config, slug)]
+    stages: list[tuple[_EmbedStage, Dataset]] = list(text_stages(repo, config, slug))
     if repo.has(schema.CLIPS):
-        stages.append(VideoEmbedStage(config, slug, str(repo.root)))
-    for stage in stages:
-        for meta in _live_metas(stage.work_path(repo)):
+        stages.append(video_stage(repo, config, slug))
+    for stage, ds in stages:
+        for meta in live_batch_metas(stage, repo, ds):
             target = vis if isinstance(stage, VideoEmbedStage) else txt
             for k, v in meta.items():
                 if isinstance(v, (int, float)):

@@ -1,17 +1,23 @@
 """Stage 3: clip captions -> ``clusters`` -> ``video_captions`` (+ optional ``theme_captions``).
 
-Two resumable maps on the same engine:
+Three resumable maps on the same engine, each with a fingerprint of only what changes *its* output:
 
-1. **clusters** (unit = cluster): per video, captions in numeric slice order, in groups of
-   ``cluster_size`` (10); inside a group the LLM rewrites only each join (the original
-   ``caption_merger.py`` algorithm, :func:`lovr_hf.merge_text.smooth_group`). Clusters of one map batch
-   run concurrently (``--num-workers`` requests in flight, the original flag).
+1. **clusters** (unit = cluster): per video, every caption row in numeric slice order, in runs of
+   ``cluster_size`` (10), as the original ``caption_merger.py``: a clip without a usable caption still
+   takes its place in its run (its text is left out, and the cluster's ``error`` names it); inside a run
+   the LLM rewrites only each join (:func:`lovr_hf.merge_text.smooth_group`). Clusters of one map batch run
+   concurrently (``--num-workers`` requests in flight, the original flag).
 2. **video captions** (unit = video): once all clusters of a video are in, they are integrated in order
    into one caption (:func:`lovr_hf.merge_text.integrate_video`, bounded by the model context), with
-   provenance (cluster and clip ids, model, prompt hash) and an optional theme paragraph.
+   provenance (cluster and clip ids, model, prompt hash). Video-level options (``--integrate-mode``,
+   ``--video-max-new-tokens``…) never invalidate clusters.
+3. **themes** (unit = video, ``--theme``): one paragraph per video caption; failures are ``failed`` rows
+   that ``--retry-failed`` redoes, and adding ``--theme`` later reuses every cluster and video caption.
 
-A video is complete only when all its clusters and its video caption are committed. The original
-JSONL mode (``--cap-file`` / ``--result-file``) is kept for users of the original files.
+Chunks finish in any order: a chunk does the video captions of the videos whose clusters are all
+committed and begin in its share; the one that finds every cluster committed does all videos left, then
+the themes. Under ``accelerate launch`` every step is split over the ranks with a barrier in between.
+The original JSONL mode (``--cap-file`` / ``--result-file``) is kept for users of the original files.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ import dataclasses
 import json
 import logging
 import os
+import uuid
+from collections.abc import Sequence as Seq
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datasets import Dataset, Features, Sequence, Value
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from lovr_hf import schema
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
@@ -36,22 +46,26 @@ from lovr_hf.cli_common import (
     config_from_args,
     control_from_args,
 )
+from lovr_hf.dist import Shard, barrier, shard_range
 from lovr_hf.merge_text import (
     DEFAULT_CLUSTER_SIZE,
+    MERGEABLE,
     approx_tokens,
     group_clips,
     integrate_video,
     smooth_group,
+    summarize_theme,
 )
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
-from lovr_hf.repo import BenchmarkRepo, atomic_write_text
-from lovr_hf.stage import Stage, StageResult
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
+from lovr_hf.stage import MissingChunksError, Stage, StageResult
+from lovr_hf.summary import STAGE_CONFIGS, strict_exit
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_MODEL = "gpt-4o"
-#: caption statuses whose text is merged (needs_review captions are real text, kept and flagged)
-MERGEABLE = (schema.OK, schema.NEEDS_REVIEW)
+#: video caption statuses whose text feeds a theme: ``failed`` = some joins kept the original text
+THEMEABLE = (schema.OK, schema.NEEDS_REVIEW, schema.FAILED)
 
 
 @dataclasses.dataclass
@@ -101,11 +115,17 @@ def _llm_identity(cfg: MergeConfig) -> str:
         return f"openai:{cfg.api_model}"
     if cfg.llm == "transformers":
         return f"transformers:{cfg.model_path}:{cfg.gguf_file or ''}"
+    if ":" in cfg.llm:
+        return f"{cfg.llm}:{cfg.model_path or ''}"
     return cfg.llm
 
 
 class _MergeStageBase(Stage):
     runtime_fields = MergeConfig.RUNTIME
+    version = "2"
+    #: MergeConfig fields that change this stage's output (its fingerprint holds these and nothing else)
+    settings: ClassVar[tuple[str, ...]] = ()
+    prompts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MergeConfig) -> None:
         super().__init__(config)
@@ -113,9 +133,12 @@ class _MergeStageBase(Stage):
         self._llm: ChatLLM | None = None
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        payload = super().fingerprint_payload()
-        payload["prompts"] = prompt_hash(MERGE_SYSTEM, TRANSITION_PROMPT, INTEGRATE_PROMPT, THEME_PROMPT)
-        return payload
+        cfg = self.config
+        return {
+            "stage": self.name, "version": self.version, "llm": _llm_identity(cfg),
+            "settings": {f: getattr(cfg, f) for f in ("temperature", "seed", *self.settings)},
+            "backend_options": redact(dict(cfg.backend_options)), "prompts": prompt_hash(*self.prompts),
+        }
 
     def setup(self) -> None:
         self._llm = make_llm(self.config)
@@ -129,12 +152,22 @@ class _MergeStageBase(Stage):
         with ThreadPoolExecutor(max_workers=min(self.config.num_workers, len(items))) as pool:
             return list(pool.map(fn, items))
 
+    def _context(self) -> tuple[int | None, Any]:
+        limit = self.config.max_context_tokens or getattr(self._llm, "max_context_tokens", None)
+        return limit, getattr(self._llm, "count_tokens", None) or approx_tokens
+
 
 CLUSTER_INPUT = Features({
     schema.CLUSTER_ID: Value("string"), schema.VIDEO_ID: Value("string"),
     "slice_nums": Sequence(Value("int32")), "captions": Sequence(Value("string")),
-    "clip_ids": Sequence(Value("string")),
+    "clip_ids": Sequence(Value("string")), "statuses": Sequence(Value("string")),
 })
+
+
+def left_out_note(clip_ids: list[str], statuses: list[str]) -> str | None:
+    """Which clips of a cluster kept their place without text (no usable caption), or None."""
+    out = [f"{c} ({s})" for c, s in zip(clip_ids, statuses) if s not in MERGEABLE]
+    return f"left out {len(out)} clip(s) without a usable caption: {', '.join(out)}" if out else None
 
 
 class ClusterStage(_MergeStageBase):
@@ -142,6 +175,8 @@ class ClusterStage(_MergeStageBase):
     input_key = schema.CLUSTER_ID
     outputs = (schema.CLUSTERS,)
     status_config = schema.CLUSTERS
+    settings = ("max_new_tokens",)
+    prompts = (MERGE_SYSTEM, TRANSITION_PROMPT)
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
         assert self._llm is not None
@@ -150,6 +185,10 @@ class ClusterStage(_MergeStageBase):
 
         def one(item: dict[str, Any]) -> dict[str, Any]:
             res = smooth_group(item["captions"], self._llm, params)
+            note = left_out_note(item["clip_ids"], item["statuses"])
+            status = res.status
+            if not any(s in MERGEABLE for s in item["statuses"]):
+                status = schema.SKIPPED  # no clip of the run has a usable caption: nothing to merge
             return {
                 schema.VIDEO_ID: item[schema.VIDEO_ID], schema.CLUSTER_ID: item[schema.CLUSTER_ID],
                 "start_slice_num": item["slice_nums"][0], "end_slice_num": item["slice_nums"][-1],
@@ -157,7 +196,7 @@ class ClusterStage(_MergeStageBase):
                 "merged_paragraphs": res.merged_paragraphs, "llm_calls": res.llm_calls,
                 "failed_calls": res.failed_calls, "model": self.model_id(),
                 "prompt_hash": prompt_hash(MERGE_SYSTEM, TRANSITION_PROMPT),
-                schema.STATUS: res.status, schema.ERROR_COL: res.error or None,
+                schema.STATUS: status, schema.ERROR_COL: "; ".join(e for e in (res.error, note) if e) or None,
             }
 
         return {schema.CLUSTERS: self._parallel(one, items)}
@@ -172,92 +211,290 @@ VIDEO_INPUT = Features({
 class VideoCaptionStage(_MergeStageBase):
     name = "merge-videos"
     input_key = schema.VIDEO_ID
-    outputs = (schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS)
+    outputs = (schema.VIDEO_CAPTIONS,)
     status_config = schema.VIDEO_CAPTIONS
+    settings = ("video_max_new_tokens", "integrate_mode", "max_context_tokens")
+    prompts = (MERGE_SYSTEM, INTEGRATE_PROMPT)
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
         assert self._llm is not None
         cfg = self.config
         params = cfg.params(video=True)
-        limit = cfg.max_context_tokens or getattr(self._llm, "max_context_tokens", None)
-        counter = getattr(self._llm, "count_tokens", None) or approx_tokens
+        limit, counter = self._context()
         items = [{k: batch[k][i] for k in batch} for i in range(len(batch[schema.VIDEO_ID]))]
 
-        def one(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-            res = integrate_video(item["captions"], self._llm, params, limit, counter, mode=cfg.integrate_mode,
-                                  theme=cfg.theme)
-            row = {
+        def one(item: dict[str, Any]) -> dict[str, Any]:
+            res = integrate_video(item["captions"], self._llm, params, limit, counter, mode=cfg.integrate_mode)
+            return {
                 schema.VIDEO_ID: item[schema.VIDEO_ID], schema.CAPTION: res.caption,
                 "cluster_ids": item["cluster_ids"], "clip_ids": item["clip_ids"], "strategy": res.strategy,
                 "llm_calls": res.llm_calls, "failed_calls": res.failed_calls, "model": self.model_id(),
                 "prompt_hash": prompt_hash(MERGE_SYSTEM, INTEGRATE_PROMPT),
                 schema.STATUS: res.status, schema.ERROR_COL: res.error or None,
             }
-            theme = None
-            if cfg.theme:
-                theme = {schema.VIDEO_ID: item[schema.VIDEO_ID], schema.CLIP_ID: "", schema.CAPTION: res.theme or "",
-                         "model": self.model_id(), "prompt_hash": prompt_hash(MERGE_SYSTEM, THEME_PROMPT),
-                         schema.STATUS: schema.FAILED if res.theme_error else schema.OK,
-                         schema.ERROR_COL: res.theme_error}
-            return row, theme
 
-        done = self._parallel(one, items)
-        return {schema.VIDEO_CAPTIONS: [r for r, _ in done],
-                schema.THEME_CAPTIONS: [t for _, t in done if t is not None]}
+        return {schema.VIDEO_CAPTIONS: self._parallel(one, items)}
 
 
-def cluster_inputs(captions: Dataset, cluster_size: int) -> Dataset:
-    """Clip caption rows -> one row per cluster (ids, slice numbers and captions in slice order)."""
-    rows = [r for r in captions if r[schema.STATUS] in MERGEABLE]
-    out = []
+THEME_INPUT = Features({schema.VIDEO_ID: Value("string"), schema.CAPTION: Value("string")})
+
+
+class ThemeStage(_MergeStageBase):
+    """A theme paragraph per video caption: its own unit, so a failed theme is retried on its own."""
+
+    name = "merge-themes"
+    input_key = schema.VIDEO_ID
+    outputs = (schema.THEME_CAPTIONS,)
+    status_config = schema.THEME_CAPTIONS
+    settings = ("max_context_tokens",)
+    prompts = (MERGE_SYSTEM, THEME_PROMPT)
+
+    def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
+        assert self._llm is not None
+        params = self.config.params(video=True)
+        limit, counter = self._context()
+
+        def one(item: tuple[str, str]) -> dict[str, Any]:
+            vid, caption = item
+            t = summarize_theme(caption, self._llm, params, limit, counter)
+            return {schema.VIDEO_ID: vid, schema.CLIP_ID: "", schema.CAPTION: t.caption, "model": self.model_id(),
+                    "prompt_hash": prompt_hash(MERGE_SYSTEM, THEME_PROMPT), schema.STATUS: t.status,
+                    schema.ERROR_COL: t.error}
+
+        rows = self._parallel(one, list(zip(batch[schema.VIDEO_ID], batch[schema.CAPTION])))
+        return {schema.THEME_CAPTIONS: rows}
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------
+
+
+def _rows(data: Dataset | pa.Table | list[dict[str, Any]], columns: Seq[str] | None = None) -> list[dict[str, Any]]:
+    if isinstance(data, Dataset):
+        data = data.with_format("arrow")[:]
+    if isinstance(data, pa.Table):
+        if columns is not None:
+            data = data.select([c for c in columns if c in data.column_names])
+        return data.to_pylist()
+    return list(data)
+
+
+def read_columns(repo: BenchmarkRepo, config: str, columns: Seq[str]) -> pa.Table:
+    """Only ``columns`` of a config (the merge never needs the captions' settings or scores)."""
+    files = repo.config_files().get(config)
+    if files is None:
+        raise KeyError(f"{repo.root} has no config {config!r}")
+    feats = schema.features_for(config)
+    sch = pa.schema([feats.arrow_schema.field(c) for c in columns])
+    parts = [pq.read_table(repo.root / f, columns=list(columns)).cast(sch) for f in files]
+    return pa.concat_tables(parts) if parts else sch.empty_table()
+
+
+def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:
+    # an explicit fingerprint: datasets would otherwise hash (pickle) the whole table, for a cache never used
+    return Dataset(pa.table(rows, schema=features.arrow_schema), info=DatasetInfo(features=features),
+                   fingerprint=uuid.uuid4().hex)
+
+
+_CAPTION_COLUMNS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, schema.CAPTION, schema.STATUS)
+
+
+def current_captions(captions: Dataset | pa.Table, clips: Dataset | pa.Table | None) -> list[dict[str, Any]]:
+    """The caption rows to merge: one per current ``ok`` clip (when the repo has ``clips``).
+
+    Captions of clips that no longer exist are dropped; a video with a clip not captioned yet is left out
+    (its captions are merged once the caption stage has every clip). Both are logged.
+    """
+    rows = _rows(captions, _CAPTION_COLUMNS)
+    if clips is None:
+        return rows
+    current: dict[str, set[str]] = {}
+    for r in _rows(clips, (schema.CLIP_ID, schema.VIDEO_ID, schema.STATUS)):
+        if r[schema.STATUS] == schema.OK:
+            current.setdefault(r[schema.VIDEO_ID], set()).add(r[schema.CLIP_ID])
+    have: dict[str, set[str]] = {}
+    kept, orphans = [], 0
+    for r in rows:
+        if r[schema.CLIP_ID] in current.get(r[schema.VIDEO_ID], ()):
+            kept.append(r)
+            have.setdefault(r[schema.VIDEO_ID], set()).add(r[schema.CLIP_ID])
+        else:
+            orphans += 1
+    if orphans:
+        logger.warning("merge: %d clip captions of clips no longer in `clips` are left out (re-run lovr caption)",
+                       orphans)
+    waiting = {v for v, ids in current.items() if have.get(v, set()) != ids and v in have}
+    if waiting:
+        logger.warning("merge: %d video(s) have clips without a caption row yet, left out until captioned: %s",
+                       len(waiting), ", ".join(sorted(waiting)[:5]))
+    return [r for r in kept if r[schema.VIDEO_ID] not in waiting]
+
+
+def cluster_inputs(captions: Dataset | pa.Table | list[dict[str, Any]], cluster_size: int,
+                   clips: Dataset | pa.Table | None = None) -> Dataset:
+    """Clip caption rows -> one row per cluster: EVERY caption row of a video, in slice order, in runs of
+    ``cluster_size`` (the original's membership); unusable captions (status not in MERGEABLE) keep their
+    place with their text left out."""
+    rows = current_captions(captions, clips) if not isinstance(captions, list) else captions
+    cols: dict[str, list[Any]] = {k: [] for k in CLUSTER_INPUT}
     for c in group_clips(rows, cluster_size):
-        out.append({schema.CLUSTER_ID: c.cluster_id, schema.VIDEO_ID: c.video_id, "slice_nums": c.slice_nums,
-                    "captions": c.captions, "clip_ids": c.clip_ids})
-    return Dataset.from_list(out, features=CLUSTER_INPUT)
+        cols[schema.CLUSTER_ID].append(c.cluster_id)
+        cols[schema.VIDEO_ID].append(c.video_id)
+        cols["slice_nums"].append(c.slice_nums)
+        cols["captions"].append(c.usable_captions)
+        cols["clip_ids"].append(c.clip_ids)
+        cols["statuses"].append([str(r.get(schema.STATUS) or schema.OK) for r in c.rows])
+    return _dataset(cols, CLUSTER_INPUT)
 
 
-def video_inputs(clusters: Dataset, cluster_in: Dataset) -> Dataset:
-    """Videos whose clusters are ALL present -> one row with the cluster captions in order."""
+def video_inputs(clusters: Dataset | pa.Table, cluster_in: Dataset, videos: set[str] | None = None) -> Dataset:
+    """Videos whose clusters are ALL present -> one row with the cluster captions in order and every clip
+    of the video (``videos``: only these)."""
     expected: dict[str, list[str]] = {}
     clip_ids: dict[str, list[str]] = {}
-    for r in cluster_in:
-        expected.setdefault(r[schema.VIDEO_ID], []).append(r[schema.CLUSTER_ID])
-        clip_ids.setdefault(r[schema.VIDEO_ID], []).extend(r["clip_ids"])
-    have = {r[schema.CLUSTER_ID]: r for r in clusters}
-    out = []
+    t = cluster_in.with_format("arrow")[:] if len(cluster_in) else None
+    if t is not None:
+        for vid, cid, clips in zip(t.column(schema.VIDEO_ID).to_pylist(), t.column(schema.CLUSTER_ID).to_pylist(),
+                                   t.column("clip_ids").to_pylist()):
+            expected.setdefault(vid, []).append(cid)
+            clip_ids.setdefault(vid, []).extend(clips)
+    have = {r[schema.CLUSTER_ID]: r[schema.CAPTION] for r in _rows(clusters, (schema.CLUSTER_ID, schema.CAPTION))}
+    cols: dict[str, list[Any]] = {k: [] for k in VIDEO_INPUT}
     for vid, ids in sorted(expected.items()):
-        if all(i in have for i in ids):
-            out.append({schema.VIDEO_ID: vid, "cluster_ids": ids,
-                        "captions": [have[i][schema.CAPTION] for i in ids], "clip_ids": clip_ids[vid]})
-    return Dataset.from_list(out, features=VIDEO_INPUT)
+        if (videos is None or vid in videos) and all(i in have for i in ids):
+            cols[schema.VIDEO_ID].append(vid)
+            cols["cluster_ids"].append(ids)
+            cols["captions"].append([have[i] or "" for i in ids])
+            cols["clip_ids"].append(clip_ids[vid])
+    return _dataset(cols, VIDEO_INPUT)
+
+
+def theme_inputs(video_captions: Dataset | pa.Table) -> Dataset:
+    """Video captions with text to summarise (status in :data:`THEMEABLE`, non-empty)."""
+    rows = [r for r in _rows(video_captions, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS))
+            if r[schema.STATUS] in THEMEABLE and (r[schema.CAPTION] or "").strip()]
+    return _dataset({schema.VIDEO_ID: [r[schema.VIDEO_ID] for r in rows],
+                     schema.CAPTION: [r[schema.CAPTION] for r in rows]}, THEME_INPUT)
+
+
+def _drop(repo: BenchmarkRepo, configs: tuple[str, ...], reason: str) -> bool:
+    """Remove configs the current settings do not produce (their work stays: turning them on reuses it)."""
+    dropped = False
+    for cfg in configs:
+        if repo.has(cfg):
+            n = repo.read_table(cfg).num_rows
+            repo.remove(cfg)
+            dropped = True
+            logger.warning("merge: removed %s (%d rows): %s", cfg, n, reason)
+    return dropped
+
+
+def _owned_videos(cluster_in: Dataset, shard: Shard) -> set[str]:
+    """Videos whose first cluster lies in this chunk's share (each video has exactly one owner)."""
+    vids = cluster_in[schema.VIDEO_ID] if len(cluster_in) else []
+    mine = set(shard_range(len(vids), shard))
+    owned, seen = set(), set()
+    for i, v in enumerate(vids):
+        if v not in seen:
+            seen.add(v)
+            if i in mine:
+                owned.add(v)
+    return owned
+
+
+# ---- the stage ------------------------------------------------------------------------------------------
 
 
 def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
           control: RunControl | None = None) -> StageResult:
-    """Library entry point: clusters, then (when complete) full-video captions, into ``repo``."""
+    """Library entry point: clusters, then (when complete) full-video captions and themes, into ``repo``.
+
+    Every table follows the current clip captions: clusters whose member captions changed are merged
+    again, clusters and videos that no longer exist are removed, the rest is reused.
+    """
     config = config or MergeConfig()
     control = control or RunControl()
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
-    caps = repo.read(schema.CLIP_CAPTIONS)
-    cl_in = cluster_inputs(caps, config.cluster_size)
-    kw = dict(shard=control.shard(), num_proc=control.num_proc, rerun=control.rerun,
-              retry_failed=control.retry_failed)
+    caps = read_columns(repo, schema.CLIP_CAPTIONS, _CAPTION_COLUMNS)
+    clips = read_columns(repo, schema.CLIPS, (schema.CLIP_ID, schema.VIDEO_ID, schema.STATUS)) \
+        if repo.has(schema.CLIPS) else None
+    cl_in = cluster_inputs(caps, config.cluster_size, clips)
+    shard = control.shard()
+    kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
+    cstage, vstage, tstage = ClusterStage(config), VideoCaptionStage(config), ThemeStage(config)
+    for st in (cstage, vstage, tstage):
+        st.card_refresh = False  # the card is rendered once, at the end
+    if control.gather_only:
+        return _gather_only(repo, config, control, cl_in, cstage, vstage, tstage)
+    res = cstage.apply(cl_in, repo, shard=shard, **kw)
+    res.stats["computed_clusters"] = res.processed  # units computed this run, per step (the rest was reused)
+    try:
+        return _after_clusters(repo, config, control, cl_in, res, vstage, tstage)
+    finally:
+        if _reports(shard) and any(st.wrote for st in (cstage, vstage, tstage)):
+            repo.refresh_card()
+
+
+def _reports(shard: Shard) -> bool:
+    """Whether this process writes shared state (the card, dropped configs): not the other ranks of a job."""
+    return shard.is_main or not shard.launched
+
+
+def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, cl_in: Dataset,
+                    res: StageResult, vstage: VideoCaptionStage, tstage: ThemeStage) -> StageResult:
+    shard = control.shard()
+    kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
     cstage = ClusterStage(config)
-    if control.gather_only:
-        res = StageResult(outputs=cstage.gather(repo))
-    else:
-        res = cstage.apply(cl_in, repo, **kw)
-    if not repo.has(schema.CLUSTERS) or not config.video_captions:
+    if not config.video_captions:
+        if res.complete and _reports(shard):
+            vstage.wrote |= _drop(repo, (schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS), "video captions are off")
+        barrier(shard)
+        res.stats.update(summarize(repo))
         return res
-    clusters = repo.read(schema.CLUSTERS)
-    v_in = video_inputs(clusters, cl_in)
-    vstage = VideoCaptionStage(config)
-    if control.gather_only:
-        vstage.gather(repo)
-    elif len(v_in):
-        vres = vstage.apply(v_in, repo, **kw)
-        res.processed += vres.processed
-        res.seconds += vres.seconds
+    if not res.complete:  # a chunk with clusters still missing elsewhere: its own videos that are ready
+        owned = _owned_videos(cl_in, shard)
+        v_in = video_inputs(cstage.committed_rows(repo, cl_in, schema.CLUSTERS), cl_in, owned)
+        if len(v_in):
+            vres = vstage.apply(v_in, repo, gather=False, **kw)
+            res.processed += vres.processed
+            res.stats["computed_videos"] = vres.processed
+        logger.info("merge: clusters of other chunks are missing; video captions of %d ready video(s) of this "
+                    "chunk done, the chunk that finishes last does the rest", len(v_in))
+        return res
+    # every cluster committed: split the videos over the ranks of a launched job, else do all that are left
+    step_shard = shard if shard.launched else Shard()
+    v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
+    vres = vstage.apply(v_in, repo, shard=step_shard, **kw)
+    res.processed += vres.processed
+    res.seconds += vres.seconds
+    res.stats["computed_videos"] = vres.processed
+    if vres.complete:
+        if config.theme:
+            t_in = theme_inputs(read_columns(repo, schema.VIDEO_CAPTIONS, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS)))
+            tres = tstage.apply(t_in, repo, shard=step_shard, **kw)
+            res.processed += tres.processed
+            res.stats["computed_themes"] = tres.processed
+            res.seconds += tres.seconds
+        elif _reports(shard):
+            tstage.wrote |= _drop(repo, (schema.THEME_CAPTIONS,), "--theme is off")
+        barrier(shard)  # ranks read the merge configs only once rank 0 has dropped what is off
+    res.complete = res.complete and vres.complete
+    if _reports(shard):
+        res.stats.update(summarize(repo))
+    return res
+
+
+def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, cl_in: Dataset,
+                 cstage: ClusterStage, vstage: VideoCaptionStage, tstage: ThemeStage) -> StageResult:
+    """``--gather``: build every merge config from committed work; missing units raise MissingChunksError."""
+    for st in (cstage, vstage, tstage):
+        st.card_refresh = True
+    res = StageResult(outputs=cstage.gather(repo, cl_in, allow_partial=control.allow_partial))
+    if config.video_captions and repo.has(schema.CLUSTERS):
+        v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
+        res.outputs.update(vstage.gather(repo, v_in, allow_partial=control.allow_partial))
+        if config.theme:
+            t_in = theme_inputs(read_columns(repo, schema.VIDEO_CAPTIONS, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS)))
+            res.outputs.update(tstage.gather(repo, t_in, allow_partial=control.allow_partial))
     res.stats.update(summarize(repo))
     return res
 
@@ -265,13 +502,17 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
 def summarize(repo: BenchmarkRepo) -> dict[str, float]:
     stats: dict[str, float] = {}
     if repo.has(schema.CLUSTERS):
-        cl = repo.read(schema.CLUSTERS)
-        stats.update(clusters=cl.num_rows, llm_calls=sum(cl["llm_calls"]), failed_calls=sum(cl["failed_calls"]),
-                     clusters_failed=sum(s != schema.OK for s in cl[schema.STATUS]))
+        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
+        stats.update(clusters=len(cl["llm_calls"]), llm_calls=sum(cl["llm_calls"]),
+                     failed_calls=sum(cl["failed_calls"]),
+                     clusters_failed=sum(s in (schema.FAILED, schema.ERROR) for s in cl[schema.STATUS]))
     if repo.has(schema.VIDEO_CAPTIONS):
-        vc = repo.read(schema.VIDEO_CAPTIONS)
-        stats.update(video_captions=vc.num_rows, video_llm_calls=sum(vc["llm_calls"]),
+        vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls"]).to_pydict()
+        stats.update(video_captions=len(vc["llm_calls"]), video_llm_calls=sum(vc["llm_calls"]),
                      video_failed_calls=sum(vc["failed_calls"]))
+    if repo.has(schema.THEME_CAPTIONS):
+        th = read_columns(repo, schema.THEME_CAPTIONS, [schema.STATUS]).column(schema.STATUS).to_pylist()
+        stats.update(themes=len(th), themes_failed=sum(s != schema.OK for s in th))
     logger.info("merge: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return stats
 
@@ -302,8 +543,10 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
     """The original ``caption_merger.py`` contract: ``vid``/``slice_num``/``cap`` in; ``vid``,
     ``start_slice_num``, ``end_slice_num``, ``cap``, ``clip_count``, ``cluster_id``,
     ``merged_paragraphs`` out, one line per cluster; resumes by the cluster ids already in
-    ``result_file``. Each line is written whole and fsync'ed; an interrupted last line is dropped on
-    resume. Returns the number of clusters written this run."""
+    ``result_file``. Every row of the caption file takes its place in its run of ``cluster_size`` (the
+    original's membership); a row whose ``status`` (lovr_hf's exported files have one) is not usable has
+    its text left out, listed in the cluster's ``left_out``. Each line is written whole and fsync'ed; an
+    interrupted last line is dropped on resume. Returns the number of clusters written this run."""
     config = config or MergeConfig()
     done_rows = _read_jsonl(result_file, tolerate_partial_tail=True)
     done = {r["cluster_id"] for r in done_rows}
@@ -319,11 +562,11 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
     written = 0
     with open(result_file, "a", encoding="utf-8") as f, ThreadPoolExecutor(max(1, config.num_workers)) as pool, \
             tqdm(total=len(todo), desc="merge clusters") as bar:
-        for c, res in zip(todo, pool.map(lambda c: smooth_group(c.captions, llm, params), todo)):
+        for c, res in zip(todo, pool.map(lambda c: smooth_group(c.usable_captions, llm, params), todo)):
             row = {"vid": c.video_id, "start_slice_num": c.start_slice_num, "end_slice_num": c.end_slice_num,
                    "cap": res.caption, "clip_count": c.clip_count, "cluster_id": c.cluster_id,
                    "merged_paragraphs": res.merged_paragraphs, "llm_calls": res.llm_calls,
-                   "failed_calls": res.failed_calls}
+                   "failed_calls": res.failed_calls, "left_out": c.left_out}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -340,7 +583,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="transformers LLM: Hub id, folder, .gguf file or 'smollm2'")
     p.add_argument("--gguf-file", dest="gguf_file", default=None)
     p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=1024)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=1024, help="per join")
+    p.add_argument("--video-max-new-tokens", dest="video_max_new_tokens", type=int, default=4096,
+                   help="per video integration step")
     p.add_argument("--cluster-size", dest="cluster_size", type=int, default=DEFAULT_CLUSTER_SIZE)
     p.add_argument("--no-video-captions", dest="video_captions", action="store_false")
     p.add_argument("--integrate-mode", dest="integrate_mode", choices=("sequential", "hierarchical"),
@@ -366,5 +611,12 @@ def main(args: argparse.Namespace) -> int:
         merge_jsonl(args.cap_file, args.result_file, config)
         return 0
     control = control_from_args(args)
-    res = merge(control.repo, config, control)
-    return 1 if control.strict and res.stats.get("clusters_failed") else 0
+    try:
+        merge(control.repo, config, control)
+    except MissingChunksError as exc:
+        logger.error("lovr merge: %s", exc)
+        return 2
+    shard = control.shard()
+    if shard.launched and not shard.is_main:
+        return 0  # rank 0 reports for the job
+    return strict_exit(BenchmarkRepo(control.repo), {"merge": STAGE_CONFIGS["merge"]}, strict=control.strict)

@@ -17,6 +17,7 @@ is dropped, so the next join goes to the LLM with the paragraph that now ends th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -33,12 +34,24 @@ from lovr_hf.prompts import (
     TRANSITION_PROMPT,
     render_prompt,
 )
-from lovr_hf.schema import FAILED, OK, clip_id_for, cluster_id_for
+from lovr_hf.reply_guard import (
+    META_WORDS,
+    added_text_problem,
+    cut_off,
+    prompt_echo,
+    repeated_phrase,
+    repeated_sentence,
+)
+from lovr_hf.schema import FAILED, NEEDS_REVIEW, OK, clip_id_for, cluster_id_for
 
 logger = logging.getLogger(__name__)
 
 PARAGRAPH_SEP = "\n"
 DEFAULT_CLUSTER_SIZE = 10
+#: clip caption statuses whose text is merged (``needs_review`` captions are real text: kept, flagged)
+MERGEABLE = (OK, NEEDS_REVIEW)
+#: prefix of every reason a reply was rejected by a guard (counted as "rejected replies" in summaries)
+REJECTED = "rejected reply: "
 
 
 def merger_params(**overrides: Any) -> GenerationParams:
@@ -280,10 +293,12 @@ def smooth_group(
             else:
                 out_chars = sum(len(p) for p in parsed)
                 if not _plausible_length(out_chars, len(prev) + len(nxt), min_ratio, max_ratio):
-                    reason = f"implausible reply length {out_chars} for {len(prev) + len(nxt)} input chars"
-                    parsed = None
+                    reason = f"{REJECTED}implausible length {out_chars} for {len(prev) + len(nxt)} input chars"
                 elif not (_covers(" ".join(parsed), prev, min_coverage) and _covers(" ".join(parsed), nxt, min_coverage)):
-                    reason = "reply dropped the content of one paragraph"
+                    reason = f"{REJECTED}dropped the content of one paragraph"
+                elif (added := added_text_problem(parsed, [prev, nxt])) is not None:
+                    reason = f"{REJECTED}{added}"
+                if reason is not None:
                     parsed = None
         if parsed is None:
             failed += 1
@@ -337,7 +352,7 @@ class Cluster:
     def cluster_id(self) -> str:
         return cluster_id_for(self.video_id, self.index)
 
-    @property
+    @functools.cached_property
     def slice_nums(self) -> list[int]:
         return [slice_number(_first(r, "slice_num", "clip_id")) for r in self.rows]
 
@@ -358,6 +373,17 @@ class Cluster:
         return [_first(r, "caption", "cap", default="") or "" for r in self.rows]
 
     @property
+    def usable_captions(self) -> list[str]:
+        """Captions with the text of rows whose ``status`` (when they have one) is not mergeable blanked:
+        such a clip keeps its place in the run, as in the original, but contributes no text."""
+        return [c if _usable(r) else "" for r, c in zip(self.rows, self.captions)]
+
+    @property
+    def left_out(self) -> list[str]:
+        """Clip ids of the run whose text is not merged (no usable caption: unusable status or empty)."""
+        return [cid for r, c, cid in zip(self.rows, self.captions, self.clip_ids) if not (_usable(r) and c.strip())]
+
+    @functools.cached_property
     def clip_ids(self) -> list[str]:
         out = []
         for r, n in zip(self.rows, self.slice_nums):
@@ -366,8 +392,16 @@ class Cluster:
         return out
 
 
+def _usable(row: Mapping[str, Any]) -> bool:
+    st = row.get("status")
+    return st is None or st in MERGEABLE
+
+
 def group_clips(rows: Iterable[Mapping[str, Any]], cluster_size: int = DEFAULT_CLUSTER_SIZE) -> list[Cluster]:
     """Per video (sorted ids), clips sorted numerically by ``slice_num``, in consecutive groups.
+
+    Every row counts, whatever its caption or status (the original groups every row of the caption
+    file): a skipped or failed clip keeps its place, so the clusters after it do not shift.
 
     Accepts both the dataset columns (``video_id``, ``slice_num``, ``caption``) and the original JSONL
     fields (``vid``, ``slice_num``, ``cap``). A repeated (video, slice) keeps its first row and logs a
@@ -430,6 +464,7 @@ class _Integrator:
     system: str
     min_ratio: float
     max_ratio: float
+    min_coverage: float = 0.5
     calls: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -469,7 +504,11 @@ class _Integrator:
             if paragraphs is None:
                 reason = "empty or unparsable reply"
             elif not _plausible_length(out_chars, in_chars, self.min_ratio, self.max_ratio):
-                reason = f"implausible reply length {out_chars} for {in_chars} input chars"
+                reason = f"{REJECTED}implausible length {out_chars} for {in_chars} input chars"
+            elif not all(_covers(" ".join(paragraphs), t, self.min_coverage) for t in (first, second)):
+                reason = f"{REJECTED}dropped the content of one text"
+            elif (added := added_text_problem(paragraphs, [first, second])) is not None:
+                reason = f"{REJECTED}{added}"
             else:
                 return paragraphs
         self.failed += 1
@@ -634,4 +673,13 @@ def summarize_theme(
     cleaned = clean_reply(reply)
     if cleaned is None:
         return ThemeResult("", 1, "empty or unparsable reply", truncated)
-    return ThemeResult(" ".join(cleaned), 1, None, truncated)
+    text = " ".join(cleaned)
+    problem = prompt_echo(text, [caption]) or repeated_sentence(text, [caption]) or repeated_phrase(text, [caption])
+    if problem is None and cut_off(text, [caption]):
+        problem = f"cut off: {text[-40:]}"
+    if problem is None:
+        problem = next((w for w in sorted({w.lower() for w in re.findall(r"[^\W\d_]+", text)} & META_WORDS)
+                        if w not in caption.lower()), None)
+    if problem is not None:
+        return ThemeResult("", 1, f"{REJECTED}instruction echo, meta-commentary or a loop ({problem!r})", truncated)
+    return ThemeResult(text, 1, None, truncated)

@@ -23,6 +23,8 @@ from lovr_hf.cli_common import RunControl, add_common_args, control_from_args
 from lovr_hf.merge import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.stage import MissingChunksError, StageResult
+from lovr_hf.summary import STAGE_CONFIGS, bad_rows, embedding_configs, format_counts, stage_counts
 
 logger = logging.getLogger(__name__)
 
@@ -76,34 +78,72 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     return _build(PipelineConfig, kwargs)
 
 
+def _finisher(control: RunControl) -> RunControl:
+    """The same run without manual chunks: the chunk that completed a stage does what is left downstream."""
+    return dataclasses.replace(control, num_chunks=None, chunk_idx=None)
+
+
+def _step(name: str, fn: Any, control: RunControl, manual_chunks: bool) -> StageResult:
+    """Run one stage on this chunk's share; a chunk that got here (it completed the stage before) then
+    does the units other chunks have not (they stopped at the stage they could not complete)."""
+    logger.info("== %s ==", name)
+    res = fn(control)
+    if manual_chunks and not res.complete:
+        logger.info("%s: finishing the units of the other chunks too", name)
+        res = fn(_finisher(control))
+    return res
+
+
 def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict[str, Any]:
-    """Every stage in order; returns the summary (also logged)."""
+    """Every stage in order; returns the summary (also logged).
+
+    Under ``accelerate launch`` every stage is split over the ranks (each stage ends with a barrier after
+    rank 0's gather). With manual chunks (``--num-chunks/--chunk-idx``), a chunk segments its share and
+    stops while other chunks' videos are still unsegmented; the chunk that completes segmentation (in any
+    order) goes on: its share of each later stage, then whatever is left of it.
+    """
     control = control or RunControl(repo=cfg.repo)
     control = dataclasses.replace(control, repo=cfg.repo)
     if not cfg.input_folder:
         raise ValueError("input_folder is required (--input_folder or the config file)")
     repo = BenchmarkRepo(cfg.repo)
     repo.root.mkdir(parents=True, exist_ok=True)
-    repo.write_run_config(cfg.to_dict())
-    summary: dict[str, Any] = {"repo": str(repo.root)}
+    shard = control.shard()
+    manual = shard.world_size > 1 and not shard.launched
+    if shard.is_main or manual:
+        repo.write_run_config(cfg.to_dict())
+    summary: dict[str, Any] = {"repo": str(repo.root), "complete": False}
+    stages: dict[str, tuple[str, ...]] = {}
     logger.info("== segment ==")
-    segment(cfg.input_folder, repo, cfg.segment, control, recursive=cfg.recursive)
-    if not repo.has(schema.CLIPS):
-        logger.warning("segmentation not complete (other chunks still running?): stopping here")
+    res = segment(cfg.input_folder, repo, cfg.segment, control, recursive=cfg.recursive)
+    stages["segment"] = STAGE_CONFIGS["segment"]
+    if not res.complete:
+        logger.warning("segmentation not complete (other chunks still running): this chunk stops here; the "
+                       "chunk that completes segmentation runs the later stages")
         return summary
-    logger.info("== caption ==")
-    caption(repo, cfg.caption, control)
-    if not repo.has(schema.CLIP_CAPTIONS):
-        return summary
-    logger.info("== merge ==")
-    merge(repo, cfg.merge, control)
-    if cfg.eval_models and repo.has(schema.VIDEO_CAPTIONS):
+    ctl = control
+    _step("caption", lambda c: caption(repo, cfg.caption, c), ctl, manual)
+    stages["caption"] = STAGE_CONFIGS["caption"]
+    mres = _step("merge", lambda c: merge(repo, cfg.merge, c), ctl, manual)
+    stages["merge"] = STAGE_CONFIGS["merge"]
+    if cfg.eval_models and mres.complete:
         logger.info("== eval: %s ==", ", ".join(cfg.eval_models))
         from lovr_hf.evaluation import EvalConfig, evaluate_models
 
-        evaluate_models(repo, cfg.eval_models, _build(EvalConfig, dict(cfg.eval)), control)
+        base = _build(EvalConfig, dict(cfg.eval))
+        evaluate_models(repo, cfg.eval_models, base, _finisher(ctl) if manual else ctl)
+        slugs = [dataclasses.replace(base, model=m).slug() for m in cfg.eval_models]
+        stages["eval"] = embedding_configs(repo, slugs)
+    summary["complete"] = mres.complete
+    if shard.launched and not shard.is_main:
+        return summary  # rank 0 writes the card and reports for the job
     repo.refresh_card()
     summary.update(summarize(repo))
+    summary["status"] = stage_counts(repo, stages)
+    if "eval" in stages:
+        from lovr_hf.embed import text_inputs_report
+
+        summary["eval_captions"] = text_inputs_report(repo)
     log_summary(summary)
     return summary
 
@@ -143,6 +183,11 @@ def log_summary(s: dict[str, Any]) -> None:
         f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
         f"merge LLM calls: {s.get('merge_calls', 0)} ({s.get('merge_failed_calls', 0)} failed)",
     ]
+    if s.get("status"):
+        lines += ["rows per stage and status:", format_counts(s["status"])]
+    if s.get("eval_captions"):
+        lines.append("captions embedded for eval: " + ", ".join(
+            f"{kind} {c['embedded']} (left out {c['left_out']})" for kind, c in s["eval_captions"].items()))
     if s.get("results_table"):
         lines += ["results:", s["results_table"]]
     lines += [
@@ -205,6 +250,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides_from_args(args))
     control = control_from_args(args)
-    summary = run_pipeline(cfg, control)
-    failed = summary.get("captions", {}).get(schema.FAILED, 0) + summary.get("merge_failed_calls", 0)
-    return 1 if control.strict and failed else 0
+    try:
+        summary = run_pipeline(cfg, control)
+    except MissingChunksError as exc:
+        logger.error("lovr run: %s", exc)
+        return 2
+    bad = bad_rows(summary.get("status", {}))
+    if bad and control.strict:
+        logger.error("--strict: %s", ", ".join(f"{k} {n}" for k, n in bad.items()))
+        return 1
+    return 0

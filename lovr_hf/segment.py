@@ -297,6 +297,22 @@ class SegmentStage(Stage):
                           audio=c.audio, threads=self.threads)
         return self._rows(vid, files, fps)
 
+    def verify_unit(self, key: str, rows: dict[str, list[dict[str, Any]]]) -> bool:
+        """A committed video can be reused only while each of its clip files is there (staged or published)
+        with the size its row records: one deleted or rewritten since is re-cut, not reported as an error."""
+        for r in rows.get(schema.CLIPS, []):
+            if r["clip_mode"] not in clip_store.FILE_MODES or not r.get("path"):
+                continue
+            staged = clip_store.staged_file(self.work, r[schema.VIDEO_ID], r[schema.CLIP_ID])
+            path = staged if staged.is_file() else Path(self.repo_root) / r["path"]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return False
+            if r.get("file_size") is not None and size != r["file_size"]:
+                return False
+        return True
+
     def stale_units(self, repo: BenchmarkRepo) -> set[str]:
         """Videos whose committed clip files are gone or changed on disk (neither staged nor published with
         the size their row records). For an engine hook that treats them as not done, so that a rerun
@@ -362,10 +378,11 @@ def segment(
         logger.warning("no video files (%s) under %s", ", ".join(VIDEO_EXTENSIONS), input_folder)
     stage = SegmentStage(config, clips_dir, str(repo.root), num_videos=len(files),
                          threads=threads_per_video(control.num_proc, len(files)))
+    stage.digest_files = ("path",)  # a source file replaced under the same name is segmented again
+    # clip files follow the tables through lovr_hf.clip_store (staged per setting, published at gather), and a
+    # reused unit whose file is gone or changed is re-cut (verify_unit), so the engine's owned_files is unused
     if control.gather_only:
-        res = StageResult()
-        res.outputs = stage.gather(repo)
-        return res
+        return stage.gather_result(repo, files, allow_partial=control.allow_partial)
     res = stage.apply(files, repo, shard=control.shard(), num_proc=control.num_proc, rerun=control.rerun,
                       retry_failed=control.retry_failed)
     if repo.has(schema.VIDEOS):

@@ -49,7 +49,7 @@ def test_split_paragraphs_like_the_original() -> None:
 
 def test_smooth_group_splices_only_the_joins_exactly() -> None:
     llm = ScriptedLLM([
-        "[Optimized end of previous paragraph]\nThe room is warm and smells of bread.\n"
+        "[Optimized end of previous paragraph]\nThe room is warm and inviting.\n"
         "[Optimized beginning of next paragraph]\nThen the man pays the baker with coins.",
         "The baker smiles as he leaves.\nAfter that, snow falls on the street outside.",
     ])
@@ -57,7 +57,7 @@ def test_smooth_group_splices_only_the_joins_exactly() -> None:
     assert r.caption == (
         "A man in a red coat enters a bakery.\n"
         "He looks at the bread on the shelves.\n"
-        "The room is warm and smells of bread.\n"
+        "The room is warm and inviting.\n"
         "Then the man pays the baker with coins.\n"
         "The baker smiles as he leaves.\n"
         "After that, snow falls on the street outside.\n"
@@ -284,3 +284,97 @@ def test_prompts_faithful_hash_and_overrides(tmp_path) -> None:
 ])
 def test_parse_score(reply: str | None, score: float | None) -> None:
     assert parse_score(reply) == score
+
+
+# ---- cluster membership against a restatement of the original caption_merger.py -------------------------
+
+
+def original_merger(caps: list[dict], join) -> list[dict]:
+    """What ``data_generation/caption_merger.py`` (TechNomad-ds/LoVR-benchmark) computes, restated: per video,
+    EVERY caption row sorted by slice_num, runs of 10, ``<vid>_<k>``; the first clip's paragraphs, then per
+    next clip with paragraphs one call on (last paragraph so far, its first paragraph), the reply split at
+    its first newline into the new last paragraph and the new first paragraph; clips without text cost no
+    call. ``join(prev, next)`` plays the LLM."""
+    out = []
+    for vid in sorted({c["vid"] for c in caps}):
+        rows = sorted((c for c in caps if c["vid"] == vid), key=lambda c: c["slice_num"])
+        for i in range(0, len(rows), 10):
+            run = rows[i:i + 10]
+            merged = [p.strip() for p in run[0]["cap"].split("\n") if p.strip()]
+            for clip in run[1:]:
+                cur = [p.strip() for p in clip["cap"].split("\n") if p.strip()]
+                if not cur:
+                    continue
+                prev = merged[-1] if merged else ""
+                if not prev:
+                    merged.extend(cur)
+                    continue
+                reply = join(prev, cur[0])
+                head, _, tail = reply.partition("\n")
+                merged[-1], cur[0] = head.strip(), tail.strip()
+                merged.extend(cur)
+            out.append({"vid": vid, "cluster_id": f"{vid}_{i // 10}", "start_slice_num": run[0]["slice_num"],
+                        "end_slice_num": run[-1]["slice_num"], "clip_count": len(run),
+                        "cap": "\n".join(merged), "merged_paragraphs": len(merged)})
+    return out
+
+
+def _join(prev: str, nxt: str) -> str:
+    return f"{prev}\nThen, {nxt[0].lower()}{nxt[1:]}"
+
+
+def _caption_rows() -> list[dict]:
+    """Two videos; skipped (too short), failed and needs_review clips in the middle of runs."""
+    rows = []
+    for vid, n in (("vA", 23), ("vB", 12)):
+        for k in range(1, n + 1):
+            rows.append({"clip_id": f"{vid}-Scene-{k:03d}", "video_id": vid, "slice_num": k, "status": "ok",
+                         "caption": f"In clip {k} of {vid} a dog runs across the yard.\nThe dog stops at gate {k}."})
+    for vid, k, status in (("vA", 4, "skipped"), ("vA", 11, "failed"), ("vA", 12, "error"), ("vB", 1, "skipped"),
+                           ("vB", 7, "needs_review")):
+        r = next(r for r in rows if r["video_id"] == vid and r["slice_num"] == k)
+        r["status"] = status
+        if status != "needs_review":
+            r["caption"] = ""  # what the caption stage writes for a clip it could not caption
+    return rows
+
+
+def test_cluster_membership_equals_the_original_with_skipped_clips() -> None:
+    from lovr_hf.merge import cluster_inputs
+
+    rows = _caption_rows()
+    want = original_merger([{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"]} for r in rows],
+                           _join)
+    got = cluster_inputs(rows, 10)
+    assert got["cluster_id"] == [w["cluster_id"] for w in want] == ["vA_0", "vA_1", "vA_2", "vB_0", "vB_1"]
+    assert [(s[0], s[-1], len(s)) for s in got["slice_nums"]] == \
+        [(w["start_slice_num"], w["end_slice_num"], w["clip_count"]) for w in want]
+    # the text: identical to the original's on the same captions (unusable clips add no text, as there)
+    for item, w in zip(got, want):
+        assert smooth_group(item["captions"], ScriptedLLM(default=lambda m: _join(*_user_pair(m)))).caption == w["cap"]
+    assert "clip 7 of vB" in want[3]["cap"]  # needs_review text is merged (flagged by its status)
+
+
+def _user_pair(messages: list[dict]) -> tuple[str, str]:
+    user = messages[-1]["content"]
+    prev = user.split("[Last paragraph of previous caption]:\n", 1)[1].split("\n\n[First paragraph", 1)[0]
+    nxt = user.split("[First paragraph of next paragraph]:\n", 1)[1].split("\n\n# Requirements", 1)[0]
+    return prev, nxt
+
+
+def test_cluster_membership_in_jsonl_mode_equals_the_original(tmp_path) -> None:
+    import json
+
+    from lovr_hf.merge import MergeConfig, merge_jsonl
+
+    rows = _caption_rows()
+    caps = [{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"], "status": r["status"]}
+            for r in rows]
+    (tmp_path / "caps.jsonl").write_text("".join(json.dumps(c) + "\n" for c in reversed(caps)))
+    merge_jsonl(str(tmp_path / "caps.jsonl"), str(tmp_path / "out.jsonl"),
+                MergeConfig(llm="lovr_hf.testing.merge_llm:PromptLLM", num_workers=1))
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    want = original_merger(caps, _join)
+    keys = ("vid", "cluster_id", "start_slice_num", "end_slice_num", "clip_count", "cap", "merged_paragraphs")
+    assert [{k: g[k] for k in keys} for g in got] == want
+    assert got[1]["left_out"] == ["vA-Scene-011", "vA-Scene-012"]  # recorded, still in their run
