@@ -141,7 +141,8 @@ _SCORE_ASK = re.compile(r"\bscore\b", re.I)
 
 @LLMS.register("dummy")
 class DummyChatLLM(ChatLLM):
-    """Rewrites the last two paragraphs of the last user message as "<p1>\\n<marker><p2>".
+    """Answers lovr_hf's merge prompts (join / integrate / theme) like the stand-in OpenAI server's default
+    responder; any other message: rewrites its last two paragraphs as "<p1>\\n<marker><p2>".
 
     That is the reply format the merge prompt asks for (two paragraphs separated by a newline), so the
     merge stage parses it like a real model's. Paragraphs are the message's blank-line separated blocks
@@ -186,11 +187,24 @@ class DummyChatLLM(ChatLLM):
         system = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
         if _SCORE_ASK.search(system) or _SCORE_ASK.search(user):
             return f"{self.judge_score:g}"
+        merge_reply = _merge_prompt_reply(user)
+        if merge_reply is not None:  # the real merge prompts: an honest rewrite the reply guard accepts
+            return merge_reply
         blocks = [b.strip() for b in re.split(r"\n\s*\n", user) if b.strip()]
         if len(blocks) < 2:
             return user.strip()
         p1, p2 = (_LABEL.sub("", b).replace("\n", " ").strip() for b in blocks[-2:])
         return f"{p1}\n{self.marker}{p2}"
+
+
+def _merge_prompt_reply(user: str) -> str | None:
+    """The answer of :func:`lovr_hf.testing.fake_openai.default_responder` to lovr_hf's merge prompts (join,
+    integration, theme), else None: the two paragraphs joined with a transition word, nothing invented."""
+    from lovr_hf.testing.fake_openai import _INTEGRATE, _TRANSITION, default_responder
+
+    if _TRANSITION.search(user) or _INTEGRATE.search(user) or "overall theme of the video" in user:
+        return default_responder({"messages": [{"role": "user", "content": user}]})
+    return None
 
 
 def _hash_bucket(token: str, buckets: int) -> int:
