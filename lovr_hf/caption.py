@@ -38,6 +38,7 @@ from lovr_hf.cli_common import (
 )
 from lovr_hf.decode_plan import ClipDecoder, size_request
 from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
+from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES  # noqa: F401 - re-exported: one budget
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stage import Stage, StageResult, batch_metas
@@ -45,9 +46,6 @@ from lovr_hf.stage import Stage, StageResult, batch_metas
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-#: decoded frames held ahead of the model: 2 GiB = 5 clips of 64 frames at 1080p (6.2 MB a frame), which
-#: leaves room for the batch being captioned and the model's host memory on a 24 GB machine
-DEFAULT_PREFETCH_BYTES = 2 * 1024**3
 __all__ = ["ORIGINAL_DOWNSCALE", "REFINE_SUFFIX", "CaptionConfig", "CaptionStage", "caption", "check_backend_flags",
            "make_captioner", "make_scorer"]
 
@@ -84,7 +82,7 @@ class CaptionConfig:
     generate_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra model.generate() options
     # runtime only
     batch_size: int = 8
-    decode_workers: int = 2
+    decode_workers: int | None = None  # None: sized to the machine (lovr_hf.prefetch.auto_workers)
     prefetch_batches: int = 2
     prefetch_bytes: int = DEFAULT_PREFETCH_BYTES
     device: str = "auto"
@@ -494,7 +492,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default="heuristic", choices=("heuristic", "llm"))
     p.add_argument("--scorer-model", dest="scorer_model", default=None)
     p.add_argument("--max-attempts", dest="max_attempts", type=int, default=3)
-    p.add_argument("--decode-workers", dest="decode_workers", type=int, default=2)
+    p.add_argument("--decode-workers", dest="decode_workers", type=int, default=None,
+                   help="decode threads (default: sized to the machine)")
     p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
                    help=f"bytes of decoded frames held ahead of the model (default {DEFAULT_PREFETCH_BYTES})")
     p.add_argument("--device", default="auto")
@@ -524,17 +523,26 @@ def main(args: argparse.Namespace) -> int:
     repo = BenchmarkRepo(control.repo)
     if args.result_file and repo.has(schema.CLIP_CAPTIONS):
         export_jsonl(repo, args.result_file)
-    bad = res.stats.get(schema.FAILED, 0) + res.stats.get(schema.ERROR, 0)
-    return 1 if control.strict and bad else 0
+    from lovr_hf.summary import STAGE_CONFIGS, strict_exit
+
+    del res
+    return strict_exit(repo, {"caption": STAGE_CONFIGS["caption"]}, strict=control.strict)
 
 
 def export_jsonl(repo: BenchmarkRepo, path: str) -> None:
-    """The original caption file format (``vid``, ``slice_num``, ``cap``), for the original merger."""
+    """The original caption file format (``vid``, ``slice_num``, ``cap``, and the clip file's ``path`` that the
+    original ``encode_text`` reads), for the original merger and evaluation scripts."""
     from lovr_hf.repo import atomic_write_text
 
+    paths = {}
+    if repo.has(schema.CLIPS):
+        clips = repo.read_table(schema.CLIPS)
+        paths = {c: (str(repo.resolve(p)) if p else None) for c, p in
+                 zip(clips.column(schema.CLIP_ID).to_pylist(), clips.column("path").to_pylist())}
     lines = [
         json.dumps({"vid": r[schema.VIDEO_ID], "slice_num": r[schema.SLICE_NUM], "clip_id": r[schema.CLIP_ID],
-                    "cap": r[schema.CAPTION], "status": r[schema.STATUS]}, ensure_ascii=False)
+                    "path": paths.get(r[schema.CLIP_ID]), "cap": r[schema.CAPTION], "status": r[schema.STATUS]},
+                   ensure_ascii=False)
         for r in repo.read(schema.CLIP_CAPTIONS)
     ]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

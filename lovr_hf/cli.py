@@ -66,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lovr {args.command}: not available ({args._missing})", file=sys.stderr)
         return 2
     setup_logging(args.verbose, args.quiet)
-    return int(_module(args.command).main(args) or 0)
+    try:
+        return int(_module(args.command).main(args) or 0)
+    except Exception as exc:
+        from lovr_hf.stage import MissingChunksError  # (already imported when a stage raised it)
+
+        if isinstance(exc, MissingChunksError):  # --gather with chunks still to run: say which, exit 2
+            logging.getLogger("lovr_hf").error("lovr %s: %s", args.command, exc)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

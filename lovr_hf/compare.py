@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.models import model_slug
+from lovr_hf.models import model_slug, protocol_slug
 from lovr_hf.rankings import read_rankings
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import read_results
@@ -55,8 +55,8 @@ def paired(repo: BenchmarkRepo | str, model_a: str, model_b: str, *, alpha: floa
         raise ValueError(f"{model_a!r} and {model_b!r} share no protocol: nothing to pair")
     out: list[dict[str, Any]] = []
     for protocol in protocols:
-        ra_rows = read_rankings(repo, model_slug(model_a), protocol)
-        rb_rows = read_rankings(repo, model_slug(model_b), protocol)
+        ra_rows = read_rankings(repo, protocol_slug(model_slug(model_a), protocol), protocol)
+        rb_rows = read_rankings(repo, protocol_slug(model_slug(model_b), protocol), protocol)
         if not ra_rows or not rb_rows:
             missing = model_a if not ra_rows else model_b
             raise FileNotFoundError(f"{missing!r} has no rankings for protocol {protocol!r}: re-score it "

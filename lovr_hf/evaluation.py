@@ -36,7 +36,7 @@ from lovr_hf.cli_common import (
 )
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
-from lovr_hf.models import PROTOCOLS, check_embedder, model_slug
+from lovr_hf.models import PROTOCOLS, check_embedder
 from lovr_hf.rankings import write_rankings
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import (  # noqa: F401 - re-exported
@@ -199,7 +199,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-seed", dest="bootstrap_seed", type=int, default=None,
                    help="seed of the bootstrap (default 0; recorded on every row)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
-    p.add_argument("--decode-workers", dest="decode_workers", type=int, default=2)
+    p.add_argument("--decode-workers", dest="decode_workers", type=int, default=None,
+                   help="decode threads (default: sized to the machine)")
+    p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
+                   help="bytes of decoded frames held ahead of the model (default 2 GiB)")
     p.add_argument("--decode-backend", dest="decode_backend", default="auto", choices=("auto", "pyav", "decord"))
     g = p.add_argument_group("stages (original flags; none = all)")
     for step, text in (("encode_text", "embed clip/video/theme captions"),
@@ -248,12 +251,11 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, ImportError, FileNotFoundError) as exc:
         logger.error("lovr eval: %s", exc)
         return 2
-    if control.strict:
-        for m in args.models:
-            cfg = schema.embeddings_config(model_slug(args.model_name or m))
-            if repo.has(cfg) and any(s != schema.OK for s in repo.read_table(cfg).column(schema.STATUS).to_pylist()):
-                logger.error("%s: some embeddings failed (--strict)", m)
-                return 1
+    from lovr_hf.summary import embedding_configs, strict_exit
+
+    slugs = [dataclasses.replace(base, model=m).slug() for m in args.models]
+    if strict_exit(repo, {"eval": embedding_configs(repo, slugs)}, strict=control.strict):
+        return 1
     if rows:
         logger.info("results written to %s (%s, %s)", repo.root, schema.RESULTS, RESULTS_MD)
     return 0

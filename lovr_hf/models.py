@@ -25,6 +25,7 @@ from lovr_hf.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
     family_or_default,
 )
 from lovr_hf.ids import short_hash, strict_slug
+from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES
 from lovr_hf.protocols import PROTOCOLS, wrap_channel_swap  # noqa: F401 - PROTOCOLS re-exported
 
 ORIGINAL_INTERVAL = ASSUMED_INTERVAL  # the original launchers' --interval for every family but CLIP
@@ -55,15 +56,16 @@ class EmbedConfig:
     # runtime only
     batch_size: int = 64  # texts / frames per forward pass
     device: str = "auto"
-    decode_workers: int = 2
+    decode_workers: int | None = None  # None: sized to the machine (lovr_hf.prefetch.auto_workers)
     decode_backend: str = "auto"
-    frames_per_read: int = 32  # frames decoded (and held) at once per clip piece
-    prefetch_reads: int = 4  # pieces decoded ahead of the encoder
+    frames_per_read: int = 32  # frames per hand-over from a decode thread to the encoder
+    prefetch_reads: int = 4  # videos decoded ahead of the encoder
+    prefetch_bytes: int = DEFAULT_PREFETCH_BYTES  # decoded frames held ahead of the encoder, at most
     text_rows_per_commit: int = 512
     videos_per_commit: int = 1
 
     RUNTIME: ClassVar[tuple[str, ...]] = (
-        "batch_size", "device", "decode_workers", "decode_backend", "frames_per_read", "prefetch_reads",
+        "batch_size", "device", "decode_workers", "decode_backend", "frames_per_read", "prefetch_reads", "prefetch_bytes",
         "text_rows_per_commit", "videos_per_commit",
     )
 

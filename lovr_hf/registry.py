@@ -46,12 +46,12 @@ class Registry(Generic[T]):
         return sorted(self._classes)
 
     def get(self, name: str) -> type[T]:
+        if ":" in name and name not in self._classes:  # a user's module:Class: no built-in needs importing
+            module, _, attr = name.partition(":")
+            return getattr(importlib.import_module(module), attr)
         self._load_builtin()
         if name in self._classes:
             return self._classes[name]
-        if ":" in name:
-            module, _, attr = name.partition(":")
-            return getattr(importlib.import_module(module), attr)
         for ep in entry_points(group=f"lovr_hf.{self.kind}"):
             if ep.name == name:
                 return ep.load()

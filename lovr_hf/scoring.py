@@ -35,7 +35,7 @@ from lovr_hf.directions import (
     select_clip_queries,
 )
 from lovr_hf.embed import TEXT_KINDS
-from lovr_hf.models import EmbedConfig, model_payload, model_slug, resolve_backend
+from lovr_hf.models import EmbedConfig, model_payload, model_slug, protocol_slug, resolve_backend
 from lovr_hf.rankings import TOP_N, metric_rows, ranking_rows, scored_direction
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.retrieval import parse_ks
@@ -66,7 +66,8 @@ class EvalConfig(EmbedConfig):
         return self.model_name or self.model
 
     def slug(self) -> str:
-        return model_slug(self.label())
+        """The embeddings config name part: per model label and protocol (both protocols side by side)."""
+        return protocol_slug(model_slug(self.label()), self.protocol)
 
 
 @dataclasses.dataclass

@@ -475,8 +475,6 @@ def main(args: argparse.Namespace) -> int:
         config.threshold = None  # AdaptiveDetector has its own scale (default 3.0)
     control = control_from_args(args)
     segment(args.input_folder, control.repo, config, control, recursive=args.recursive)
-    repo = BenchmarkRepo(control.repo)
-    if control.strict and repo.has(schema.VIDEOS):
-        bad = repo.read(schema.VIDEOS).filter(lambda r: r[schema.STATUS] != schema.OK)
-        return 1 if bad.num_rows else 0
-    return 0
+    from lovr_hf.summary import STAGE_CONFIGS, strict_exit
+
+    return strict_exit(BenchmarkRepo(control.repo), {"segment": STAGE_CONFIGS["segment"]}, strict=control.strict)

@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from lovr_hf import schema
-from lovr_hf.models import model_slug
+from lovr_hf.models import model_slug, protocol_slug
 from lovr_hf.rankings import metric_rows, read_rankings, scored_directions
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import read_results
@@ -109,7 +109,7 @@ def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[di
     ks = sorted({r["k"] for r in stored if r["metric"] == "pass@k"})
     r0 = next((r for r in stored if r["slice"] == "all" and r["metric"] == "pass@k"), stored[0])
     config = config_from_rows(stored)
-    slug = model_slug(model)
+    slug = protocol_slug(model_slug(model), protocol)
     stored_rank = read_rankings(repo, slug, protocol)
     if not stored_rank:
         report.differences.append(f"{model} [{protocol}]: no {schema.rankings_config(slug)} rows: scored by an "
