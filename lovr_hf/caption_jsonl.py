@@ -114,8 +114,7 @@ def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: 
     """Caption the clips of ``jsonl_file`` into ``result_file`` (the original script's contract)."""
     from tqdm.auto import tqdm
 
-    from lovr_hf.caption import CaptionConfig, CaptionStage, caption, check_backend_flags
-    from lovr_hf.stage import gather_table
+    from lovr_hf.caption import CaptionConfig, caption, check_backend_flags
 
     config = config or CaptionConfig()
     check_backend_flags(config)
@@ -159,9 +158,9 @@ def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: 
         repo.write(schema.CLIPS, rows)
         run = dataclasses.replace(control, num_chunks=None, chunk_idx=None, retry_failed=True)
         caption(repo, config, run)
-    stage = CaptionStage(config, str(repo.root))
-    captions = {r[schema.CLIP_ID]: r for r in gather_table(stage.work_path(repo), schema.CLIP_CAPTIONS,
-                                                           schema.CLIP_ID).to_pylist()} if rows else {}
+    # the caption config the stage gathered: exactly the clips of this file, for the current settings
+    captions = ({r[schema.CLIP_ID]: r for r in repo.read_table(schema.CLIP_CAPTIONS).to_pylist()}
+                if rows and repo.has(schema.CLIP_CAPTIONS) else {})
     new_lines: dict[str, dict[str, Any]] = {}
     for cid, (info, clip) in by_clip.items():
         cap = captions.get(cid)

@@ -108,12 +108,17 @@ def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
         "captions by an LLM. Retrieval models are scored with pass@k (Recall@k) in both directions.",
         "",
     ]
-    if run.get("demo"):
-        lines += [
-            "> **Demo data.** Videos are synthetic and the captioning model has RANDOM weights: the clip",
-            "> captions are not meaningful. Only the pipeline is real.",
-            "",
-        ]
+    demo = run.get("demo")
+    if demo:
+        lines += ["> **Demo data** (`lovr demo`" + (" --hub" if isinstance(demo, dict) and demo.get("mode") == "hub"
+                                                  else "") + "). The videos are synthetic. Models:", ">"]
+        for m in (demo.get("models", []) if isinstance(demo, dict) else []):
+            lines.append(f"> - {m['stage']}: `{Path(str(m['model'])).name or m['model']}` — {m['kind']}")
+        lines += ["", "Scores of stand-ins and random weights say nothing about any model; only the pipeline is "
+                  "the one a real run uses.", ""]
+    if run.get("partial"):
+        lines += [f"> **Partial data.** Gathered with `--allow-partial` while chunks were missing: "
+                  f"`{run['partial']}`.", ""]
     lines += ["## Statistics", "", "| | |", "|---|---|"]
     for key, label in [
         ("videos", "videos"),

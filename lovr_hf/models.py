@@ -75,12 +75,17 @@ class EmbedConfig:
 # ---------------------------------------------------------------------------------------------------------
 
 
+#: embedders that are no model and name their backend by themselves (no Hub id is ever called this)
+STAND_INS = ("dummy", "describer")
+
+
 def _named_class(model: str) -> str | None:
-    """The backend a model string names by itself: ``module:Class`` or ``dummy``."""
+    """The backend a model string names by itself: ``module:Class``, or one of the offline stand-ins that are
+    no model (``dummy`` for tests, ``describer`` for the demo)."""
     if _PLUGIN.match(model):
         return model
-    if model.lower() == "dummy":
-        return "dummy"
+    if model.lower() in STAND_INS:
+        return model.lower()
     return None
 
 

@@ -39,7 +39,7 @@ class PipelineConfig:
     merge: MergeConfig = dataclasses.field(default_factory=MergeConfig)
     eval_models: list[str] = dataclasses.field(default_factory=list)
     eval: dict[str, Any] = dataclasses.field(default_factory=dict)  # lovr_hf.evaluation.EvalConfig fields
-    demo: bool = False  # set by `lovr demo`: the card says the captions come from random weights
+    demo: dict[str, Any] = dataclasses.field(default_factory=dict)  # `lovr demo`: its mode and which models were real
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -159,13 +159,16 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     if repo.has(schema.CLIP_CAPTIONS):
         st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
-    if repo.has(schema.CLUSTERS):
-        c = repo.read(schema.CLUSTERS)
-        s.update(clusters=c.num_rows, merge_calls=sum(c["llm_calls"]), merge_failed_calls=sum(c["failed_calls"]))
-    if repo.has(schema.VIDEO_CAPTIONS):
-        vc = repo.read(schema.VIDEO_CAPTIONS)
-        s["video_captions"] = vc.num_rows
-        s["merge_calls"] = s.get("merge_calls", 0) + sum(vc["llm_calls"])
+    from lovr_hf.merge_text import REJECTED
+
+    s.update(merge_calls=0, merge_failed_calls=0, merge_rejected_replies=0)
+    for cfg, count_key in ((schema.CLUSTERS, "clusters"), (schema.VIDEO_CAPTIONS, "video_captions")):
+        if repo.has(cfg):  # every call that fell back to the original text: a call error or a rejected reply
+            t = repo.read(cfg)
+            s[count_key] = t.num_rows
+            s["merge_calls"] += sum(t["llm_calls"])
+            s["merge_failed_calls"] += sum(t["failed_calls"])
+            s["merge_rejected_replies"] += sum((e or "").count(REJECTED) for e in t[schema.ERROR_COL])
     results_md = repo.root / "results.md"
     if results_md.exists():
         s["results_table"] = results_md.read_text(encoding="utf-8")
@@ -181,7 +184,9 @@ def log_summary(s: dict[str, Any]) -> None:
         f"clips: {s.get('clips', 0)}",
         f"captions: {s.get('captions', {})}",
         f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
-        f"merge LLM calls: {s.get('merge_calls', 0)} ({s.get('merge_failed_calls', 0)} failed)",
+        f"merge LLM calls: {s.get('merge_calls', 0)}, of which {s.get('merge_failed_calls', 0)} kept the original "
+        f"text ({s.get('merge_rejected_replies', 0)} replies rejected by the guard, "
+        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls)",
     ]
     if s.get("status"):
         lines += ["rows per stage and status:", format_counts(s["status"])]

@@ -313,27 +313,6 @@ class SegmentStage(Stage):
                 return False
         return True
 
-    def stale_units(self, repo: BenchmarkRepo) -> set[str]:
-        """Videos whose committed clip files are gone or changed on disk (neither staged nor published with
-        the size their row records). For an engine hook that treats them as not done, so that a rerun
-        re-cuts them instead of reporting error rows (proposed: ``done -= stage.stale_units(repo)`` in
-        ``Stage.apply``; today the gather marks such rows ``error`` and ``--rerun`` repairs them)."""
-        if not repo.has(schema.CLIPS):
-            return set()
-        stale = set()
-        for r in repo.read(schema.CLIPS):
-            if r["clip_mode"] not in clip_store.FILE_MODES:
-                continue
-            staged = clip_store.staged_file(self.work, r[schema.VIDEO_ID], r[schema.CLIP_ID])
-            path = staged if staged.is_file() else repo.resolve(r["path"])
-            try:
-                size = path.stat().st_size
-            except OSError:
-                size = None
-            if size is None or (r["file_size"] is not None and size != r["file_size"]):
-                stale.add(r[schema.VIDEO_ID])
-        return stale
-
     def gather(self, repo: BenchmarkRepo, *args: Any, **kwargs: Any) -> dict[str, Dataset]:
         """The engine's gather, then the clip files follow the tables (see :mod:`lovr_hf.clip_store`):
         other file-writing settings are superseded, staged files are published, files no table references
@@ -341,6 +320,10 @@ class SegmentStage(Stage):
         # (repo.read_or_empty fails for a missing config with datasets 5: Dataset.from_list([]) has no columns)
         prev = repo.read(schema.CLIPS).to_list() if repo.has(schema.CLIPS) else []
         out = super().gather(repo, *args, **kwargs)
+        if schema.CLIPS not in out:  # the engine found nothing changed since its last gather: tables kept
+            out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
+            if schema.CLIPS not in out:
+                return out
         report = clip_store.PublishReport()
         clip_store.drop_superseded(self.work.parent, self.work.name, report)
         cur = out[schema.CLIPS].to_list()

@@ -189,7 +189,7 @@ def test_remove_config(tmp_path: Path) -> None:
 
 
 def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Path) -> None:
-    """A repo built end to end (its theme_captions config is empty: merge ran without --theme): every config
+    """A repo built end to end, plus an empty config (theme_captions with no rows): every config
     the card lists loads with and without streaming, row for row; the empty one is not listed, yet the repo
     still knows it exists (so no stage recomputes it)."""
     import yaml
@@ -207,6 +207,7 @@ def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Pa
                                    "merge": {"llm": "dummy"}}))
     assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
     repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.THEME_CAPTIONS, [])  # a config that exists and has no rows (e.g. every theme rejected)
     assert repo.has(schema.THEME_CAPTIONS) and repo.empty_configs() == [schema.THEME_CAPTIONS]
     card = yaml.safe_load(repo.card_path.read_text().split("---")[1])
     listed = [c["config_name"] for c in card["configs"]]
