@@ -229,6 +229,29 @@ def remove_unreferenced(prev: Iterable[dict[str, Any]], cur: Iterable[dict[str, 
         _remove_empty(folder)
 
 
+def remove_orphans(clips_dir: Path, cur: Iterable[dict[str, Any]], resolve: Any, report: PublishReport) -> None:
+    """Delete clip files under the stage's own clip folder that no current row references: the files of a
+    video removed by a run that was killed after writing the tables and before deleting its files (so the
+    previous tables no longer name them). Only ``<video_id>-Scene-NNN.mp4`` files inside a folder named after
+    that video id (directly, in a ``part-NNN`` folder, or under a bucket) are candidates; nothing else in the
+    folder is ever touched."""
+    if not clips_dir.is_dir():
+        return
+    keep = {resolve(r["path"]) for r in _file_rows(cur)}
+    for path in clips_dir.rglob("*-Scene-*.mp4"):
+        rel = path.relative_to(clips_dir).parts
+        if len(rel) > 4 or path in keep or not path.is_file():
+            continue
+        owner = path.parent.parent if path.parent.name.startswith("part-") else path.parent
+        if not path.name.startswith(owner.name + "-Scene-") or not _CLIP_NAME.match(path.name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            report.removed += 1
+            report.removed_of_gone_videos += 1
+        _remove_empty(path.parent)
+
+
 def _remove_empty(folder: Path) -> None:
     """rmdir an emptied clip folder, then its ``part-NNN`` parent's video folder and its bucket when
     they are empty too (never anything above: the output folder itself stays)."""

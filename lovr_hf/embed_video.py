@@ -410,7 +410,10 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
 # ---------------------------------------------------------------------------------------------------------
 
 
-_CLIP_FIELDS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, "path", "frame_offset", "num_frames")
+#: a video's unit of visual embedding carries these clip fields, so its digest changes when a clip's
+#: source range or file content changes (a re-cut file under the same name and length included)
+_CLIP_FIELDS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, "path", "frame_offset", "num_frames",
+                "start_frame", "end_frame", "file_sha256")
 
 
 def video_inputs(repo: BenchmarkRepo) -> Dataset:

@@ -172,7 +172,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--model-path", "--model_path", dest="models", action="append", default=None,
                    help="Hub id, local folder, open_clip spec or my_module:MyEmbedder (repeat for several)")
     p.add_argument("--model-name", dest="model_name", default=None, help="label in results (one model)")
-    p.add_argument("--backend", default="auto", help="auto | transformers | dummy | open_clip | jina | module:Class")
+    p.add_argument("--backend", default="auto", help="auto (picked by the family table) | transformers | open_clip | jina | blip | xclip | gme | mm_embed | videoclip_xl | languagebind | mteb | describer | dummy | module:Class")
     p.add_argument("--revision", default=None)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")

@@ -39,7 +39,7 @@ class EmbedConfig:
     """What an embedding depends on (fingerprinted per stage) plus runtime knobs (``RUNTIME``, not)."""
 
     model: str = ""  # Hub id, local folder, open_clip spec, or module:Class
-    backend: str = "auto"  # auto | transformers | dummy | open_clip | jina | module:Class
+    backend: str = "auto"  # see `lovr eval --help`: auto picks the family's adapter
     revision: str | None = None
     dtype: str = "auto"
     trust_remote_code: bool = False

@@ -212,6 +212,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, default=None)
     g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None)
     g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"))
+    g.add_argument("--downscale", default=None, help="detection downscale: auto (PySceneDetect's, default) or N")
+    g.add_argument("--merge-short-tail", dest="merge_short_tail", action="store_true", default=None)
+    g.add_argument("--crf", type=int, default=None, help="exact clips: libx264 CRF (default 22)")
+    g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None)
     g = p.add_argument_group("caption")
     g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | dummy")
     g.add_argument("--model-path", "--model_path", dest="caption_model", default=None, help="captioning VLM")
@@ -219,6 +223,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
     g.add_argument("--greedy", action="store_true", default=None)
     g.add_argument("--min-quality", dest="min_quality", type=float, default=None)
+    g.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
+                   help="openai captioner: the server kind (vllm adds its sampling and video fields)")
     g = p.add_argument_group("merge")
     g.add_argument("--llm", default=None, help="merge LLM backend: openai | transformers | dummy")
     g.add_argument("--merge-model", dest="merge_model", default=None,
@@ -229,19 +235,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-models", dest="eval_models", default=None, help="comma-separated models to evaluate")
     g.add_argument("--eval-backend", dest="eval_backend", default=None)
     g.add_argument("--interval", type=int, default=None)
+    g.add_argument("--protocol", default=None, choices=("lovr", "original"))
     add_common_args(p)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    seg = {k: getattr(args, k) for k in ("detector", "threshold", "min_clip_duration", "clip_mode", "output_dir")}
+    seg = {k: getattr(args, k) for k in ("detector", "threshold", "min_clip_duration", "clip_mode", "output_dir",
+                                         "merge_short_tail", "crf")}
+    if args.downscale is not None:
+        seg["downscale"] = args.downscale if args.downscale == "auto" else int(args.downscale)
+    if args.no_audio:
+        seg["audio"] = False
     cap = {"backend": args.captioner, "model_path": args.caption_model, "batch_size": args.batch_size,
-           "max_new_tokens": args.max_new_tokens, "min_quality": args.min_quality, "api_base": args.api_base}
+           "max_new_tokens": args.max_new_tokens, "min_quality": args.min_quality, "api_base": args.api_base,
+           "api_server": args.api_server}
     if args.greedy:
         cap["do_sample"] = False
     mer: dict[str, Any] = {"llm": args.llm, "api_base": args.api_base, "num_workers": args.num_workers}
     if args.merge_model:
         mer["model_path" if (args.llm or "openai") != "openai" else "api_model"] = args.merge_model
-    ev = {"backend": args.eval_backend, "interval": args.interval}
+    ev = {"backend": args.eval_backend, "interval": args.interval, "protocol": args.protocol}
     clean = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
     out: dict[str, Any] = {"segment": clean(seg), "caption": clean(cap), "merge": clean(mer), "eval": clean(ev),
                            "input_folder": args.input_folder}

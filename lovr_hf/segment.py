@@ -329,6 +329,7 @@ class SegmentStage(Stage):
         cur = out[schema.CLIPS].to_list()
         bad = clip_store.publish(cur, self.work, repo.resolve, report)
         clip_store.remove_unreferenced(prev, cur, repo.resolve, report)
+        clip_store.remove_orphans(Path(self.clips_dir), cur, repo.resolve, report)
         videos = out[schema.VIDEOS]
         clip_store.clean_staging(self.work, set(videos[schema.VIDEO_ID]))
         report.log()

@@ -171,13 +171,15 @@ def test_compare_two_models_paired_and_side_by_side(embedded: Path, tmp_path: Pa
 
 def test_protocols_side_by_side_and_availability(embedded: Path, tmp_path: Path) -> None:
     repo = copy_of(embedded, tmp_path)
+    # each protocol embeds on its own (its own table); the original's first
+    evaluate_model(repo, EvalConfig(**BASE, protocol="original", backend_options={"max_text_tokens": 20}))
     # one clip could not be embedded (e.g. its source video is missing from an index-only repo)
-    cfg = schema.embeddings_config("dummy")
-    emb = repo.read_table(cfg).to_pylist()
-    for r in emb:
-        if r["kind"] == "clip" and r["item_id"] == "a-Scene-002":
-            r.update(embedding=None, status=schema.ERROR, error="cannot decode")
-    repo.write(cfg, emb)
+    for cfg in (schema.embeddings_config("dummy"), schema.embeddings_config("dummy--original")):
+        emb = repo.read_table(cfg).to_pylist()
+        for r in emb:
+            if r["kind"] == "clip" and r["item_id"] == "a-Scene-002":
+                r.update(embedding=None, status=schema.ERROR, error="cannot decode")
+        repo.write(cfg, emb)
     score(repo, protocol="original")
     score(repo)
     lovr, orig = rows_of(repo, protocol="lovr"), rows_of(repo, protocol="original")
@@ -188,7 +190,7 @@ def test_protocols_side_by_side_and_availability(embedded: Path, tmp_path: Path)
     assert json.loads(lovr[("all", "clip_to_text", "mean_rank", 0)]["left_out"]) == {"no visual embedding": 1}
     # original: the query stays in as a miss, ranked after every candidate
     assert (t2c_o["num_queries"], t2c_o["num_queries_total"], t2c_o["num_unavailable"]) == (5, 5, 1)
-    orig_ranks = [r for r in repo.read(schema.rankings_config("dummy")).to_list() if r["protocol"] == "original"
+    orig_ranks = [r for r in repo.read(schema.rankings_config("dummy--original")).to_list() if r["protocol"] == "original"
                   and r["direction"] == "text_to_clip"]
     missed = next(r for r in orig_ranks if r["query_id"] == "a-Scene-002")
     assert missed["gold_rank"] == 5 and missed["top_ids"] and missed["gold_score"] is None

@@ -50,3 +50,25 @@ def test_info_reports_what_is_left_and_summarises_files(tmp_path: Path, capsys) 
     assert summary["rows"] == 3 and "clip_id" in summary["schema"] and len(summary["head"]) == 3
     assert cli_main(["info", str(shard), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 3
+
+
+def test_run_flags_reach_each_stage_config(tmp_path: Path) -> None:
+    """The segment, caption and eval options of ``lovr run`` land in the stage configs the run uses (and
+    absent flags leave the config file's values alone)."""
+    import argparse
+
+    from lovr_hf.pipeline import add_arguments, load_config, overrides_from_args
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump({"segment": {"crf": 30, "threshold": 20.0}, "caption": {"batch_size": 3}}))
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--config", str(cfg_file), "--input_folder", "v", "--downscale", "2", "--merge-short-tail",
+                         "--no-audio", "--api-server", "vllm", "--protocol", "original"])
+    cfg = load_config(args.config, overrides_from_args(args))
+    assert (cfg.segment.downscale, cfg.segment.merge_short_tail, cfg.segment.audio) == (2, True, False)
+    assert (cfg.segment.crf, cfg.segment.threshold, cfg.caption.batch_size) == (30, 20.0, 3)
+    assert cfg.caption.api_server == "vllm" and cfg.eval["protocol"] == "original"
+    default = load_config(None, overrides_from_args(p.parse_args(["--input_folder", "v"])))
+    assert (default.segment.downscale, default.segment.audio, default.segment.crf) == ("auto", True, 22)
+    assert default.caption.api_server == "openai" and "protocol" not in default.eval

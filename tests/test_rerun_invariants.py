@@ -116,6 +116,36 @@ def test_settings_round_trip_never_reuses_a_clip_file_another_setting_rewrote(vi
     fresh_equal(repo, fresh)
 
 
+def test_replaced_video_with_the_same_cuts_is_embedded_again(videos: Path, tmp_path: Path) -> None:
+    """A source replaced by other footage with the same scene lengths keeps every clip name, range and
+    length; its clip files, captions and visual embeddings are still recomputed (the clip file's content
+    is part of the embedding unit), the other video's are reused."""
+    from _rerun_helpers import FPS, SCENES
+
+    from lovr_hf.samples import SceneSpec, make_video
+
+    folder = tmp_path / "videos"
+    shutil.copytree(videos, folder)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    run_all(repo, folder, clip_mode="copy", evaluate=True)
+    emb_cfg = schema.embeddings_config("dummy")
+    before = {(r["kind"], r["item_id"]): r["embedding"] for r in repo.read(emb_cfg)}
+    ranges = clip_ranges(repo, "lin_b")
+    make_video(folder / "lin_b.mp4", [SceneSpec(n) for n in SCENES["lin_b"]], 64, 48, FPS, seed=99)
+    again = run_all(repo, folder, clip_mode="copy", evaluate=True)
+    assert clip_ranges(repo, "lin_b") == ranges  # same clips, other pixels
+    assert again["caption"].processed == len(ranges)
+    after = {(r["kind"], r["item_id"]): r["embedding"] for r in repo.read(emb_cfg)}
+    assert set(after) == set(before)
+    changed = {key for key in before if after[key] != before[key]}
+    assert ("video", "lin_b") in changed and ("video", "lin_a") not in changed
+    assert {k for k in changed if k[0] == "clip"} == {("clip", f"lin_b-Scene-{i:03d}") for i in range(1, len(ranges) + 1)}
+    assert_invariants(repo, folder)
+    fresh = BenchmarkRepo(tmp_path / "fresh")
+    run_all(fresh, folder, clip_mode="copy", evaluate=True)
+    fresh_equal(repo, fresh)
+
+
 def test_removed_input_disappears_from_every_table_and_its_clip_files(videos: Path, tmp_path: Path) -> None:
     folder = tmp_path / "videos"
     shutil.copytree(videos, folder)
@@ -138,9 +168,10 @@ def test_removed_input_disappears_from_every_table_and_its_clip_files(videos: Pa
 
 def test_failed_captions_then_retry_reach_clusters_and_video_captions(videos: Path, tmp_path: Path) -> None:
     repo = BenchmarkRepo(tmp_path / "lovr")
+    mer = merge_config(cluster_size=2)  # small clusters, so some hold no failed clip
     FlakyCaptioner.failing = True
     try:
-        run_all(repo, videos, cap=caption_config(backend=FLAKY))
+        run_all(repo, videos, cap=caption_config(backend=FLAKY), mer=mer)
     finally:
         FlakyCaptioner.failing = False
     caps = repo.read(schema.CLIP_CAPTIONS)
@@ -148,16 +179,18 @@ def test_failed_captions_then_retry_reach_clusters_and_video_captions(videos: Pa
     assert failed and all(r["error"].startswith("RuntimeError: HTTP 503") for r in caps if r["status"] == "failed")
     clusters = repo.read(schema.CLUSTERS)
     assert all(any(f in (c["error"] or "") for c in clusters) for f in failed)  # left out, and recorded
+    holding = [c for c in clusters if any(f in (c["error"] or "") for f in failed)]
+    assert 0 < len(holding) < len(clusters)
     assert_invariants(repo, videos)  # failed clips keep their place: video captions still list every clip
     res = caption(repo, caption_config(backend=FLAKY), RunControl(retry_failed=True))
     assert res.processed == len(failed)
-    mres = merge(repo, merge_config())
-    assert 0 < mres.stats["computed_clusters"] < len(clusters)  # only clusters holding a repaired caption
+    mres = merge(repo, mer)
+    assert mres.stats["computed_clusters"] == len(holding)  # only clusters holding a repaired caption
     assert set(repo.read(schema.CLIP_CAPTIONS)["status"]) == {schema.OK}
     assert all(not c["error"] for c in repo.read(schema.CLUSTERS))
     assert_invariants(repo, videos)
     fresh = BenchmarkRepo(tmp_path / "fresh")
-    run_all(fresh, videos, cap=caption_config(backend=FLAKY))
+    run_all(fresh, videos, cap=caption_config(backend=FLAKY), mer=mer)
     fresh_equal(repo, fresh)
 
 
