@@ -48,9 +48,10 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
         done = set(repo.read(schema.VIDEOS)[schema.VIDEO_ID]) if repo.has(schema.VIDEOS) else set()
         left["videos_to_segment"] = sum(v not in done for v in files[schema.VIDEO_ID])
     if repo.has(schema.CLIPS):
-        clips = repo.read(schema.CLIPS).filter(lambda r: r[schema.STATUS] == schema.OK)
+        t = repo.read_table(schema.CLIPS)
+        ok_clips = [c for c, st in zip(t[schema.CLIP_ID].to_pylist(), t[schema.STATUS].to_pylist()) if st == schema.OK]
         captioned = set(repo.read(schema.CLIP_CAPTIONS)[schema.CLIP_ID]) if repo.has(schema.CLIP_CAPTIONS) else set()
-        left["clips_to_caption"] = sum(c not in captioned for c in clips[schema.CLIP_ID])
+        left["clips_to_caption"] = sum(c not in captioned for c in ok_clips)
         left["clips_captioned_not_gathered"] = _committed_not_gathered(repo, "caption", captioned)
     if repo.has(schema.CLIP_CAPTIONS):
         from lovr_hf.merge_text import clusters_per_video

@@ -13,7 +13,7 @@ right. Every ``results`` row carries the values below; ``lovr eval --verify`` re
   (``<cache>/models--org--name/refs/<revision>``; a 40-hex ``--revision`` as given); a local folder ->
   ``sha256:`` + a hash over its files' relative paths and contents (cached per file size and mtime under
   ``<repo>/.lovr/``); a ``module:Class`` plug-in -> ``module:`` + the hash of its source file; the built-in
-  dummy -> ``builtin:lovr_hf-<version>``; otherwise ``unresolved:<revision or main>`` (never a guess).
+  dummy, describer -> ``builtin:lovr_hf-<version>``; otherwise ``unresolved:<revision or main>`` (never a guess).
 - versions of lovr_hf, torch, transformers and numpy, read from the installed distributions.
 """
 
@@ -142,11 +142,15 @@ def folder_hash(folder: Path, cache_file: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+#: backends that are lovr_hf's own code, not a model: their revision is lovr_hf's version
+BUILTIN_BACKENDS = ("dummy", "describer")
+
+
 def model_revision(model: str, backend: str, revision: str | None = None, repo: BenchmarkRepo | None = None,
                    cache_dir: str | os.PathLike[str] | None = None) -> str:
     """The exact model a score came from, as far as this machine can tell (see the module doc)."""
     cache_file = repo.work_root / HASH_CACHE if repo is not None else None
-    if backend == "dummy":
+    if backend in BUILTIN_BACKENDS:  # code of lovr_hf itself (test doubles, the demo's describer)
         return f"builtin:lovr_hf-{__version__}"
     if backend == model and ":" in model:  # module:Class plug-in
         module = model.split(":", 1)[0]

@@ -50,6 +50,7 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> No
            if r["metric"] == "pass@k" and r["slice"] == "all"}
     t2c = res[(DESCRIBER, "text_to_clip", 1)]
     assert t2c["value"] > 2.0 / t2c["num_candidates"]
+    assert t2c["model_revision"].startswith("builtin:lovr_hf-")  # the stand-in is lovr_hf's own code
     card = repo.card_path.read_text()
     assert "Demo data" in card and "offline stand-in" in card and "RANDOM weights" in card and "SmolLM2" in card
     assert "offline stand-in" in printed and "RANDOM weights" in printed
