@@ -155,6 +155,32 @@ def test_no_pickle_and_no_remote_code_by_default_in_library_code() -> None:
     assert UNSAFE.search("torch.load(p,weights_only=False)") and not UNSAFE.search("torch.load(p,weights_only=True)")
 
 
+def test_pytorch_pickle_checkpoints_are_read_only_when_asked(tmp_path: Path) -> None:
+    """A ``.bin`` state dict is refused unless the caller has the user's consent; with it, the restricted loader
+    reads tensors and refuses an object that would run code when unpickled."""
+    import torch
+
+    from lovr_hf.backends.files import load_weights
+
+    good = tmp_path / "model.bin"
+    torch.save({"w": torch.arange(3.0)}, good)
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        load_weights(good)
+    assert torch.equal(load_weights(good, allow_torch_format=True)["w"], torch.arange(3.0))
+    evil = tmp_path / "evil.bin"
+    torch.save({"w": torch.zeros(1), "x": _Planted()}, evil)
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
+        load_weights(evil, allow_torch_format=True)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "m.safetensors"))
+    assert torch.equal(load_weights(tmp_path / "m.safetensors")["w"], torch.ones(2))
+
+
+class _Planted:
+    """An arbitrary class instance: unpickling it needs a global lookup, which weights_only refuses."""
+
+
 def test_trust_remote_code_is_off_unless_asked() -> None:
     from lovr_hf.backends.captioner_transformers import TransformersCaptioner
     from lovr_hf.backends.embedder_transformers import TransformersEmbedder

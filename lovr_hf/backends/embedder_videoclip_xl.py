@@ -170,7 +170,8 @@ class VideoCLIPXLEmbedder(PieceTextEmbedder):
             modeling = importlib.import_module("modeling")
             text_encoder = importlib.import_module("utils.text_encoder.text_encoder")
             model = modeling.VideoCLIP_XL()
-        model.load_state_dict(load_weights(weights))
+        # VideoCLIP-XL ships only a .bin; reading it is covered by the same consent as its code (checked above)
+        model.load_state_dict(load_weights(weights, allow_torch_format=self.trust_remote_code))
         return model.to(device=device, dtype=dtype).eval(), text_encoder
 
     def _param(self) -> Any:

@@ -1,7 +1,8 @@
 """Files that adapters read: weight files, and the groups of video files of ``Embedder.embed_video_files``.
 
-One reader for checkpoints so that no adapter ever unpickles: safetensors, or a ``.bin`` / ``.pt`` state dict
-through ``torch.load(weights_only=True)`` (tensors only; the one ``torch.load`` of the project). One parser
+One reader for checkpoints so that no adapter unpickles on its own: safetensors; a ``.bin`` / ``.pt`` state dict
+only with the user's explicit consent, through ``torch.load(weights_only=True)`` (tensors only; the one
+``torch.load`` of the project). One parser
 for file groups so that every files-based adapter reads a clip given as a frame range the same way.
 """
 
@@ -12,14 +13,20 @@ from pathlib import Path
 from typing import Any
 
 
-def load_weights(path: str | Path) -> dict[str, Any]:
-    """A state dict from ``.safetensors``, or from a ``.bin`` / ``.pt`` read with ``weights_only=True`` (tensors
-    only: no pickled code runs)."""
+def load_weights(path: str | Path, *, allow_torch_format: bool = False) -> dict[str, Any]:
+    """A state dict from ``.safetensors``; a ``.bin`` / ``.pt`` file (PyTorch's pickle-based format) only when
+    the caller was explicitly allowed to (``allow_torch_format``: the user passed ``--trust-remote-code`` for
+    a model that ships no safetensors), and then read with ``weights_only=True`` (PyTorch's restricted loader:
+    tensors and plain containers only, no pickled code runs)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    if not allow_torch_format:
+        raise ValueError(
+            f"{path} is a PyTorch pickle-format checkpoint; lovr_hf reads safetensors only unless asked: pass "
+            "--trust-remote-code (or convert it: safetensors.torch.save_file(state_dict, 'model.safetensors'))")
     import torch
 
     return torch.load(str(path), map_location="cpu", weights_only=True)
