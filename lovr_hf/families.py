@@ -79,6 +79,24 @@ class Family:
     original_dtype: str | None = None
     #: where the original values come from (script, launcher line) and what is assumed
     original_source: str = ""
+    #: the family runs code from outside the installed packages (Hub remote code, a checkout): its command
+    #: needs ``--trust-remote-code``
+    remote_code: bool = False
+    run_options: str = ""  # further flags its command needs (e.g. where the model's code lives)
+
+    def command(self, repo: str = "lovr-release") -> str:
+        """The command that scores this family as the paper's scripts did, on a GPU (docs/families.md)."""
+        model = self.hub_ids[0] if self.hub_ids else ("<mteb model name>" if self.backend == "mteb" else "<model>")
+        parts = ["lovr eval", f"--repo {repo}", f"--model {model}"]
+        if not self.hub_ids and self.backend not in ("transformers",):
+            parts.append(f"--backend {self.backend}")
+        parts += ["--protocol original", "--device cuda"]
+        if self.remote_code:
+            parts.append("--trust-remote-code")
+        if self.run_options:
+            parts.append(self.run_options)
+        cmd = " ".join(parts)
+        return f"pip install 'lovr_hf[{self.extra}]' && {cmd}" if self.extra else cmd
 
     def matches_name(self, name: str) -> bool:
         low = name.lower()
@@ -261,7 +279,7 @@ register_family(Family(
     original_text="not recorded (the script was not released)",
     original_source="HEAD evaluate/run_jina-clip-v2.sh --encode_video --interval 30; the script itself was "
                     f"never released: BGR as in every released frame-based script and {_TEMPLATE}",
-    hub_ids=("jinaai/jina-clip-v2",), extra=None,
+    hub_ids=("jinaai/jina-clip-v2",), extra=None, remote_code=True,
 ))
 register_family(Family(
     name="open_clip", backend="open_clip", patterns=(r"^hf-hub:", r"^open_clip:", r"^local-dir:"), priority=3,
@@ -289,7 +307,7 @@ def markdown_table() -> str:
     """docs/families.md's table, rendered from the registry (the docs cannot drift from the code)."""
     cols = ("family", "adapter", "model ids", "frames (lovr)", "original interval", "original BGR",
             "text (lovr)", "text (original)", "precision (lovr)", "original dtype", "pooling", "extra",
-            "paper (LoVR)", "original source", "notes")
+            "paper (LoVR)", "original source", "notes", "reproduce (GPU)")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for f in [*families(), DEFAULT_FAMILY]:
         paper = ", ".join(f"{k} {v:g}" for k, v in f.paper.items())
@@ -297,7 +315,8 @@ def markdown_table() -> str:
                     else f"not recorded ({f.interval} assumed)" if f.video_input == FRAMES else "n/a")
         cells = (f.name, f.backend, ", ".join(f"`{h}`" for h in f.hub_ids), _frames(f), interval,
                  "yes" if f.original_bgr else "no", f.text, f.original_text, f.precision,
-                 f.original_dtype or "", f.pooling, f.extra or "", paper, f.original_source, f.notes)
+                 f.original_dtype or "", f.pooling, f.extra or "", paper, f.original_source, f.notes,
+                 f"`{f.command()}`")
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

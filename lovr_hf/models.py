@@ -22,6 +22,7 @@ from lovr_hf.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
     DEFAULT_FAMILY,
     OPEN_CLIP_CONFIG,
     Family,
+    families,
     family_or_default,
 )
 from lovr_hf.ids import short_hash, strict_slug
@@ -94,7 +95,15 @@ def resolve_family(config: EmbedConfig) -> Family:
     (:func:`lovr_hf.families.family_for`); :data:`~lovr_hf.families.DEFAULT_FAMILY` when none matches."""
     if config.family is None and _named_class(config.model):
         return DEFAULT_FAMILY  # a plug-in class or the dummy: no family row, the template's behaviour
-    return family_or_default(config.model, config.family)
+    fam = family_or_default(config.model, config.family)
+    backend = config.backend or "auto"
+    if config.family is None and backend != "auto" and fam.backend != backend:
+        # an explicit adapter that has a family row of its own (``--backend mteb``, ``--backend open_clip``):
+        # a model no row names follows that row (its frame input and protocol), not the template's
+        by_name = {f.name: f for f in families()}
+        if backend in by_name:
+            return by_name[backend]
+    return fam
 
 
 def resolve_backend(model: str, backend: str | None = "auto", family: str | None = None) -> str:

@@ -160,3 +160,36 @@ def test_native_video_towers_get_swapped_frames_too(scene_frames: np.ndarray) ->
 
 def test_docs_families_md_is_generated_from_the_table() -> None:
     assert (ROOT / "docs" / "families.md").read_text() == render_docs()
+
+
+def test_every_familys_reproduce_command_parses_and_picks_that_family() -> None:
+    """The "reproduce (GPU)" command of docs/families.md is a real `lovr eval` command line: it parses, asks for
+    the original protocol, brings the consent its family needs, and its model resolves to that family and
+    adapter (placeholders filled in with a name the family's own rule matches)."""
+    import shlex
+
+    from lovr_hf import families as fam_mod
+    from lovr_hf.cli import build_parser
+    from lovr_hf.cli_common import config_from_args
+    from lovr_hf.evaluation import EvalConfig
+
+    fill = {"<model>": "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "<mteb model name>": "some-org/video-embedder",
+            "<checkout>": "/opt/VideoCLIP-XL"}
+    checked = []
+    for fam in [*fam_mod.families(), DEFAULT_FAMILY]:
+        cmd = fam.command().split(" && ")[-1]
+        for k, v in fill.items():
+            cmd = cmd.replace(k, v)
+        argv = shlex.split(cmd)
+        assert argv[:2] == ["lovr", "eval"], cmd
+        args = build_parser("eval").parse_args(argv[1:])
+        cfg = config_from_args(EvalConfig, args, model=args.models[0])
+        assert cfg.protocol == "original" and cfg.device == "cuda"
+        assert cfg.trust_remote_code == fam.remote_code, fam.name
+        if fam is DEFAULT_FAMILY:
+            continue
+        got = resolve_family(cfg)
+        assert got.name == fam.name and resolve_backend(cfg.model, cfg.backend) == fam.backend, \
+            (fam.name, got.name)
+        checked.append(fam.name)
+    assert {"clip", "siglip2", "videoclip_xl", "languagebind", "gme", "mm_embed", "internvideo2"} <= set(checked)

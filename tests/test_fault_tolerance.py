@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from _rerun_helpers import snapshot
 
 from lovr_hf import schema
 from lovr_hf.repo import BenchmarkRepo
@@ -84,17 +85,6 @@ def kill_at_random_moments(cmd: list[str], root: Path, seed: int, total_batches:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return moments
-
-
-def snapshot(repo: BenchmarkRepo) -> dict[str, list[dict]]:
-    out = {}
-    for cfg in repo.configs():
-        rows = repo.read(cfg).to_list()
-        pk = schema.primary_key(cfg)
-        keys = [tuple(r[k] for k in pk) for r in rows]
-        assert len(keys) == len(set(keys)), f"duplicate ids in {cfg}"
-        out[cfg] = rows
-    return out
 
 
 def assert_clean(repo: BenchmarkRepo) -> None:

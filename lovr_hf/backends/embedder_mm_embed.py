@@ -147,6 +147,6 @@ register_family(Family(
             "similar to the item's gold caption",
     precision="original float32 (no dtype given); lovr_hf: the --dtype (auto: bf16 on GPU)",
     original_dtype="float32",
-    hub_ids=(DEFAULT_MODEL,),
+    hub_ids=(DEFAULT_MODEL,), remote_code=True,
     notes="remote code (--trust-remote-code); the paper's numbers come from the oracle frame choice",
 ))

@@ -345,6 +345,6 @@ register_family(Family(
     text="the model's own (mteb max_tokens 80)",
     pooling="video tower on 8 frames (mteb FramesCollator: np.linspace(0, n - 1, 8).round() over the clip / the "
             "concatenated clips)",
-    extra="mteb", hub_ids=("OpenGVLab/InternVideo2-CLIP-1B-224p-f8",),
+    extra="mteb", hub_ids=("OpenGVLab/InternVideo2-CLIP-1B-224p-f8",), remote_code=True,
     notes="not in the LoVR paper; remote code: needs --trust-remote-code; loaded by mteb.get_model",
 ))

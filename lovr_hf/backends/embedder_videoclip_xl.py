@@ -240,7 +240,7 @@ _COMMON = dict(
 )
 register_family(Family(
     name="videoclip_xl", patterns=(r"videoclip[-_]xl",), priority=2, original_interval=10, interval=10,
-    hub_ids=("alibaba-pai/VideoCLIP-XL",),
+    hub_ids=("alibaba-pai/VideoCLIP-XL",), remote_code=True, run_options="--backend-option code_dir=<checkout>",
     notes="model code = github.com/alibaba-pai/VideoCLIP-XL (no PyPI package): --trust-remote-code, "
           "--backend-option code_dir=<checkout>; original: run_video_clip_xl.sh --interval 10, then the demo's "
           "8 of those frames; frames probably BGR there (unreleased helper): channel_order=bgr under "
@@ -248,6 +248,6 @@ register_family(Family(
 ))
 register_family(Family(
     name="videoclip_xl_v2", patterns=(r"videoclip[-_]xl[-_]v2",), priority=3, original_interval=30, interval=30,
-    hub_ids=("alibaba-pai/VideoCLIP-XL-v2",),
+    hub_ids=("alibaba-pai/VideoCLIP-XL-v2",), remote_code=True, run_options="--backend-option code_dir=<checkout>",
     notes="as videoclip_xl with VideoCLIP-XL-v2.bin; original: run_video_clip_xl-v2.sh --interval 30", **_COMMON,
 ))
