@@ -157,9 +157,13 @@ def evaluate_models(
     base = base_config or EvalConfig()
     if base.model_name and len(models) > 1:
         raise ValueError("model_name labels one model; give one model or no name")
+    from lovr_hf.models import release_embedders
+
     rows: list[dict[str, Any]] = []
     for m in models:
         rows += evaluate_model(repo, dataclasses.replace(base, model=m), control, steps=steps)
+        if len(models) > 1:
+            release_embedders()  # one model in memory at a time, not all of them
     return rows
 
 

@@ -305,6 +305,15 @@ def shared_embedder(config: EmbedConfig) -> Embedder:
     return _EMBEDDERS_BUILT[key]
 
 
+def release_embedders() -> int:
+    """Forget every embedder built in this process and the weights they loaded, so that a run scoring several
+    models one after the other holds one in memory at a time; returns how many weight sets were released."""
+    from lovr_hf.backends.model_cache import release_kinds
+
+    _EMBEDDERS_BUILT.clear()
+    return release_kinds("embedder")
+
+
 def model_payload(config: EmbedConfig) -> dict[str, Any]:
     """The model identity part of a fingerprint (plus the protocol's effects under ``original``)."""
     payload = {

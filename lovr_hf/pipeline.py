@@ -83,14 +83,20 @@ def _finisher(control: RunControl) -> RunControl:
     return dataclasses.replace(control, num_chunks=None, chunk_idx=None)
 
 
-def _step(name: str, fn: Any, control: RunControl, manual_chunks: bool) -> StageResult:
+def _step(name: str, fn: Any, control: RunControl, manual_chunks: bool, models: tuple[str, ...] = ()) -> StageResult:
     """Run one stage on this chunk's share; a chunk that got here (it completed the stage before) then
-    does the units other chunks have not (they stopped at the stage they could not complete)."""
+    does the units other chunks have not (they stopped at the stage they could not complete). Then the
+    models the stage loaded (``models``: kinds of :mod:`lovr_hf.backends.model_cache` keys) are released, so
+    the captioning VLM does not hold GPU memory while the merge LLM and the embedders run."""
     logger.info("== %s ==", name)
     res = fn(control)
     if manual_chunks and not res.complete:
         logger.info("%s: finishing the units of the other chunks too", name)
         res = fn(_finisher(control))
+    if models:
+        from lovr_hf.backends.model_cache import release_kinds
+
+        release_kinds(*models)
     return res
 
 
@@ -122,9 +128,9 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
                        "chunk that completes segmentation runs the later stages")
         return summary
     ctl = control
-    _step("caption", lambda c: caption(repo, cfg.caption, c), ctl, manual)
+    _step("caption", lambda c: caption(repo, cfg.caption, c), ctl, manual, models=("captioner", "causal_lm"))
     stages["caption"] = STAGE_CONFIGS["caption"]
-    mres = _step("merge", lambda c: merge(repo, cfg.merge, c), ctl, manual)
+    mres = _step("merge", lambda c: merge(repo, cfg.merge, c), ctl, manual, models=("causal_lm",))
     stages["merge"] = STAGE_CONFIGS["merge"]
     if cfg.eval_models and mres.complete:
         logger.info("== eval: %s ==", ", ".join(cfg.eval_models))

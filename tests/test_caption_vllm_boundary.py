@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from lovr_hf import schema
-from lovr_hf.backends import captioner_vllm
 from lovr_hf.backends.qwen_vision import smart_resize, video_pixel_budget
 from lovr_hf.caption import CaptionConfig, caption
 from lovr_hf.frames import caption_frame_plan
@@ -82,11 +81,14 @@ def clips_repo(tmp_path: Path) -> BenchmarkRepo:
 
 
 @pytest.fixture()
-def vllm_record(monkeypatch) -> dict:
+def vllm_record(monkeypatch):  # noqa: ANN201
     record: dict = {}
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm(record))
-    monkeypatch.setattr(captioner_vllm, "_ENGINES", {})
-    return record
+    from lovr_hf.backends import model_cache
+
+    model_cache.release_kinds("captioner")  # a fresh (fake) engine for each test
+    yield record
+    model_cache.release_kinds("captioner")
 
 
 @pytest.fixture(scope="module")

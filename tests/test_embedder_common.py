@@ -8,9 +8,11 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lovr_hf.backends.embedding_common import (
     PieceTextEmbedder,
@@ -155,3 +157,34 @@ def test_release_forgets_cached_models() -> None:
     assert again == ["reloaded"] and again is not first
     assert model_cache.release(lambda k: k[0] == "test-release") == 1
     assert model_cache.release(lambda k: k[0] == "test-release") == 0
+
+
+def test_several_models_in_one_command_hold_one_model_in_memory_at_a_time(tiny: dict[str, str], eval_source: Path,
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    """`lovr eval --model A --model B` (and `lovr run --eval-models`) release each model after it is scored:
+    the loaded weights of A are garbage once B starts (weak references die), and nothing stays cached."""
+    import gc
+    import weakref
+
+    from _embedder_helpers import eval_repo
+
+    from lovr_hf.backends import model_cache
+    from lovr_hf.evaluation import EvalConfig, evaluate_models
+
+    released: list[weakref.ref] = []
+    real_release = model_cache.release
+
+    def recording_release(match=None):  # noqa: ANN001, ANN202
+        for key, value in list(model_cache._LOADED.items()):
+            if match is None or match(key):
+                released.extend(weakref.ref(v) for v in (value if isinstance(value, tuple) else (value,))
+                                if isinstance(v, torch.nn.Module))
+        return real_release(match)
+
+    monkeypatch.setattr(model_cache, "release", recording_release)
+    repo = eval_repo(tmp_path, eval_source)
+    rows = evaluate_models(repo, [tiny["clip"], tiny["siglip"]], EvalConfig(interval=30, clip_queries="all"))
+    assert {r["model"] for r in rows} == {tiny["clip"], tiny["siglip"]}
+    gc.collect()
+    assert len(released) == 2 and all(ref() is None for ref in released)
+    assert not [k for k in model_cache._LOADED if k[0] == "embedder"]

@@ -72,3 +72,48 @@ def test_run_flags_reach_each_stage_config(tmp_path: Path) -> None:
     default = load_config(None, overrides_from_args(p.parse_args(["--input_folder", "v"])))
     assert (default.segment.downscale, default.segment.audio, default.segment.crf) == ("auto", True, 22)
     assert default.caption.api_server == "openai" and "protocol" not in default.eval
+
+
+class _Weights:
+    """Stands for a loaded VLM's weights (only a weak reference is kept by the test)."""
+
+
+class CachedCaptioner:
+    """The dummy captioner, loading its "weights" through the process-wide model cache as the real captioners do
+    (kind ``captioner``), never keeping them on itself."""
+
+    refs: list = []
+
+    def __new__(cls, **kwargs):  # noqa: ANN204
+        from lovr_hf.backends.testing import DummyCaptioner
+
+        class _Impl(DummyCaptioner):
+            def caption(self, batch, prompt, params):  # type: ignore[no-untyped-def]
+                import weakref
+
+                from lovr_hf.backends import model_cache
+
+                w = model_cache.load_once(("captioner", "test-cached"), _Weights)
+                CachedCaptioner.refs.append(weakref.ref(w))
+                return super().caption(batch, prompt, params)
+
+        return _Impl(**kwargs)
+
+
+def test_run_releases_the_captioner_before_merge_and_eval(tmp_path: Path) -> None:
+    """`lovr run` frees the captioning model once captioning is done (GPU memory for the merge LLM and the
+    embedders): after the run nothing holds the captioner's weights."""
+    import gc
+
+    from lovr_hf.merge import MergeConfig
+    from lovr_hf.pipeline import PipelineConfig, run_pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_video(src / "a.mp4", [SceneSpec(60), SceneSpec(66)], 64, 48, 12, seed=5)
+    cfg = PipelineConfig(input_folder=str(src), repo=str(tmp_path / "lovr"),
+                         caption=CaptionConfig(backend="test_info_and_run:CachedCaptioner"),
+                         merge=MergeConfig(llm="dummy"))
+    run_pipeline(cfg)
+    gc.collect()
+    assert CachedCaptioner.refs and all(r() is None for r in CachedCaptioner.refs)

@@ -12,7 +12,6 @@ models see the same pixels and the same time positions as in the original run.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,15 +21,12 @@ import numpy as np
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
 from lovr_hf.backends.captioner_transformers import DEFAULT_MODEL, OutOfMemory, downscale_frames, is_oom
 from lovr_hf.backends.captioning import per_clip
+from lovr_hf.backends.model_cache import load_once
 from lovr_hf.backends.qwen_vision import merge_factor, resize_video
 
 PIXEL_BUDGETS = ("auto", "qwen", "none")
 
 logger = logging.getLogger(__name__)
-
-_ENGINES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
-
 
 def _import_vllm() -> Any:
     try:
@@ -143,20 +139,22 @@ class VLLMCaptioner(Captioner):
         """Start (once per process) the vLLM engine and the processor used for the chat template."""
         if self._llm is not None:
             return self._llm, self._processor
-        key = tuple(sorted((k, repr(v)) for k, v in self.engine_args().items()))
-        with _LOCK:
-            if key not in _ENGINES:
-                vllm = _import_vllm()
-                from transformers import AutoProcessor
+        key = ("captioner", "vllm", *sorted((k, repr(v)) for k, v in self.engine_args().items()))
 
-                t0 = time.perf_counter()
-                llm = vllm.LLM(**self.engine_args())
-                processor = AutoProcessor.from_pretrained(
-                    self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
-                )
-                logger.info("started vLLM engine for %s in %.1fs", self.model_id(), time.perf_counter() - t0)
-                _ENGINES[key] = (llm, processor)
-            self._llm, self._processor = _ENGINES[key]
+        def start() -> tuple[Any, Any]:
+            vllm = _import_vllm()
+            from transformers import AutoProcessor
+
+            t0 = time.perf_counter()
+            llm = vllm.LLM(**self.engine_args())
+            processor = AutoProcessor.from_pretrained(
+                self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
+            logger.info("started vLLM engine for %s in %.1fs", self.model_id(), time.perf_counter() - t0)
+            return llm, processor
+
+        # the process-wide model cache: `lovr run` releases it after captioning (GPU memory for the next stages)
+        self._llm, self._processor = load_once(key, start)
         return self._llm, self._processor
 
     def prompt_text(self, prompt: dict[str, str], processor: Any) -> str:

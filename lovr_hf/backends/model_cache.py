@@ -7,6 +7,7 @@ the same weights in one process. ``load_once`` hands them the same objects inste
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,3 +49,12 @@ def release(match: Callable[[tuple[Any, ...]], bool] | None = None) -> int:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
     return len(keys)
+
+
+def release_kinds(*kinds: str) -> int:
+    """:func:`release` of every cached object of these kinds (the first element of its key: ``captioner``,
+    ``causal_lm``, ``embedder``), logged: what a multi-stage or multi-model run calls between its parts."""
+    n = release(lambda k: bool(k) and k[0] in kinds)
+    if n:
+        logging.getLogger(__name__).info("released %d loaded model(s) (%s) from memory", n, ", ".join(kinds))
+    return n
