@@ -154,7 +154,15 @@ def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
     ]
     results_md = Path(repo.root / "results.md")
     if results_md.exists():
-        lines += ["## Retrieval results", "", results_md.read_text(encoding="utf-8").strip(), ""]
+        from lovr_hf.results import stale_results
+
+        lines += ["## Retrieval results", ""]
+        stale = stale_results(repo)
+        if stale:
+            lines += [f"> ⚠ **Out of date:** {', '.join(stale)} were scored on an earlier version of this dataset "
+                      "(its captions, clips or videos changed since): run `lovr eval` again for these models; "
+                      "`lovr eval --verify` names the difference.", ""]
+        lines += [results_md.read_text(encoding="utf-8").strip(), ""]
     if run:
         lines += [
             "## How it was built",

@@ -93,6 +93,7 @@ class _EmbedStage(Stage):
     kinds: tuple[str, ...] = ()
     version = "1"
     card_refresh = False  # run_stages refreshes the card once (``card_stale``)
+    digest_column = "input_digest"  # scoring stored embeddings checks them against the current inputs
     incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
 
     def __init__(self, config: EmbedConfig, slug: str, input_keys: Iterable[str] | None = None) -> None:
@@ -301,6 +302,39 @@ def text_stages(repo: BenchmarkRepo, config: EmbedConfig, slug: str) -> list[tup
         if ds is None:
             continue
         out.append((TextEmbedStage(config, kind, slug), ds))
+    return out
+
+
+def stale_embeddings(repo: BenchmarkRepo, config: EmbedConfig, slug: str, *, count_missing: bool = True) -> dict[str, int]:
+    """``{stage: units}`` whose stored embeddings do not match the current inputs: a caption or video with no
+    row, a row made for other inputs (its ``input_digest`` differs: the caption was rewritten, the clips
+    re-cut), or rows of units that no longer exist. Read from the published table alone (no work state), so
+    scoring stored embeddings (``--calc_pass``) can refuse numbers that no longer describe the data. Rows
+    written before ``input_digest`` existed are taken as they are. ``count_missing=False`` (``--allow-partial``):
+    units never embedded are not counted, changed and removed ones are."""
+    from lovr_hf.embed_video import video_stage
+
+    cfg = schema.embeddings_config(slug)
+    if not repo.has(cfg):
+        return {}
+    t = repo.read_table(cfg)
+    cols = {c: t.column(c).to_pylist() for c in ("kind", "item_id", schema.VIDEO_ID, "input_digest")}
+    stages: list[tuple[Any, Dataset, tuple[str, ...]]] = [(st, ds, (st.kind,)) for st, ds in text_stages(repo, config, slug)]
+    if repo.has(schema.CLIPS):
+        vst, vds = video_stage(repo, config, slug)
+        stages.append((vst, vds, VISUAL_KINDS))
+    out: dict[str, int] = {}
+    for stage, ds, kinds in stages:
+        stored: dict[str, str | None] = {}
+        for kind, item, vid, dig in zip(cols["kind"], cols["item_id"], cols[schema.VIDEO_ID], cols["input_digest"]):
+            if kind in kinds:
+                stored.setdefault(vid if stage.input_key == schema.VIDEO_ID else item, dig)
+        keys = [str(k) for k in ds[stage.input_key]] if len(ds) else []
+        bad = sum(1 for k, d in zip(keys, stage.unit_digests(ds))
+                  if (k not in stored and count_missing) or (k in stored and stored[k] not in (None, d)))
+        bad += len(set(stored) - set(keys))
+        if bad:
+            out[stage.name] = bad
     return out
 
 

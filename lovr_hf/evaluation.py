@@ -132,6 +132,15 @@ def evaluate_model(
         if card_stale:
             repo.refresh_card()
         return []
+    if not encoded:  # --calc_pass alone: the stored embeddings must describe the current data
+        from lovr_hf.embed import stale_embeddings
+
+        stale = stale_embeddings(repo, config, slug, count_missing=not control.allow_partial)
+        if stale:
+            raise ValueError(
+                f"{label}: stored embeddings do not match the current data ({', '.join(f'{k}: {n}' for k, n in stale.items())}"
+                " units added, changed or removed since they were embedded): run `lovr eval` for this model without "
+                "--calc_pass to embed them, then score")
     scored = score(repo, config)
     rows = scored.rows
     write_rankings(repo, slug, config.protocol, scored.rankings)

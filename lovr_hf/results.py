@@ -52,6 +52,21 @@ def read_results(repo: BenchmarkRepo) -> list[dict[str, Any]]:
     return read_results_table(repo).to_pylist()
 
 
+def stale_results(repo: BenchmarkRepo) -> list[str]:
+    """``model (protocol)`` of every scored model whose rows were computed on other data than the repo holds now
+    (their ``dataset_fingerprint`` differs from the current one: captions, clips or videos changed since):
+    the card flags them, since a stored score is not recomputed until ``lovr eval`` runs again."""
+    from lovr_hf.provenance import dataset_fingerprint
+
+    if not repo.has(schema.RESULTS):
+        return []
+    t = read_results_table(repo).select(["model", "protocol", "dataset_fingerprint"])
+    now = dataset_fingerprint(repo)
+    stale = {(m, p or "lovr") for m, p, fp in zip(*(t.column(c).to_pylist() for c in t.column_names))
+             if fp and fp != now}
+    return [f"{m} ({p})" for m, p in sorted(stale)]
+
+
 def write_results(repo: BenchmarkRepo, model: str, rows: list[dict[str, Any]],
                   protocol: str | None = None) -> None:
     """Replace ``model``'s rows of each protocol in ``rows`` (or of ``protocol``) in the ``results`` config;

@@ -155,6 +155,7 @@ EMBEDDINGS_FEATURES = Features(
         "uniform_frames": Value("int32"),  # --num-frames N (visual rows); null with --interval
         "frame_rule": Value("string"),  # visual rows: interval:K | uniform:N | native:N | files
         "protocol": Value("string"),  # lovr | original (the evaluation protocol the row was made under)
+        "input_digest": Value("string"),  # digest of the inputs the row was made from (its caption, its clips)
         **_status,
     }
 )

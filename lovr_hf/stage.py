@@ -121,6 +121,9 @@ class Stage(ABC):
       file replaced under the same name is recomputed;
     - ``verify_unit(key, rows)``: check a reused unit's outputs still hold (e.g. its clip files exist);
       a unit that fails is recomputed;
+    - ``digest_column``: a column of the primary output that receives the digest of the row's unit (rows
+      carry their unit key under ``input_key``), so a reader of the published table can tell a row made
+      for other inputs than the current ones without the work state (``lovr eval --calc_pass``);
     - ``owned_files``: ``{config: (path column, root folder)}``: files this stage created for its rows
       (relative paths are relative to the repo root). Their size and mtime are committed with each unit:
       a reused unit whose file is missing or was rewritten since (another setting cut a file of the same
@@ -135,6 +138,7 @@ class Stage(ABC):
     runtime_fields: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
     digest_files: tuple[str, ...] = ()
+    digest_column: ClassVar[str | None] = None
     owned_files: dict[str, tuple[str, str]] = {}  # noqa: RUF012 - instances assign their own dict
     #: refresh the card after a gather (a command running several stages turns it off and refreshes once)
     card_refresh: bool = True
@@ -518,6 +522,13 @@ class _BatchRunner:
             self.stage.setup()
             self._ready = True
         results = self.stage.process(batch)
+        col = self.stage.digest_column
+        if col:
+            primary = self.stage.outputs[0]
+            rows = _as_rows(results.get(primary, []))
+            for r in rows:
+                r[col] = self.digests.get(str(r[self.stage.input_key]))
+            results = {**results, primary: rows}
         tables = {
             cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
         }

@@ -291,6 +291,11 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     repo.write(schema.CLIP_CAPTIONS, caps)
     assert provenance.dataset_fingerprint(repo) != r["dataset_fingerprint"]
     assert any("dataset_fingerprint" in d for d in verify(repo).differences)
+    # ... and the card says the stored scores are out of date until the model is scored again
+    repo.refresh_card()
+    assert "Out of date:** dummy (lovr)" in repo.card_path.read_text()
+    score(repo, render=True)
+    assert "Out of date" not in repo.card_path.read_text() and verify(repo).ok
     # a local model folder: a hash of its files, changed by any file
     folder = tmp_path / "model"
     shutil.copytree(tiny["clip"], folder)

@@ -234,3 +234,30 @@ def test_accelerate_two_processes_equal_one(eval_source: Path, tmp_path: Path, t
         assert res_dist[key]["value"] == pytest.approx(r["value"]), key
     batches = list(repo.work_dir("embed-video").glob("*/batch-*"))
     assert len({b.name.split("-")[2] for b in batches}) == 2  # committed by two different processes
+
+
+def test_calc_pass_refuses_embeddings_made_for_other_data(eval_source: Path, tmp_path: Path) -> None:
+    """Scoring stored embeddings (`--calc_pass`) checks each row's `input_digest` against the current inputs,
+    from the published table alone: a rewritten caption makes it refuse (exit 2, the stage and count named);
+    a full `lovr eval` re-embeds exactly that caption, then `--calc_pass` scores again."""
+    import shutil
+
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    run = ["-q", "eval", "--repo", str(repo.root), "--model", "dummy", "--interval", "30", "--clip-queries", "all"]
+    assert cli_main(run) == 0
+    cfg = schema.embeddings_config("dummy")
+    before = {r["item_id"]: r for r in repo.read(cfg) if r["kind"] == "clip_caption"}
+    assert all(r["input_digest"] for r in repo.read(cfg))
+    assert cli_main([*run, "--calc_pass"]) == 0  # nothing changed: scores
+    caps = repo.read_table(schema.CLIP_CAPTIONS).to_pylist()
+    caps[0]["caption"] = "a completely different description of the clip"
+    repo.write(schema.CLIP_CAPTIONS, caps)
+    shutil.rmtree(repo.root / ".lovr")  # as downloaded from the Hub: no work state, the table alone decides
+    assert cli_main([*run, "--calc_pass"]) == 2
+    with pytest.raises(ValueError, match=r"embed-text-clip_caption: 1 units added, changed or removed"):
+        evaluate_model(repo, EvalConfig(model="dummy", interval=30, clip_queries="all"), steps=["calc_pass"])
+    assert cli_main(run) == 0
+    after = {r["item_id"]: r for r in repo.read(cfg) if r["kind"] == "clip_caption"}
+    changed = {k for k in before if after[k]["embedding"] != before[k]["embedding"]}
+    assert changed == {caps[0]["clip_id"]}
+    assert cli_main([*run, "--calc_pass"]) == 0
