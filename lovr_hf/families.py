@@ -83,6 +83,7 @@ class Family:
     #: needs ``--trust-remote-code``
     remote_code: bool = False
     run_options: str = ""  # further flags its command needs (e.g. where the model's code lives)
+    install: str = ""  # what to install besides the extra (a package that must go in with --no-deps)
 
     def command(self, repo: str = "lovr-release") -> str:
         """The command that scores this family as the paper's scripts did, on a GPU (docs/families.md)."""
@@ -95,8 +96,9 @@ class Family:
             parts.append("--trust-remote-code")
         if self.run_options:
             parts.append(self.run_options)
-        cmd = " ".join(parts)
-        return f"pip install 'lovr_hf[{self.extra}]' && {cmd}" if self.extra else cmd
+        steps = [f"pip install 'lovr_hf[{self.extra}]'"] if self.extra else []
+        steps += [self.install] if self.install else []
+        return " && ".join([*steps, " ".join(parts)])
 
     def matches_name(self, name: str) -> bool:
         low = name.lower()

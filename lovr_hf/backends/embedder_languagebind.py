@@ -335,6 +335,7 @@ register_family(Family(
     text="77 tokens, padding=max_length, truncated (the processor's tokenizer)",
     pooling="video tower on 8 frames (np.linspace over the file), no pooling of frame features",
     precision="fp32", extra="languagebind",
+    install="pip install --no-deps languagebind==0.1.0 pytorchvideo==0.1.5",  # it declares transformers<5
     hub_ids=("LanguageBind/LanguageBind_Video", "LanguageBind/LanguageBind_Video_FT"),
     notes="its own processor on each clip FILE; a full video = its clip files concatenated (the original used "
           "an unreleased merged file); the processor's RandomHorizontalFlipVideo(p=0.5) is off by default, "
