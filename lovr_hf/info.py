@@ -76,6 +76,10 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
             embedded = {i for i, k in zip(t.column("item_id").to_pylist(), t.column("kind").to_pylist()) if k == "video"}
             left[f"videos_to_embed[{cfg[len(schema.EMBEDDINGS_PREFIX) + 1:]}]"] = len(ok_videos - embedded)
     out["left"] = left
+    if repo.has(schema.RESULTS):
+        from lovr_hf.results import stale_results
+
+        out["results_out_of_date"] = stale_results(repo)  # scored on an earlier version of the data
     out["status"] = {c: _status_counts(repo, c) for c in (schema.VIDEOS, schema.CLIPS, schema.CLIP_CAPTIONS,
                                                          schema.CLUSTERS, schema.VIDEO_CAPTIONS) if repo.has(c)}
     out["run_config"] = run

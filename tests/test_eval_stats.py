@@ -294,10 +294,14 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     # ... and the card says the stored scores are out of date until the model is scored again
     repo.refresh_card()
     assert "Out of date:** dummy (lovr)" in repo.card_path.read_text()
+    from lovr_hf.info import repo_status
+
+    assert repo_status(repo)["results_out_of_date"] == ["dummy (lovr)"]
     with pytest.raises(ValueError, match="stored embeddings do not match the current data"):
         score(repo, render=True)  # --calc_pass alone: the embeddings of the old caption are refused
     evaluate_model(repo, EvalConfig(**BASE, backend_options={"max_text_tokens": 20}))  # re-embeds, then scores
     assert "Out of date" not in repo.card_path.read_text() and verify(repo).ok
+    assert repo_status(repo)["results_out_of_date"] == []
     # a local model folder: a hash of its files, changed by any file
     folder = tmp_path / "model"
     shutil.copytree(tiny["clip"], folder)
