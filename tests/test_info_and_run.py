@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from lovr_hf import schema
+from lovr_hf.backends.testing import DummyCaptioner
 from lovr_hf.caption import CaptionConfig, caption
 from lovr_hf.cli import main as cli_main
 from lovr_hf.info import file_summary, repo_status
@@ -78,26 +81,17 @@ class _Weights:
     """Stands for a loaded VLM's weights (only a weak reference is kept by the test)."""
 
 
-class CachedCaptioner:
+class CachedCaptioner(DummyCaptioner):
     """The dummy captioner, loading its "weights" through the process-wide model cache as the real captioners do
     (kind ``captioner``), never keeping them on itself."""
 
-    refs: list = []
+    refs: ClassVar[list[weakref.ref]] = []
 
-    def __new__(cls, **kwargs):  # noqa: ANN204
-        from lovr_hf.backends.testing import DummyCaptioner
+    def caption(self, batch, prompt, params):  # type: ignore[no-untyped-def]
+        from lovr_hf.backends import model_cache
 
-        class _Impl(DummyCaptioner):
-            def caption(self, batch, prompt, params):  # type: ignore[no-untyped-def]
-                import weakref
-
-                from lovr_hf.backends import model_cache
-
-                w = model_cache.load_once(("captioner", "test-cached"), _Weights)
-                CachedCaptioner.refs.append(weakref.ref(w))
-                return super().caption(batch, prompt, params)
-
-        return _Impl(**kwargs)
+        CachedCaptioner.refs.append(weakref.ref(model_cache.load_once(("captioner", "test-cached"), _Weights)))
+        return super().caption(batch, prompt, params)
 
 
 def test_run_releases_the_captioner_before_merge_and_eval(tmp_path: Path) -> None:
