@@ -87,6 +87,7 @@ class AudioSource:
         self._packets = self.container.demux(self.stream)
         self._buf: list[_Chunk] = []
         self._next = 0  # where the next decoded frame starts when it has no timestamp
+        self._buf_started = False  # whether a frame was decoded (``_next`` is meaningful)
         self._eof = False
         self._failures = 0
 
@@ -97,6 +98,11 @@ class AudioSource:
     def sample_at(self, seconds: float) -> int:
         """Sample position of a time on the container clock (nearest sample, as ffmpeg's trim)."""
         return int(round(seconds * self.rate))
+
+    def _jitter(self, fr: Any) -> int:
+        """Samples a frame start may be off by from rounding to its time base (at least one sample)."""
+        tb = fr.time_base
+        return max(1, math.ceil(float(tb) * self.rate)) if tb else 1
 
     def _pull(self) -> bool:
         """Decode the next packet into the buffer; False at the end of the stream."""
@@ -117,10 +123,13 @@ class AudioSource:
             self._failures = 0
             for fr in frames:
                 start = self.sample_at(float(fr.pts * fr.time_base)) if fr.pts is not None else self._next
+                if self._buf_started and abs(start - self._next) <= self._jitter(fr):
+                    start = self._next  # a coarse time base (matroska's 1 ms) rounds frame starts: stay contiguous
                 data = fr.to_ndarray()
                 ch = fr.layout.nb_channels
                 chunk = _Chunk(start, data, fr.format.name, fr.layout.name, fr.format.is_planar, ch)
                 self._next = start + chunk.samples
+                self._buf_started = True
                 self._buf.append(chunk)
             if frames:
                 return True
@@ -163,10 +172,13 @@ class ClipAudio:
         self.written = [0] * len(sources)
 
     def pump(self, clip_time_s: float) -> None:
-        """Write every stream's samples up to ``clip_time_s`` (+ a small lead) of the clip."""
+        """Write every stream's samples up to ``clip_time_s`` of the clip (plus a small lead when the clip's
+        end is known). While the end is not known (single pass), nothing past ``clip_time_s`` is written:
+        the clip may end right after it, and samples taken from the source belong to this clip for good."""
         for k, src in enumerate(self.sources):
             a, b = self.windows[k]
-            upto = a + max(0, math.ceil((clip_time_s + PUMP_LEAD_S) * src.rate))
+            lead = PUMP_LEAD_S if b is not None else 0.0
+            upto = a + max(0, math.floor((clip_time_s + lead) * src.rate))
             self._write(k, upto if b is None else min(b, upto))
 
     def finish(self, end_s: float | None = None) -> None:

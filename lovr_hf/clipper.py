@@ -434,9 +434,11 @@ class _ClipMuxer:
         pkt.time_base = self.tb
         pkt.pts = None if pts is None else pts - self.shift
         pkt.dts = None if dts is None else dts - self.shift
+        # the clip time of this packet, read BEFORE muxing: mux() rescales the packet's timestamps in place to
+        # the output stream's time base (mp4 picks its own, e.g. 1/16000 for a 1/1000 matroska source)
+        t = pkt.dts if pkt.dts is not None else pkt.pts
         self.out.mux(pkt)
         self.count += 1
-        t = pkt.dts if pkt.dts is not None else pkt.pts
         if self.audio is not None and t is not None:
             self.audio.pump(float(t * self.tb))
 

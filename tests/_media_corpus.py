@@ -26,7 +26,7 @@ import numpy as np
 W, H, BLOCK = 160, 96, 8
 CUT_S = (5.6, 11.0)  # hard content cuts (seconds); the last scene (about 1 s) stays its own clip
 DURATION_S = 12.0
-SCENE_RGB = ((200, 40, 40), (40, 70, 210), (40, 200, 70), (220, 200, 40))
+SCENE_RGB = ((230, 30, 30), (10, 20, 100), (60, 240, 60), (110, 10, 110))
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ CORPUS: tuple[Media, ...] = (
     Media("avi_mp3_mono_25.avi", "25", ["-c:v", "mpeg4", "-q:v", "3", "-bf", "0", "-g", "50"], "libmp3lame",
           "mono", 44100),
     Media("webm_opus_stereo_60.webm", "60", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
-                                             "-b:v", "300k", "-g", "60"], "libopus", "stereo", 48000,
+                                             "-b:v", "300k", "-g", "60", "-pix_fmt", "yuv420p"], "libopus", "stereo", 48000,
           audio_end_s=9.5),
     Media("mov_pcm_stereo_23976.mov", "24000/1001", X264_BF, "pcm_s16le", "stereo", 48000),
     # VFR with open GOPs in matroska, mono AAC at 44.1 kHz ending 2 s before the picture
