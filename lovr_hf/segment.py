@@ -162,7 +162,9 @@ class SegmentStage(Stage):
     @property
     def work(self) -> Path:
         """This setting's work folder (its staging folder for clip files is inside)."""
-        if self._work is None:
+        # getattr: Stage.__getstate__ drops "_" attributes when datasets pickles the stage for --max_workers N,
+        # so a worker process gets a stage without ``_work`` and computes it again (the same path)
+        if getattr(self, "_work", None) is None:
             self._work = str(self.work_path(BenchmarkRepo(self.repo_root)))
         return Path(self._work)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ CORPUS: tuple[Media, ...] = (
     # a first timestamp of 1.5 s (mp4: an edit list), MP3 audio
     Media("mp4_offset_mp3_25.mp4", "25", X264_BF, "libmp3lame", "stereo", 44100, extra=["-output_ts_offset", "1.5"]),
     Media("mp4_rot90_aac_30.mp4", "30", X264_BF, "aac", "stereo", 48000, rotation=90),
-    Media("mp4_noaudio_60.mp4", "60", X264_BF),
+    Media("mp4_noaudio_24.mp4", "24", X264_BF),
 )
 
 
@@ -170,3 +171,20 @@ def make_corpus(folder: Path, ffmpeg: str, only: tuple[str, ...] | None = None) 
 
 def media(name: str) -> Media:
     return next(m for m in CORPUS if m.name == name)
+
+
+_SESSION: dict[str, dict[str, Path]] = {}
+
+
+def session_corpus(tmp_path_factory: Any) -> dict[str, Path]:
+    """The whole corpus, generated once per test session (shared by every test module that asks)."""
+    if "corpus" not in _SESSION:
+        from lovr_hf.clipper import ffmpeg_exe
+
+        exe = ffmpeg_exe()
+        if exe is None:
+            import pytest
+
+            pytest.skip("no ffmpeg binary (imageio-ffmpeg is a test dependency)")
+        _SESSION["corpus"] = make_corpus(tmp_path_factory.mktemp("media_corpus"), exe)
+    return _SESSION["corpus"]

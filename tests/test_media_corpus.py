@@ -18,9 +18,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from _media_corpus import CORPUS, frame_number, media, session_corpus
 
-from _media_corpus import CORPUS, frame_number, make_corpus, media
-from lovr_hf.clipper import cut_clips, ffmpeg_exe
+from lovr_hf.clipper import cut_clips
 from lovr_hf.decode_plan import ClipDecoder
 from lovr_hf.detect_and_cut import detect_and_cut
 from lovr_hf.frames import caption_frame_plan
@@ -29,14 +29,22 @@ from lovr_hf.video import build_index, probe
 
 NAMES = [m.name for m in CORPUS]
 AAC_FRAME = 1024
+PRESET = "ultrafast"  # the cutters' frame and audio handling does not depend on the preset; the suite's time does
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> dict[str, Path]:
-    exe = ffmpeg_exe()
-    if exe is None:
-        pytest.skip("no ffmpeg binary (imageio-ffmpeg is a test dependency)")
-    return make_corpus(tmp_path_factory.mktemp("media_corpus"), exe)
+    return session_corpus(tmp_path_factory)
+
+
+_DECODED: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+
+
+def source_codes_and_frames(path: Path) -> tuple[list[int], list[np.ndarray]]:
+    """:func:`codes_and_frames` of a corpus source, decoded once per session."""
+    if str(path) not in _DECODED:
+        _DECODED[str(path)] = codes_and_frames(path)
+    return _DECODED[str(path)]
 
 
 def codes_and_frames(path: Path | str) -> tuple[list[int], list[np.ndarray]]:
@@ -83,14 +91,14 @@ def exact_clips(corpus: dict[str, Path], name: str, how: str, root: Path) -> lis
         stage = SegmentStage(SegmentConfig(), root / "clips", str(root))
         det = stage._detector(34.0)
         if how == "one-pass":
-            _, clips = detect_and_cut(src, root / how, Path(name).stem, det, min_clip_s=5.0, preset="veryfast",
+            _, clips = detect_and_cut(src, root / how, Path(name).stem, det, min_clip_s=5.0, preset=PRESET,
                                       crf=22)
         else:
             from lovr_hf.scenes import scenes_from_cuts
 
             info = probe(src)
             ranges = scenes_from_cuts(det.detect(src), info.num_frames, info.fps, 5.0)
-            clips = cut_clips(src, ranges, root / how, Path(name).stem, mode="exact")
+            clips = cut_clips(src, ranges, root / how, Path(name).stem, mode="exact", preset=PRESET)
         Cut.cache[key] = clips
     return Cut.cache[key]
 
@@ -112,7 +120,7 @@ def test_exact_clips_hold_every_frame_once_with_their_audio(corpus, cut_root, na
     src = corpus[name]
     m = media(name)
     clips = exact_clips(corpus, name, how, cut_root)
-    src_codes, src_frames = codes_and_frames(src)
+    src_codes, src_frames = source_codes_and_frames(src)
     assert src_codes == list(range(len(src_codes)))  # the source decodes in order (the corpus is sane)
     assert len(clips) == 3, [(c.start_frame, c.end_frame) for c in clips]  # the two hard cuts, min 5 s
     assert [c.start_frame for c in clips] == [0, clips[0].end_frame, clips[1].end_frame]
@@ -147,7 +155,7 @@ def test_copy_and_virtual_ranges_agree_with_exact(corpus, cut_root, name: str) -
     src = corpus[name]
     exact = exact_clips(corpus, name, "two-pass", cut_root)
     ranges = [(c.start_frame, c.end_frame) for c in exact]
-    src_codes, _ = codes_and_frames(src)
+    src_codes, _ = source_codes_and_frames(src)
     for mode in ("copy", "virtual"):
         clips = cut_clips(src, ranges, cut_root / mode, Path(name).stem, mode=mode)
         assert [(c.start_frame, c.end_frame, c.num_frames) for c in clips] == [
@@ -171,7 +179,7 @@ def test_caption_frames_are_the_frames_the_table_names(corpus, cut_root, name: s
         results = dec.get([r["clip_id"] for r in rows])
     finally:
         dec.close()
-    src_codes, _ = codes_and_frames(src)
+    src_codes, _ = source_codes_and_frames(src)
     for r, (frames, err, _) in zip(rows, results, strict=True):
         assert err is None, err
         idx = plans[r["clip_id"]]
