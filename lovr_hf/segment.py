@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,11 @@ FILES_FEATURES = Features(
         "mtime_ns": Value("int64"),
     }
 )
+
+
+class InputFolderError(ValueError):
+    """``--input_folder`` is not a folder or holds no video file: a usage error (``lovr segment`` exits 2 with
+    one line, no traceback, and creates no repo), not a video to record as an error row."""
 
 
 @dataclasses.dataclass
@@ -109,6 +115,8 @@ def scan_videos(input_folder: str | os.PathLike[str], recursive: bool = True) ->
         problem, st = _scan_problem(p)
         rows.append({schema.VIDEO_ID: vid, "source_name": rel, "path": str(p.absolute()), "scan_error": problem,
                      "size_bytes": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None})
+    if not rows:  # (Dataset.from_list([]) has no columns with datasets 5: "Keys mismatch")
+        return Dataset.from_dict({k: [] for k in FILES_FEATURES}, features=FILES_FEATURES)
     return Dataset.from_list(rows, features=FILES_FEATURES)
 
 
@@ -359,9 +367,13 @@ def segment(
     control = control or RunControl()
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     clips_dir = Path(config.output_dir) if config.output_dir else repo.root / DEFAULT_CLIPS_DIR
-    files = scan_videos(input_folder, recursive=recursive)
+    try:
+        files = scan_videos(input_folder, recursive=recursive)
+    except NotADirectoryError as exc:
+        raise InputFolderError(str(exc)) from None
     if not len(files):
-        logger.warning("no video files (%s) under %s", ", ".join(VIDEO_EXTENSIONS), input_folder)
+        raise InputFolderError(f"--input_folder {input_folder} holds no video file "
+                               f"({' '.join(VIDEO_EXTENSIONS)}, any case{', sub-folders included' if recursive else ''})")
     stage = SegmentStage(config, clips_dir, str(repo.root), num_videos=len(files),
                          threads=threads_per_video(control.num_proc, len(files)))
     stage.digest_files = ("path",)  # a source file replaced under the same name is segmented again
@@ -424,13 +436,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of long videos (.mp4 .mkv .avi .webm .mov, any case; walked recursively)")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", default=None,
                    help="clip folder (default <repo>/clips); clips go to <output_dir>/<video_id>/")
-    p.add_argument("--max_workers", "--max-workers", dest="num_proc", type=int, default=None,
-                   help="parallel videos (original LoVR flag; = --num-proc)")
+    p.add_argument("--max_workers", "--max-workers", dest="num_proc", type=int, default=None, metavar="N",
+                   help="videos segmented at once, in N worker processes (original LoVR flag; = --num-proc; "
+                        "default: one)")
     p.add_argument("--no-recursive", dest="recursive", action="store_false", help="only the top folder")
     p.add_argument("--detector", default="content", help="content (default) | adaptive | pyscenedetect | transnetv2")
-    p.add_argument("--threshold", type=float, default=34.0)
+    p.add_argument("--threshold", type=float, default=34.0,
+                   help="detector threshold (default 34.0, the original's ContentDetector threshold; with "
+                        "--detector adaptive the default is the AdaptiveDetector's 3.0)")
     p.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=5.0,
-                   help="minimum scene in seconds; int(seconds * fps) frames, truncated as the original")
+                   help="minimum scene in seconds (default 5.0, the original's); int(seconds * fps) frames, "
+                        "truncated as the original")
     p.add_argument("--downscale", default=d.downscale,
                    help="'auto' (default: PySceneDetect's automatic factor, max(width, height) / 256, which is "
                         "what the original ran with) or an integer factor (lovr_hf used 3)")
@@ -438,10 +454,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="join a last scene shorter than the minimum to the previous clip (the original keeps "
                         "it as its own clip)")
     p.add_argument("--adaptive", action="store_true", help="original adaptive-threshold loop (opt-in)")
-    p.add_argument("--min_clips", "--min-clips", dest="min_clips", type=int, default=64)
-    p.add_argument("--max_clips", "--max-clips", dest="max_clips", type=int, default=100)
+    p.add_argument("--min_clips", "--min-clips", dest="min_clips", type=int, default=d.min_clips,
+                   help=f"with --adaptive: lower the threshold (x0.9) while a video has fewer clips than this "
+                        f"(default {d.min_clips})")
+    p.add_argument("--max_clips", "--max-clips", dest="max_clips", type=int, default=d.max_clips,
+                   help=f"with --adaptive: raise the threshold (x1.1) while a video has more clips than this "
+                        f"(default {d.max_clips})")
     p.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", choices=("exact", "copy", "virtual"),
-                   default="exact")
+                   default=d.clip_mode,
+                   help=f"exact: re-encoded, frame-accurate files as the original's (default {d.clip_mode}); "
+                        "copy: stream copy from the key frame before each start (no re-encode); virtual: no "
+                        "files, rows point into the source")
     p.add_argument("--crf", type=int, default=d.crf, help=f"exact clips: libx264 CRF (default {d.crf}, the original's)")
     p.add_argument("--preset", default=d.preset, help=f"exact clips: libx264 preset (default {d.preset})")
     p.add_argument("--no-audio", dest="audio", action="store_false",
@@ -460,7 +483,11 @@ def main(args: argparse.Namespace) -> int:
     if args.detector == "adaptive" and args.threshold == 34.0:
         config.threshold = None  # AdaptiveDetector has its own scale (default 3.0)
     control = control_from_args(args)
-    segment(args.input_folder, control.repo, config, control, recursive=args.recursive)
+    try:
+        segment(args.input_folder, control.repo, config, control, recursive=args.recursive)
+    except InputFolderError as exc:
+        print(f"lovr segment: {exc}", file=sys.stderr)
+        return 2
     from lovr_hf.summary import STAGE_CONFIGS, strict_exit
 
     return strict_exit(BenchmarkRepo(control.repo), {"segment": STAGE_CONFIGS["segment"]}, strict=control.strict)
