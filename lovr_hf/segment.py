@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from datasets import Dataset, Features, Value
 
-from lovr_hf import clip_store, detect_and_cut, schema
+from lovr_hf import clip_store, detect_and_cut, env_faults, schema
 from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
 from lovr_hf.ids import safe_id, short_hash
 from lovr_hf.repo import DEFAULT_CLIPS_DIR, BenchmarkRepo
@@ -268,7 +268,9 @@ class SegmentStage(Stage):
         except Exception as exc:  # one bad video must never stop the run
             logger.warning("%s (%s): %s", vid, row["source_name"], exc)
             video = self._with_digest(video, digest)
-            return {**video, schema.STATUS: schema.ERROR, schema.ERROR_COL: f"{type(exc).__name__}: {exc}"}, []
+            # a full disk or a permission is the machine's fault: failed (retryable), not a bad video
+            status = schema.FAILED if env_faults.environment_fault(exc) is not None else schema.ERROR
+            return {**video, schema.STATUS: status, schema.ERROR_COL: env_faults.describe(exc)}, []
         finally:
             pool.shutdown(wait=True)
 
