@@ -97,30 +97,39 @@ def truth_cuts(m: Media) -> list[int]:
     return [next(i for i, t in enumerate(ts) if t >= c - 1e-9) for c in CUT_S]
 
 
+_BACKGROUNDS: dict[int, np.ndarray] = {}
+
+
+def _background(scene: int) -> np.ndarray:
+    if scene not in _BACKGROUNDS:
+        a = np.empty((H, W, 3), np.uint8)
+        a[:] = SCENE_RGB[scene]
+        y = np.arange(H)[:, None]
+        a[..., 1] = np.clip(a[..., 1].astype(int) + (y // 12) * 3, 0, 255).astype(np.uint8)  # a soft gradient
+        _BACKGROUNDS[scene] = a
+    return _BACKGROUNDS[scene]
+
+
+def _bits(i: int) -> np.ndarray:
+    """The 30 code bits of ``i`` as the (2, 15) grid of blocks they are drawn in."""
+    return np.array([(i >> b) & 1 for b in range(20)] + [((~i) >> b) & 1 for b in range(10)]).reshape(2, 15)
+
+
 def picture(i: int, t: float) -> np.ndarray:
     """RGB frame ``i`` at ``t`` seconds: its scene's colour, a moving square, the index code strip."""
-    a = np.empty((H, W, 3), np.uint8)
-    a[:] = SCENE_RGB[scene_of(t)]
-    y = np.arange(H)[:, None]
-    a[..., 1] = np.clip(a[..., 1].astype(int) + (y // 12) * 3, 0, 255).astype(np.uint8)  # a soft gradient
+    a = _background(scene_of(t)).copy()
     x0 = (i * 3) % (W - 24)
     a[60:84, x0 : x0 + 24] = 250  # motion inside the scene
-    bits = [(i >> b) & 1 for b in range(20)] + [((~i) >> b) & 1 for b in range(10)]
-    for k, bit in enumerate(bits):
-        r, c = divmod(k, 15)
-        a[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK] = 235 if bit else 16
+    code = np.where(_bits(i), 235, 16).astype(np.uint8)
+    a[: 2 * BLOCK, : 15 * BLOCK] = np.repeat(np.repeat(code, BLOCK, axis=0), BLOCK, axis=1)[..., None]
     return a
 
 
 def frame_number(a: np.ndarray) -> int:
     """The index a decoded RGB frame (stored orientation) carries; asserts the checksum."""
     assert a.shape[:2] == (H, W), a.shape
-    g = a.astype(np.float32).mean(axis=2)
-    bits = []
-    for k in range(30):
-        r, c = divmod(k, 15)
-        blk = g[r * BLOCK + 2 : (r + 1) * BLOCK - 2, c * BLOCK + 2 : (c + 1) * BLOCK - 2]
-        bits.append(int(blk.mean() > 128))
+    g = a[: 2 * BLOCK, : 15 * BLOCK].astype(np.float32).mean(axis=2).reshape(2, BLOCK, 15, BLOCK)
+    bits = (g[:, 2:-2, :, 2:-2].mean(axis=(1, 3)) > 128).astype(int).reshape(-1).tolist()
     i = sum(b << k for k, b in enumerate(bits[:20]))
     chk = sum(b << k for k, b in enumerate(bits[20:]))
     assert chk == (~i) & 0x3FF, f"unreadable frame code ({i}, {chk})"
