@@ -10,7 +10,7 @@ imageio-ffmpeg ships, from frames synthesised here, so the truth is known:
   top), so a test can tell WHICH source frame a clip or a reader returned;
 * the picture changes hue completely at known hard cuts (``CUT_S`` seconds in), at least 5 s apart so the
   default segmentation (ContentDetector 34, min 5 s) finds them: three clips per file;
-* the audio (when there is one) is a tone whose frequency steps every half second, on its own timeline.
+* the audio (when there is one) is low-passed pink noise, which matches itself at one lag only.
 
 Files are about 12 s at 160x96: a whole corpus is generated in a few seconds, once per test session.
 """
@@ -136,17 +136,14 @@ def frame_number(a: np.ndarray) -> int:
     return i
 
 
-def tone_hz(t: np.ndarray | float) -> np.ndarray | float:
-    """The audio's frequency at ``t`` seconds of the audio's own timeline (steps every 0.5 s)."""
-    return 300.0 + 100.0 * (np.floor(np.asarray(t) * 2) % 12)
-
-
 def _audio_input(m: Media) -> list[str]:
+    """Low-passed pink noise (a fixed seed): lossy codecs keep it, and unlike a tone it matches itself at one
+    lag only, so a test can tell where in the source a clip's audio comes from, to the sample."""
     end = DURATION_S if m.audio_end_s is None else m.audio_end_s
     dur = end - m.audio_start_s
-    n = {"mono": 1, "stereo": 2, "5.1": 6}[m.channels]
-    expr = "|".join(["0.4*sin(2*PI*(300+100*mod(floor(t*2)\\,12))*t)"] * n)
-    src = f"aevalsrc={expr}:s={m.rate}:d={dur}:c={m.channels}"
+    pan = {"mono": "", "stereo": ",pan=stereo|c0=c0|c1=c0",
+           "5.1": ",pan=5.1(side)|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0"}[m.channels]
+    src = f"anoisesrc=d={dur}:c=pink:r={m.rate}:a=0.5:s=7,lowpass=f=3000{pan}"
     offset = ["-itsoffset", str(m.audio_start_s)] if m.audio_start_s else []
     return [*offset, "-f", "lavfi", "-i", src]
 

@@ -71,6 +71,45 @@ def audio_span(path: Path | str, origin_s: float) -> tuple[float, float] | None:
     return first - origin_s, first - origin_s + n / rate
 
 
+def mono_audio(path: Path | str) -> tuple[float, int, np.ndarray]:
+    """(start seconds, sample rate, samples) of the first audio stream, down-mixed to mono float."""
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        rate = st.codec_context.sample_rate
+        res = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        start, chunks = None, []
+        for fr in c.decode(st):
+            if start is None:
+                start = float(fr.pts * fr.time_base)
+            chunks += [f.to_ndarray().reshape(-1) for f in res.resample(fr)]
+        chunks += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
+    return float(start or 0.0), rate, np.concatenate(chunks)
+
+
+def audio_lag_ms(clip: Path | str, clip_origin_s: float, src: tuple[float, int, np.ndarray], t0: float) -> float:
+    """Where the middle of a clip's audio matches the source's audio, in ms after where it should (clip time
+    ``tau`` is source time ``t0 + tau``): the peak of their normalised cross-correlation over +-40 ms."""
+    cs, rate, c = mono_audio(clip)
+    ss, srate, s = src
+    assert rate == srate
+    n = min(len(c) // 2, rate // 4)
+    i0 = (len(c) - n) // 2
+    j0 = int(round((t0 + cs - clip_origin_s + i0 / rate - ss) * rate))
+    m = int(0.04 * rate)
+    lo, hi = max(0, j0 - m), min(len(s) - n, j0 + m)
+    w = c[i0 : i0 + n].astype(np.float64)
+    seg = s[lo : hi + n].astype(np.float64)
+    size = 1 << int(len(seg) + n).bit_length()
+    dots = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(w, size)), size)[: len(seg) - n + 1]
+    # dots[k] = w . s[lo + k : lo + k + n] (a cross-correlation by FFT)
+    sq = np.concatenate([[0.0], np.cumsum(seg * seg)])
+    corr = dots / (np.sqrt(sq[n:] - sq[:-n]) * np.linalg.norm(w) + 1e-9)
+    k = int(np.argmax(corr))
+    best, peak = lo + k, float(corr[k])
+    assert peak > 0.8, f"{clip}: its audio does not match the source's anywhere near (correlation {peak:.2f})"
+    return (best - j0) / rate * 1000
+
+
 def first_video_time(path: Path | str) -> float:
     with av.open(str(path)) as c:
         for fr in c.decode(video=0):
@@ -129,6 +168,7 @@ def test_exact_clips_hold_every_frame_once_with_their_audio(corpus, cut_root, na
     index = build_index(str(src))
     v0 = float(int(index.pts[0]) * index.time_base)  # the first frame on the container clock
     src_audio = audio_span(src, 0.0)
+    src_mono = None
     assert (src_audio is None) == (m.audio is None)
     for c in clips:
         codes, frames = codes_and_frames(c.path)
@@ -148,6 +188,10 @@ def test_exact_clips_hold_every_frame_once_with_their_audio(corpus, cut_root, na
         tol = AAC_FRAME / m.rate + 0.002
         assert got[0] == pytest.approx(lo - t0, abs=tol), f"clip {c.slice_num}: audio starts at {got[0]}"
         assert got[1] == pytest.approx(hi - t0, abs=tol), f"clip {c.slice_num}: audio ends at {got[1]}"
+        if got[1] - got[0] > 0.2:  # and it is the source's audio of that time, to the sample
+            src_mono = src_mono or mono_audio(src)
+            lag = audio_lag_ms(c.path, first_video_time(c.path), src_mono, t0)
+            assert abs(lag) <= 1.0, f"clip {c.slice_num}: its audio is the source's {lag:+.2f} ms off"
 
 
 @pytest.mark.parametrize("name", NAMES)
