@@ -23,7 +23,7 @@ from _media_corpus import CORPUS, frame_number, media, session_corpus
 from lovr_hf.clipper import cut_clips
 from lovr_hf.decode_plan import ClipDecoder
 from lovr_hf.detect_and_cut import detect_and_cut
-from lovr_hf.frames import caption_frame_plan
+from lovr_hf.frames import caption_frame_plan, video_interval_indices
 from lovr_hf.segment import SegmentConfig, SegmentStage
 from lovr_hf.video import build_index, probe
 
@@ -198,10 +198,9 @@ def test_exact_clips_hold_every_frame_once_with_their_audio(corpus, cut_root, na
 def test_copy_and_virtual_ranges_agree_with_exact(corpus, cut_root, name: str) -> None:
     src = corpus[name]
     exact = exact_clips(corpus, name, "two-pass", cut_root)
-    ranges = [(c.start_frame, c.end_frame) for c in exact]
     src_codes, _ = source_codes_and_frames(src)
     for mode in ("copy", "virtual"):
-        clips = cut_clips(src, ranges, cut_root / mode, Path(name).stem, mode=mode)
+        clips = mode_clips(corpus, name, mode, cut_root)
         assert [(c.start_frame, c.end_frame, c.num_frames) for c in clips] == [
             (c.start_frame, c.end_frame, c.num_frames) for c in exact]
         for c, e in zip(clips, exact, strict=True):
@@ -211,22 +210,40 @@ def test_copy_and_virtual_ranges_agree_with_exact(corpus, cut_root, name: str) -
             assert codes[c.frame_offset : c.frame_offset + c.num_frames] == src_codes[c.start_frame : c.end_frame]
 
 
+def mode_clips(corpus: dict[str, Path], name: str, mode: str, root: Path) -> list:
+    """Clips of ``name`` in ``mode`` at the ranges of its exact clips (cut once per session)."""
+    exact = exact_clips(corpus, name, "two-pass", root)
+    if mode == "exact":
+        return exact
+    if (name, mode) not in Cut.cache:
+        ranges = [(c.start_frame, c.end_frame) for c in exact]
+        Cut.cache[(name, mode)] = cut_clips(corpus[name], ranges, root / mode, Path(name).stem, mode=mode)
+    return Cut.cache[(name, mode)]
+
+
+@pytest.mark.parametrize("mode", ["exact", "copy", "virtual"])
 @pytest.mark.parametrize("name", NAMES)
-def test_caption_frames_are_the_frames_the_table_names(corpus, cut_root, name: str) -> None:
+def test_caption_and_eval_frames_are_the_frames_the_table_names(corpus, cut_root, name: str, mode: str) -> None:
+    """The caption plan's frames and the evaluation's every-10th-frame stride across the video's clips, read
+    through the clip reader (path, frame_offset, num_frames), are the source frames the rows name."""
     src = corpus[name]
     m = media(name)
-    rows = [c.to_row(Path(name).stem, 25.0) for c in exact_clips(corpus, name, "two-pass", cut_root)]
-    plans = {r["clip_id"]: caption_frame_plan(r["num_frames"], r["end_time"] - r["start_time"]).indices
-             for r in rows}
-    dec = ClipDecoder(rows, plans, workers=0)
-    try:
-        results = dec.get([r["clip_id"] for r in rows])
-    finally:
-        dec.close()
+    rows = [c.to_row(Path(name).stem, 25.0) for c in mode_clips(corpus, name, mode, cut_root)]
+    caption = {r["clip_id"]: caption_frame_plan(r["num_frames"], r["end_time"] - r["start_time"]).indices
+               for r in rows}
+    stride = dict(zip([r["clip_id"] for r in rows], video_interval_indices([r["num_frames"] for r in rows], 10),
+                      strict=True))
+    assert sum(map(len, stride.values())) == len(range(0, rows[-1]["end_frame"], 10))
     src_codes, _ = source_codes_and_frames(src)
-    for r, (frames, err, _) in zip(rows, results, strict=True):
-        assert err is None, err
-        idx = plans[r["clip_id"]]
-        assert len(frames) == len(idx) > 0
-        got = [frame_number(np.rot90(a, -m.rotation // 90) if m.rotation else a) for a in frames]
-        assert got == [src_codes[r["start_frame"] + i] for i in idx]
+    for plans in (caption, stride):
+        dec = ClipDecoder(rows, plans, workers=0)
+        try:
+            results = dec.get([r["clip_id"] for r in rows])
+        finally:
+            dec.close()
+        for r, (frames, err, _) in zip(rows, results, strict=True):
+            assert err is None, err
+            idx = plans[r["clip_id"]]
+            assert len(frames) == len(idx)
+            got = [frame_number(np.rot90(a, -m.rotation // 90) if m.rotation else a) for a in frames]
+            assert got == [src_codes[r["start_frame"] + i] for i in idx]
