@@ -205,7 +205,8 @@ def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
         raise VideoError(f"{path}: the video stream has no frames")
     # AVI counts its null (empty, "drop") frames, which the demuxer skips, in the frame count; its
     # timestamps are frame counters, so the slots the packets span include them
-    span = max(pts_l) - min(pts_l) + 1 if "avi" in fmt_name else 0
+    known = [p for p in pts_l if p >= 0] if "avi" in fmt_name else []
+    span = max(known) - min(known) + 1 if known else 0
     if container_frames and len(pts_l) < container_frames and span < container_frames:
         raise VideoError(
             f"{path}: truncated: the container lists {container_frames} frames but only "
