@@ -268,9 +268,9 @@ class SegmentStage(Stage):
         except Exception as exc:  # one bad video must never stop the run
             logger.warning("%s (%s): %s", vid, row["source_name"], exc)
             video = self._with_digest(video, digest)
-            # a full disk or a permission is the machine's fault: failed (retryable), not a bad video
-            status = schema.FAILED if env_faults.environment_fault(exc) is not None else schema.ERROR
-            return {**video, schema.STATUS: status, schema.ERROR_COL: env_faults.describe(exc)}, []
+            # a full disk, a permission or a bug is not the video's fault: failed (retryable), not error
+            status, message = env_faults.classify(exc)
+            return {**video, schema.STATUS: status, schema.ERROR_COL: message}, []
         finally:
             pool.shutdown(wait=True)
 

@@ -67,3 +67,17 @@ def test_a_corrupt_video_stays_an_error_row(tmp_path: Path) -> None:
     segment(d, repo, SegmentConfig())
     (v,), _ = _rows(repo)
     assert v["status"] == schema.ERROR
+
+
+def test_a_bug_is_a_failed_internal_error_not_a_bad_video(videos: Path, tmp_path: Path, monkeypatch) -> None:
+    """The --max_workers bug (an AttributeError in every worker) was recorded as if every video were bad."""
+    def broken(*args, **kwargs):
+        raise AttributeError("'SegmentStage' object has no attribute '_work'")
+
+    monkeypatch.setattr(detect_and_cut, "detect_and_cut", broken)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    segment(videos, repo, SegmentConfig(min_clip_duration=1.0))
+    (v,), _ = _rows(repo)
+    assert v["status"] == schema.FAILED
+    assert v["error"] == ("internal error (a bug, not this video): AttributeError: "
+                          "'SegmentStage' object has no attribute '_work'")
