@@ -37,7 +37,7 @@ HINT = "segment with --no-audio for video-only clips"
 class AudioError(ValueError):
     """The source's audio cannot be read or cut (the clip is not written; ``--no-audio`` avoids it)."""
 MAX_CONSECUTIVE_DECODE_FAILURES = 8
-PUMP_LEAD_S = 0.25  # audio is written this far ahead of the video packet being muxed
+PUMP_LEAD_S = 0.25  # audio is written this far ahead of the video packet being muxed, once the clip end is known
 
 
 def audio_stream_count(path: str) -> int:
