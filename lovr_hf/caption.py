@@ -37,6 +37,8 @@ from lovr_hf.cli_common import (
     control_from_args,
 )
 from lovr_hf.decode_plan import ClipDecoder, size_request
+from lovr_hf.failures import message as failure_message
+from lovr_hf.failures import start_backend
 from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES  # noqa: F401 - re-exported: one budget
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
@@ -233,7 +235,7 @@ class CaptionStage(QualityLoop, Stage):
 
     def setup(self) -> None:
         cfg = self.config
-        self._backend = make_captioner(cfg)
+        self._backend = start_backend(lambda: make_captioner(cfg), cfg.model_path, "captioner")
         self._scorer = make_scorer(cfg) if cfg.min_quality is not None else None
         self._prefetch = self._make_prefetcher()
         self._stats = {"decode_s": 0.0, "decode_wait_s": 0.0, "generate_s": 0.0, "tokens_out": 0.0, "clips": 0.0}
@@ -346,7 +348,7 @@ class CaptionStage(QualityLoop, Stage):
             logger.warning("batch of %d clips ran out of memory (%s); captioning one by one", len(items), exc)
         except Exception as exc:
             if len(items) == 1:
-                yield _Outcome(items[0].cid, "", f"{type(exc).__name__}: {exc}", items[0].indices, fps[0])
+                yield _Outcome(items[0].cid, "", failure_message(exc), items[0].indices, fps[0])
                 return
             logger.warning("batch failed (%s: %s); captioning one by one", type(exc).__name__, exc)
         for it in items:
@@ -375,7 +377,7 @@ class CaptionStage(QualityLoop, Stage):
             except PartialBatchError as exc:
                 return _Outcome(item.cid, exc.texts[0], exc.errors[0], indices, fps)
             except Exception as exc:
-                return _Outcome(item.cid, "", f"{type(exc).__name__}: {exc}", indices, fps)
+                return _Outcome(item.cid, "", failure_message(exc), indices, fps)
 
     def _account(self, t0: float, n: int) -> None:
         stats = getattr(self._backend, "last_stats", {}) or {}

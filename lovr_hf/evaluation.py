@@ -33,6 +33,7 @@ from lovr_hf.cli_common import (
     add_common_args,
     config_from_args,
     control_from_args,
+    require_repo,
 )
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
@@ -235,7 +236,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     control = control_from_args(args)
-    repo = BenchmarkRepo(control.repo)
+    repo = require_repo(control.repo, "eval")  # a mistyped --repo: exit 2, nothing created
     if args.verify:
         from lovr_hf.verify import verify
 
