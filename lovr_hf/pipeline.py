@@ -165,16 +165,23 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     if repo.has(schema.CLIP_CAPTIONS):
         st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
-    from lovr_hf.merge_text import REJECTED
+    from lovr_hf.merge import summarize as merge_counts
 
-    s.update(merge_calls=0, merge_failed_calls=0, merge_rejected_replies=0)
-    for cfg, count_key in ((schema.CLUSTERS, "clusters"), (schema.VIDEO_CAPTIONS, "video_captions")):
-        if repo.has(cfg):  # every call that fell back to the original text: a call error or a rejected reply
-            t = repo.read(cfg)
-            s[count_key] = t.num_rows
-            s["merge_calls"] += sum(t["llm_calls"])
-            s["merge_failed_calls"] += sum(t["failed_calls"])
-            s["merge_rejected_replies"] += sum((e or "").count(REJECTED) for e in t[schema.ERROR_COL])
+    # every call that fell back to the original text (a failed call or a rejected reply): joins inside clusters,
+    # integrations across them, themes (a video row's join counts repeat its clusters': not added again)
+    m = merge_counts(repo) if repo.has(schema.CLUSTERS) else {}
+    s.update(merge_calls=int(m.get("llm_calls", 0) + m.get("video_llm_calls", 0)),
+             merge_failed_calls=int(m.get("failed_calls", 0) + m.get("video_failed_calls", 0)),
+             merge_rejected_replies=int(m.get("rejected_replies", 0)))
+    for key in ("clusters", "video_captions", "videos_failed", "themes", "themes_failed", "themes_rejected"):
+        if key in m:
+            s[key] = int(m[key])
+    if repo.has(schema.VIDEO_CAPTIONS):  # rejected integrations (the joins' are counted on the clusters)
+        from lovr_hf.merge_text import REJECTED
+
+        for e in repo.read(schema.VIDEO_CAPTIONS)[schema.ERROR_COL]:
+            s["merge_rejected_replies"] += sum(part.count(REJECTED) for part in (e or "").split("; ")
+                                               if part.startswith(("step ", "level ")))
     results_md = repo.root / "results.md"
     if results_md.exists():
         s["results_table"] = results_md.read_text(encoding="utf-8")
@@ -192,8 +199,12 @@ def log_summary(s: dict[str, Any]) -> None:
         f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
         f"merge LLM calls: {s.get('merge_calls', 0)}, of which {s.get('merge_failed_calls', 0)} kept the original "
         f"text ({s.get('merge_rejected_replies', 0)} replies rejected by the guard, "
-        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls)",
+        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls); "
+        f"video captions failed: {s.get('videos_failed', 0)}",
     ]
+    if s.get("themes"):
+        lines.append(f"themes: {s['themes']}, of which {s.get('themes_failed', 0)} failed "
+                     f"({s.get('themes_rejected', 0)} replies rejected by the guard)")
     if s.get("status"):
         lines += ["rows per stage and status:", format_counts(s["status"])]
     if s.get("eval_captions"):
