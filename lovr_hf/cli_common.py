@@ -104,3 +104,12 @@ def require_repo(path: str, command: str) -> Any:
         raise UsageError(f"{path} is not a benchmark repo (it holds no benchmark configs: no README.md card "
                          "listing clips or captions)")
     return repo
+
+
+def split_list(values: list[str] | str | None) -> list[str]:
+    """Values of a multi-value flag given either way: repeated (``--model a --model b``) and/or as comma
+    lists (``--model a,b``), in order, empty items dropped."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    return [part.strip() for v in items for part in str(v).split(",") if part.strip()]
