@@ -37,8 +37,8 @@ from lovr_hf.cli_common import (
     control_from_args,
 )
 from lovr_hf.decode_plan import ClipDecoder, size_request
+from lovr_hf.failures import input_failure, reason_status, start_backend
 from lovr_hf.failures import message as failure_message
-from lovr_hf.failures import start_backend
 from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES  # noqa: F401 - re-exported: one budget
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
@@ -132,6 +132,8 @@ class Decoded(NamedTuple):
     reason: str | None
     seconds: float
     indices: tuple[int, ...] = ()
+    #: the row status when unreadable (``error`` = bad input; ``failed`` = the environment's fault or a bug)
+    status: str = schema.ERROR
 
     @property
     def nbytes(self) -> int:
@@ -183,7 +185,8 @@ class PlannedDecode:
                 out.append(Decoded(None, f"skipped: {plan.skip_reason}", 0.0))
             else:
                 frames, reason, secs = got[k]
-                out.append(Decoded(frames, reason, secs, tuple(plan.indices) if frames is not None else ()))
+                out.append(Decoded(frames, reason, secs, tuple(plan.indices) if frames is not None else (),
+                                   status=reason_status(reason)))
         return out
 
     def close(self) -> None:
@@ -272,8 +275,9 @@ class CaptionStage(QualityLoop, Stage):
             return Decoded(None, f"skipped: {plan.skip_reason}", 0.0)
         try:
             frames = read_clip_frames(row, plan.indices, root=self.repo_root, backend=self.config.decode_backend)
-        except Exception as exc:  # unreadable clip: recorded on its row
-            return Decoded(None, f"cannot decode clip: {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        except Exception as exc:  # unreadable clip: recorded on its row (bad input, or the environment's / a bug)
+            f = input_failure(exc)
+            return Decoded(None, f"cannot decode clip: {f.message}", time.perf_counter() - t0, status=f.status)
         return Decoded(frames, None, time.perf_counter() - t0, tuple(plan.indices))
 
     # ---- captioning ------------------------------------------------------------------------------------
@@ -289,7 +293,7 @@ class CaptionStage(QualityLoop, Stage):
         for cid, d in zip(ids, decoded):
             self._stats["decode_s"] += d.seconds
             if d.frames is None:
-                status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else schema.ERROR
+                status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else d.status
                 out[cid] = self._row(cid, "", status=status, error=d.reason, attempts=0, settings={})
             else:
                 todo.append(ClipFrames(cid, d.frames, d.indices))

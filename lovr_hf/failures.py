@@ -15,6 +15,7 @@ a row failure: :class:`SetupError` stops the command before any row with one lin
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import traceback
@@ -194,3 +195,30 @@ def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) ->
                          f"({type(exc).__name__}: {exc}): start it or fix the api base") from None
     except openai.APIError:
         return  # it answered: a server without /models still serves chat completions
+
+
+#: errno values of an environment fault reading an input (not the input's fault: retry after fixing it)
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EIO, errno.EMFILE, errno.ENFILE,
+                       errno.ESTALE if hasattr(errno, "ESTALE") else errno.EIO}
+
+
+def input_failure(exc: BaseException) -> Failure:
+    """Classify an exception raised while *reading an input* (decoding a clip): a bad input is ``error``, but
+    a permission refused, a full disk or an I/O fault is the environment's (``failed``, retryable) and a
+    programming error is a bug (``failed``, bug-marked)."""
+    if is_bug(exc):
+        return classify(exc)
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return Failure(schema.FAILED, _text(exc), False)
+    return Failure(schema.ERROR, _text(exc), False)
+
+
+_ENV_RE = re.compile(r"\[Errno (" + "|".join(str(n) for n in sorted(_ENVIRONMENT_ERRNOS)) + r")\]")
+
+
+def reason_status(reason: str | None) -> str:
+    """The row status of an input that could not be read, from its stored reason text (decoders hand back text):
+    ``failed`` for a bug or an environment fault (permission, full disk, I/O), else ``error`` (bad input)."""
+    if is_bug_text(reason) or _ENV_RE.search(str(reason or "")):
+        return schema.FAILED
+    return schema.ERROR

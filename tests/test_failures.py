@@ -111,3 +111,36 @@ def test_classify_separates_bugs_from_environment_faults() -> None:
     f = classify(OSError(errno.ENOSPC, "No space left on device", "/data/x.arrow"))
     assert f.status == schema.FAILED and not f.bug and not is_bug_text(f.message)
     assert is_bug_text("clip v-Scene-001: bug: TypeError: x") and not is_bug_text("HTTP 500: debug: x")
+
+
+def test_unreadable_clip_is_error_but_a_refused_permission_is_failed(caption_source: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A clip that does not decode is bad input (``error``); one the OS refuses to open is the environment's
+    fault (``failed``, retried by ``--retry-failed`` once fixed)."""
+    import lovr_hf.decode_plan as decode_plan
+
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(caption_source.read_bytes())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 50)
+    real_probe = decode_plan.probe
+
+    def probe(path, *a, **k):
+        if str(path).endswith("locked.mp4"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_probe(path, *a, **k)
+
+    monkeypatch.setattr(decode_plan, "probe", probe)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, [clip_row(caption_source, "v", 1, 0, 60), clip_row(caption_source, "v", 2, 0, 60,
+                                                                                 path=str(locked)),
+                              clip_row(caption_source, "v", 3, 0, 60, path=str(broken))])
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy"]) == 0
+    rows = {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
+    assert rows["v-Scene-001"]["status"] == schema.OK
+    assert rows["v-Scene-002"]["status"] == schema.FAILED and "Permission denied" in rows["v-Scene-002"]["error"]
+    assert rows["v-Scene-003"]["status"] == schema.ERROR
+    monkeypatch.setattr(decode_plan, "probe", real_probe)  # permission fixed: --retry-failed redoes that clip
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy", "--retry-failed"]) == 0
+    rows = {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
+    assert rows["v-Scene-002"]["status"] == schema.OK and rows["v-Scene-003"]["status"] == schema.ERROR
