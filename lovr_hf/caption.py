@@ -524,6 +524,13 @@ def main(args: argparse.Namespace) -> int:
         if not (args.jsonl_file and args.video_folder and args.result_file):
             raise SystemExit("the original mode needs --video-folder, --jsonl-file and --result-file together")
         summary = caption_jsonl(args.video_folder, args.jsonl_file, args.result_file, config, control)
+        from lovr_hf.failures import is_bug_text
+
+        new = summary.written - summary.already_done
+        if any(is_bug_text(e) for e in summary.errors.values()) or (summary.failed and new <= 0):
+            logger.error("caption (jsonl): %s (exit 1)", "a programming error failed clips"
+                         if any(is_bug_text(e) for e in summary.errors.values()) else "no clip was captioned")
+            return 1
         return 1 if control.strict and summary.failed else 0
     res = caption(control.repo, config, control)
     repo = BenchmarkRepo(control.repo)

@@ -157,7 +157,8 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
     A programming error propagates with its traceback."""
     try:
         backend = factory()
-        load = getattr(backend, "load", None)
+        # ``load()``: the adapters' public loader; ``_load()``: the transformers chat LLM's (no public one yet)
+        load = getattr(backend, "load", None) or getattr(backend, "_load", None)
         if callable(load):
             load()
         check_endpoint(backend, what)

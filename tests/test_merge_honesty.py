@@ -89,3 +89,12 @@ def test_strict_counts_fallback_videos(tmp_path: Path) -> None:
     with FakeOpenAIServer() as srv:
         srv.push(*[Error(500)] * 4)
         assert _merge(repo, "--api-base", srv.base_url, "--strict", "--timeout", "5") == 1
+
+
+def test_merge_with_a_missing_local_llm_fails_before_any_row(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = small_repo(tmp_path / "lovr")
+    assert _merge(repo, "--llm", "transformers", "--model-path", "./models/my-llm") == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lovr ")]
+    assert len(lines) == 1 and "./models/my-llm" in lines[0] and "does not exist" in lines[0]
+    assert not repo.has(schema.CLUSTERS)
