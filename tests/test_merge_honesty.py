@@ -98,3 +98,23 @@ def test_merge_with_a_missing_local_llm_fails_before_any_row(tmp_path: Path, mon
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lovr ")]
     assert len(lines) == 1 and "./models/my-llm" in lines[0] and "does not exist" in lines[0]
     assert not repo.has(schema.CLUSTERS)
+
+
+def test_run_with_the_default_llm_and_no_key_stops_at_merge(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``lovr run`` offline with the default ``--llm openai`` (no key, no server): one line and exit 2 at the
+    merge, before any cluster row (it used to mark every row and exit 0)."""
+    from lovr_hf.samples import SceneSpec, make_video
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_video(folder / "v.mp4", [SceneSpec(60), SceneSpec(66)], 64, 48, 12, seed=21)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    rc = cli_main(["-q", "run", "--input_folder", str(folder), "--repo", str(repo.root), "--captioner", "dummy",
+                   "--clip_mode", "virtual"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("lovr ")]
+    assert len(lines) == 1 and lines[0].startswith("lovr run: LLM gpt-4o: no OPENAI_API_KEY")
+    assert repo.has(schema.CLIP_CAPTIONS) and not repo.has(schema.CLUSTERS) and not repo.has(schema.VIDEO_CAPTIONS)
