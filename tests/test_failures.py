@@ -144,3 +144,17 @@ def test_unreadable_clip_is_error_but_a_refused_permission_is_failed(caption_sou
     assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy", "--retry-failed"]) == 0
     rows = {r["clip_id"]: r for r in repo.read(schema.CLIP_CAPTIONS)}
     assert rows["v-Scene-002"]["status"] == schema.OK and rows["v-Scene-003"]["status"] == schema.ERROR
+
+
+def test_caption_with_a_missing_local_model_stops_before_any_row(caption_source: Path, tmp_path: Path,
+                                                                 monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIPS, [clip_row(caption_source, "v", 1, 0, 60)])
+    rc = cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "transformers", "--model-path",
+                   "./models/my-vlm", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = _lovr_lines(err)
+    assert len(lines) == 1 and "./models/my-vlm" in lines[0] and "does not exist" in lines[0]
+    assert not repo.has(schema.CLIP_CAPTIONS)
