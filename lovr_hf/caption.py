@@ -37,6 +37,8 @@ from lovr_hf.cli_common import (
     control_from_args,
 )
 from lovr_hf.decode_plan import ClipDecoder, size_request
+from lovr_hf.failures import input_failure, reason_status, start_backend
+from lovr_hf.failures import message as failure_message
 from lovr_hf.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES  # noqa: F401 - re-exported: one budget
 from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
@@ -130,6 +132,8 @@ class Decoded(NamedTuple):
     reason: str | None
     seconds: float
     indices: tuple[int, ...] = ()
+    #: the row status when unreadable (``error`` = bad input; ``failed`` = the environment's fault or a bug)
+    status: str = schema.ERROR
 
     @property
     def nbytes(self) -> int:
@@ -181,7 +185,8 @@ class PlannedDecode:
                 out.append(Decoded(None, f"skipped: {plan.skip_reason}", 0.0))
             else:
                 frames, reason, secs = got[k]
-                out.append(Decoded(frames, reason, secs, tuple(plan.indices) if frames is not None else ()))
+                out.append(Decoded(frames, reason, secs, tuple(plan.indices) if frames is not None else (),
+                                   status=reason_status(reason)))
         return out
 
     def close(self) -> None:
@@ -233,7 +238,7 @@ class CaptionStage(QualityLoop, Stage):
 
     def setup(self) -> None:
         cfg = self.config
-        self._backend = make_captioner(cfg)
+        self._backend = start_backend(lambda: make_captioner(cfg), cfg.model_path, "captioner")
         self._scorer = make_scorer(cfg) if cfg.min_quality is not None else None
         self._prefetch = self._make_prefetcher()
         self._stats = {"decode_s": 0.0, "decode_wait_s": 0.0, "generate_s": 0.0, "tokens_out": 0.0, "clips": 0.0}
@@ -270,8 +275,9 @@ class CaptionStage(QualityLoop, Stage):
             return Decoded(None, f"skipped: {plan.skip_reason}", 0.0)
         try:
             frames = read_clip_frames(row, plan.indices, root=self.repo_root, backend=self.config.decode_backend)
-        except Exception as exc:  # unreadable clip: recorded on its row
-            return Decoded(None, f"cannot decode clip: {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        except Exception as exc:  # unreadable clip: recorded on its row (bad input, or the environment's / a bug)
+            f = input_failure(exc)
+            return Decoded(None, f"cannot decode clip: {f.message}", time.perf_counter() - t0, status=f.status)
         return Decoded(frames, None, time.perf_counter() - t0, tuple(plan.indices))
 
     # ---- captioning ------------------------------------------------------------------------------------
@@ -287,7 +293,7 @@ class CaptionStage(QualityLoop, Stage):
         for cid, d in zip(ids, decoded):
             self._stats["decode_s"] += d.seconds
             if d.frames is None:
-                status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else schema.ERROR
+                status = schema.SKIPPED if d.reason and d.reason.startswith("skipped") else d.status
                 out[cid] = self._row(cid, "", status=status, error=d.reason, attempts=0, settings={})
             else:
                 todo.append(ClipFrames(cid, d.frames, d.indices))
@@ -346,7 +352,7 @@ class CaptionStage(QualityLoop, Stage):
             logger.warning("batch of %d clips ran out of memory (%s); captioning one by one", len(items), exc)
         except Exception as exc:
             if len(items) == 1:
-                yield _Outcome(items[0].cid, "", f"{type(exc).__name__}: {exc}", items[0].indices, fps[0])
+                yield _Outcome(items[0].cid, "", failure_message(exc), items[0].indices, fps[0])
                 return
             logger.warning("batch failed (%s: %s); captioning one by one", type(exc).__name__, exc)
         for it in items:
@@ -375,7 +381,7 @@ class CaptionStage(QualityLoop, Stage):
             except PartialBatchError as exc:
                 return _Outcome(item.cid, exc.texts[0], exc.errors[0], indices, fps)
             except Exception as exc:
-                return _Outcome(item.cid, "", f"{type(exc).__name__}: {exc}", indices, fps)
+                return _Outcome(item.cid, "", failure_message(exc), indices, fps)
 
     def _account(self, t0: float, n: int) -> None:
         stats = getattr(self._backend, "last_stats", {}) or {}
@@ -518,6 +524,13 @@ def main(args: argparse.Namespace) -> int:
         if not (args.jsonl_file and args.video_folder and args.result_file):
             raise SystemExit("the original mode needs --video-folder, --jsonl-file and --result-file together")
         summary = caption_jsonl(args.video_folder, args.jsonl_file, args.result_file, config, control)
+        from lovr_hf.failures import is_bug_text
+
+        new = summary.written - summary.already_done
+        if any(is_bug_text(e) for e in summary.errors.values()) or (summary.failed and new <= 0):
+            logger.error("caption (jsonl): %s (exit 1)", "a programming error failed clips"
+                         if any(is_bug_text(e) for e in summary.errors.values()) else "no clip was captioned")
+            return 1
         return 1 if control.strict and summary.failed else 0
     res = caption(control.repo, config, control)
     repo = BenchmarkRepo(control.repo)

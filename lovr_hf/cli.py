@@ -31,6 +31,8 @@ def _module(name: str):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s subparser gets its flags (it is kept as ``parser.command_parser``
+    so that a mistyped flag is reported with that command's usage, not the top-level one)."""
     parser = argparse.ArgumentParser(
         prog="lovr", description="Build and evaluate LoVR-style long-video retrieval benchmarks."
     )
@@ -40,6 +42,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
+            parser.command_parser = p  # type: ignore[attr-defined]
             try:
                 _module(name).add_arguments(p)
             except ImportError as exc:
@@ -58,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report these with the top-level usage: use the subcommand's
+        getattr(parser, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.command:
         parser.print_help()
         return 0
@@ -69,12 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_module(args.command).main(args) or 0)
     except Exception as exc:
-        from lovr_hf.stage import MissingChunksError  # (already imported when a stage raised it)
+        from lovr_hf.cli_errors import exit_code_for
 
-        if isinstance(exc, MissingChunksError):  # --gather with chunks still to run: say which, exit 2
-            logging.getLogger("lovr_hf").error("lovr %s: %s", args.command, exc)
-            return 2
-        raise
+        return exit_code_for(args.command, exc, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,31 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
         values["backend_options"] = {**values.get("backend_options", {}), **extra}
     values.update(overrides)
     return cls(**values)
+
+
+def require_repo(path: str, command: str) -> Any:
+    """The :class:`~lovr_hf.repo.BenchmarkRepo` at ``path``, refusing (exit 2, nothing created) a folder that
+    does not exist or holds no benchmark configs: a mistyped ``--repo`` must not silently start a new repo."""
+    from pathlib import Path
+
+    from lovr_hf.cli_errors import UsageError
+    from lovr_hf.repo import BenchmarkRepo
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"{path} is not a benchmark repo (no such folder); `lovr {command}` reads an existing "
+                         "repo: build one with `lovr run` / `lovr segment`, or `lovr import-release`")
+    repo = BenchmarkRepo(root)
+    if not repo.configs():
+        raise UsageError(f"{path} is not a benchmark repo (it holds no benchmark configs: no README.md card "
+                         "listing clips or captions)")
+    return repo
+
+
+def split_list(values: list[str] | str | None) -> list[str]:
+    """Values of a multi-value flag given either way: repeated (``--model a --model b``) and/or as comma
+    lists (``--model a,b``), in order, empty items dropped."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else list(values)
+    return [part.strip() for v in items for part in str(v).split(",") if part.strip()]

@@ -32,6 +32,7 @@ from filelock import FileLock
 from lovr_hf import schema
 from lovr_hf.backends.base import Embedder
 from lovr_hf.cli_common import RunControl
+from lovr_hf.failures import message as failure_message
 from lovr_hf.models import (  # noqa: F401 - re-exported: the model side used to live here
     CLIP_INTERVAL,
     OPEN_CLIP_CONFIG,
@@ -78,6 +79,15 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
 
 
+def load_embedder(config: EmbedConfig) -> Embedder:
+    """The shared embedder for ``config`` with its weights loaded (adapters with a ``load()``). A load that fails
+    for a reason other than a bug raises :class:`~lovr_hf.failures.SetupError` naming the cause in one line
+    (folder missing, not cached while offline, Hub unreachable, 401); a bug propagates with its traceback."""
+    from lovr_hf.failures import start_backend
+
+    return start_backend(lambda: shared_embedder(config), config.model)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------------------
@@ -112,7 +122,9 @@ class _EmbedStage(Stage):
                 "output": self.outputs[0]}
 
     def setup(self) -> None:
-        self._backend = shared_embedder(self.config)
+        """Build the embedder and load its weights once, before any row: a model that cannot load stops the
+        command here (:class:`lovr_hf.failures.SetupError`, one line) instead of failing every row in turn."""
+        self._backend = load_embedder(self.config)
         self._stats = {}
 
     def _add(self, key: str, value: float) -> None:
@@ -200,7 +212,7 @@ class TextEmbedStage(_EmbedStage):
                     vecs.append(self._embed([t])[0])
                 except Exception as one:
                     vecs.append(None)
-                    errors[i] = f"{type(one).__name__}: {one}"
+                    errors[i] = failure_message(one)
         self._add("text_encode_s", time.perf_counter() - t0)
         self._add("texts", len(texts))
         model = self.model_id()

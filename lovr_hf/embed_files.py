@@ -19,6 +19,7 @@ import numpy as np
 
 from lovr_hf import schema
 from lovr_hf.embed import l2n
+from lovr_hf.failures import message as failure_message
 from lovr_hf.video import probe
 from lovr_hf.visual_plan import VideoPlan, left_out_note
 
@@ -117,12 +118,12 @@ class FilesInput:
             return list(call(groups))
         except Exception as exc:
             if len(groups) == 1:
-                return [f"{type(exc).__name__}: {exc}"]
+                return [failure_message(exc)]
             logger.warning("embed_video_files failed on %d groups (%s); one by one", len(groups), exc)
         out: list[np.ndarray | str] = []
         for g in groups:
             try:
                 out.append(call([g])[0])
             except Exception as one:
-                out.append(f"{type(one).__name__}: {one}")
+                out.append(failure_message(one))
         return out

@@ -51,6 +51,7 @@ from lovr_hf import schema
 from lovr_hf.decode_plan import error_text, read_source, size_request
 from lovr_hf.embed import VISUAL_KINDS, _EmbedStage, l2n
 from lovr_hf.embed_files import FilesInput
+from lovr_hf.failures import message as failure_message
 from lovr_hf.models import EmbedConfig, check_embedder, resolved_interval
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES, StreamPool, resolve_workers
 from lovr_hf.repo import BenchmarkRepo
@@ -270,7 +271,7 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             except Exception as exc:
                 for j, *_ in parts:
                     st = states[plan.readable[j]]
-                    st.problem = st.problem or (schema.FAILED, f"{type(exc).__name__}: {exc}")
+                    st.problem = st.problem or (schema.FAILED, failure_message(exc))
             secs = time.perf_counter() - t0
             self._add("encode_s", secs)
             self._add("clip_encode_s", secs * n_clip / total)
@@ -306,7 +307,7 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             self._add("encode_s", secs)
             self._add("clip_encode_s", secs)
         except Exception as exc:
-            st.problem = (schema.FAILED, f"{type(exc).__name__}: {exc}")
+            st.problem = (schema.FAILED, failure_message(exc))
         st.frames = {k: f for k, f in st.frames.items() if plan.is_video[j][k]}
 
     def _on_error(self, plan: VideoPlan, states: dict[int, _ClipState], s: int, done: int, msg: str) -> None:
@@ -347,8 +348,8 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             try:
                 vec, rule = self._clip_vector(plan, j, st)
             except Exception as exc:
-                rows.append(self._row("clip", cid, vid, None, 0, schema.FAILED, f"{type(exc).__name__}: {exc}"))
-                failed = failed or (schema.FAILED, f"clip {cid}: {type(exc).__name__}: {exc}")
+                rows.append(self._row("clip", cid, vid, None, 0, schema.FAILED, failure_message(exc)))
+                failed = failed or (schema.FAILED, f"clip {cid}: {failure_message(exc)}")
                 continue
             rows.append(self._row("clip", cid, vid, vec, nc, rule=rule))
             n_video += nv
@@ -384,7 +385,7 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
                 vec, rule = video_mean.vector(), dataclasses.replace(self._rule, oracle=False).text
             rows.append(self._row("video", vid, vid, vec, n_video, error=note, rule=rule))
         except Exception as exc:
-            rows.append(self._row("video", vid, vid, None, 0, schema.FAILED, f"{type(exc).__name__}: {exc}"))
+            rows.append(self._row("video", vid, vid, None, 0, schema.FAILED, failure_message(exc)))
         secs = time.perf_counter() - t0
         self._add("encode_s", secs)
         self._add("video_encode_s", secs)

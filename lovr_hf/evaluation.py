@@ -33,6 +33,8 @@ from lovr_hf.cli_common import (
     add_common_args,
     config_from_args,
     control_from_args,
+    require_repo,
+    split_list,
 )
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
@@ -183,7 +185,8 @@ def evaluate_models(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--model-path", "--model_path", dest="models", action="append", default=None,
-                   help="Hub id, local folder, open_clip spec or my_module:MyEmbedder (repeat for several)")
+                   help="Hub id, local folder, open_clip spec or my_module:MyEmbedder (several: repeat the flag "
+                        "and/or give a comma list)")
     p.add_argument("--model-name", dest="model_name", default=None, help="label in results (one model)")
     p.add_argument("--backend", default="auto", help="auto (picked by the family table) | transformers | open_clip | jina | blip | xclip | gme | mm_embed | videoclip_xl | languagebind | mteb | describer | dummy | module:Class")
     p.add_argument("--revision", default=None)
@@ -235,7 +238,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     control = control_from_args(args)
-    repo = BenchmarkRepo(control.repo)
+    args.models = split_list(args.models) or None
+    repo = require_repo(control.repo, "eval")  # a mistyped --repo: exit 2, nothing created
     if args.verify:
         from lovr_hf.verify import verify
 

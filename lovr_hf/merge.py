@@ -53,6 +53,7 @@ from lovr_hf.merge_text import (
     approx_tokens,
     group_clips,
     integrate_video,
+    rejected_count,
     smooth_group,
     summarize_theme,
 )
@@ -141,7 +142,12 @@ class _MergeStageBase(Stage):
         }
 
     def setup(self) -> None:
-        self._llm = make_llm(self.config)
+        """Build the LLM once, before any row: a model that cannot load, or an OpenAI-compatible server that is
+        unreachable or refuses the key, stops the command here (one line, exit 2) instead of marking rows."""
+        from lovr_hf.failures import start_backend
+
+        cfg = self.config
+        self._llm = start_backend(lambda: make_llm(cfg), cfg.model_path or _llm_identity(cfg), "LLM")
 
     def model_id(self) -> str:
         return self._llm.model_id() if self._llm is not None else _llm_identity(self.config)
@@ -194,8 +200,8 @@ class ClusterStage(_MergeStageBase):
                 "start_slice_num": item["slice_nums"][0], "end_slice_num": item["slice_nums"][-1],
                 "clip_count": len(item["slice_nums"]), schema.CAPTION: res.caption,
                 "merged_paragraphs": res.merged_paragraphs, "llm_calls": res.llm_calls,
-                "failed_calls": res.failed_calls, "model": self.model_id(),
-                "prompt_hash": prompt_hash(MERGE_SYSTEM, TRANSITION_PROMPT),
+                "failed_calls": res.failed_calls, "rejected_replies": rejected_count(res.errors),
+                "model": self.model_id(), "prompt_hash": prompt_hash(MERGE_SYSTEM, TRANSITION_PROMPT),
                 schema.STATUS: status, schema.ERROR_COL: "; ".join(e for e in (res.error, note) if e) or None,
             }
 
@@ -205,6 +211,9 @@ class ClusterStage(_MergeStageBase):
 VIDEO_INPUT = Features({
     schema.VIDEO_ID: Value("string"), "cluster_ids": Sequence(Value("string")),
     "captions": Sequence(Value("string")), "clip_ids": Sequence(Value("string")),
+    # how the cluster captions were made: the video row reports its joins with its own integrations
+    "join_calls": Value("int32"), "join_failed_calls": Value("int32"), "join_rejected": Value("int32"),
+    "join_errors": Value("string"),
 })
 
 
@@ -225,12 +234,19 @@ class VideoCaptionStage(_MergeStageBase):
 
         def one(item: dict[str, Any]) -> dict[str, Any]:
             res = integrate_video(item["captions"], self._llm, params, limit, counter, mode=cfg.integrate_mode)
+            join_failed = int(item.get("join_failed_calls") or 0)
+            # honest status: a video whose cluster joins fell back is not "ok" even when it needed no
+            # integration call (one cluster): failed, with the joins' reasons, like its clusters
+            status = schema.FAILED if join_failed else res.status
+            error = "; ".join(e for e in (item.get("join_errors"), res.error) if e) or None
             return {
                 schema.VIDEO_ID: item[schema.VIDEO_ID], schema.CAPTION: res.caption,
                 "cluster_ids": item["cluster_ids"], "clip_ids": item["clip_ids"], "strategy": res.strategy,
-                "llm_calls": res.llm_calls, "failed_calls": res.failed_calls, "model": self.model_id(),
-                "prompt_hash": prompt_hash(MERGE_SYSTEM, INTEGRATE_PROMPT),
-                schema.STATUS: res.status, schema.ERROR_COL: res.error or None,
+                "llm_calls": res.llm_calls, "failed_calls": res.failed_calls,
+                "join_calls": int(item.get("join_calls") or 0), "join_failed_calls": join_failed,
+                "rejected_replies": int(item.get("join_rejected") or 0) + rejected_count(res.errors),
+                "model": self.model_id(), "prompt_hash": prompt_hash(MERGE_SYSTEM, INTEGRATE_PROMPT),
+                schema.STATUS: status, schema.ERROR_COL: error,
             }
 
         return {schema.VIDEO_CAPTIONS: self._parallel(one, items)}
@@ -295,6 +311,8 @@ def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:
                    fingerprint=uuid.uuid4().hex)
 
 
+#: what the video stage reads of a cluster row: its caption and how its joins went
+CLUSTER_MADE = (schema.CLUSTER_ID, schema.CAPTION, "llm_calls", "failed_calls", "rejected_replies", schema.ERROR_COL)
 _CAPTION_COLUMNS = (schema.CLIP_ID, schema.VIDEO_ID, schema.SLICE_NUM, schema.CAPTION, schema.STATUS)
 
 
@@ -357,14 +375,20 @@ def video_inputs(clusters: Dataset | pa.Table, cluster_in: Dataset, videos: set[
                                    t.column("clip_ids").to_pylist()):
             expected.setdefault(vid, []).append(cid)
             clip_ids.setdefault(vid, []).extend(clips)
-    have = {r[schema.CLUSTER_ID]: r[schema.CAPTION] for r in _rows(clusters, (schema.CLUSTER_ID, schema.CAPTION))}
+    made = {r[schema.CLUSTER_ID]: r for r in _rows(clusters, CLUSTER_MADE)}
     cols: dict[str, list[Any]] = {k: [] for k in VIDEO_INPUT}
     for vid, ids in sorted(expected.items()):
-        if (videos is None or vid in videos) and all(i in have for i in ids):
+        if (videos is None or vid in videos) and all(i in made for i in ids):
+            rows = [made[i] for i in ids]
             cols[schema.VIDEO_ID].append(vid)
             cols["cluster_ids"].append(ids)
-            cols["captions"].append([have[i] or "" for i in ids])
+            cols["captions"].append([r.get(schema.CAPTION) or "" for r in rows])
             cols["clip_ids"].append(clip_ids[vid])
+            cols["join_calls"].append(sum(int(r.get("llm_calls") or 0) for r in rows))
+            cols["join_failed_calls"].append(sum(int(r.get("failed_calls") or 0) for r in rows))
+            cols["join_rejected"].append(sum(int(r.get("rejected_replies") or 0) for r in rows))
+            cols["join_errors"].append("; ".join(f"cluster {i}: {r.get(schema.ERROR_COL)}" for i, r in zip(ids, rows)
+                                                 if r.get("failed_calls") and r.get(schema.ERROR_COL)) or None)
     return _dataset(cols, VIDEO_INPUT)
 
 
@@ -462,7 +486,7 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
         return res
     # every cluster committed: split the videos over the ranks of a launched job, else do all that are left
     step_shard = shard if shard.launched else Shard()
-    v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
+    v_in = video_inputs(read_columns(repo, schema.CLUSTERS, CLUSTER_MADE), cl_in)
     vres = vstage.apply(v_in, repo, shard=step_shard, **kw)
     res.processed += vres.processed
     res.seconds += vres.seconds
@@ -490,7 +514,7 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
         st.card_refresh = True
     res = StageResult(outputs=cstage.gather(repo, cl_in, allow_partial=control.allow_partial))
     if config.video_captions and repo.has(schema.CLUSTERS):
-        v_in = video_inputs(read_columns(repo, schema.CLUSTERS, (schema.CLUSTER_ID, schema.CAPTION)), cl_in)
+        v_in = video_inputs(read_columns(repo, schema.CLUSTERS, CLUSTER_MADE), cl_in)
         res.outputs.update(vstage.gather(repo, v_in, allow_partial=control.allow_partial))
         if config.theme:
             t_in = theme_inputs(read_columns(repo, schema.VIDEO_CAPTIONS, (schema.VIDEO_ID, schema.CAPTION, schema.STATUS)))
@@ -500,19 +524,26 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
 
 
 def summarize(repo: BenchmarkRepo) -> dict[str, float]:
+    """Merge counts for the run summary: joins and integrations asked of the LLM, how many fell back (a failed
+    call or a rejected reply: the text kept), how many of those were rejected replies; themes likewise."""
     stats: dict[str, float] = {}
     if repo.has(schema.CLUSTERS):
-        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
+        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS,
+                                                  schema.ERROR_COL]).to_pydict()
         stats.update(clusters=len(cl["llm_calls"]), llm_calls=sum(cl["llm_calls"]),
-                     failed_calls=sum(cl["failed_calls"]),
+                     failed_calls=sum(cl["failed_calls"]), rejected_replies=rejected_count(cl[schema.ERROR_COL]),
                      clusters_failed=sum(s in (schema.FAILED, schema.ERROR) for s in cl[schema.STATUS]))
     if repo.has(schema.VIDEO_CAPTIONS):
-        vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls"]).to_pydict()
+        vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls", "join_failed_calls",
+                                                        schema.STATUS]).to_pydict()
         stats.update(video_captions=len(vc["llm_calls"]), video_llm_calls=sum(vc["llm_calls"]),
-                     video_failed_calls=sum(vc["failed_calls"]))
+                     video_failed_calls=sum(vc["failed_calls"]),
+                     videos_with_join_fallbacks=sum(1 for n in vc["join_failed_calls"] if n),
+                     videos_failed=sum(s in (schema.FAILED, schema.ERROR) for s in vc[schema.STATUS]))
     if repo.has(schema.THEME_CAPTIONS):
-        th = read_columns(repo, schema.THEME_CAPTIONS, [schema.STATUS]).column(schema.STATUS).to_pylist()
-        stats.update(themes=len(th), themes_failed=sum(s != schema.OK for s in th))
+        th = read_columns(repo, schema.THEME_CAPTIONS, [schema.STATUS, schema.ERROR_COL]).to_pydict()
+        stats.update(themes=len(th[schema.STATUS]), themes_failed=sum(s != schema.OK for s in th[schema.STATUS]),
+                     themes_rejected=rejected_count(th[schema.ERROR_COL]))
     logger.info("merge: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return stats
 
@@ -555,7 +586,11 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
     atomic_write_text(result_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done_rows))
     todo = [c for c in group_clips(_read_jsonl(cap_file), config.cluster_size) if c.cluster_id not in done]
     logger.info("merge (jsonl): %d clusters to do, %d already in %s", len(todo), len(done), result_file)
-    llm = make_llm(config)
+    from lovr_hf.failures import start_backend
+
+    if not todo:
+        return 0
+    llm = start_backend(lambda: make_llm(config), config.model_path or _llm_identity(config), "LLM")
     params = config.params()
     from tqdm.auto import tqdm
 

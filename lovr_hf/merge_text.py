@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lovr_hf.backends.base import ChatLLM, GenerationParams
+from lovr_hf.failures import message as failure_message
 from lovr_hf.prompts import (
     INTEGRATE_PROMPT,
     MERGE_SYSTEM,
@@ -52,6 +53,11 @@ DEFAULT_CLUSTER_SIZE = 10
 MERGEABLE = (OK, NEEDS_REVIEW)
 #: prefix of every reason a reply was rejected by a guard (counted as "rejected replies" in summaries)
 REJECTED = "rejected reply: "
+
+
+def rejected_count(errors: Iterable[str | None]) -> int:
+    """How many of ``errors`` (fallback reasons) are replies rejected by a guard rather than failed calls."""
+    return sum((e or "").count(REJECTED) for e in errors)
 
 
 def merger_params(**overrides: Any) -> GenerationParams:
@@ -285,7 +291,7 @@ def smooth_group(
         try:
             reply = llm.chat(transition_messages(prev, nxt, prompt=prompt, system=system), params)
         except Exception as exc:  # one failed join must never lose the cluster
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = failure_message(exc)
         else:
             parsed = parse_transition_reply(reply)
             if parsed is None:
@@ -496,7 +502,7 @@ class _Integrator:
         try:
             reply = self.llm.chat(messages, self.params)
         except Exception as exc:  # keep the original text and record the failure
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = failure_message(exc)
         else:
             paragraphs = clean_reply(reply)
             in_chars = len(first) + len(second)
@@ -669,7 +675,7 @@ def summarize_theme(
     try:
         reply = llm.chat(messages, params)
     except Exception as exc:  # a missing theme never fails the video
-        return ThemeResult("", 1, f"{type(exc).__name__}: {exc}", truncated)
+        return ThemeResult("", 1, failure_message(exc), truncated)
     cleaned = clean_reply(reply)
     if cleaned is None:
         return ThemeResult("", 1, "empty or unparsable reply", truncated)

@@ -19,12 +19,12 @@ import yaml
 
 from lovr_hf import __version__, schema
 from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.cli_common import RunControl, add_common_args, control_from_args
+from lovr_hf.cli_common import RunControl, add_common_args, control_from_args, split_list
 from lovr_hf.merge import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment import SegmentConfig, segment
 from lovr_hf.stage import MissingChunksError, StageResult
-from lovr_hf.summary import STAGE_CONFIGS, bad_rows, embedding_configs, format_counts, stage_counts
+from lovr_hf.summary import STAGE_CONFIGS, embedding_configs, format_counts, stage_counts
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     control = control or RunControl(repo=cfg.repo)
     control = dataclasses.replace(control, repo=cfg.repo)
     if not cfg.input_folder:
-        raise ValueError("input_folder is required (--input_folder or the config file)")
+        from lovr_hf.cli_errors import UsageError
+
+        raise UsageError("input_folder is required (--input_folder or the config file)")
     repo = BenchmarkRepo(cfg.repo)
     repo.root.mkdir(parents=True, exist_ok=True)
     shard = control.shard()
@@ -165,16 +167,23 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     if repo.has(schema.CLIP_CAPTIONS):
         st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
-    from lovr_hf.merge_text import REJECTED
+    from lovr_hf.merge import summarize as merge_counts
 
-    s.update(merge_calls=0, merge_failed_calls=0, merge_rejected_replies=0)
-    for cfg, count_key in ((schema.CLUSTERS, "clusters"), (schema.VIDEO_CAPTIONS, "video_captions")):
-        if repo.has(cfg):  # every call that fell back to the original text: a call error or a rejected reply
-            t = repo.read(cfg)
-            s[count_key] = t.num_rows
-            s["merge_calls"] += sum(t["llm_calls"])
-            s["merge_failed_calls"] += sum(t["failed_calls"])
-            s["merge_rejected_replies"] += sum((e or "").count(REJECTED) for e in t[schema.ERROR_COL])
+    # every call that fell back to the original text (a failed call or a rejected reply): joins inside clusters,
+    # integrations across them, themes (a video row's join counts repeat its clusters': not added again)
+    m = merge_counts(repo) if repo.has(schema.CLUSTERS) else {}
+    s.update(merge_calls=int(m.get("llm_calls", 0) + m.get("video_llm_calls", 0)),
+             merge_failed_calls=int(m.get("failed_calls", 0) + m.get("video_failed_calls", 0)),
+             merge_rejected_replies=int(m.get("rejected_replies", 0)))
+    for key in ("clusters", "video_captions", "videos_failed", "themes", "themes_failed", "themes_rejected"):
+        if key in m:
+            s[key] = int(m[key])
+    if repo.has(schema.VIDEO_CAPTIONS):  # rejected integrations (the joins' are counted on the clusters)
+        from lovr_hf.merge_text import REJECTED
+
+        for e in repo.read(schema.VIDEO_CAPTIONS)[schema.ERROR_COL]:
+            s["merge_rejected_replies"] += sum(part.count(REJECTED) for part in (e or "").split("; ")
+                                               if part.startswith(("step ", "level ")))
     results_md = repo.root / "results.md"
     if results_md.exists():
         s["results_table"] = results_md.read_text(encoding="utf-8")
@@ -192,8 +201,12 @@ def log_summary(s: dict[str, Any]) -> None:
         f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
         f"merge LLM calls: {s.get('merge_calls', 0)}, of which {s.get('merge_failed_calls', 0)} kept the original "
         f"text ({s.get('merge_rejected_replies', 0)} replies rejected by the guard, "
-        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls)",
+        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls); "
+        f"video captions failed: {s.get('videos_failed', 0)}",
     ]
+    if s.get("themes"):
+        lines.append(f"themes: {s['themes']}, of which {s.get('themes_failed', 0)} failed "
+                     f"({s.get('themes_rejected', 0)} replies rejected by the guard)")
     if s.get("status"):
         lines += ["rows per stage and status:", format_counts(s["status"])]
     if s.get("eval_captions"):
@@ -235,10 +248,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--llm", default=None, help="merge LLM backend: openai | transformers | dummy")
     g.add_argument("--merge-model", dest="merge_model", default=None,
                    help="merge model: API model name (openai) or Hub id/folder/.gguf/'smollm2' (transformers)")
-    g.add_argument("--api-base", dest="api_base", default=None)
+    g.add_argument("--api-base", dest="api_base", default=None,
+                   help="OpenAI-compatible server of both the captioner and the merge LLM")
+    g.add_argument("--caption-api-base", dest="caption_api_base", default=None,
+                   help="the captioner's server (overrides --api-base)")
+    g.add_argument("--merge-api-base", dest="merge_api_base", default=None,
+                   help="the merge LLM's server (overrides --api-base)")
     g.add_argument("--num-workers", dest="num_workers", type=int, default=None)
     g = p.add_argument_group("eval")
-    g.add_argument("--eval-models", dest="eval_models", default=None, help="comma-separated models to evaluate")
+    g.add_argument("--eval-models", "--eval-model", dest="eval_models", action="append", default=None,
+                   help="models to evaluate: a comma list and/or repeated")
     g.add_argument("--eval-backend", dest="eval_backend", default=None)
     g.add_argument("--interval", type=int, default=None)
     g.add_argument("--protocol", default=None, choices=("lovr", "original"))
@@ -253,11 +272,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_audio:
         seg["audio"] = False
     cap = {"backend": args.captioner, "model_path": args.caption_model, "batch_size": args.batch_size,
-           "max_new_tokens": args.max_new_tokens, "min_quality": args.min_quality, "api_base": args.api_base,
+           "max_new_tokens": args.max_new_tokens, "min_quality": args.min_quality,
+           "api_base": getattr(args, "caption_api_base", None) or args.api_base,
            "api_server": args.api_server}
     if args.greedy:
         cap["do_sample"] = False
-    mer: dict[str, Any] = {"llm": args.llm, "api_base": args.api_base, "num_workers": args.num_workers}
+    mer: dict[str, Any] = {"llm": args.llm, "api_base": getattr(args, "merge_api_base", None) or args.api_base,
+                           "num_workers": args.num_workers}
     if args.merge_model:
         mer["model_path" if (args.llm or "openai") != "openai" else "api_model"] = args.merge_model
     ev = {"backend": args.eval_backend, "interval": args.interval, "protocol": args.protocol}
@@ -267,7 +288,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.repo != "lovr" or not args.config:
         out["repo"] = args.repo
     if args.eval_models:
-        out["eval_models"] = [m for m in args.eval_models.split(",") if m]
+        out["eval_models"] = split_list(args.eval_models)
     return out
 
 
@@ -279,8 +300,10 @@ def main(args: argparse.Namespace) -> int:
     except MissingChunksError as exc:
         logger.error("lovr run: %s", exc)
         return 2
-    bad = bad_rows(summary.get("status", {}))
-    if bad and control.strict:
-        logger.error("--strict: %s", ", ".join(f"{k} {n}" for k, n in bad.items()))
-        return 1
-    return 0
+    stages = {stage: tuple(per) for stage, per in summary.get("status", {}).items()}
+    if not stages:
+        return 0
+    from lovr_hf.summary import strict_exit
+
+    # the rule every stage command follows: a bug, a stage with nothing succeeded, or --strict with any bad row
+    return strict_exit(BenchmarkRepo(summary["repo"]), stages, strict=control.strict)

@@ -108,8 +108,9 @@ CLUSTERS_FEATURES = Features(
         "clip_count": Value("int32"),
         CAPTION: Value("string"),
         "merged_paragraphs": Value("int32"),
-        "llm_calls": Value("int32"),
-        "failed_calls": Value("int32"),
+        "llm_calls": Value("int32"),  # joins asked of the LLM
+        "failed_calls": Value("int32"),  # joins that kept the original text: a failed call or a rejected reply
+        "rejected_replies": Value("int32"),  # of those, replies rejected by a guard (null: older rows)
         "model": Value("string"),
         "prompt_hash": Value("string"),
         **_status,
@@ -123,8 +124,11 @@ VIDEO_CAPTIONS_FEATURES = Features(
         "cluster_ids": Sequence(Value("string")),
         "clip_ids": Sequence(Value("string")),
         "strategy": Value("string"),
-        "llm_calls": Value("int32"),
-        "failed_calls": Value("int32"),
+        "llm_calls": Value("int32"),  # integration steps asked of the LLM (across clusters)
+        "failed_calls": Value("int32"),  # integration steps that kept the original text
+        "join_calls": Value("int32"),  # joins inside this video's clusters asked of the LLM (null: older rows)
+        "join_failed_calls": Value("int32"),  # of those, joins that kept the original text
+        "rejected_replies": Value("int32"),  # fallbacks of joins and integrations that were rejected replies
         "model": Value("string"),
         "prompt_hash": Value("string"),
         **_status,

@@ -1,8 +1,10 @@
-"""Run summaries: rows per stage and status, and the ``--strict`` exit code every command shares.
+"""Run summaries: rows per stage and status, and the exit code every stage command shares.
 
-``--strict`` means: exit non-zero when any row of any stage the command ran is ``error`` (bad input) or
-``failed`` (a backend call failed). Counts are printed per stage and status either way, so a run that
-"succeeded" with failures still says so.
+Exit 1 (README.md "Exit codes") when any row records a programming error (its ``error`` text carries
+:data:`lovr_hf.failures.BUG_MARKER`), when a stage config has rows but not one succeeded (every row ``error`` or
+``failed``), or, under ``--strict``, when any row is ``error`` (bad input) or ``failed`` (a backend call
+failed). Counts are printed per stage and status either way, so a run that "succeeded" with failures still
+says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ STAGE_CONFIGS: dict[str, tuple[str, ...]] = {
     "merge": (schema.CLUSTERS, schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS),
 }
 BAD_STATUSES = (schema.ERROR, schema.FAILED)
+GOOD_STATUSES = (schema.OK, schema.NEEDS_REVIEW)
 
 
 def status_counts(repo: BenchmarkRepo, configs: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -58,12 +61,47 @@ def format_counts(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
     return "\n".join(lines)
 
 
+def bug_rows(repo: BenchmarkRepo, configs: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """config -> (rows whose error records a programming error, the first such error text)."""
+    from lovr_hf.failures import is_bug_text
+
+    out: dict[str, tuple[int, str]] = {}
+    for cfg in configs:
+        if not repo.has(cfg):
+            continue
+        table = repo.read_table(cfg)
+        if schema.ERROR_COL not in table.column_names:
+            continue
+        bugs = [e for e in table.column(schema.ERROR_COL).to_pylist() if is_bug_text(e)]
+        if bugs:
+            out[cfg] = (len(bugs), str(bugs[0]))
+    return out
+
+
+def nothing_succeeded(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[str]:
+    """``"<stage>/<config>"`` of every config with error/failed rows and not one ok or needs_review row."""
+    return [f"{stage}/{cfg}" for stage, per in counts.items() for cfg, sts in per.items()
+            if any(sts.get(s) for s in BAD_STATUSES) and not any(sts.get(s) for s in GOOD_STATUSES)]
+
+
 def strict_exit(repo: BenchmarkRepo, stages: Mapping[str, Sequence[str]], *, strict: bool) -> int:
-    """Log the rows per stage and status; 1 when ``strict`` and any row is error/failed, else 0."""
+    """Log the rows per stage and status; 1 when a row records a bug, when a config's rows all failed, or
+    when ``strict`` and any row is error/failed; else 0."""
     counts = stage_counts(repo, stages)
     text = format_counts(counts)
     if text:
         logger.info("rows per stage and status:\n%s", text)
+    bugs = bug_rows(repo, [cfg for cfgs in stages.values() for cfg in cfgs])
+    if bugs:
+        for cfg, (n, first) in bugs.items():
+            logger.error("%s: %d rows failed by a programming error (a bug in lovr_hf or the plug-in; exit 1), "
+                         "e.g. %s", cfg, n, first)
+        return 1
+    empty = nothing_succeeded(counts)
+    if empty:
+        logger.error("nothing succeeded in %s: every row is error or failed (exit 1; --retry-failed retries "
+                     "the failed ones)", ", ".join(empty))
+        return 1
     bad = bad_rows(counts)
     if bad and strict:
         logger.error("--strict: %s", ", ".join(f"{k} {n}" for k, n in bad.items()))

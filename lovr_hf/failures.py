@@ -1,0 +1,225 @@
+"""One rule for what a failure is, used by every stage: which status a row gets and what its error says.
+
+* bad input (a clip that does not decode, an empty caption) -> ``error``: decided by the stage that sees the
+  input, never by an exception type;
+* a failed call or an environment fault (network, HTTP, a full disk, a permission) -> ``failed``: retryable
+  (``--retry-failed``), the real message kept;
+* a programming error (``AttributeError``, ``TypeError``, ``KeyError``, ``NameError``... in lovr_hf or a
+  plug-in) -> ``failed`` too, but its stored text starts with :data:`BUG_MARKER` and names where it was raised,
+  so that :mod:`lovr_hf.summary` can tell from the tables alone that the command must exit non-zero.
+
+A backend that cannot start at all (a model that does not load, an LLM server that does not answer) is not
+a row failure: :class:`SetupError` stops the command before any row with one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from lovr_hf import schema
+
+#: the stored error text of a row failed by a programming error starts with this (after any "clip X: ")
+BUG_MARKER = "bug: "
+#: exception types that mean the code is wrong, not the input or the environment
+BUG_TYPES: tuple[type[BaseException], ...] = (
+    AttributeError, TypeError, KeyError, NameError, IndexError, AssertionError, NotImplementedError,
+    SyntaxError, RecursionError,
+)
+_BUG_RE = re.compile(r"(^|: )bug: \w+")
+T = TypeVar("T")
+
+
+class SetupError(RuntimeError):
+    """A backend could not start (model not loadable, server unreachable, key refused): the command stops
+    before any row and ``lovr`` prints the message as one line (exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """What one exception means for a row: its status, the text stored in ``error``, and whether it is a bug."""
+
+    status: str
+    message: str
+    bug: bool
+
+
+def is_bug(exc: BaseException) -> bool:
+    """A programming error (never bad input, never an environment fault)."""
+    return isinstance(exc, BUG_TYPES)
+
+
+def _where(exc: BaseException) -> str:
+    """``file.py:LINE in func`` of the innermost frame that raised ``exc`` (empty without a traceback)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {Path(f.filename).name}:{f.lineno} in {f.name})"
+
+
+def _text(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def classify(exc: BaseException) -> Failure:
+    """The row status and stored message for ``exc`` raised by a backend call or a stage's own code."""
+    if is_bug(exc):
+        return Failure(schema.FAILED, f"{BUG_MARKER}{_text(exc)}{_where(exc)}", True)
+    return Failure(schema.FAILED, _text(exc), False)
+
+
+def message(exc: BaseException) -> str:
+    """The text to store in a row's ``error`` column for ``exc`` (bug-marked when it is a programming error)."""
+    return classify(exc).message
+
+
+def is_bug_text(text: str | None) -> bool:
+    """Whether a stored ``error`` text records a programming error (see :data:`BUG_MARKER`)."""
+    return bool(text) and _BUG_RE.search(str(text)) is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a backend that cannot start: one line saying why
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out and len(out) < 20:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def looks_local(model: str) -> bool:
+    """A model string that names a folder rather than a Hub id (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``)."""
+    m = str(model)
+    return m.startswith((".", "/", "~")) or m.count("/") > 1 or (os.sep != "/" and os.sep in m)
+
+
+def _status_code(exc: BaseException) -> int | None:
+    resp = getattr(exc, "response", None)
+    code = getattr(resp, "status_code", None) or getattr(exc, "status_code", None)
+    return int(code) if isinstance(code, int) else None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_error_line(exc: BaseException, model: str, what: str = "model") -> str:
+    """One line saying why ``model`` could not be loaded: folder missing, not cached while offline, Hub
+    unreachable, access refused (401/403), not on the Hub, or the loader's own first line."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain)
+    codes = [c for e in chain if (c := _status_code(e)) is not None]
+    if looks_local(model) and not Path(model).expanduser().exists():
+        return f"{what} {model}: local folder {Path(model).expanduser().resolve()} does not exist"
+    if names & {"GatedRepoError"} or 401 in codes or 403 in codes or " 401 " in f" {text} ":
+        return (f"{what} {model}: the Hugging Face Hub refused access (401/403): log in (`hf auth login`) or set "
+                "HF_TOKEN; gated models also need their terms accepted on the Hub")
+    if names & {"RepositoryNotFoundError", "RevisionNotFoundError"} or 404 in codes:
+        return f"{what} {model}: not found on the Hugging Face Hub (check the id and --revision)"
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or (_offline() and "offline" in text.lower()):
+        if _offline():
+            return (f"{what} {model}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set: download it "
+                    "once online (or unset HF_HUB_OFFLINE), or pass a local folder")
+        return (f"{what} {model}: the Hugging Face Hub is unreachable and the model is not in the local cache: "
+                "check the network, or pass a local folder")
+    if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "Timeout", "ReadTimeout"}:
+        return f"{what} {model}: the Hugging Face Hub is unreachable ({_text(chain[-1])}); check the network"
+    first = _text(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{what} {model} cannot be loaded: {first}"
+
+
+def loader_error(exc: BaseException) -> bool:
+    """A ``KeyError``/``TypeError`` raised inside a model loader about the checkpoint (an unknown model type in
+    its ``config.json``): the model is unusable, a setup error, not a bug in lovr_hf."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    return bool(frames) and any(s in frames[-1].filename for s in (
+        "/transformers/", "/huggingface_hub/", "/open_clip/", "/safetensors/"))
+
+
+def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> T:
+    """``factory()`` with its weights loaded (``load()`` when it has one) and, for an OpenAI-compatible client,
+    the server and key checked once (:func:`check_endpoint`): before any row, so that a backend that cannot
+    start stops the command with one line (:class:`SetupError`) instead of failing every row in turn.
+    A programming error propagates with its traceback."""
+    try:
+        backend = factory()
+        # ``load()``: the adapters' public loader; ``_load()``: the transformers chat LLM's (no public one yet)
+        load = getattr(backend, "load", None) or getattr(backend, "_load", None)
+        if callable(load):
+            load()
+        check_endpoint(backend, what)
+    except SetupError:
+        raise
+    except Exception as exc:
+        if is_bug(exc) and not loader_error(exc):
+            raise
+        raise SetupError(load_error_line(exc, model, what)) from exc
+    return backend
+
+
+def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) -> None:
+    """For a backend talking to an OpenAI-compatible server (its ``client`` an ``OpenAIChatClient``): refuse the
+    official API without a key, and ask the server once for its models (``GET /models``): unreachable or a
+    refused key (401/403) is a :class:`SetupError`; any other answer (a server without ``/models``) passes."""
+    from lovr_hf.backends.openai_client import OpenAIChatClient, _is_official_openai
+
+    client = getattr(backend, "client", None)
+    if not isinstance(client, OpenAIChatClient):
+        return
+    import openai
+
+    where = client.api_base or "https://api.openai.com/v1"
+    if client._secret is None and _is_official_openai(client.api_base):
+        raise SetupError(f"{what} {client.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "
+                         "set it, or point the api base flag at a local OpenAI-compatible server")
+    try:
+        client._client.with_options(timeout=timeout, max_retries=0).models.list()
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise SetupError(f"{what} {client.model}: the server at {where} refused the API key "
+                         f"({exc.status_code}): check OPENAI_API_KEY") from None
+    except openai.APIConnectionError as exc:
+        raise SetupError(f"{what} {client.model}: cannot reach the server at {where} "
+                         f"({type(exc).__name__}: {exc}): start it or fix the api base") from None
+    except openai.APIError:
+        return  # it answered: a server without /models still serves chat completions
+
+
+#: errno values of an environment fault reading an input (not the input's fault: retry after fixing it)
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EIO, errno.EMFILE, errno.ENFILE,
+                       errno.ESTALE if hasattr(errno, "ESTALE") else errno.EIO}
+
+
+def input_failure(exc: BaseException) -> Failure:
+    """Classify an exception raised while *reading an input* (decoding a clip): a bad input is ``error``, but
+    a permission refused, a full disk or an I/O fault is the environment's (``failed``, retryable) and a
+    programming error is a bug (``failed``, bug-marked)."""
+    if is_bug(exc):
+        return classify(exc)
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return Failure(schema.FAILED, _text(exc), False)
+    return Failure(schema.ERROR, _text(exc), False)
+
+
+_ENV_RE = re.compile(r"\[Errno (" + "|".join(str(n) for n in sorted(_ENVIRONMENT_ERRNOS)) + r")\]")
+
+
+def reason_status(reason: str | None) -> str:
+    """The row status of an input that could not be read, from its stored reason text (decoders hand back text):
+    ``failed`` for a bug or an environment fault (permission, full disk, I/O), else ``error`` (bad input)."""
+    if is_bug_text(reason) or _ENV_RE.search(str(reason or "")):
+        return schema.FAILED
+    return schema.ERROR

@@ -1,0 +1,99 @@
+"""``lovr``'s exit codes for what escapes a command: usage errors and a full disk are one line (exit 2), a
+bug keeps its traceback (exit 1); a mistyped flag shows the subcommand's usage; multi-value flags take both
+repeats and comma lists."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+from pathlib import Path
+
+import pytest
+from _caption_helpers import clip_row
+from test_failures import caption_source  # noqa: F401 - fixture
+
+from lovr_hf import schema
+from lovr_hf.cli import main as cli_main
+from lovr_hf.repo import BenchmarkRepo
+
+
+def _lovr_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("lovr ")]
+
+
+def test_run_without_input_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    assert cli_main(["-q", "run", "--repo", str(tmp_path / "lovr")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _lovr_lines(err) == ["lovr run: input_folder is required (--input_folder or the config file)"]
+
+
+def test_mistyped_flag_prints_the_subcommand_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli_main(["eval", "--modle", "x"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: lovr eval" in err and "unrecognized arguments: --modle x" in err
+
+
+def _captioned_repo(root: Path, src: Path) -> BenchmarkRepo:
+    repo = BenchmarkRepo(root)
+    repo.write(schema.CLIPS, [clip_row(src, "v", 1, 0, 60)])
+    return repo
+
+
+def test_full_disk_is_one_line_naming_the_path(caption_source: Path, tmp_path: Path, monkeypatch,  # noqa: F811
+                                               capsys) -> None:
+    repo = _captioned_repo(tmp_path / "lovr", caption_source)
+    target = str(repo.root / "data" / "clip_captions")
+
+    def full(self, config, rows, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", target)
+
+    monkeypatch.setattr(BenchmarkRepo, "write", full)
+    monkeypatch.setattr(BenchmarkRepo, "write_table", full, raising=False)
+    rc = cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = _lovr_lines(err)
+    assert len(lines) == 1 and target in lines[0] and "free space then rerun" in lines[0]
+
+
+def test_a_bug_keeps_its_traceback_and_exits_1(caption_source: Path, tmp_path: Path, monkeypatch,  # noqa: F811
+                                               capsys) -> None:
+    repo = _captioned_repo(tmp_path / "lovr", caption_source)
+    import lovr_hf.caption as caption_mod
+
+    def broken(*a, **k):
+        return None.missing  # a programming error in lovr_hf
+
+    monkeypatch.setattr(caption_mod, "caption", broken)
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "AttributeError" in err and "a bug" in err
+
+
+def test_multi_value_flags_take_repeats_and_comma_lists() -> None:
+    from lovr_hf.cli_common import split_list
+    from lovr_hf.pipeline import add_arguments, load_config, overrides_from_args
+
+    assert split_list(["a,b", "c", " ,d"]) == ["a", "b", "c", "d"] and split_list(None) == []
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--input_folder", "v", "--eval-models", "m1,m2", "--eval-models", "m3",
+                         "--api-base", "http://both/v1", "--merge-api-base", "http://merge/v1"])
+    cfg = load_config(None, overrides_from_args(args))
+    assert cfg.eval_models == ["m1", "m2", "m3"]
+    assert cfg.caption.api_base == "http://both/v1" and cfg.merge.api_base == "http://merge/v1"
+    args = p.parse_args(["--input_folder", "v", "--caption-api-base", "http://cap/v1"])
+    cfg = load_config(None, overrides_from_args(args))
+    assert cfg.caption.api_base == "http://cap/v1" and cfg.merge.api_base is None
+
+
+def test_eval_model_comma_list_evaluates_each(tmp_path: Path, eval_source: Path) -> None:
+    from test_embed import make_repo
+
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    models = ["dummy", "_embed_helpers:NativeTower"]
+    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", ",".join(models), "--topk", "1",
+                     "--bootstrap", "0", "--interval", "30"]) == 0
+    assert {r["model"] for r in repo.read(schema.RESULTS)} == set(models)
