@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+from lovr_hf.backends.base import Embedder
+
 WIDTH = 64  # clip.model.build_model infers heads = width // 64: one head per tower
 LAYERS = 2
 IMAGE = 32
@@ -251,3 +253,28 @@ def original_clip_run(release: Path, ckpt: str, interval: int, order: Any = sort
     return {"text_src": sources, "text_feat": text_feat, "clip_num": len(clip_df), "clip_src": clip_src,
             "full_src": full_src, "image_feats": np.stack(feats)}
 
+
+
+class TiedEmbedder(Embedder):
+    """Every text and every frame -> the same one-hot vector: every score is exactly 1.0 (one-hot vectors stay
+    exact through normalisation, mean pooling and any BLAS kernel), so every candidate ties with the gold."""
+
+    name = "tied"
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def model_id(self) -> str:
+        return "tied-embedder"
+
+    @staticmethod
+    def _onehot(n: int) -> np.ndarray:
+        out = np.zeros((n, 4), np.float32)
+        out[:, 0] = 1.0
+        return out
+
+    def embed_text(self, texts: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self._onehot(len(texts))
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        return self._onehot(len(frames))
