@@ -155,3 +155,17 @@ def test_full_video_frames_follow_the_clip_order(clip_pkg, tiny_openai: tuple[st
     for i in clips:  # the clips themselves do not change
         j = reverse["clip_src"].index(scene["clip_src"][i])
         np.testing.assert_allclose(scene["image_feats"][i], reverse["image_feats"][j], atol=1e-6)
+
+
+def test_open_clip_tokenizer_ids_equal_clip_tokenize(clip_pkg, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """EVA02-CLIP's original (BAAI's eva_clip) tokenises with OpenAI's SimpleTokenizer; lovr's open_clip
+    adapter runs open_clip's tokenizer, which must give clip.tokenize's ids, cleaning and truncation included."""
+    pytest.importorskip("open_clip")
+    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder
+    from lovr_hf.tiny import build_tiny_open_clip
+
+    folder = build_tiny_open_clip(tmp_path_factory.getbasetemp() / "tiny_models" / "open_clip")
+    emb = OpenCLIPEmbedder(folder, device="cpu")
+    emb.load()
+    captions = [*TRICKY, LONG]
+    assert torch.equal(emb._tokenizer(captions), clip_pkg.tokenize(captions, truncate=True))

@@ -5,7 +5,8 @@ The SigLIP and MetaCLIP scripts call ``AutoProcessor.from_pretrained(path)`` wit
 transformers 4.52 that is the slow, PIL-based processor; the SigLIP2 script asks for ``use_fast=True``.
 transformers 5 loads the torchvision processors by default, up to 0.015 away on these frames. The reference
 (tests/data/oracle/processors_tf4.npz) is what transformers 4.51.3 made of fixed frames with each family's
-published preprocessor config at 32 px; tests/data/oracle/make_processor_reference.py regenerates it.
+published preprocessor config at 32 px; tests/data/oracle/make_processor_reference.py regenerates it. The
+three scripts then cast the pixel values to bfloat16 (SigLIP2's fp32 model casts them back).
 """
 
 from __future__ import annotations
@@ -54,14 +55,21 @@ def test_original_frames_go_through_the_processor_the_original_script_got(
     for f, w in zip(frames, want):
         got = proc(images=[f], return_tensors="pt")["pixel_values"][0].numpy()
         np.testing.assert_allclose(got, w, atol=1e-6)
-    # the embeddings are the model's features of exactly those pixels
+    # the embeddings are the model's features of exactly those pixels, cast to bfloat16 as the script did
+    # (``v.cuda().to(torch.bfloat16)``; SigLIP2's fp32 model casts them back)
     model, _ = original.load()
-    with torch.no_grad():
-        feats = model.get_image_features(pixel_values=torch.from_numpy(np.stack(want)))
-    feats = getattr(feats, "pooler_output", feats).numpy()
-    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+
+    def features(pixels: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            out = model.get_image_features(pixel_values=pixels)
+        out = getattr(out, "pooler_output", out).numpy()
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    pixels = torch.from_numpy(np.stack(want))
+    feats = features(pixels.to(torch.bfloat16).float())
     got = np.concatenate([original.embed_frames(f[None]) for f in frames])
     np.testing.assert_allclose(got, feats, atol=1e-5)
+    assert np.abs(got - features(pixels)).max() > 1e-5  # the rounding is visible in the features
     # lovr's own protocol keeps transformers 5's default processor: for siglip and metaclip that is another
     # resize (the reason the original needs its own), for siglip2 the same fast one
     lovr = TransformersEmbedder(folder, protocol="lovr", family=family, device="cpu", dtype="float32")

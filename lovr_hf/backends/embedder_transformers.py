@@ -53,6 +53,10 @@ _DEFAULT_RULE = ("longest", False)
 #: ``use_fast=True`` itself): under ``original`` their frames go through transformers 5's PIL backend, the
 #: slow processor's successor, instead of the torchvision one transformers 5 loads by default
 PIL_PROCESSOR_FAMILIES = ("siglip", "metaclip")
+#: families whose original script cast the processor's outputs to bfloat16 (``v.cuda().to(torch.bfloat16)``)
+#: whatever the weights' dtype (SigLIP2 kept fp32 weights, so its model saw bf16-rounded pixels cast back):
+#: under ``original`` their pixel values are rounded through bfloat16 before the model casts them to its dtype
+BF16_PIXEL_FAMILIES = ("siglip", "siglip2", "metaclip")
 
 
 def _features(out: Any) -> Any:
@@ -141,6 +145,11 @@ class TransformersEmbedder(LazyEmbedder):
     """
 
     name = "transformers"
+    #: what ``--protocol original`` computes, by revision (2: clip.tokenize's cleaning and clip.load's pixels for
+    #: the clip family; transformers 4's image processors and bf16 pixels for SigLIP / SigLIP2 / MetaCLIP).
+    #: Meant for the embeddings' fingerprint under ``original`` so embeddings of an earlier revision are redone
+    #: (lovr_hf.models.protocol_payload has to read it)
+    original_revision = 2
 
     def __init__(
         self,
@@ -400,13 +409,17 @@ class TransformersEmbedder(LazyEmbedder):
         openai_clip = self._openai_clip()
         image_processor = None if openai_clip else self._frame_processor()
         n_px = int(model.config.vision_config.image_size) if openai_clip else 0
+        bf16_pixels = self.protocol == "original" and self._family_row() in BF16_PIXEL_FAMILIES
         t0 = time.perf_counter()
 
         def encode(batch: list[np.ndarray]) -> Any:
             if openai_clip:  # clip.load's own transform (PIL bicubic, centre crop, OpenAI mean/std)
                 kwargs = to_model({"pixel_values": openai_clip_pixels(batch, n_px)}, model)
             else:  # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
-                kwargs = to_model(image_processor(images=batch, return_tensors="pt"), model)
+                inputs = dict(image_processor(images=batch, return_tensors="pt"))
+                if bf16_pixels:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16).float()
+                kwargs = to_model(inputs, model)
             with torch.inference_mode():
                 return self._image_features(model, kwargs)
 
