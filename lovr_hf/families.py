@@ -306,7 +306,9 @@ ORACLE: dict[str, str] = {
               "Not checked: transformers 4's SiglipTokenizer (sentencepiece; needs the real checkpoint)",
     "siglip2": "image processor equal to transformers 4.51.3's SiglipImageProcessorFast (use_fast=True), bf16 "
                "pixels into fp32 weights (tests/test_oracle_processors.py); text max_length, case kept "
-               "(tests/test_embedder_transformers.py::test_siglip2_max_length_lowercase_and_original_case). "
+               "(tests/test_embedder_transformers.py::test_siglip2_max_length_lowercase_and_original_case; the paper's "
+               "fixed-resolution checkpoint, model type siglip: test_fixed_resolution_siglip2_pads_to_max_length_"
+               "under_original). "
                "Not checked: transformers 4's GemmaTokenizerFast on the real checkpoint",
     "metaclip": "image processor equal to transformers 4.51.3's slow CLIPImageProcessor, pixels cast to bf16 "
                 "(tests/test_oracle_processors.py); text = the model's forward on processor(padding=True, 77) "

@@ -261,8 +261,14 @@ class TransformersEmbedder(LazyEmbedder):
         return self._tok
 
     def _rule(self) -> tuple[str, bool]:
+        """(padding, lower-case) of :data:`TEXT_RULES`: by model type, except under ``original``, where the
+        family's script decides. The fixed-resolution SigLIP2 checkpoints the paper ran are model type
+        ``siglip``, but their script padded to ``max_length`` where SigLIP's padded to the longest."""
         model, _ = self.load()
-        return TEXT_RULES.get(model.config.model_type, {}).get(self.protocol, _DEFAULT_RULE)
+        key = model.config.model_type
+        if self.protocol == "original" and self._family_row() in TEXT_RULES:
+            key = self._family_row()
+        return TEXT_RULES.get(key, {}).get(self.protocol, _DEFAULT_RULE)
 
     def _lowercase(self) -> bool:
         return self._rule()[1] if self.lowercase is None else bool(self.lowercase)
