@@ -50,13 +50,20 @@ def import_clip() -> Any:
     """OpenAI's ``clip`` package, or skip. Its ``clip.py`` imports ``packaging`` through ``pkg_resources``,
     which setuptools >= 81 no longer ships: the same ``packaging`` module is provided under that name (the
     package uses nothing else from it)."""
+    if "clip" in sys.modules:
+        return sys.modules["clip"]
+    shim = None
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
         import packaging.version
 
-        sys.modules["pkg_resources"] = types.SimpleNamespace(packaging=packaging)  # type: ignore[assignment]
-    return pytest.importorskip("clip", reason="the oracle needs OpenAI's clip package: pip install openai-clip")
+        shim = sys.modules["pkg_resources"] = types.SimpleNamespace(packaging=packaging)  # type: ignore[assignment]
+    try:
+        return pytest.importorskip("clip", reason="the oracle needs OpenAI's clip package: pip install openai-clip")
+    finally:  # clip needed it at import only; nothing else may mistake the shim for setuptools' module
+        if shim is not None and sys.modules.get("pkg_resources") is shim:
+            del sys.modules["pkg_resources"]
 
 
 def openai_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
