@@ -313,10 +313,12 @@ ORACLE: dict[str, str] = {
     "metaclip": "image processor equal to transformers 4.51.3's slow CLIPImageProcessor, pixels cast to bf16 "
                 "(tests/test_oracle_processors.py); text = the model's forward on processor(padding=True, 77) "
                 "(tests/test_embedder_transformers.py::test_metaclip_matches_own_forward)",
-    "eva02": "tokenizer equal to OpenAI clip.tokenize, which eva_clip's EVA02 tokenizer is "
-             "(tests/test_oracle_clip.py::test_open_clip_tokenizer_ids_equal_clip_tokenize). Not checked: the "
-             "model and transform of BAAI's eva_clip package (not on PyPI; lovr runs timm's conversion in "
-             "open_clip)",
+    "eva02": "text and pixels equal to the original's library: eva_clip tokenises with OpenAI's SimpleTokenizer "
+             "and resizes with clip.load's transform, and lovr's open_clip path gives clip.tokenize's ids and "
+             "clip's pixels (tests/test_oracle_clip.py::test_open_clip_tokenizer_ids_equal_clip_tokenize, "
+             "::test_open_clip_eva02_preprocessing_equals_the_openai_transform). Not checked: the model itself, "
+             "BAAI's eva_clip (a GitHub checkout, not on PyPI; its EVA02-CLIP-B-16 config asks for xformers "
+             "attention and apex fused LayerNorm, CUDA kernels); lovr runs timm's conversion of the weights",
     "pe_core": "not checked: the original ran Meta's perception_models (pe.CLIP, its own transforms and "
                "tokenizer), a GitHub checkout that is not on PyPI; lovr runs timm's conversion in open_clip",
     "jina-clip": "not checked: the original script was never released; the model is Hub remote code",

@@ -193,3 +193,36 @@ def test_open_clip_tokenizer_ids_equal_clip_tokenize(clip_pkg, tmp_path_factory:
     emb.load()
     captions = [*TRICKY, LONG]
     assert torch.equal(emb._tokenizer(captions), clip_pkg.tokenize(captions, truncate=True))
+
+
+def test_open_clip_eva02_preprocessing_equals_the_openai_transform(clip_pkg, tmp_path: Path,
+                                                                  oracle_release: Path) -> None:
+    """EVA02-CLIP's original (eva_clip's eval transform: Resize shortest side bicubic, CenterCrop, OpenAI
+    mean/std) is ``clip.load``'s transform. lovr runs ``EVA02-B-16/merged2b_s8b_b131k`` in open_clip: its
+    preprocessing config must be that one, and the adapter's preprocess must make the same pixels from it."""
+    pytest.importorskip("open_clip")
+    import json
+    import shutil
+
+    import open_clip
+    from PIL import Image
+
+    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec
+    from lovr_hf.tiny import build_tiny_open_clip
+
+    spec, tag = parse_spec("EVA02-CLIP-B-16", None)
+    cfg = open_clip.get_pretrained_cfg(spec, tag)
+    assert (spec, tag) == ("EVA02-B-16", "merged2b_s8b_b131k")
+    assert (cfg["interpolation"], cfg["resize_mode"]) == ("bicubic", "shortest")
+    # a tiny open_clip model carrying EVA02's preprocessing config (the weights are beside the point)
+    folder = tmp_path / "eva02-like"
+    shutil.copytree(build_tiny_open_clip(tmp_path / "tiny_open_clip"), folder)
+    conf = json.loads((folder / "open_clip_config.json").read_text())
+    conf["preprocess_cfg"] = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    (folder / "open_clip_config.json").write_text(json.dumps(conf))
+    emb = OpenCLIPEmbedder(str(folder), device="cpu")
+    emb.load()
+    n_px = conf["model_cfg"]["vision_cfg"]["image_size"]
+    want = clip_pkg.clip._transform(n_px)
+    for f in _frames(oracle_release):
+        assert torch.equal(emb._preprocess(Image.fromarray(f)), want(Image.fromarray(f)))
