@@ -319,8 +319,12 @@ ORACLE: dict[str, str] = {
              "::test_open_clip_eva02_preprocessing_equals_the_openai_transform). Not checked: the model itself, "
              "BAAI's eva_clip (a GitHub checkout, not on PyPI; its EVA02-CLIP-B-16 config asks for xformers "
              "attention and apex fused LayerNorm, CUDA kernels); lovr runs timm's conversion of the weights",
-    "pe_core": "not checked: the original ran Meta's perception_models (pe.CLIP, its own transforms and "
-               "tokenizer), a GitHub checkout that is not on PyPI; lovr runs timm's conversion in open_clip",
+    "pe_core": "text and pixels equal to the original's library as its source reads: perception_models' "
+               "tokenizer is OpenAI's (same BPE file, same cleaning) at context 32, its transform a bilinear "
+               "squash with mean/std 0.5; lovr's open_clip path gives the same ids and pixels "
+               "(tests/test_oracle_clip.py::test_open_clip_pe_core_text_and_pixels_equal_perception_models). "
+               "Not checked: the model itself (perception_models is a GitHub checkout, not on PyPI); lovr runs "
+               "timm's conversion of the weights",
     "jina-clip": "not checked: the original script was never released; the model is Hub remote code",
     "blip": "not checked: BLIP_test.py is in no commit of the original",
     "videoclip_xl": "not checked: the model code exists only as a GitHub checkout (no package) and the helper "

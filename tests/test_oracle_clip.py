@@ -226,3 +226,42 @@ def test_open_clip_eva02_preprocessing_equals_the_openai_transform(clip_pkg, tmp
     want = clip_pkg.clip._transform(n_px)
     for f in _frames(oracle_release):
         assert torch.equal(emb._preprocess(Image.fromarray(f)), want(Image.fromarray(f)))
+
+
+def test_open_clip_pe_core_text_and_pixels_equal_perception_models(clip_pkg, tmp_path: Path,
+                                                                   oracle_release: Path) -> None:
+    """PE-Core's original ran Meta's perception_models: its SimpleTokenizer is OpenAI's (the same BPE file,
+    clean="lower": ftfy, html.unescape twice, white space, lower case; truncation keeps end-of-text) at
+    context 32, i.e. ``clip.tokenize(context_length=32, truncate=True)``; its image transform
+    (core/vision_encoder/transforms.py get_image_transform, center_crop=False) squashes to the model size
+    with bilinear resizing, then mean/std 0.5, restated below with torchvision. lovr's open_clip path
+    (PE-Core-B-16/meta) must give both."""
+    pytest.importorskip("open_clip")
+    import json
+    import shutil
+
+    import open_clip
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec
+    from lovr_hf.tiny import build_tiny_open_clip
+
+    spec, tag = parse_spec("facebook/PE-Core-B16-224", None)
+    assert (spec, tag) == ("PE-Core-B-16", "meta")
+    captions = [*TRICKY, LONG]
+    tokenizer = open_clip.get_tokenizer(spec)  # what the adapter loads for this spec
+    assert torch.equal(tokenizer(captions), clip_pkg.tokenize(captions, context_length=32, truncate=True))
+    cfg = open_clip.get_pretrained_cfg(spec, tag)
+    folder = tmp_path / "pe-core-like"
+    shutil.copytree(build_tiny_open_clip(tmp_path / "tiny_open_clip"), folder)
+    conf = json.loads((folder / "open_clip_config.json").read_text())
+    conf["preprocess_cfg"] = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    (folder / "open_clip_config.json").write_text(json.dumps(conf))
+    emb = OpenCLIPEmbedder(str(folder), device="cpu")
+    emb.load()
+    n_px = conf["model_cfg"]["vision_cfg"]["image_size"]
+    pe = T.Compose([T.Resize((n_px, n_px), interpolation=T.InterpolationMode.BILINEAR),
+                    T.Lambda(lambda x: x.convert("RGB")), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    for f in _frames(oracle_release):
+        assert torch.equal(emb._preprocess(Image.fromarray(f)), pe(Image.fromarray(f)))
