@@ -291,6 +291,58 @@ register_family(Family(
 ))
 
 
+#: family -> how ``--protocol original`` is held to the original: "equal to the original script ..." with the
+#: test that proves it, or "differs / not checked: what and why". Kept next to the table so docs/families.md
+#: renders it; a family without an entry renders "not checked".
+ORACLE: dict[str, str] = {
+    "clip": "equal to the original script's library, OpenAI `clip` (openai-clip): clip.tokenize ids on tricky "
+            "captions, clip.load's preprocess pixels, embeddings <= 1e-5, all 80 pass@k of a release "
+            "(tests/test_oracle_clip.py); frame sampling, BGR, skipped clips (tests/test_release_protocols.py). "
+            "Differs: a video's clip order (os.listdir there, scene order here: docs/evaluation.md); fp16 on "
+            "CUDA not checked",
+    "siglip": "image processor equal to transformers 4.51.3's slow SiglipImageProcessor, pixels cast to bf16 "
+              "(tests/test_oracle_processors.py); text padding=True/64 with the mask = the model's forward "
+              "(tests/test_embedder_transformers.py::test_siglip_matches_own_forward_with_its_attention_mask). "
+              "Not checked: transformers 4's SiglipTokenizer (sentencepiece; needs the real checkpoint)",
+    "siglip2": "image processor equal to transformers 4.51.3's SiglipImageProcessorFast (use_fast=True), bf16 "
+               "pixels into fp32 weights (tests/test_oracle_processors.py); text max_length, case kept "
+               "(tests/test_embedder_transformers.py::test_siglip2_max_length_lowercase_and_original_case; the paper's "
+               "fixed-resolution checkpoint, model type siglip: test_fixed_resolution_siglip2_pads_to_max_length_"
+               "under_original). "
+               "Not checked: transformers 4's GemmaTokenizerFast on the real checkpoint",
+    "metaclip": "image processor equal to transformers 4.51.3's slow CLIPImageProcessor, pixels cast to bf16 "
+                "(tests/test_oracle_processors.py); text = the model's forward on processor(padding=True, 77) "
+                "(tests/test_embedder_transformers.py::test_metaclip_matches_own_forward)",
+    "eva02": "text and pixels equal to the original's library: eva_clip tokenises with OpenAI's SimpleTokenizer "
+             "and resizes with clip.load's transform, and lovr's open_clip path gives clip.tokenize's ids and "
+             "clip's pixels (tests/test_oracle_clip.py::test_open_clip_tokenizer_ids_equal_clip_tokenize, "
+             "::test_open_clip_eva02_preprocessing_equals_the_openai_transform). Not checked: the model itself, "
+             "BAAI's eva_clip (a GitHub checkout, not on PyPI; its EVA02-CLIP-B-16 config asks for xformers "
+             "attention and apex fused LayerNorm, CUDA kernels); lovr runs timm's conversion of the weights",
+    "pe_core": "text and pixels equal to the original's library as its source reads: perception_models' "
+               "tokenizer is OpenAI's (same BPE file, same cleaning) at context 32, its transform a bilinear "
+               "squash with mean/std 0.5; lovr's open_clip path gives the same ids and pixels "
+               "(tests/test_oracle_clip.py::test_open_clip_pe_core_text_and_pixels_equal_perception_models). "
+               "Not checked: the model itself (perception_models is a GitHub checkout, not on PyPI); lovr runs "
+               "timm's conversion of the weights",
+    "jina-clip": "not checked: the original script was never released; the model is Hub remote code",
+    "blip": "not checked: BLIP_test.py is in no commit of the original",
+    "videoclip_xl": "not checked: the model code exists only as a GitHub checkout (no package) and the helper "
+                    "that made the original's frames is unreleased",
+    "videoclip_xl_v2": "not checked: as videoclip_xl",
+    "languagebind": "not checked: the original's full-video input (a merged file) is unreleased; its processor "
+                    "is the languagebind package's own, which lovr runs (tests/test_embedder_languagebind.py)",
+    "gme": "not checked: the original ran the checkpoint's remote gme_inference code on the 2B/7B weights "
+           "(no tiny stand-in of that code offline); lovr reimplements it on transformers' Qwen2-VL",
+    "mm_embed": "not checked: Hub remote code of nvidia/MM-Embed, not available offline",
+    "internvideo2": "no original script (not in the paper)",
+    "mteb": "no original script (not in the paper)",
+    "xclip": "no original script (not in the paper)",
+    "open_clip": "no original script",
+    "other": "no original script",
+}
+
+
 def describe(model: str) -> dict[str, Any]:
     """The family row of ``model`` as a dict (for logs and the recorded run configuration)."""
     fam = family_for(model)
@@ -309,7 +361,7 @@ def markdown_table() -> str:
     """docs/families.md's table, rendered from the registry (the docs cannot drift from the code)."""
     cols = ("family", "adapter", "model ids", "frames (lovr)", "original interval", "original BGR",
             "text (lovr)", "text (original)", "precision (lovr)", "original dtype", "pooling", "extra",
-            "paper (LoVR)", "original source", "notes", "reproduce (GPU)")
+            "paper (LoVR)", "original source", "oracle (--protocol original)", "notes", "reproduce (GPU)")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for f in [*families(), DEFAULT_FAMILY]:
         paper = ", ".join(f"{k} {v:g}" for k, v in f.paper.items())
@@ -317,7 +369,8 @@ def markdown_table() -> str:
                     else f"not recorded ({f.interval} assumed)" if f.video_input == FRAMES else "n/a")
         cells = (f.name, f.backend, ", ".join(f"`{h}`" for h in f.hub_ids), _frames(f), interval,
                  "yes" if f.original_bgr else "no", f.text, f.original_text, f.precision,
-                 f.original_dtype or "", f.pooling, f.extra or "", paper, f.original_source, f.notes,
+                 f.original_dtype or "", f.pooling, f.extra or "", paper, f.original_source,
+                 ORACLE.get(f.name, "not checked"), f.notes,
                  f"`{f.command()}`")
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n"

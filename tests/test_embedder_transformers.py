@@ -276,6 +276,22 @@ def test_siglip2_max_length_lowercase_and_original_case(tiny_siglip2, scene_fram
     assert all(len(c) <= 64 for c in emb.text_chunk_ids(LONG))
 
 
+def test_fixed_resolution_siglip2_pads_to_max_length_under_original(tiny, scene_frames) -> None:
+    """The paper's google/siglip2-base-patch16-224 is model type ``siglip`` (a Gemma tokenizer tells it from
+    SigLIP); its script padded to ``max_length`` (SigLIP's: to the longest), so under ``original`` the family,
+    not the model type, picks the padding. A SigLIP model under the siglip2 row stands in for it here."""
+    short = [MIXED[0], MIXED[1], MIXED[3]]  # no 64-token text: "longest" pads less than max_length
+    orig = TransformersEmbedder(tiny["siglip"], device="cpu", protocol="original", family="siglip2")
+    assert (orig._padding(), orig._lowercase()) == ("max_length", False)
+    ref, _ = own_forward(tiny["siglip"], short, scene_frames[:1], padding="max_length", max_length=64)
+    assert_same(orig.embed_text(short), ref)
+    # the same folder as SigLIP keeps its own script's padding; lovr's protocol keeps the model type's rule
+    assert TransformersEmbedder(tiny["siglip"], device="cpu", protocol="original", family="siglip")._padding() \
+        == "longest"
+    lovr = TransformersEmbedder(tiny["siglip"], device="cpu", family="siglip2")
+    assert (lovr._padding(), lovr._lowercase()) == ("max_length", False)
+
+
 def test_siglip_tokenizer_without_sentencepiece_names_the_extra(tiny, monkeypatch) -> None:
     """google/siglip-* ship a SentencePiece SiglipTokenizer: without sentencepiece the load fails with one
     clear error naming the extra (the message transformers raises, wrapped)."""

@@ -194,7 +194,12 @@ def naive_top(query_feat, query_gold, cand_feat, cand_src, n, rank_by="row", tie
 def test_top_lists_follow_the_tie_rule_and_place_the_gold_at_its_rank(repeated_case, rank_by, ties, chunk_size,
                                                                      candidate_chunk_size):
     q, gold, c, cand_ids = repeated_case
-    # exact ties: duplicate some candidate rows under other ids and make some queries copies of candidates
+    # exact ties: duplicate some candidate rows under other ids and make some queries copies of candidates.
+    # The vectors are made integer-valued first: two identical float rows need not score the same in the last
+    # bit (a BLAS kernel may sum the columns of one matmul in different orders, e.g. in its edge tiles; seen on
+    # an AMD CPU), whereas dot products of small integers are exact in float32 in any order, so every tie here
+    # is exact on any CPU and the rule, not the kernel, decides the order
+    q, c = np.round(q * 8), np.round(c * 8)
     c = np.concatenate([c, c[:30]])
     cand_ids = cand_ids + [f"dup{i}" for i in range(30)]
     q = np.concatenate([q, c[:10]])

@@ -30,6 +30,7 @@ from lovr_hf.backends.embedding_common import (  # noqa: F401 - l2_normalize, ch
     model_ref,
     text_limit,
 )
+from lovr_hf.backends.openai_clip_original import clean_caption, openai_clip_pixels, raw_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ TEXT_RULES: dict[str, dict[str, tuple[str, bool]]] = {
     "siglip2": {"lovr": ("max_length", True), "original": ("max_length", False)},
 }
 _DEFAULT_RULE = ("longest", False)
+
+#: families whose original script ran ``AutoProcessor.from_pretrained(path)`` without ``use_fast`` under
+#: transformers 4 (before 4.52 that loaded the slow, PIL-based image processor; the SigLIP2 script asked for
+#: ``use_fast=True`` itself): under ``original`` their frames go through transformers 5's PIL backend, the
+#: slow processor's successor, instead of the torchvision one transformers 5 loads by default
+PIL_PROCESSOR_FAMILIES = ("siglip", "metaclip")
+#: families whose original script cast the processor's outputs to bfloat16 (``v.cuda().to(torch.bfloat16)``)
+#: whatever the weights' dtype (SigLIP2 kept fp32 weights, so its model saw bf16-rounded pixels cast back):
+#: under ``original`` their pixel values are rounded through bfloat16 before the model casts them to its dtype
+BF16_PIXEL_FAMILIES = ("siglip", "siglip2", "metaclip")
 
 
 def _features(out: Any) -> Any:
@@ -127,9 +138,18 @@ class TransformersEmbedder(LazyEmbedder):
         text_attention_mask: pass the tokenizer's attention mask to the text tower (default True: what the
             model's own forward gets from its processor). ``False`` leaves the padding unmasked, as big_vision
             and open_clip run SigLIP; an explicit choice, never a silent one.
+        family: the row of the family table (lovr_hf.families) by name; default: found from ``model_path``.
+            Under ``original`` it picks the original script's preprocessing: the ``clip`` family cleans text
+            and resizes pixels as OpenAI's ``clip`` package does (:mod:`openai_clip_original`); ``siglip`` and
+            ``metaclip`` use transformers' PIL image processor (see :data:`PIL_PROCESSOR_FAMILIES`).
     """
 
     name = "transformers"
+    #: what ``--protocol original`` computes, by revision (2: clip.tokenize's cleaning and clip.load's pixels for
+    #: the clip family; transformers 4's image processors and bf16 pixels for SigLIP / SigLIP2 / MetaCLIP).
+    #: Meant for the embeddings' fingerprint under ``original`` so embeddings of an earlier revision are redone
+    #: (lovr_hf.models.protocol_payload has to read it)
+    original_revision = 2
 
     def __init__(
         self,
@@ -146,6 +166,7 @@ class TransformersEmbedder(LazyEmbedder):
         protocol: str = "lovr",
         lowercase: bool | None = None,
         text_attention_mask: bool = True,
+        family: str | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -154,6 +175,9 @@ class TransformersEmbedder(LazyEmbedder):
         self.protocol = protocol
         self.lowercase = lowercase
         self.text_attention_mask = bool(text_attention_mask)
+        self.family = family
+        self._family_name: str | None = None
+        self._pil_processor: Any = None
         self._settings(model_path, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
                        text_mode=text_mode, max_text_tokens=max_text_tokens)
         self.trust_remote_code = trust_remote_code
@@ -161,7 +185,7 @@ class TransformersEmbedder(LazyEmbedder):
         self.last_stats: dict[str, float] = {}
         self._affixes: tuple[list[int], list[int]] | None = None
 
-    _LOADED = ("_model", "_processor", "_tok")  # never pickled into workers
+    _LOADED = ("_model", "_processor", "_tok", "_pil_processor")  # never pickled into workers
 
     def model_id(self) -> str:
         return model_ref(self.model_path, self.revision)
@@ -231,18 +255,59 @@ class TransformersEmbedder(LazyEmbedder):
             tok = getattr(processor, "tokenizer", processor)
             if self.protocol == "original" and model.config.model_type == "siglip2":
                 tok = without_lowercase(tok)
+            if self._openai_clip():
+                tok = raw_tokenizer(tok)  # texts arrive cleaned by clean_caption (clip.tokenize's pipeline)
             self._tok = tok
         return self._tok
 
     def _rule(self) -> tuple[str, bool]:
+        """(padding, lower-case) of :data:`TEXT_RULES`: by model type, except under ``original``, where the
+        family's script decides. The fixed-resolution SigLIP2 checkpoints the paper ran are model type
+        ``siglip``, but their script padded to ``max_length`` where SigLIP's padded to the longest."""
         model, _ = self.load()
-        return TEXT_RULES.get(model.config.model_type, {}).get(self.protocol, _DEFAULT_RULE)
+        key = model.config.model_type
+        if self.protocol == "original" and self._family_row() in TEXT_RULES:
+            key = self._family_row()
+        return TEXT_RULES.get(key, {}).get(self.protocol, _DEFAULT_RULE)
 
     def _lowercase(self) -> bool:
         return self._rule()[1] if self.lowercase is None else bool(self.lowercase)
 
     def _prepare(self, texts: list[str]) -> list[str]:
+        if self._openai_clip():
+            return [clean_caption(t) for t in texts]
         return [t.lower() for t in texts] if self._lowercase() else texts
+
+    # -- the original script's preprocessing, per family (``--protocol original``) ---------------------
+
+    def _family_row(self) -> str:
+        """The family name of this model (``family`` as given, else looked up from ``model_path``)."""
+        if getattr(self, "_family_name", None) is None:
+            from lovr_hf.families import family_or_default
+
+            self._family_name = family_or_default(self.model_path, getattr(self, "family", None)).name
+        return self._family_name  # type: ignore[return-value]
+
+    def _openai_clip(self) -> bool:
+        """Under ``original``, the clip family ran OpenAI's ``clip`` package: its text cleaning and pixels."""
+        if self.protocol != "original":
+            return False
+        model, _ = self.load()
+        return model.config.model_type == "clip" and self._family_row() == "clip"
+
+    def _frame_processor(self) -> Any:
+        """The image processor frames go through: the processor's own, or under ``original`` the one the
+        family's original script instantiated (:data:`PIL_PROCESSOR_FAMILIES`)."""
+        _, processor = self.load()
+        if self.protocol == "original" and self._family_row() in PIL_PROCESSOR_FAMILIES:
+            if getattr(self, "_pil_processor", None) is None:
+                from transformers import AutoImageProcessor
+
+                self._pil_processor = AutoImageProcessor.from_pretrained(
+                    self.model_path, revision=self.revision, backend="pil",
+                    trust_remote_code=self.trust_remote_code)
+            return self._pil_processor
+        return getattr(processor, "image_processor", processor)
 
     @property
     def max_text_tokens(self) -> int | None:  # type: ignore[override]
@@ -341,17 +406,26 @@ class TransformersEmbedder(LazyEmbedder):
     # -- frames --------------------------------------------------------------------------------------
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised (the model's own image preprocessing)."""
+        """uint8 [n, H, W, 3] -> [n, d] float32, L2-normalised (the model's own image preprocessing; under
+        ``original`` the family's original one: :meth:`_openai_clip`, :meth:`_frame_processor`)."""
         import torch
 
         frames = check_frames(frames)
-        model, processor = self.load()
-        image_processor = getattr(processor, "image_processor", processor)
+        model, _ = self.load()
+        openai_clip = self._openai_clip()
+        image_processor = None if openai_clip else self._frame_processor()
+        n_px = int(model.config.vision_config.image_size) if openai_clip else 0
+        bf16_pixels = self.protocol == "original" and self._family_row() in BF16_PIXEL_FAMILIES
         t0 = time.perf_counter()
 
         def encode(batch: list[np.ndarray]) -> Any:
-            # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
-            kwargs = to_model(image_processor(images=batch, return_tensors="pt"), model)
+            if openai_clip:  # clip.load's own transform (PIL bicubic, centre crop, OpenAI mean/std)
+                kwargs = to_model({"pixel_values": openai_clip_pixels(batch, n_px)}, model)
+            else:  # all processor outputs go in: SigLIP2 also needs pixel_attention_mask and spatial_shapes
+                inputs = dict(image_processor(images=batch, return_tensors="pt"))
+                if bf16_pixels:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16).float()
+                kwargs = to_model(inputs, model)
             with torch.inference_mode():
                 return self._image_features(model, kwargs)
 
