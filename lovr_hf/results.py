@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -332,7 +333,7 @@ def _reproduce(rows: list[dict[str, Any]], entries: list[Entry], repo_name: str)
              "the stored embeddings and the `rankings-<model>` configs and fails on any difference.", "", "```bash"]
     for e in entries:
         lines.append(reproduce_command([r for r in rows if (r["model"], r["protocol"]) == e], repo_name))
-    lines += [f"lovr eval --repo {repo_name} --verify", "```", ""]
+    lines += [f"lovr eval --repo {shlex.quote(repo_name)} --verify", "```", ""]
     fps = sorted({r.get("dataset_fingerprint") for r in rows if r.get("dataset_fingerprint")})
     if fps:
         lines += [f"Dataset fingerprint: `{'`, `'.join(fps)}`" + (" (several: rows were scored on different data)"
@@ -380,6 +381,17 @@ def render_markdown(rows: list[dict[str, Any]], models: list[str], costs: dict[s
     return "\n".join(lines).rstrip() + "\n"
 
 
+def repo_arg(root: Path) -> str:
+    """``--repo`` as the reader of the card would type it: the path from the working directory when the
+    repo is below it (``lovr_demo/lovr`` after ``lovr demo``), else the folder's name (never an absolute
+    path: cards are published)."""
+    try:
+        rel = Path(root).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(root).name
+    return str(rel) if str(rel) != "." else "."
+
+
 def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = None) -> str:
     """(Re)write ``results.md`` and the plots from the ``results`` config, refresh the card; returns the markdown.
 
@@ -400,7 +412,7 @@ def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = Non
     entries = entries_of(rows, present)
     plot = write_plot(repo, rows, entries)
     slice_plot = write_slice_plot(repo, rows, entries)
-    md = render_markdown(rows, present, _read_costs(repo), plot, slice_plot, repo.root.name)
+    md = render_markdown(rows, present, _read_costs(repo), plot, slice_plot, repo_arg(repo.root))
     atomic_write_text(repo.root / RESULTS_MD, md)
     repo.refresh_card()
     return md

@@ -3,13 +3,14 @@ pipeline with the small real models' code paths (tested here with local folders 
 
 from __future__ import annotations
 
+import argparse
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
-from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
+from lovr_hf import demo, schema
 from lovr_hf.demo import DESCRIBER, run_demo
 from lovr_hf.repo import BenchmarkRepo
 
@@ -25,12 +26,16 @@ def english_share(text: str) -> float:
     return sum(w in FUNCTION_WORDS for w in words) / max(1, len(words))
 
 
-def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> None:
+def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys, monkeypatch, caplog) -> None:
     from lovr_hf.samples import make_sample_folder
 
+    monkeypatch.chdir(tmp_path)  # as a newcomer runs it: a relative output folder below the working directory
     out = tmp_path / "demo"  # shorter sample videos than the demo's own (it generates them only when absent)
     make_sample_folder(out / "videos", durations_s=(21.0, 16.0), width=320, height=180, fps=24)
-    assert cli_main(["-q", "demo", "--output_dir", str(out)]) == 0
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)  # the command's own parser and main (the CLI's logging set-up would drop caplog)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(parser.parse_args(["--output_dir", "demo"])) == 0
     printed = capsys.readouterr().out
     repo = BenchmarkRepo(out / "lovr")
     # clip captions describe their clips, and differ from clip to clip
@@ -45,6 +50,18 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> No
     # every merge call is accounted for in the printed summary: how many kept the original text, why
     calls = sum(r["llm_calls"] for r in repo.read(schema.CLUSTERS)) + sum(v["llm_calls"] for v in videos)
     assert calls > 0 and f"merge LLM calls: {calls}, of which" in printed and "rejected by the reply guard" in printed
+    # a merge a reader can see: every join of a cluster connects its two paragraphs (by the LLM where the reply
+    # guard keeps its reply, else by the labelled stand-in joiner), and the output says who wrote how many
+    written = re.search(r"merge texts written: joins: (\d+) by the LLM, (\d+) by the stand-in joiner", printed)
+    joins = sum(r["llm_calls"] for r in repo.read(schema.CLUSTERS))
+    assert written and int(written[1]) + int(written[2]) == joins, printed
+    for cl in repo.read(schema.CLUSTERS).to_list():  # each join added its connective between the paragraphs
+        assert cl["caption"].count("Then, ") >= (cl["llm_calls"] if int(written[1]) == 0 else 1), cl["caption"]
+    # one progress line per LLM call with its time; no call ran to a 1024-token limit
+    llm_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LLM ")]
+    assert len(llm_lines) == calls + len(videos) and all(re.search(r"in \d+\.\ds on \d+ thread", m) for m in llm_lines)
+    assert all(int(re.search(r"\(limit (\d+)", m)[1]) <= 96 for m in llm_lines)
+    assert "demo finished in" in printed
     # retrieval above chance with the describer; the random CLIP is there and labelled as random
     res = {(r["model"], r["direction"], r["k"]): r for r in repo.read(schema.RESULTS)
            if r["metric"] == "pass@k" and r["slice"] == "all"}
@@ -53,6 +70,9 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> No
     assert t2c["model_revision"].startswith("builtin:lovr_hf-")  # the stand-in is lovr_hf's own code
     card = repo.card_path.read_text()
     assert "Demo data" in card and "offline stand-in" in card and "RANDOM weights" in card and "SmolLM2" in card
+    assert "stand-in joiner" in card
+    # the card's reproduce commands point at the repo where it is (issue #24: they said --repo lovr)
+    assert "lovr eval --repo demo/lovr --verify" in card and "--repo lovr " not in card
     assert "offline stand-in" in printed and "RANDOM weights" in printed
 
 
