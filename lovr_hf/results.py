@@ -123,12 +123,15 @@ def _pct(r: dict[str, Any]) -> str:
 
 
 def _rank(r: dict[str, Any] | None, fmt: str) -> str:
+    """A rank and its interval in one format: integers when all three are whole (a median of ranks usually
+    is), else one decimal for all three (never "2 [2, 7.025]")."""
     if r is None:
         return "-"
-    v = format(r["value"], fmt)
-    if r.get("ci_low") is None:
-        return v
-    return f"{v} [{format(r['ci_low'], fmt)}, {format(r['ci_high'], fmt)}]"
+    nums = [r["value"]] + ([r["ci_low"], r["ci_high"]] if r.get("ci_low") is not None else [])
+    if fmt == "g":
+        fmt = ".0f" if all(float(x).is_integer() for x in nums) else ".1f"
+    v, *ci = (format(x, fmt) for x in nums)
+    return f"{v} [{ci[0]}, {ci[1]}]" if ci else v
 
 
 def _name(e: Entry, oracle: set[Entry]) -> str:
