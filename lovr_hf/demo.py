@@ -43,7 +43,7 @@ STAND_IN = "offline stand-in (not a model): the frame describer writes what the 
 DURATIONS_S = (42.0, 35.0)
 GUARDED_MERGER = "lovr_hf.backends.demo_merge:GuardedMerger"
 #: a theme is 2-4 sentences; a join's reply is bounded by its inputs in the backend (1.5 x their tokens)
-MERGE_OPTIONS = {"stop_on_echo": True, "max_new_tokens_cap": 96}
+MERGE_OPTIONS = {"stop_on_echo": True, "max_new_tokens_cap": 64}
 MERGE_KIND = ("; each reply the reply guard rejects is replaced by the stand-in joiner's text (a deterministic "
               "join with a temporal connective, not a model), counted in the output")
 

@@ -93,3 +93,26 @@ def test_hub_demo_path_with_local_folders_in_place_of_the_hub_models(tmp_path: P
     assert {r["model"] for r in repo.read(schema.RESULTS)} == {clip}
     card = repo.card_path.read_text()
     assert "--hub" in card and "local folder" in card and "SmolVLM2-256M-Video-Instruct" in card
+
+
+def test_guarded_merger_keeps_a_good_reply_and_labels_the_stand_in_text() -> None:
+    """The demo's merger: the LLM's reply where the merge stage's own guard keeps it, else the stand-in's."""
+    from lovr_hf.backends import demo_merge
+    from lovr_hf.merge_text import merger_params, smooth_group, transition_messages
+
+    prev = "From beginning to end the scene keeps its purple look."
+    nxt = "A dim textured scene in which magenta, black and green cover most of the frame."
+    merger = demo_merge.GuardedMerger.__new__(demo_merge.GuardedMerger)
+    merger.stand_in = demo_merge.StandInJoiner()
+    demo_merge.reset_tally()
+    merger.llm = demo_merge._Canned("The original content is as follows")  # SmolLM2's usual echo
+    res = smooth_group([prev, nxt], merger, merger_params())
+    assert res.failed_calls == 0 and res.caption == f"{prev}\nThen, a dim textured scene in which magenta, black " \
+                                                     "and green cover most of the frame."
+    good = f"{prev}\nThen, the scene turns dim: magenta, black and green cover most of the frame."
+    merger.llm = demo_merge._Canned(good)
+    assert merger.chat(transition_messages(prev, nxt), merger_params()) == good
+    assert demo_merge.TALLY[("join", "stand-in")] == 1 and demo_merge.TALLY[("join", "llm")] == 1
+    assert "joins: 1 by the LLM, 1 by the stand-in joiner" in demo_merge.tally_note()
+    theme = demo_merge.StandInJoiner().theme(f"{nxt}\n{prev}")
+    assert demo_merge.guard_problem("theme", {"caption": f"{nxt}\n{prev}"}, theme) is None
