@@ -65,6 +65,20 @@ def test_report_page_has_results_plots_and_a_gallery_of_decoded_clips(scored: Be
     assert _run(["--repo", str(scored.root), "--out", str(out), "--model", "nope"]) == 2
 
 
+def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    from lovr_hf import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.report", "static HTML report per model"))
+    assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0
+    assert capsys.readouterr().out.strip().endswith("dummy.html")
+    empty = BenchmarkRepo(tmp_path / "empty")
+    empty.refresh_card()
+    assert cli.main(["-q", "report", "--repo", str(empty.root), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no results" in err[0] and "Traceback" not in err[0]
+
+
 def _chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
