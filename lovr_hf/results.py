@@ -24,6 +24,7 @@ from lovr_hf.results_plots import (  # noqa: F401 - re-exported
     PLOT,
     SLICE_PLOT,
     Entry,
+    display_name,
     short,
     slice_k,
     write_plot,
@@ -313,19 +314,24 @@ def _availability_table(rows: list[dict[str, Any]], entries: list[Entry]) -> lis
 
 
 def _cost_table(models: list[str], costs: dict[str, Any]) -> list[str]:
+    """Decode, encode and (when recorded) model-load time per part: loading a model is not encoding."""
     cost_models = [m for m in models if m in costs]
     if not cost_models:
         return []
+    load = any("load_ms" in (costs[m].get(part) or {}) for m in cost_models for part in costs[m])
     lines = ["### Cost", "",
              "Decode (I/O) vs encode time in ms, summed over all processes; frames shared by a clip and "
-             "its video are decoded and encoded once and counted in both rows.", "",
-             "| model | part | items | frames | I/O ms | encode ms | ms / item |", "|---|---|---|---|---|---|---|"]
+             "its video are decoded and encoded once and counted in both rows."
+             + (" Model loading is its own column, not part of any encode time." if load else ""), "",
+             "| model | part | items | frames | I/O ms | encode ms |" + (" load ms |" if load else "") + " ms / item |",
+             "|---|---|---|---|---|---|" + ("---|" if load else "") + "---|"]
     for m in cost_models:
         for part in ("clips", "videos", "captions", "total"):
             c = costs[m].get(part)
             if c:
-                lines.append(f"| {_cell(m)} | {part} | {c['items']} | {c['frames']} | {c['io_ms']:.0f} | "
-                             f"{c['encode_ms']:.0f} | {c['ms_per_item']:.1f} |")
+                lines.append(f"| {_cell(display_name(m))} | {part} | {c['items']} | {c['frames']} | {c['io_ms']:.0f} | "
+                             f"{c['encode_ms']:.0f} |" + (f" {c.get('load_ms', 0.0):.0f} |" if load else "")
+                             + f" {c['ms_per_item']:.1f} |")
     return lines + [""]
 
 

@@ -107,3 +107,13 @@ def test_histogram_bars_have_visible_edges(tmp_path: Path, figures: list) -> Non
     # an edge that is drawn (not transparent: matplotlib's default for hist bars) and unlike the fill
     assert bars and all(b.get_linewidth() > 0 and to_rgba(b.get_edgecolor())[3] > 0
                         and to_rgba(b.get_edgecolor()) != to_rgba(b.get_facecolor()) for b in bars)
+
+
+def test_cost_table_shows_model_loading_apart_from_encoding() -> None:
+    part = {"items": 9, "frames": 189, "io_ms": 1099.0, "encode_ms": 736.0, "ms_per_item": 203.8}
+    costs = {A: {"clips": part, "captions": dict(part, frames=0, io_ms=0.0, encode_ms=410.0, load_ms=5200.0)}}
+    md = "\n".join(results._cost_table([A], costs))
+    assert "| load ms |" in md and "| tiny-clip | captions | 9 | 0 | 0 | 410 | 5200 |" in md
+    assert A not in md  # the absolute path of a local model never reaches the card
+    without = "\n".join(results._cost_table([A], {A: {"clips": part}}))
+    assert "load ms" not in without
