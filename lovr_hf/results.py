@@ -93,10 +93,18 @@ def _read_costs(repo: BenchmarkRepo) -> dict[str, Any]:
         return {}
 
 
+def cost_key(model: str) -> str:
+    """The key of a model in ``assets/eval_cost.json``: its label, never an absolute path (the file is published)."""
+    from lovr_hf.models import model_label
+
+    return model_label(model)
+
+
 def write_cost(repo: BenchmarkRepo, model: str, report: dict[str, Any]) -> None:
     with _lock(repo):
         costs = _read_costs(repo)
-        costs[model] = report
+        costs.pop(model, None)  # an older lovr_hf keyed it by the model string itself
+        costs[cost_key(model)] = report
         atomic_write_text(repo.root / COST_JSON, json.dumps(costs, indent=2, sort_keys=True))
 
 
@@ -315,7 +323,8 @@ def _availability_table(rows: list[dict[str, Any]], entries: list[Entry]) -> lis
 
 def _cost_table(models: list[str], costs: dict[str, Any]) -> list[str]:
     """Decode, encode and (when recorded) model-load time per part: loading a model is not encoding."""
-    cost_models = [m for m in models if m in costs]
+    costs = {m: costs.get(cost_key(m)) or costs.get(m) for m in models}
+    cost_models = [m for m in models if costs[m]]
     if not cost_models:
         return []
     load = any("load_ms" in (costs[m].get(part) or {}) for m in cost_models for part in costs[m])

@@ -117,3 +117,15 @@ def test_cost_table_shows_model_loading_apart_from_encoding() -> None:
     assert A not in md  # the absolute path of a local model never reaches the card
     without = "\n".join(results._cost_table([A], {A: {"clips": part}}))
     assert "load ms" not in without
+
+
+def test_eval_cost_json_never_holds_a_local_path(tmp_path: Path) -> None:
+    from lovr_hf.tiny import build_tiny_clip
+
+    folder = build_tiny_clip(tmp_path / "models" / "tiny-clip")
+    repo = BenchmarkRepo(tmp_path / "repo")
+    part = {"items": 1, "frames": 1, "io_ms": 1.0, "encode_ms": 2.0, "ms_per_item": 3.0}
+    results.write_cost(repo, folder, {"clips": part})
+    text = (repo.root / results.COST_JSON).read_text()
+    assert str(tmp_path) not in text and '"tiny-clip-' in text  # before: keyed by the absolute folder path
+    assert "| tiny-clip | clips | 1 | 1 | 1 | 2 | 3.0 |" in "\n".join(results._cost_table([folder], results._read_costs(repo)))
