@@ -88,7 +88,8 @@ def write_clip_histogram(repo: BenchmarkRepo, lengths: list[float]) -> str | Non
     if not lengths:
         return None
     fig, ax = pyplot().subplots(figsize=(6, 3.2), dpi=100)
-    ax.hist(lengths, bins=min(40, max(5, len(lengths) // 3)), color="#4C72B0")
+    # visible bar edges: two equal adjacent bars must not read as one wide block
+    ax.hist(lengths, bins=min(40, max(5, len(lengths) // 3)), color="#4C72B0", edgecolor="white", linewidth=0.8)
     ax.set_xlabel("clip length (s)")
     ax.set_ylabel("clips")
     ax.set_title(f"Clip lengths ({len(lengths)} clips)")
@@ -96,18 +97,25 @@ def write_clip_histogram(repo: BenchmarkRepo, lengths: list[float]) -> str | Non
     return save_png(repo, fig, CLIP_HIST)
 
 
+def _origin(run: dict[str, Any]) -> list[str]:
+    """Where the data came from: an imported release was neither captioned nor merged by lovr_hf."""
+    imported = run.get("import_release")
+    if isinstance(imported, dict):
+        gen = imported.get("generation")
+        return [f"Imported with lovr_hf {__version__} from the published LoVR release (arXiv 2505.13928)"
+                + (f", {gen} generation" if gen else "") + ": its clip and video captions are the release's own, "
+                "loaded as published; lovr_hf did not segment, caption or merge them (the release has no "
+                "clusters). Retrieval models are scored with pass@k (Recall@k) in both directions."]
+    return ["Built with lovr_hf "
+            f"{__version__}, following LoVR (arXiv 2505.13928): long videos are cut into scene clips, every clip",
+            "is captioned by a vision-language model, and clip captions are merged into cluster and full-video",
+            "captions by an LLM. Retrieval models are scored with pass@k (Recall@k) in both directions."]
+
+
 def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
     s = stats(repo, files)
     run = repo.run_config()
-    lines = [
-        f"# {repo.root.name}: a LoVR-style long-video retrieval benchmark",
-        "",
-        "Built with lovr_hf "
-        f"{__version__}, following LoVR (arXiv 2505.13928): long videos are cut into scene clips, every clip",
-        "is captioned by a vision-language model, and clip captions are merged into cluster and full-video",
-        "captions by an LLM. Retrieval models are scored with pass@k (Recall@k) in both directions.",
-        "",
-    ]
+    lines = [f"# {repo.root.name}: a LoVR-style long-video retrieval benchmark", "", *_origin(run), ""]
     demo = run.get("demo")
     if demo:
         lines += ["> **Demo data** (`lovr demo`" + (" --hub" if isinstance(demo, dict) and demo.get("mode") == "hub"

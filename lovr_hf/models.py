@@ -10,6 +10,7 @@ resumable embedding engine.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import re
@@ -123,21 +124,57 @@ def _backend_of(config: EmbedConfig) -> str:
     return resolve_backend(config.model, config.backend, config.family)
 
 
+def looks_like_path(text: str) -> bool:
+    """A local path rather than a Hub id (``org/name``) or a plug-in (``module:Class``)."""
+    return text.startswith(("/", "./", "../", "~", ".\\")) or len(Path(text).parts) > 2 or "\\" in text
+
+
+def folder_digest(folder: Path, small: int = 1 << 20) -> str:
+    """Short hash of a model folder's *content*: every file's relative name and size, and the bytes of the
+    small ones (configs, tokenizers). The same weights in two places get the same name; a changed config
+    gets another. Weight files are not read (sizes only): naming a model must not cost a pass over GBs."""
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in
+                                                                            p.relative_to(folder).parts))
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(folder).as_posix()}\0{size}\0".encode())
+        if size <= small:
+            h.update(p.read_bytes())
+    return h.hexdigest()[:8] if files else short_hash(str(folder.resolve()))  # an empty folder: its place
+
+
+def model_label(model: str) -> str:
+    """How a model is named in config names, cards, assets and logs: never an absolute path.
+
+    Hub ids, backend names and plug-ins stay as they are; a local folder is ``<folder name>-<content
+    hash>`` (:func:`folder_digest`); a path that does not exist is ``<last part>-<hash of the path text>``.
+    """
+    text = model.strip()
+    if not text or _PLUGIN.match(text):
+        return text
+    path = Path(text).expanduser()
+    if path.exists():
+        resolved = path.resolve()
+        return f"{resolved.name or 'model'}-{folder_digest(resolved) if resolved.is_dir() else short_hash(str(resolved))}"
+    if looks_like_path(text):
+        return f"{path.name or 'model'}-{short_hash(text)}"
+    return text
+
+
 def model_slug(model: str) -> str:
     """A folder-safe, stable name for a model (``[A-Za-z0-9_-]`` only; never escapes a folder).
 
     Hub ids keep their name (``openai/clip-vit-base-patch32`` -> ``openai__clip-vit-base-patch32``);
-    local folders become ``<folder name>-<hash of the absolute path>`` (two folders named ``clip`` differ);
-    anything else unsafe is slugged with a hash suffix (:func:`lovr_hf.ids.strict_slug`).
+    local folders become :func:`model_label`'s ``<folder name>-<content hash>`` (the absolute path of a
+    temporary folder never reaches a config name); anything else unsafe is slugged with a hash suffix
+    (:func:`lovr_hf.ids.strict_slug`).
     """
     text = model.strip()
     if not text:
         raise ValueError("empty model name")
-    path = Path(text).expanduser()
-    if not _PLUGIN.match(text) and path.exists():
-        resolved = path.resolve()
-        name = f"{resolved.name or 'model'}-{short_hash(str(resolved))}"
-    else:
+    name = model_label(text)
+    if name == text:
         name = text.replace("/", "__").replace(":", "__")
     return strict_slug(name)
 

@@ -119,6 +119,18 @@ def render_prompt(template: str, **fields: str) -> str:
     return out
 
 
+def prompt_fields(template: str, text: str) -> dict[str, str] | None:
+    """The ``{name}`` values that :func:`render_prompt` put into ``template`` to give ``text``, or None.
+
+    The inverse of rendering, so a backend can tell which task a message is (a join, a theme) and size
+    its reply to the inputs, without the caller passing anything but the chat messages.
+    """
+    parts = re.split(r"\{(\w+)\}", template)
+    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(parts))
+    m = re.fullmatch(pattern, text, flags=re.S)
+    return None if m is None else m.groupdict()
+
+
 def prompt_hash(*texts: str) -> str:
     """Short stable id of the prompt texts that shaped an output (12 hex chars of sha256)."""
     h = hashlib.sha256()

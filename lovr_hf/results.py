@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from lovr_hf.results_plots import (  # noqa: F401 - re-exported
     PLOT,
     SLICE_PLOT,
     Entry,
+    display_name,
     short,
     slice_k,
     write_plot,
@@ -91,10 +93,18 @@ def _read_costs(repo: BenchmarkRepo) -> dict[str, Any]:
         return {}
 
 
+def cost_key(model: str) -> str:
+    """The key of a model in ``assets/eval_cost.json``: its label, never an absolute path (the file is published)."""
+    from lovr_hf.models import model_label
+
+    return model_label(model)
+
+
 def write_cost(repo: BenchmarkRepo, model: str, report: dict[str, Any]) -> None:
     with _lock(repo):
         costs = _read_costs(repo)
-        costs[model] = report
+        costs.pop(model, None)  # an older lovr_hf keyed it by the model string itself
+        costs[cost_key(model)] = report
         atomic_write_text(repo.root / COST_JSON, json.dumps(costs, indent=2, sort_keys=True))
 
 
@@ -122,12 +132,15 @@ def _pct(r: dict[str, Any]) -> str:
 
 
 def _rank(r: dict[str, Any] | None, fmt: str) -> str:
+    """A rank and its interval in one format: integers when all three are whole (a median of ranks usually
+    is), else one decimal for all three (never "2 [2, 7.025]")."""
     if r is None:
         return "-"
-    v = format(r["value"], fmt)
-    if r.get("ci_low") is None:
-        return v
-    return f"{v} [{format(r['ci_low'], fmt)}, {format(r['ci_high'], fmt)}]"
+    nums = [r["value"]] + ([r["ci_low"], r["ci_high"]] if r.get("ci_low") is not None else [])
+    if fmt == "g":
+        fmt = ".0f" if all(float(x).is_integer() for x in nums) else ".1f"
+    v, *ci = (format(x, fmt) for x in nums)
+    return f"{v} [{ci[0]}, {ci[1]}]" if ci else v
 
 
 def _name(e: Entry, oracle: set[Entry]) -> str:
@@ -309,19 +322,25 @@ def _availability_table(rows: list[dict[str, Any]], entries: list[Entry]) -> lis
 
 
 def _cost_table(models: list[str], costs: dict[str, Any]) -> list[str]:
-    cost_models = [m for m in models if m in costs]
+    """Decode, encode and (when recorded) model-load time per part: loading a model is not encoding."""
+    costs = {m: costs.get(cost_key(m)) or costs.get(m) for m in models}
+    cost_models = [m for m in models if costs[m]]
     if not cost_models:
         return []
+    load = any("load_ms" in (costs[m].get(part) or {}) for m in cost_models for part in costs[m])
     lines = ["### Cost", "",
              "Decode (I/O) vs encode time in ms, summed over all processes; frames shared by a clip and "
-             "its video are decoded and encoded once and counted in both rows.", "",
-             "| model | part | items | frames | I/O ms | encode ms | ms / item |", "|---|---|---|---|---|---|---|"]
+             "its video are decoded and encoded once and counted in both rows."
+             + (" Model loading is its own column, not part of any encode time." if load else ""), "",
+             "| model | part | items | frames | I/O ms | encode ms |" + (" load ms |" if load else "") + " ms / item |",
+             "|---|---|---|---|---|---|" + ("---|" if load else "") + "---|"]
     for m in cost_models:
         for part in ("clips", "videos", "captions", "total"):
             c = costs[m].get(part)
             if c:
-                lines.append(f"| {_cell(m)} | {part} | {c['items']} | {c['frames']} | {c['io_ms']:.0f} | "
-                             f"{c['encode_ms']:.0f} | {c['ms_per_item']:.1f} |")
+                lines.append(f"| {_cell(display_name(m))} | {part} | {c['items']} | {c['frames']} | {c['io_ms']:.0f} | "
+                             f"{c['encode_ms']:.0f} |" + (f" {c.get('load_ms', 0.0):.0f} |" if load else "")
+                             + f" {c['ms_per_item']:.1f} |")
     return lines + [""]
 
 
@@ -332,7 +351,7 @@ def _reproduce(rows: list[dict[str, Any]], entries: list[Entry], repo_name: str)
              "the stored embeddings and the `rankings-<model>` configs and fails on any difference.", "", "```bash"]
     for e in entries:
         lines.append(reproduce_command([r for r in rows if (r["model"], r["protocol"]) == e], repo_name))
-    lines += [f"lovr eval --repo {repo_name} --verify", "```", ""]
+    lines += [f"lovr eval --repo {shlex.quote(repo_name)} --verify", "```", ""]
     fps = sorted({r.get("dataset_fingerprint") for r in rows if r.get("dataset_fingerprint")})
     if fps:
         lines += [f"Dataset fingerprint: `{'`, `'.join(fps)}`" + (" (several: rows were scored on different data)"
@@ -380,6 +399,17 @@ def render_markdown(rows: list[dict[str, Any]], models: list[str], costs: dict[s
     return "\n".join(lines).rstrip() + "\n"
 
 
+def repo_arg(root: Path) -> str:
+    """``--repo`` as the reader of the card would type it: the path from the working directory when the
+    repo is below it (``lovr_demo/lovr`` after ``lovr demo``), else the folder's name (never an absolute
+    path: cards are published)."""
+    try:
+        rel = Path(root).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(root).name
+    return str(rel) if str(rel) != "." else "."
+
+
 def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = None) -> str:
     """(Re)write ``results.md`` and the plots from the ``results`` config, refresh the card; returns the markdown.
 
@@ -400,7 +430,7 @@ def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = Non
     entries = entries_of(rows, present)
     plot = write_plot(repo, rows, entries)
     slice_plot = write_slice_plot(repo, rows, entries)
-    md = render_markdown(rows, present, _read_costs(repo), plot, slice_plot, repo.root.name)
+    md = render_markdown(rows, present, _read_costs(repo), plot, slice_plot, repo_arg(repo.root))
     atomic_write_text(repo.root / RESULTS_MD, md)
     repo.refresh_card()
     return md

