@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-release": ("lovr_hf.release", "import the official LoVR release into a benchmark repo"),
     "info": ("lovr_hf.info", "show where a benchmark stands, or summarise a parquet file"),
     "export": ("lovr_hf.export", "export a benchmark repo in the original LoVR file layout (JSONL, JSON/CSV)"),
+    "report": ("lovr_hf.report", "write a static HTML page per scored model: results, plots, hits and misses"),
     "materialize": ("lovr_hf.materialize", "rebuild clip files of an index-only repo from your own videos"),
 }
 

@@ -3,8 +3,8 @@
 Why: the engine records a bad input as an ``error`` row (retrying cannot help) and a failed call or an
 environment fault as a ``failed`` row (``--retry-failed`` re-processes it once the disk has room again).
 A clip that cannot be written because the disk is full says nothing about the video, so it must not be
-recorded as a bad video; nor must a bug in lovr_hf (an ``AttributeError`` once failed every video of
-``--max_workers 2`` as if each were corrupt). The cutters wrap FFmpeg errors in :class:`lovr_hf.video.VideoError` (``raise ...
+recorded as a bad video. :func:`lovr_hf.failures.input_failure` is the one rule that turns an exception into a
+row status (bugs included); this module only knows the environment's errnos. The cutters wrap FFmpeg errors in :class:`lovr_hf.video.VideoError` (``raise ...
 from None`` keeps the original as ``__context__``), so the whole chain is searched.
 """
 
@@ -23,6 +23,8 @@ ENVIRONMENT_ERRNOS = frozenset(
         errno.EMFILE,  # too many open files (this process)
         errno.ENFILE,  # too many open files (the system)
         errno.ENOMEM,  # out of memory
+        errno.EIO,  # an I/O error of the disk or network file system
+        getattr(errno, "ESTALE", None),  # a stale network file handle
     )
     if code is not None
 )
@@ -40,22 +42,6 @@ def environment_fault(exc: BaseException) -> OSError | None:
     return None
 
 
-# exceptions that only a bug in lovr_hf (or a library it calls wrongly) raises, never a property of the video
-PROGRAMMING_ERRORS = (AttributeError, NameError, ImportError, AssertionError, NotImplementedError, RecursionError)
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """``(status, message)`` of a unit that raised ``exc``: ``failed`` (retryable) for an environment fault
-    or a programming error (prefixed "internal error", so nobody blames the video), else ``error`` (bad input)."""
-    from lovr_hf import schema
-
-    if environment_fault(exc) is not None:
-        return schema.FAILED, describe(exc)
-    if isinstance(exc, PROGRAMMING_ERRORS):
-        return schema.FAILED, f"internal error (a bug, not this video): {describe(exc)}"
-    return schema.ERROR, describe(exc)
-
-
 def describe(exc: BaseException) -> str:
     """``Type: message`` of ``exc``, with the environment fault behind it when that is another exception."""
     text = f"{type(exc).__name__}: {exc}"
@@ -65,4 +51,4 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-__all__ = ["ENVIRONMENT_ERRNOS", "PROGRAMMING_ERRORS", "classify", "describe", "environment_fault"]
+__all__ = ["ENVIRONMENT_ERRNOS", "describe", "environment_fault"]

@@ -15,7 +15,6 @@ a row failure: :class:`SetupError` stops the command before any row with one lin
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import re
 import traceback
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lovr_hf import schema
+from lovr_hf.env_faults import ENVIRONMENT_ERRNOS, describe, environment_fault
 
 #: the stored error text of a row failed by a programming error starts with this (after any "clip X: ")
 BUG_MARKER = "bug: "
@@ -157,8 +157,7 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
     A programming error propagates with its traceback."""
     try:
         backend = factory()
-        # ``load()``: the adapters' public loader; ``_load()``: the transformers chat LLM's (no public one yet)
-        load = getattr(backend, "load", None) or getattr(backend, "_load", None)
+        load = getattr(backend, "load", None)  # the adapters' and the transformers chat LLM's public loader
         if callable(load):
             load()
         check_endpoint(backend, what)
@@ -183,11 +182,11 @@ def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) ->
     import openai
 
     where = client.api_base or "https://api.openai.com/v1"
-    if client._secret is None and _is_official_openai(client.api_base):
+    if not client.has_key and _is_official_openai(client.api_base):
         raise SetupError(f"{what} {client.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "
                          "set it, or point the api base flag at a local OpenAI-compatible server")
     try:
-        client._client.with_options(timeout=timeout, max_retries=0).models.list()
+        client.list_models(timeout)
     except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
         raise SetupError(f"{what} {client.model}: the server at {where} refused the API key "
                          f"({exc.status_code}): check OPENAI_API_KEY") from None
@@ -198,9 +197,6 @@ def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) ->
         return  # it answered: a server without /models still serves chat completions
 
 
-#: errno values of an environment fault reading an input (not the input's fault: retry after fixing it)
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EIO, errno.EMFILE, errno.ENFILE,
-                       errno.ESTALE if hasattr(errno, "ESTALE") else errno.EIO}
 
 
 def input_failure(exc: BaseException) -> Failure:
@@ -209,12 +205,12 @@ def input_failure(exc: BaseException) -> Failure:
     programming error is a bug (``failed``, bug-marked)."""
     if is_bug(exc):
         return classify(exc)
-    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
-        return Failure(schema.FAILED, _text(exc), False)
+    if environment_fault(exc) is not None:  # anywhere in the chain: the cutters wrap FFmpeg's errors
+        return Failure(schema.FAILED, describe(exc), False)
     return Failure(schema.ERROR, _text(exc), False)
 
 
-_ENV_RE = re.compile(r"\[Errno (" + "|".join(str(n) for n in sorted(_ENVIRONMENT_ERRNOS)) + r")\]")
+_ENV_RE = re.compile(r"\[Errno (" + "|".join(str(n) for n in sorted(ENVIRONMENT_ERRNOS)) + r")\]")
 
 
 def reason_status(reason: str | None) -> str:

@@ -268,6 +268,8 @@ def protocol_payload(config: EmbedConfig) -> dict[str, Any] | None:
         "name": config.protocol, "family": fam.name, "bgr_frames": swaps_channels(config),
         "dtype_on_cuda": fam.original_dtype if config.dtype in ("auto", None) else config.dtype,
         "adapter_protocol": bool(cls is not None and "protocol" in _accepted(cls, {"protocol": None})),
+        # bumped by an adapter whose --protocol original output changed: older embeddings are made anew
+        "adapter_revision": getattr(cls, "original_revision", None),
     }
 
 
@@ -320,6 +322,7 @@ def make_embedder(config: EmbedConfig) -> Embedder:
         "revision": config.revision, "trust_remote_code": config.trust_remote_code,
         "batch_size": config.batch_size, "text_mode": config.text_mode,
         "max_text_tokens": config.max_text_tokens, "protocol": config.protocol,
+        "family": resolve_family(config).name,  # an explicit --family reaches the adapters that take it
     }
     if backend == config.model or backend == "dummy":  # the model string names the class itself
         opts.pop("model_path")

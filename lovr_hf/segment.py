@@ -31,8 +31,9 @@ from typing import Any, ClassVar
 
 from datasets import Dataset, Features, Value
 
-from lovr_hf import clip_store, detect_and_cut, env_faults, schema
+from lovr_hf import clip_store, detect_and_cut, schema
 from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
+from lovr_hf.failures import input_failure
 from lovr_hf.ids import safe_id, short_hash
 from lovr_hf.repo import DEFAULT_CLIPS_DIR, BenchmarkRepo
 from lovr_hf.stage import Stage, StageResult
@@ -269,8 +270,8 @@ class SegmentStage(Stage):
             logger.warning("%s (%s): %s", vid, row["source_name"], exc)
             video = self._with_digest(video, digest)
             # a full disk, a permission or a bug is not the video's fault: failed (retryable), not error
-            status, message = env_faults.classify(exc)
-            return {**video, schema.STATUS: status, schema.ERROR_COL: message}, []
+            f = input_failure(exc)
+            return {**video, schema.STATUS: f.status, schema.ERROR_COL: f.message}, []
         finally:
             pool.shutdown(wait=True)
 

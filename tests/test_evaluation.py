@@ -20,6 +20,7 @@ from lovr_hf.backends.testing import DummyEmbedder
 from lovr_hf.cli import main as cli_main
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
 from lovr_hf.evaluation import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.results import cost_key
 from lovr_hf.retrieval import DIRECTIONS
 from lovr_hf.video import read_clip_frames
 
@@ -84,7 +85,7 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
     card = repo.card_path.read_text()
     assert "## Retrieval results" in card and PLOT in card and "/siglip |" in card
     costs = json.loads((repo.root / COST_JSON).read_text())
-    c = costs[clip]
+    c = costs[cost_key(clip)]  # keyed by the model's label, never a local absolute path
     assert c["clips"]["items"] == N_CLIPS and c["videos"]["items"] == 2 and c["captions"]["items"] == N_CLIPS + 4
     assert c["total"]["io_ms"] > 0 and c["total"]["encode_ms"] > 0 and c["clips"]["frames"] > 0
 

@@ -11,6 +11,7 @@ import pytest
 
 from lovr_hf import clipper, detect_and_cut, schema
 from lovr_hf.cli_common import RunControl
+from lovr_hf.failures import is_bug_text
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.segment import SegmentConfig, segment
@@ -79,5 +80,6 @@ def test_a_bug_is_a_failed_internal_error_not_a_bad_video(videos: Path, tmp_path
     segment(videos, repo, SegmentConfig(min_clip_duration=1.0))
     (v,), _ = _rows(repo)
     assert v["status"] == schema.FAILED
-    assert v["error"] == ("internal error (a bug, not this video): AttributeError: "
-                          "'SegmentStage' object has no attribute '_work'")
+    # the one failure rule (lovr_hf.failures): bug-marked, so the command's exit code says a bug happened
+    assert v["error"].startswith("bug: AttributeError: 'SegmentStage' object has no attribute '_work'")
+    assert is_bug_text(v["error"])

@@ -212,6 +212,11 @@ class TransformersChatLLM(ChatLLM):
     def _load(self) -> tuple[Any, Any]:
         return load_causal_lm(self.model_path, self.gguf_file, **self._load_kwargs)
 
+    def load(self) -> tuple[Any, Any]:
+        """Load the weights now (cached): commands call it once before any row so a model that cannot load
+        stops the command with one line instead of failing every merge call."""
+        return self._load()
+
     def model_id(self) -> str:
         folder, gguf = resolve_model_path(self.model_path, self.gguf_file)
         name = folder if not Path(folder).exists() else Path(folder).name  # Hub id, or a folder's name

@@ -229,6 +229,15 @@ class OpenAIChatClient:
     def __repr__(self) -> str:  # never the key
         return f"OpenAIChatClient(model={self.model!r}, api_base={self.api_base!r})"
 
+    @property
+    def has_key(self) -> bool:
+        """Whether a real key was given (else the placeholder goes out, fine for local servers only)."""
+        return self._secret is not None
+
+    def list_models(self, timeout: float = 10.0) -> Any:
+        """``GET /models`` once, without retries: the start-up check that the server answers and takes the key."""
+        return self._client.with_options(timeout=timeout, max_retries=0).models.list()
+
     # ---- requests ---------------------------------------------------------------------------------------
 
     def request_kwargs(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
