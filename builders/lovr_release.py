@@ -127,14 +127,30 @@ class ReleaseScan:
         return PER_CLIP if on_disk and on_disk <= set(self.query_ids) else QUERY_LIST
 
 
-def _scan_dir(folder: Path, vid: str) -> tuple[list[ClipFile], list[str]]:
+def _link_problem(entry: os.DirEntry[str], base: Path, folder_linked: bool) -> str | None:
+    """Why a clip file is refused as a link: a release holds its files; a link is never followed (a link
+    to /etc/passwd or to a video elsewhere would be imported, then published, as a clip)."""
+    if entry.is_symlink():
+        return f"clip file {entry.name!r} is a symbolic link (links are not followed: copy the file in)"
+    if folder_linked:
+        return f"clip folder of {entry.name!r} is a symbolic link (links are not followed: copy the folder in)"
+    real = Path(os.path.realpath(entry.path))
+    if base != real and base not in real.parents:
+        return f"clip file {entry.name!r} resolves outside the release ({real.name}): not imported"
+    return None
+
+
+def _scan_dir(folder: Path, vid: str, base: Path | None = None) -> tuple[list[ClipFile], list[str]]:
     rows: list[ClipFile] = []
     ignored: list[str] = []
     seen: set[str] = set()
+    base = base or folder
+    folder_linked = folder.is_symlink() or Path(os.path.realpath(folder)) != folder
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         name = entry.name
         rel = f"{vid}/{name}"
-        if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or not entry.is_file():
+        if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or not (
+                entry.is_file(follow_symlinks=False) or entry.is_symlink()):
             ignored.append(rel)
             continue
         stem = strip_video_extension(name)
@@ -146,7 +162,12 @@ def _scan_dir(folder: Path, vid: str) -> tuple[list[ClipFile], list[str]]:
         path = Path(entry.path)
         problem = id_problem(stem)
         m = _SCENE.match(stem) if problem is None else None
-        if problem is not None:
+        linked = _link_problem(entry, base, folder_linked)
+        if linked is not None:
+            logger.warning("release: %s: %s", rel, linked)
+            rows.append(ClipFile(vid, stem if problem is None else safe_id(stem), int(m.group("num")) if m else 0,
+                                 path, linked))
+        elif problem is not None:
             rows.append(ClipFile(vid, safe_id(stem), 0, path, f"clip file name {name!r} is not a safe id: {problem}"))
         elif m is None or m.group("vid") != vid:
             rows.append(ClipFile(vid, stem, 0, path, f"clip file {name!r} is not named {vid}-Scene-NNN"))
@@ -191,7 +212,7 @@ def _scan_cached(root: str, signature: tuple[Any, ...]) -> ReleaseScan:
     for vid in video_ids:
         folder = clip_root / vid
         if folder.is_dir():
-            rows, skipped = _scan_dir(folder, vid)
+            rows, skipped = _scan_dir(folder, vid, base)
             files.extend(rows)
             ignored.extend(skipped)
     if ignored:
