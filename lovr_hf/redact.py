@@ -82,7 +82,7 @@ def find_secret(text: str) -> str | None:
 
 # ---- logging ----------------------------------------------------------------------------------------------
 
-_LOGGERS = ("lovr_hf", "builders")
+_LOGGERS = ("lovr_hf", "builders", "httpx", "openai", "huggingface_hub")
 
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
