@@ -305,6 +305,11 @@ class BenchmarkRepo:
             return feats.arrow_schema.empty_table()
         return pa.concat_tables(tables)
 
+    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
+        """Only ``columns`` of ``config``, verified like :meth:`read_table` (readers that want a few columns
+        must not bypass the check by opening the shards themselves)."""
+        return self.read_table(config).select(list(columns))
+
     def verify(self, configs: Iterable[str] | None = None) -> dict[str, str]:
         """config -> problem for listed configs whose shards are missing or altered (all of them by default)."""
         from lovr_hf.integrity import verify_listed

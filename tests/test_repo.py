@@ -265,7 +265,13 @@ def test_a_shard_rewritten_with_fewer_rows_under_its_name_is_refused_and_a_rewri
     pq.write_table(pq.read_table(shard).slice(0, 6), shard)  # 6 of 9 rows, same file name
     with pytest.raises(CorruptShardError, match=r"clip_captions.*does not match.*lovr doctor .* --fix.*lovr caption"):
         repo.read(schema.CLIP_CAPTIONS)
+    with pytest.raises(CorruptShardError):
+        repo.read_columns(schema.CLIP_CAPTIONS, ["clip_id", "caption"])
     assert schema.CLIP_CAPTIONS in repo.verify()
+    from lovr_hf.verify import verify
+
+    report = verify(repo)  # lovr eval --verify: a tampered table never verifies as OK
+    assert not report.ok and "rebuild it with: lovr caption" in report.render()
     # the same rows written again: the file of that name is rewritten (it used to be skipped as "exists")
     repo.write(schema.CLIP_CAPTIONS, rows)
     assert len(repo.read(schema.CLIP_CAPTIONS)) == 9
