@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
-from lovr_hf.redact import find_secret, redact
+from lovr_hf.redact import find_secret, redact, redact_text
 from lovr_hf.repo import ASSETS_DIR, CARD, DATA_DIR, RUN_CONFIG, BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Sanitizer:
         self.replaced = 0
 
     def text(self, value: str) -> str:
-        out = value
+        out = redact_text(value)  # credentials (a URL's user:password in a row's settings...) never leave
         for root, pat in self.roots:
             if root not in out:
                 continue

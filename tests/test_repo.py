@@ -355,3 +355,25 @@ def test_run_config_card_and_logs_never_hold_url_credentials(tmp_path: Path, cap
         logging.getLogger("lovr_hf.caption").debug("calling %s", "http://user:pw@example.org/v1")
     assert "pw@" not in caplog.text and "<redacted>@example.org" in caplog.text
     assert json.loads(text)  # still JSON
+
+
+def test_a_full_disk_during_a_write_is_one_clear_error_and_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from lovr_hf.integrity import EnvironmentFault
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, _captions(2))
+    before = repo.read(schema.CLIP_CAPTIONS).to_list()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(EnvironmentFault, match=r"no space left on device .*rerun the same command"):
+        repo.write(schema.CLIP_CAPTIONS, _captions(5))
+    monkeypatch.undo()
+    assert not [p for p in repo.root.rglob(".tmp-*")]
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == before  # the old table stands
+    repo.write(schema.CLIP_CAPTIONS, _captions(5))  # space freed: the same write completes
+    assert len(repo.read(schema.CLIP_CAPTIONS)) == 5
