@@ -288,3 +288,30 @@ def _download(files: dict[str, bytes], dest: Path) -> Path:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         (dest / name).write_bytes(data)
     return dest
+
+
+def test_a_tampered_caption_shard_is_rebuilt_by_a_plain_caption_rerun(tmp_path: Path) -> None:
+    """Issue #22: a clip_captions shard rewritten with fewer rows under the same name used to make `lovr
+    caption` say "nothing changed" (and --rerun "wrote N rows" while the file kept fewer)."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    from lovr_hf.cli import main as cli_main
+
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    make_video(vids / "a.mp4", [SceneSpec(60), SceneSpec(66), SceneSpec(60)], 64, 48, 12, seed=1)
+    make_video(vids / "b.mp4", [SceneSpec(60), SceneSpec(60)], 64, 48, 12, seed=2)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"input_folder": str(vids), "repo": str(tmp_path / "lovr"),
+                                   "caption": {"backend": "dummy"}, "merge": {"llm": "dummy", "cluster_size": 2}}))
+    assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    want = repo.read(schema.CLIP_CAPTIONS).to_list()
+    shard = repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0]
+    pq.write_table(pq.read_table(shard).slice(0, len(want) - 2), shard)
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy"]) == 0
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == want
+    pq.write_table(pq.read_table(shard).slice(0, 1), repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0])
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy", "--rerun"]) == 0
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == want and repo.verify() == {}
