@@ -10,10 +10,11 @@ or the card. ``--fix``:
 - a garbled batch: set aside as ``corrupt-batch-...`` (the next run of its stage recomputes its units);
 - temp leftovers of dead writers: removed;
 - credentials in run_config.json: rewritten through the one redaction rule (:mod:`lovr_hf.redact`);
-- a corrupt shard cannot be rebuilt from here (a stage's own gather knows its rows): doctor names the
-  command, whose plain rerun rebuilds the config from the work state.
+- a corrupt shard: its config is taken out of the index (the shards kept under ``.lovr/corrupt/``) and
+  doctor names the command whose plain rerun gathers it in full from the work state (a stage's own gather
+  knows its rows; a release import re-imports).
 
-Exit status: 0 when nothing is left to repair, 1 otherwise.
+Exit status: 0 when nothing is left to repair, 1 otherwise (problems left, or ``NEXT:`` commands to run).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Report:
         self.problems: list[str] = []
         self.fixed: list[str] = []
         self.ok: list[str] = []
+        self.todo: list[str] = []  # commands that finish a repair (a stage rerun rebuilding a config)
 
     def add(self, problem: str, fix: Callable[[], str] | None, do_fix: bool) -> None:
         if do_fix and fix is not None:
@@ -59,8 +61,9 @@ class Report:
 
     def render(self) -> str:
         lines = [f"ok: {x}" for x in self.ok] + [f"fixed: {x}" for x in self.fixed]
-        lines += [f"PROBLEM: {x}" for x in self.problems]
-        lines.append("doctor: OK" if not self.problems else f"doctor: {len(self.problems)} problem(s) left")
+        lines += [f"PROBLEM: {x}" for x in self.problems] + [f"NEXT: {x}" for x in dict.fromkeys(self.todo)]
+        lines.append("doctor: OK" if not (self.problems or self.todo) else
+                     f"doctor: {len(self.problems)} problem(s) left, {len(set(self.todo))} command(s) to run")
         return "\n".join(lines)
 
 
@@ -100,6 +103,23 @@ def _fix_card(repo: BenchmarkRepo) -> str:
     with repo.lock():
         repo._write_card(dict.fromkeys(repo._read_empty(), []) | index, refresh_body=True)
     return f"index rebuilt from the shards ({', '.join(sorted(index)) or 'no configs'}) and the card re-rendered"
+
+
+def _unlist(repo: BenchmarkRepo, config: str, files: list[str]) -> Callable[[], str]:
+    """Take a corrupt config out of the index (its shards kept under ``.lovr/corrupt/`` as evidence): the
+    stage's next run finds it absent and gathers it in full from the work state."""
+    def fix() -> str:
+        aside = repo.work_root / "corrupt"
+        aside.mkdir(parents=True, exist_ok=True)
+        with repo.lock():
+            listing = repo.config_files()
+            listing.pop(config, None)
+            repo._write_card(listing, refresh_body=True)
+            for f in files:
+                if (repo.root / f).is_file():
+                    (repo.root / f).rename(aside / Path(f).name)
+        return f"taken out of the index (shards kept in .lovr/corrupt/); now run: {rebuild_command(config, repo.root)}"
+    return fix
 
 
 def _set_aside(batch: Path) -> Callable[[], str]:
@@ -177,7 +197,9 @@ def diagnose(repo: BenchmarkRepo, fix: bool = False) -> Report:
     recorded = read_hashes(repo.work_root)
     bad = repo.verify()
     for cfg, why in sorted(bad.items()):
-        report.problems.append(f"{cfg}: {why}; rebuild it with: {rebuild_command(cfg, repo.root)}")
+        report.add(f"{cfg}: {why}", _unlist(repo, cfg, listing.get(cfg) or []), fix)
+        if fix:
+            report.todo.append(rebuild_command(cfg, repo.root))
     report.ok.append(f"{sum(len(v) for c, v in listing.items() if c not in bad)} shards match their names"
                      f" ({sum(1 for c in listing for f in listing[c] if f in recorded)} with a recorded SHA-256)")
     for files in listing.values():
@@ -205,8 +227,8 @@ def main(args: argparse.Namespace) -> int:
         logger.error("lovr doctor: %s", exc)
         return 2
     for line in report.render().splitlines():
-        (logger.warning if line.startswith("PROBLEM") else logger.info)("%s", line)
-    return 0 if not report.problems else 1
+        (logger.warning if line.startswith(("PROBLEM", "NEXT")) else logger.info)("%s", line)
+    return 0 if not (report.problems or report.todo) else 1
 
 
 __all__ = ["Report", "diagnose", "index_from_shards"]

@@ -56,12 +56,14 @@ def test_doctor_names_the_command_for_a_tampered_shard_and_sets_garbled_batches_
     with caplog.at_level(logging.INFO):
         assert _run(repo, fix=True) == 1
     text = caplog.text
-    assert "videos: " in text and "rebuild it with: lovr segment --repo" in text
+    assert "videos: " in text and "taken out of the index" in text and "now run: lovr segment --repo" in text
+    assert not repo.has(schema.VIDEOS) and repo.verify() == {}
     assert "does not match the SHA-256 of its commit -> set aside" in text
     assert (batch.parent / ("corrupt-" + batch.name)).is_dir() and not tmp.exists()
     # the stage's plain rerun recomputes the set-aside units and rebuilds the tampered table
     res = ToyStage(ToyConfig()).apply(Dataset.from_dict({"video_id": [f"v{i}" for i in range(6)]}), repo)
     assert res.processed == 2 and len(repo.read(schema.VIDEOS)) == 6
+    assert _run(repo) == 0
 
 
 def test_doctor_redacts_credentials_left_in_a_run_config(tmp_path: Path) -> None:
