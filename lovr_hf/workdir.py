@@ -366,7 +366,7 @@ def read_batch_table(batch: Path, config: str, done: dict[str, Any] | None = Non
         want = (done or {}).get("sha256", {}).get(config)
         if want and sha256_hex(blob) != want:
             raise ValueError("content does not match the SHA-256 recorded at commit")
-        return pq.read_table(pa.BufferReader(blob))
+        return pq.read_table(p)  # the checked file (see BenchmarkRepo._tables: no in-memory parse)
     except (OSError, ValueError, pa.ArrowException) as exc:
         root = batch.parents[4] if len(batch.parents) > 4 else batch.parent
         raise CorruptStateError(f"work state {batch} is garbled ({str(exc).splitlines()[0][:120]}); repair: "
