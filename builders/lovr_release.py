@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import re
@@ -43,8 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import pyarrow.parquet as pq
 
+from builders.release_checks import (
+    ID_KEYS,
+    ReleaseError,
+    caption_field,
+    deduplicated,
+    jsonl,
+    split_values,
+    string_field,
+)
 from lovr_hf import schema
 from lovr_hf.ids import VIDEO_EXTENSIONS, check_id, check_video_id, id_problem, safe_id, strip_video_extension
 
@@ -73,27 +80,22 @@ def parse_clip_id(clip_id: str) -> tuple[str, int]:
     return check_video_id(m.group("vid")), int(m.group("num"))
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not JSON ({exc})") from exc
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}")
-            yield line_no, rec
+_jsonl = jsonl  # every line checked: see builders.release_checks
 
 
-def _clip_id_of(record: dict[str, Any]) -> str:
+def _clip_id_of(record: dict[str, Any], where: str = "record") -> str:
     """The original's clip id: the file name of ``path`` without its extension (``x.split('/')[-1][:-4]``)."""
-    for key in ("clip_id", "path", "video", "vid"):
-        if record.get(key):
-            return strip_video_extension(str(record[key]).replace("\\", "/").rsplit("/", 1)[-1])
-    raise ValueError(f"record has no clip id/path: {sorted(record)}")
+    value = string_field(record, ID_KEYS, where, "clip path or id")
+    return strip_video_extension(value.replace("\\", "/").rsplit("/", 1)[-1])
+
+
+def _checked(where: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ReleaseError:
+        raise
+    except ValueError as exc:
+        raise ReleaseError(f"{where}: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -120,6 +122,10 @@ class ReleaseScan:
     clip_files: list[ClipFile]  # every clip row: files on disk and listed clips without a file
     unlisted_dirs: list[str]  # clip folders of videos not in all_video.jsonl (the original ignores them)
     ignored_files: list[str]  # hidden or non-video files in clip folders, and duplicate stems
+    video_captions: dict[str, str] = dataclasses.field(default_factory=dict)  # all_video.jsonl, checked
+    themes: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (video, clip or "", cap)
+    splits: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (split, clip, video)
+    duplicates: dict[str, int] = dataclasses.field(default_factory=dict)  # file -> repeated lines dropped
 
     @property
     def generation(self) -> str:
@@ -127,14 +133,30 @@ class ReleaseScan:
         return PER_CLIP if on_disk and on_disk <= set(self.query_ids) else QUERY_LIST
 
 
-def _scan_dir(folder: Path, vid: str) -> tuple[list[ClipFile], list[str]]:
+def _link_problem(entry: os.DirEntry[str], base: Path, folder_linked: bool) -> str | None:
+    """Why a clip file is refused as a link: a release holds its files; a link is never followed (a link
+    to /etc/passwd or to a video elsewhere would be imported, then published, as a clip)."""
+    if entry.is_symlink():
+        return f"clip file {entry.name!r} is a symbolic link (links are not followed: copy the file in)"
+    if folder_linked:
+        return f"clip folder of {entry.name!r} is a symbolic link (links are not followed: copy the folder in)"
+    real = Path(os.path.realpath(entry.path))
+    if base != real and base not in real.parents:
+        return f"clip file {entry.name!r} resolves outside the release ({real.name}): not imported"
+    return None
+
+
+def _scan_dir(folder: Path, vid: str, base: Path | None = None) -> tuple[list[ClipFile], list[str]]:
     rows: list[ClipFile] = []
     ignored: list[str] = []
     seen: set[str] = set()
+    base = base or folder
+    folder_linked = folder.is_symlink() or Path(os.path.realpath(folder)) != folder
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         name = entry.name
         rel = f"{vid}/{name}"
-        if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or not entry.is_file():
+        if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or not (
+                entry.is_file(follow_symlinks=False) or entry.is_symlink()):
             ignored.append(rel)
             continue
         stem = strip_video_extension(name)
@@ -146,7 +168,12 @@ def _scan_dir(folder: Path, vid: str) -> tuple[list[ClipFile], list[str]]:
         path = Path(entry.path)
         problem = id_problem(stem)
         m = _SCENE.match(stem) if problem is None else None
-        if problem is not None:
+        linked = _link_problem(entry, base, folder_linked)
+        if linked is not None:
+            logger.warning("release: %s: %s", rel, linked)
+            rows.append(ClipFile(vid, stem if problem is None else safe_id(stem), int(m.group("num")) if m else 0,
+                                 path, linked))
+        elif problem is not None:
             rows.append(ClipFile(vid, safe_id(stem), 0, path, f"clip file name {name!r} is not a safe id: {problem}"))
         elif m is None or m.group("vid") != vid:
             rows.append(ClipFile(vid, stem, 0, path, f"clip file {name!r} is not named {vid}-Scene-NNN"))
@@ -163,25 +190,34 @@ def _scan_cached(root: str, signature: tuple[Any, ...]) -> ReleaseScan:
     dups: list[str] = []
     if (base / CLIP_JSONL).exists():
         for line_no, rec in _jsonl(base / CLIP_JSONL):
-            cid = _clip_id_of(rec)
-            try:
-                parse_clip_id(cid)
-            except ValueError as exc:
-                raise ValueError(f"{base / CLIP_JSONL}:{line_no}: {exc}") from None
+            where = f"{base / CLIP_JSONL}:{line_no}"
+            cid = _clip_id_of(rec, where)
+            _checked(where, parse_clip_id, cid)
+            cap = caption_field(rec, where)
             if cid in captions:
                 dups.append(cid)
                 continue
             query_ids.append(cid)
-            captions[cid] = str(rec.get("cap") or "")
+            captions[cid] = cap
     if dups:
         logger.warning("release: %d duplicate lines in %s (first kept): %s", len(dups), CLIP_JSONL, dups[:5])
     clip_root = base / CLIP_DIR
     dirs = sorted(e.name for e in os.scandir(clip_root) if e.is_dir()) if clip_root.is_dir() else []
     listed = (base / VIDEO_JSONL).exists()
+    video_caps: dict[str, str] = {}
+    duplicates: dict[str, int] = {CLIP_JSONL: len(dups)} if dups else {}
     if listed:
-        video_ids = list(dict.fromkeys(check_video_id(str(rec["vid"])) for _, rec in _jsonl(base / VIDEO_JSONL)))
+        lines = []
+        for line_no, rec in _jsonl(base / VIDEO_JSONL):
+            where = f"{base / VIDEO_JSONL}:{line_no}"
+            vid = _checked(where, check_video_id, string_field(rec, ("vid",), where, "video id"))
+            lines.append((vid, caption_field(rec, where)))
+        kept, n = deduplicated(lines, "video", VIDEO_JSONL)
+        duplicates.update({VIDEO_JSONL: n} if n else {})
+        video_caps = dict(kept)
+        video_ids = list(video_caps)
     else:
-        video_ids = [check_video_id(d) for d in dirs]
+        video_ids = [_checked(str(clip_root / d), check_video_id, d) for d in dirs]
     unlisted = sorted(set(dirs) - set(video_ids))
     if unlisted:
         logger.warning("release: %d clip folders are not in %s and are not imported (the original never "
@@ -191,7 +227,7 @@ def _scan_cached(root: str, signature: tuple[Any, ...]) -> ReleaseScan:
     for vid in video_ids:
         folder = clip_root / vid
         if folder.is_dir():
-            rows, skipped = _scan_dir(folder, vid)
+            rows, skipped = _scan_dir(folder, vid, base)
             files.extend(rows)
             ignored.extend(skipped)
     if ignored:
@@ -207,7 +243,42 @@ def _scan_cached(root: str, signature: tuple[Any, ...]) -> ReleaseScan:
         else:
             why = f"listed in {CLIP_JSONL}, but there is no clip file {CLIP_DIR}/{vid}/{cid}.mp4"
         files.append(ClipFile(vid, cid, num, None, why))
-    return ReleaseScan(base, query_ids, captions, dups, video_ids, listed, files, unlisted, ignored)
+    themes, splits = _read_themes(base, duplicates), _read_splits(base, duplicates)
+    return ReleaseScan(base, query_ids, captions, dups, video_ids, listed, files, unlisted, ignored, video_caps,
+                       themes, splits, duplicates)
+
+
+def _read_themes(base: Path, duplicates: dict[str, int]) -> list[tuple[str, str, str]]:
+    if not (base / THEME_JSONL).exists():
+        return []
+    lines = []
+    for line_no, rec in _jsonl(base / THEME_JSONL):
+        where = f"{base / THEME_JSONL}:{line_no}"
+        ident = _clip_id_of(rec, where)
+        if _SCENE.match(ident):
+            vid, _ = _checked(where, parse_clip_id, ident)
+            clip = ident
+        else:
+            vid, clip = _checked(where, check_video_id, ident), ""
+        lines.append((f"{vid}/{clip}", (vid, clip, caption_field(rec, where))))
+    kept, n = deduplicated(lines, "theme", THEME_JSONL)
+    duplicates.update({THEME_JSONL: n} if n else {})
+    return [v for _, v in kept]
+
+
+def _read_splits(base: Path, duplicates: dict[str, int]) -> list[tuple[str, str, str]]:
+    lines = []
+    for split, fname in SPLIT_FILES.items():
+        if not (base / fname).exists():
+            continue
+        for row, value in split_values(base / fname):
+            where = f"{base / fname}: row {row}"
+            cid = _clip_id_of({"path": value}, where)
+            vid, _ = _checked(where, parse_clip_id, cid)
+            lines.append((f"{split}/{cid}", (split, cid, vid)))
+    kept, n = deduplicated(lines, "split", "the split files")
+    duplicates.update({"splits": n} if n else {})
+    return [v for _, v in kept]
 
 
 def scan_release(root: str | os.PathLike[str]) -> ReleaseScan:
@@ -216,7 +287,7 @@ def scan_release(root: str | os.PathLike[str]) -> ReleaseScan:
     if not (base / CLIP_JSONL).exists() and not (base / CLIP_DIR).is_dir():
         raise FileNotFoundError(f"{base / CLIP_JSONL} not found: is {base} the LoVR release folder?")
     sig: list[Any] = []
-    for rel in (CLIP_JSONL, VIDEO_JSONL, CLIP_DIR):
+    for rel in (CLIP_JSONL, VIDEO_JSONL, CLIP_DIR, THEME_JSONL, *SPLIT_FILES.values()):
         p = base / rel
         st = p.stat() if p.exists() else None
         sig.append((rel, st.st_mtime_ns, st.st_size) if st else (rel, None))
@@ -310,9 +381,7 @@ class LoVRRelease(datasets.GeneratorBasedBuilder):
         for c in scan.clip_files:
             if c.path is not None and c.problem is None:
                 clips_by_video.setdefault(c.video_id, []).append((c.slice_num, c.clip_id))
-        for _, rec in _jsonl(base / VIDEO_JSONL):
-            vid = check_video_id(str(rec["vid"]))
-            cap = str(rec.get("cap") or "")
+        for vid, cap in scan.video_captions.items():
             yield vid, {
                 "video_id": vid, "caption": cap, "cluster_ids": [],
                 "clip_ids": [c for _, c in sorted(clips_by_video.get(vid, []))], "strategy": "release",
@@ -322,27 +391,10 @@ class LoVRRelease(datasets.GeneratorBasedBuilder):
             }
 
     def _themes(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-        if not (base / THEME_JSONL).exists():
-            return
-        for _, rec in _jsonl(base / THEME_JSONL):
-            ident = _clip_id_of(rec)
-            if _SCENE.match(ident):
-                vid, _ = parse_clip_id(ident)
-                clip = ident
-            else:
-                vid, clip = check_video_id(ident), ""
-            yield f"{vid}/{clip}", {"video_id": vid, "clip_id": clip, "caption": rec.get("cap") or "",
-                                   "model": RELEASE_MODEL, "prompt_hash": "", "status": schema.OK, "error": None}
+        for vid, clip, cap in scan_release(base).themes:
+            yield f"{vid}/{clip}", {"video_id": vid, "clip_id": clip, "caption": cap, "model": RELEASE_MODEL,
+                                   "prompt_hash": "", "status": schema.OK, "error": None}
 
     def _splits(self, base: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-        for split, fname in SPLIT_FILES.items():
-            if not (base / fname).exists():
-                continue
-            table = pq.read_table(base / fname)
-            col = next((c for c in ("clip_id", "path", "video", "vid", "id") if c in table.column_names), None)
-            if col is None:
-                raise ValueError(f"{fname}: no clip id column among {table.column_names}")
-            for value in table.column(col).to_pylist():
-                cid = _clip_id_of({"path": value})
-                vid, _ = parse_clip_id(cid)
-                yield f"{split}/{cid}", {"clip_id": cid, "video_id": vid, "split": split}
+        for split, cid, vid in scan_release(base).splits:
+            yield f"{split}/{cid}", {"clip_id": cid, "video_id": vid, "split": split}

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
+from lovr_hf.redact import find_secret, redact, redact_text
 from lovr_hf.repo import ASSETS_DIR, CARD, DATA_DIR, RUN_CONFIG, BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class Sanitizer:
         self.replaced = 0
 
     def text(self, value: str) -> str:
-        out = value
+        out = redact_text(value)  # credentials (a URL's user:password in a row's settings...) never leave
         for root, pat in self.roots:
             if root not in out:
                 continue
@@ -162,25 +163,63 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def allowed_media_roots(repo: BenchmarkRepo) -> list[Path]:
+    """Where a published clip file may really live: the repo, and the release it imported (if any)."""
+    roots = [Path(os.path.realpath(repo.root))]
+    marker = repo.root / "lovr_release.json"
+    if marker.is_file():
+        try:
+            rel = json.loads(marker.read_text(encoding="utf-8")).get("release_dir")
+        except ValueError:
+            rel = None
+        if isinstance(rel, str) and rel:
+            roots.append(Path(os.path.realpath(rel)))
+    return roots
+
+
+def _media_source(repo: BenchmarkRepo, path: str, roots: list[Path]) -> tuple[Path | None, str]:
+    """(the real file to publish, "") or (None, why not): links are resolved and must stay inside ``roots``."""
+    real = Path(os.path.realpath(repo.resolve(path)))
+    if not any(real == r or r in real.parents for r in roots):
+        return None, "resolves outside the repo and its release"
+    if not real.is_file():
+        return None, "not found"
+    return real, ""
+
+
 def _publish_clips(repo: BenchmarkRepo, clips: pa.Table, out: Path, no_media: bool,
                    notes: list[str]) -> pa.Table:
-    """Clip paths for publication (and the clip files staged unless ``no_media``)."""
-    paths, modes, ids, vids = (clips.column(c).to_pylist() for c in ("path", "clip_mode", schema.CLIP_ID,
-                                                                       schema.VIDEO_ID))
+    """Clip paths for publication (and the clip files staged unless ``no_media``).
+
+    Only files of ``ok`` rows are published, and only when their real path (links resolved) is inside the
+    repo or the release it imported: a row pointing at a link to ``/etc/passwd`` or at a video elsewhere
+    on the machine publishes nothing. What is skipped is logged and noted in the card.
+    """
+    paths, modes, ids, vids, status = (clips.column(c).to_pylist() for c in (
+        "path", "clip_mode", schema.CLIP_ID, schema.VIDEO_ID, schema.STATUS))
+    roots = allowed_media_roots(repo)
     new_paths: list[str | None] = []
     staged = missing = virtual = 0
-    for path, mode, cid, vid in zip(paths, modes, ids, vids):
+    skipped: dict[str, list[str]] = {}
+    for path, mode, cid, vid, st in zip(paths, modes, ids, vids, status):
         if no_media or not path or mode == "virtual":
             virtual += mode == "virtual"
             new_paths.append(None)
             continue
-        src = repo.resolve(path)
-        inside = not os.path.isabs(path)
-        rel = path if inside else f"clips/{vid}/{cid}{Path(path).suffix or '.mp4'}"
-        if not src.is_file():
-            missing += 1
+        if st != schema.OK:
+            skipped.setdefault(f"its row is `{st}`", []).append(cid)
             new_paths.append(None)
             continue
+        src, why = _media_source(repo, path, roots)
+        if src is None:
+            if why == "not found":
+                missing += 1
+            else:
+                skipped.setdefault(why, []).append(cid)
+            new_paths.append(None)
+            continue
+        inside = not os.path.isabs(path) and not repo.resolve(path).is_symlink()
+        rel = path if inside and ".." not in Path(path).parts else f"clips/{vid}/{cid}{Path(path).suffix or '.mp4'}"
         _link_or_copy(src, out / rel)
         staged += 1
         new_paths.append(rel)
@@ -193,6 +232,10 @@ def _publish_clips(repo: BenchmarkRepo, clips: pa.Table, out: Path, no_media: bo
     if missing:
         notes.append(f"{missing} clip files referenced by `clips` were not found on the building machine and are "
                      "not published (their `path` is empty).")
+    for why, cids in sorted(skipped.items()):
+        logger.warning("publish: %d clip files not published (%s): %s", len(cids), why,
+                       ", ".join(cids[:5]) + (", ..." if len(cids) > 5 else ""))
+        notes.append(f"{len(cids)} clip files are not published: {why} (their `path` is empty).")
     logger.info("publish: %d clip files staged", staged)
     return clips.set_column(clips.schema.get_field_index("path"), "path", pa.array(new_paths, pa.string()))
 
@@ -235,7 +278,8 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
     for name in _ASSET_FILES:
         src = repo.root / ASSETS_DIR / name
         if src.is_file():
-            atomic_write_text(out / ASSETS_DIR / name, json.dumps(clean.obj(json.loads(src.read_text())), indent=2))
+            atomic_write_text(out / ASSETS_DIR / name,
+                              json.dumps(redact(clean.obj(json.loads(src.read_text()))), indent=2))
     for config in repo.listed_configs():
         table = repo.read_table(config)
         if config == schema.VIDEOS:
@@ -254,6 +298,7 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
     if clean.replaced:
         logger.info("publish: local paths replaced in %d values", clean.replaced)
     check_no_local_paths(out, files, roots)
+    check_media(out, files)
     check_folder_limits(out, files)
     total = sum((out / f).stat().st_size for f in files)
     return Publication(out, files, total, no_media, notes)
@@ -298,8 +343,35 @@ def check_no_local_paths(root: Path, files: list[str], roots: list[str]) -> None
             if hit:
                 leaks.append(f"{f}: contains {hit!r}")
                 break
+            secret = find_secret(s)
+            if secret:
+                leaks.append(f"{f}: contains {secret}")
+                break
     if leaks:
-        raise PublishError("refusing to publish local paths:\n  " + "\n  ".join(leaks[:20]))
+        raise PublishError("refusing to publish local paths or credentials:\n  " + "\n  ".join(leaks[:20]))
+
+
+#: how the video containers lovr_hf writes or imports begin (ISO-BMFF/MOV, Matroska/WebM, AVI)
+_VIDEO_MAGIC = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1a\x45\xdf\xa3"),
+                (0, b"RIFF"))
+_MEDIA_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov")
+
+
+def check_media(root: Path, files: list[str]) -> None:
+    """Fail when a staged media file is a link or does not begin like a video container: media pass the
+    same gate as text (only what the repo made or imported, nothing else of the machine)."""
+    bad: list[str] = []
+    for f in files:
+        p = root / f
+        if p.is_symlink():
+            bad.append(f"{f}: a symbolic link")
+        elif f.lower().endswith(_MEDIA_SUFFIXES):
+            with open(p, "rb") as fh:
+                head = fh.read(12)
+            if not any(head[o:o + len(m)] == m for o, m in _VIDEO_MAGIC):
+                bad.append(f"{f}: not a video file")
+    if bad:
+        raise PublishError("refusing to publish media that are not the repo's videos:\n  " + "\n  ".join(bad[:20]))
 
 
 def check_folder_limits(root: Path, files: list[str], limit: int | None = None) -> None:

@@ -20,11 +20,16 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from lovr_hf.integrity import RepoError
 from lovr_hf.publish import Publication, stage
 from lovr_hf.repo import BenchmarkRepo
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,50 @@ LARGE_BYTES = 2 * 1024**3
 FILES_PER_COMMIT = 2_000
 BYTES_PER_COMMIT = 1024**3
 DEFAULT_MESSAGE = "Upload LoVR-style benchmark built with lovr_hf"
+ATTEMPTS = 3  # a 5xx answer or a dropped connection is retried this many times in all
+RETRY_WAIT_S = 2.0  # times the attempt number
+
+
+class PushError(RepoError):
+    """The Hub refused or failed the push: one line saying why and what to do (``exit_code`` for the CLI)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _http_status(exc: BaseException) -> int | None:
+    return getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def with_retries(fn: Callable[[], T], repo_id: str, rerun: str) -> T:
+    """``fn()``; an HTTP error of the Hub becomes one :class:`PushError` line (401/403: the token; 5xx and
+    dropped connections: retried, then what to rerun). The token itself never appears."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return fn()
+        except HfHubHTTPError as exc:
+            code = _http_status(exc)
+            if code in (401, 403):
+                raise PushError(f"token rejected for {repo_id} (HTTP {code}): set HF_TOKEN or run `hf auth login` "
+                                "with a token that can write to it", exit_code=2) from None
+            if code is None or code < 500:
+                first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise PushError(f"the Hub refused the push to {repo_id} (HTTP {code}): {first}") from None
+            why = f"HTTP {code}"
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+        except Exception as exc:  # httpx transport errors (their own hierarchy)
+            if type(exc).__module__.split(".")[0] != "httpx":
+                raise
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+        if attempt < ATTEMPTS:
+            logger.warning("push: the Hub failed (%s); retrying (%d/%d)", why, attempt, ATTEMPTS - 1)
+            time.sleep(RETRY_WAIT_S * attempt)
+    raise PushError(f"the Hub failed the push to {repo_id} ({why}) {ATTEMPTS} times: rerun `{rerun}` later "
+                    "(files already uploaded are skipped)")
 
 
 def _xet_available() -> bool:
@@ -139,7 +188,9 @@ def push_to_hub(
         from huggingface_hub import HfApi
 
         api = HfApi()
-    return upload(api, pub, repo_id, private=private, revision=revision, commit_message=commit_message)
+    rerun = f"lovr push {repo_dir} --repo-id {repo_id}" + (" --no-media" if no_media else "")
+    return with_retries(lambda: upload(api, pub, repo_id, private=private, revision=revision,
+                                       commit_message=commit_message), repo_id, rerun)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -160,7 +211,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         url = push_to_hub(args.repo, args.repo_id, private=args.private or None, revision=args.revision,
                           commit_message=args.commit_message, no_media=args.no_media, dry_run=args.dry_run)
-    except (PublishError, FileNotFoundError) as exc:
+    except PushError as exc:
+        logger.error("lovr push: %s", exc)
+        return exc.exit_code
+    except (PublishError, FileNotFoundError, RepoError) as exc:
         logger.error("lovr push: %s", exc)
         return 2
     if not args.dry_run:

@@ -80,16 +80,20 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
     counts: dict[str, int] = {}
     clip_status: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="lovr-release-") as cache:
+        # every config is built (and every line checked) before the repo is touched: a release that
+        # fails leaves the repo as it was
+        tables = {}
         for config in wanted:
             builder = LoVRRelease(config_name=config, data_dir=str(root), cache_dir=cache)
             builder.download_and_prepare()
-            ds = builder.as_dataset(split="train")
-            repo.write(config, ds, update_card=False)
-            counts[config] = ds.num_rows
+            tables[config] = builder.as_dataset(split="train").with_format("arrow")[:]
+        for config, table in tables.items():
+            repo.write(config, table, update_card=False)
+            counts[config] = table.num_rows
             if config == schema.CLIPS:
-                for s in ds[schema.STATUS]:
+                for s in table.column(schema.STATUS).to_pylist():
                     clip_status[s] = clip_status.get(s, 0) + 1
-            logger.info("imported %s: %d rows", config, ds.num_rows)
+            logger.info("imported %s: %d rows", config, table.num_rows)
     for stale in RELEASE_CONFIGS:
         if stale not in wanted and repo.has(stale):
             logger.info("removing %s: the release no longer provides it", stale)
@@ -121,6 +125,7 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
             "unlisted_dirs": list(scan.unlisted_dirs),
         },
         "configs": counts,
+        "duplicate_lines_dropped": dict(scan.duplicates),
     }
     atomic_write_text(repo.root / MARKER, json.dumps(marker, indent=1, ensure_ascii=False) + "\n")
     repo.write_run_config({"import_release": {"release_dir": str(root), "configs": counts,

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,18 @@ from datasets import Dataset, DatasetInfo, Features
 from filelock import FileLock
 
 from lovr_hf import schema
+from lovr_hf.integrity import (
+    CorruptCardError,
+    CorruptShardError,
+    corrupt_message,
+    environment_fault,
+    read_hashes,
+    sha256_hex,
+    shard_problem,
+)
+from lovr_hf.redact import install_log_redaction, is_secret_key, redact
+
+install_log_redaction()  # every lovr_hf log line goes through the one redaction rule (see lovr_hf.redact)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ RUN_CONFIG = "run_config.json"
 EMPTY_CONFIGS = "empty_configs.json"  # under WORK_DIR: configs that exist and hold no rows
 DEFAULT_CLIPS_DIR = "clips"
 MAX_SHARD_BYTES = 256 * 1024 * 1024
+READ_RETRIES = 6  # a reader re-reads the index this many times when a shard moved under it
 TMP_PREFIX = ".tmp-"
 
 _CARD_BODY_START = "<!-- lovr_hf:card -->"
@@ -112,8 +126,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        fault = environment_fault(exc, f"writing {path}")
+        if fault is not None:
+            raise fault from exc
         raise
 
 
@@ -191,10 +208,21 @@ class BenchmarkRepo:
     def _read_card(self) -> tuple[dict[str, Any], str]:
         if not self.card_path.exists():
             return {}, ""
-        text = self.card_path.read_text(encoding="utf-8")
+        text = self.card_path.read_text(encoding="utf-8", errors="replace")
         if text.startswith("---"):
-            _, meta, body = text.split("---", 2)
-            return yaml.load(meta, Loader=_YAML_LOADER) or {}, body.lstrip("\n")
+            parts = text.split("---", 2)
+            try:
+                if len(parts) < 3:
+                    raise ValueError("the front matter has no closing ---")
+                meta = yaml.load(parts[1], Loader=_YAML_LOADER) or {}
+                if not isinstance(meta, dict) or not isinstance(meta.get("configs", []) or [], list):
+                    raise ValueError("the front matter is not a mapping with a configs list")
+            except (yaml.YAMLError, ValueError) as exc:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CorruptCardError(
+                    f"{self.card_path}: the card's YAML (the shard index) is invalid ({why}); repair: "
+                    f"lovr doctor --repo {self.root} --fix (rebuilds the index from the shards)") from None
+            return meta, parts[2].lstrip("\n")
         return {}, text
 
     def config_files(self) -> dict[str, list[str]]:
@@ -207,8 +235,12 @@ class BenchmarkRepo:
         meta, _ = self._read_card()
         out: dict[str, list[str]] = {c: [] for c in self._read_empty()}
         for cfg in meta.get("configs", []) or []:
+            if not isinstance(cfg, dict) or not isinstance(cfg.get("config_name"), str):
+                raise CorruptCardError(f"{self.card_path}: the card's YAML (the shard index) is invalid (a configs "
+                                       f"entry has no config_name); repair: lovr doctor --repo {self.root} --fix "
+                                       "(rebuilds the index from the shards)")
             files: list[str] = []
-            for df in cfg.get("data_files", []):
+            for df in cfg.get("data_files", []) or []:
                 p = df.get("path") if isinstance(df, dict) else df
                 files.extend([p] if isinstance(p, str) else list(p))
             out[cfg["config_name"]] = files
@@ -241,14 +273,51 @@ class BenchmarkRepo:
 
     # ---- tables ----------------------------------------------------------------------------------------
     def read_table(self, config: str) -> pa.Table:
-        files = self.config_files().get(config)
-        if files is None:
-            raise KeyError(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
+        """The rows of ``config``, each shard checked against its name and recorded SHA-256.
+
+        A writer switches the index (the card) before it deletes the old shards: a reader that read the
+        old index and finds a shard gone reads the index again (a few times) instead of failing.
+        """
+        for attempt in range(READ_RETRIES):
+            files = self.config_files().get(config)
+            if files is None:
+                raise KeyError(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
+            try:
+                return self._tables(config, files, [(self.root / f).read_bytes() for f in files])
+            except FileNotFoundError:
+                if attempt == READ_RETRIES - 1:
+                    raise
+                time.sleep(0.02 * 2**attempt)  # the index moved under us: read it again
+        raise AssertionError("unreachable")
+
+    def _tables(self, config: str, files: list[str], blobs: list[bytes]) -> pa.Table:
+        problem = shard_problem(self.root, config, files, blobs, read_hashes(self.work_root))
+        if problem:
+            raise CorruptShardError(corrupt_message(self.root, config, problem))
         feats = schema.features_for(config)
-        tables = [conform(pq.read_table(self.root / f), feats.arrow_schema) for f in files]
+        try:
+            # parsed from the files just checked (pyarrow 26 parsing in-memory buffers sometimes aborts the
+            # interpreter at exit: "terminate called without an active exception"); shards are never
+            # rewritten in place with other bytes, so what is parsed is what was checked
+            tables = [conform(pq.read_table(self.root / f), feats.arrow_schema) for f in files]
+        except FileNotFoundError:
+            raise  # removed by a writer's index switch since: read_table reads the index again
+        except (pa.ArrowException, OSError) as exc:  # a shard written by hand, or before fingerprints
+            raise CorruptShardError(corrupt_message(self.root, config, f"cannot be read as parquet ({exc})")) from None
         if not tables:
             return feats.arrow_schema.empty_table()
         return pa.concat_tables(tables)
+
+    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
+        """Only ``columns`` of ``config``, verified like :meth:`read_table` (readers that want a few columns
+        must not bypass the check by opening the shards themselves)."""
+        return self.read_table(config).select(list(columns))
+
+    def verify(self, configs: Iterable[str] | None = None) -> dict[str, str]:
+        """config -> problem for listed configs whose shards are missing or altered (all of them by default)."""
+        from lovr_hf.integrity import verify_listed
+
+        return verify_listed(self.root, self.config_files(), read_hashes(self.work_root), configs)
 
     def read(self, config: str) -> Dataset:
         """The rows of ``config`` as an in-memory Dataset (no datasets cache involved)."""
@@ -287,19 +356,37 @@ class BenchmarkRepo:
         names = [f"{config}-{i:05d}-of-{n_shards:05d}-{fp}.parquet" for i in range(n_shards)]
         rel = [f"{DATA_DIR}/{config}/{n}" for n in names]
         with self.lock():
+            hashes = {r: sha256_hex(b) for r, b in zip(rel, blobs)}
             for name, blob in zip(names, blobs):
-                if not (folder / name).exists():
+                # a file of this name is reused only when its bytes are these: a tampered or truncated
+                # shard under the right name is rewritten, never trusted
+                if not _same_bytes(folder / name, blob):
                     atomic_write_bytes(folder / name, blob)
+            self._record_hashes(hashes)
             files = self.config_files()
             files[config] = rel
             self._write_card(files, refresh_body=update_card)
-            for old in folder.glob("*.parquet"):
-                if old.name not in names:
-                    old.unlink(missing_ok=True)
+            self._retire_old_shards(folder, set(names))
             for tmp in folder.glob(f"{TMP_PREFIX}*"):
                 tmp.unlink(missing_ok=True)
         logger.info("wrote %s: %d rows in %d shard(s)", config, table.num_rows, n_shards)
         return rel
+
+    def _record_hashes(self, new: dict[str, str]) -> None:
+        """Add ``new`` to the recorded shard hashes; entries of shards no longer on disk are dropped."""
+        from lovr_hf.integrity import SHARD_HASHES
+
+        known = {k: v for k, v in read_hashes(self.work_root).items() if (self.root / k).exists()}
+        known.update(new)
+        atomic_write_text(self.work_root / SHARD_HASHES, json.dumps(known, indent=0, sort_keys=True))
+
+    @staticmethod
+    def _retire_old_shards(folder: Path, keep: set[str]) -> None:
+        """Old shards go once the new index is in place: a reader that still holds the old index finds a
+        shard gone and re-reads the index (``read_table``), so it never fails on a switch."""
+        for old in folder.glob("*.parquet"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
     def remove(self, config: str) -> None:
         with self.lock():
@@ -345,21 +432,14 @@ class BenchmarkRepo:
             self._write_card(self.config_files(), refresh_body=True)
 
 
-SECRET_WORDS = {"token", "key", "apikey", "secret", "password", "authorization", "auth"}
+def _same_bytes(path: Path, blob: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(blob) and path.read_bytes() == blob
+    except OSError:
+        return False
 
 
-def _is_secret_key(key: str) -> bool:
-    return any(part in SECRET_WORDS for part in re.split(r"[_\-.\s]", key.lower()))
-
-
-def redact(obj: Any) -> Any:
-    """Drop values whose key names a credential (``api_key``, ``hf_token``…), recursively: run configs are
-    published with the repo. ``max_new_tokens`` and the like are kept (whole words only)."""
-    if isinstance(obj, dict):
-        return {k: ("<redacted>" if _is_secret_key(str(k)) and v else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact(v) for v in obj]
-    return obj
+_is_secret_key = is_secret_key  # the one rule: lovr_hf.redact (``redact`` is re-exported from here)
 
 
 def iter_files(paths: Iterable[Path]) -> list[Path]:

@@ -43,9 +43,11 @@ import pyarrow as pa
 from datasets import Dataset
 
 from lovr_hf import __version__, schema
+from lovr_hf.batch_runner import BatchRunner as _BatchRunner
 from lovr_hf.dist import Shard, barrier, shard_range
-from lovr_hf.owned_files import dropped_files, owned_identities, prune_pending
-from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact, to_arrow
+from lovr_hf.locks import writer_lock
+from lovr_hf.owned_files import dropped_files, prune_pending
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
 from lovr_hf.workdir import (  # noqa: F401 - re-exported: the engine's work state used to live here
     DONE_FILE,
     GATHERED_FILE,
@@ -59,6 +61,7 @@ from lovr_hf.workdir import (  # noqa: F401 - re-exported: the engine's work sta
     completed_keys,
     file_identity,
     latest_digest,
+    log_removed,
     mark_chunk,
     missing_message,
     patched,
@@ -201,20 +204,27 @@ class Stage(ABC):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     # ---- the map -----------------------------------------------------------------------------------
-    def apply(
+    def apply(self, ds: Dataset, repo: BenchmarkRepo, *, shard: Shard | None = None, **kw: Any) -> StageResult:
+        """Process the units of ``ds`` owned by ``shard`` not committed with their current digest, then
+        gather when every unit is committed (rank 0 of a launched job; else whoever finds it so).
+
+        One writer per (stage, chunk) at a time (:func:`lovr_hf.locks.writer_lock`): a second run of the
+        same stage on the same repo waits, then finds the work committed."""
+        shard = shard or Shard()
+        with writer_lock(repo.work_root, self.name, shard.rank, shard.world_size):
+            return self._apply(ds, repo, shard=shard, **kw)
+
+    def _apply(
         self,
         ds: Dataset,
         repo: BenchmarkRepo,
         *,
-        shard: Shard | None = None,
+        shard: Shard,
         num_proc: int | None = None,
         rerun: bool = False,
         retry_failed: bool = False,
         gather: bool = True,
     ) -> StageResult:
-        """Process the units of ``ds`` owned by ``shard`` not committed with their current digest, then
-        gather when every unit is committed (rank 0 of a launched job; else whoever finds it so)."""
-        shard = shard or Shard()
         t0 = time.perf_counter()
         work = self.work_path(repo)
         work.mkdir(parents=True, exist_ok=True)
@@ -379,11 +389,16 @@ class Stage(ABC):
         owners = {k: index.batch_name(b) for k, b in owner.items()}
         signature = stable_hash([self.fingerprint(), sorted(owners.items())])
         prev = read_gathered(repo, work, self.outputs)
+        broken = repo.verify([cfg for cfg in self.outputs if repo.has(cfg)])
+        for cfg, why in broken.items():  # a tampered or truncated output: rebuilt in full from the work state
+            logger.warning("%s: %s is corrupt (%s): rebuilding it from the work state", self.name, cfg, why)
+            prev = None
         out: dict[str, Dataset] = {}
         if prev is not None and prev[0] == signature:
             logger.info("%s: nothing changed since the last gather; configs kept", self.name)
         else:
-            olds = {cfg: repo.read_table(cfg) if repo.has(cfg) else None for cfg in self.outputs}
+            olds = {cfg: repo.read_table(cfg) if repo.has(cfg) and cfg not in broken else None
+                    for cfg in self.outputs}
             if prev is not None and self.incremental_gather:
                 changed = {k: b for k, b in owner.items() if prev[1].get(k) != owners[k]}
                 dropped = (set(prev[1]) - set(owners)) | set(changed)
@@ -469,81 +484,6 @@ def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, t
         repo.write_run_config(run)
     if missing:
         repo.refresh_card()
-
-
-def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_col: str, units: set[str]) -> int:
-    """Log rows of the previous ``cfg`` table that the new one no longer has, and why. Returns how many."""
-    if old is None or not old.num_rows:
-        return 0
-    pk = schema.primary_key(cfg)
-    new_keys = set(zip(*[new.column(c).to_pylist() for c in pk])) if new.num_rows else set()
-    old_keys = list(zip(*[old.column(c).to_pylist() for c in pk]))
-    old_units = old.column(unit_col).to_pylist() if unit_col in old.column_names else [None] * old.num_rows
-    gone_unit = gone_rows = 0
-    gone_ids: set[str] = set()
-    for k, u in zip(old_keys, old_units):
-        if k in new_keys:
-            continue
-        if u is not None and u not in units:
-            gone_unit += 1
-            gone_ids.add(u)
-        else:
-            gone_rows += 1
-    if gone_unit:
-        sample = ", ".join(sorted(gone_ids)[:5]) + (", ..." if len(gone_ids) > 5 else "")
-        logger.warning("%s: removed %d %s rows of %d %s(s) no longer in the input (%s)", stage, gone_unit, cfg,
-                       len(gone_ids), unit_col, sample)
-    if gone_rows:
-        logger.warning("%s: removed %d %s rows that their recomputed units no longer produce", stage, gone_rows, cfg)
-    return gone_unit + gone_rows
-
-
-# ---------------------------------------------------------------------------------------------------------
-# owned files (clip files of removed clips)
-# ---------------------------------------------------------------------------------------------------------
-
-
-class _BatchRunner:
-    """The picklable map function: process a batch, commit it atomically, return the primary rows."""
-
-    def __init__(self, stage: Stage, work: str, digests: dict[str, str], repo_root: str = "") -> None:
-        self.stage = stage
-        self.work = work
-        self.digests = digests
-        self.repo_root = repo_root
-        self._ready = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"stage": self.stage, "work": self.work, "digests": self.digests, "repo_root": self.repo_root,
-                "_ready": False}
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        if not self._ready:
-            self.stage.setup()
-            self._ready = True
-        results = self.stage.process(batch)
-        col = self.stage.digest_column
-        if col:
-            primary = self.stage.outputs[0]
-            rows = _as_rows(results.get(primary, []))
-            for r in rows:
-                r[col] = self.digests.get(str(r[self.stage.input_key]))
-            results = {**results, primary: rows}
-        tables = {
-            cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
-        }
-        keys = [str(k) for k in batch[self.stage.input_key]]
-        files = owned_identities(self.stage.owned_files, self.stage.input_key, tables, self.repo_root)
-        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys], files)
-        return tables[self.stage.outputs[0]].to_pydict()
-
-
-def _as_rows(value: dict[str, list[Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(value, dict):
-        cols = list(value)
-        n = len(value[cols[0]]) if cols else 0
-        return [{c: value[c][i] for c in cols} for i in range(n)]
-    return list(value)
 
 
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:

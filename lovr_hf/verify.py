@@ -161,6 +161,15 @@ def verify(repo: BenchmarkRepo | str, models: list[str] | None = None) -> Verify
     """Verify every (model, protocol) of the results config (or of ``models``)."""
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     report = VerifyReport()
+    # every shard against its name and recorded SHA-256 first: a tampered table must not verify as OK
+    from lovr_hf.integrity import rebuild_command
+
+    bad = repo.verify()
+    for cfg, why in sorted(bad.items()):
+        report.differences.append(f"shard {why}; rebuild it with: {rebuild_command(cfg, repo.root)}")
+    if bad:
+        return report
+    report.checked.append(f"{sum(len(f) for f in repo.config_files().values())} shards match their names and hashes")
     if not repo.has(schema.RESULTS):
         report.differences.append(f"{repo.root} has no results config")
         return report

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -27,13 +29,19 @@ import pyarrow.parquet as pq
 
 from lovr_hf import schema
 from lovr_hf.dist import Shard, shard_range
+from lovr_hf.integrity import ENV_FAULT_TEXT, CorruptStateError, environment_fault, sha256_hex
 from lovr_hf.repo import (
     TMP_PREFIX,
     BenchmarkRepo,
+    _host_tag,
+    _pid_alive,
     atomic_write_bytes,
     atomic_write_text,
     table_to_parquet_bytes,
 )
+
+logger = logging.getLogger(__name__)
+CORRUPT_PREFIX = "corrupt-"  # a garbled batch set aside (its units are recomputed); lovr doctor lists them
 
 DONE_FILE = "done.json"
 INPUTS_FILE = "inputs.parquet"  # the (key, digest) list of the latest apply: what --gather builds from
@@ -89,6 +97,7 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 class _Entry:
     batch: int  # index into WorkIndex.batches
     failed: bool
+    env: bool = False  # failed by the machine (disk full, permissions): retried by a plain rerun
 
 
 class WorkIndex:
@@ -100,16 +109,21 @@ class WorkIndex:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.batches = committed_batches(work)
+        self.batches = []
         self.done: list[dict[str, Any]] = []
         self.entries: dict[str, dict[str | None, _Entry]] = {}
-        for i, b in enumerate(self.batches):
-            d = _read_done(b)
+        for b in committed_batches(work):
+            d = read_done_or_set_aside(b)
+            if d is None:
+                continue
+            i = len(self.batches)
+            self.batches.append(b)
             self.done.append(d)
             failed = set(d.get("failed", []))
+            env = set(d.get("env_failed", []))
             digests = d.get("digests") or [None] * len(d["keys"])
             for k, dg in zip(d["keys"], digests):
-                self.entries.setdefault(k, {})[dg] = _Entry(i, k in failed)
+                self.entries.setdefault(k, {})[dg] = _Entry(i, k in failed, k in env)
 
     def batch_name(self, i: int) -> str:
         return self.batches[i].name[len("batch-"):]
@@ -128,6 +142,8 @@ class WorkIndex:
         if e is None:
             return False
         if since and self.batch_name(e.batch) < since:
+            return False
+        if e.env:  # the machine failed it (disk full...), not its input: a plain rerun retries it
             return False
         return not (retry_failed and e.failed)
 
@@ -255,35 +271,107 @@ def patched(old: pa.Table | None, index: WorkIndex, cfg: str, changed: dict[str,
 def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Any,
                  digests: Sequence[str | None] | None = None,
                  files: dict[str, list[list[Any]]] | None = None) -> Path:
-    """Write a batch into a temp directory, then rename it into place: a batch is all there or absent."""
+    """Write a batch into a temp directory, then rename it into place: a batch is all there or absent.
+
+    A write the machine refuses (disk full, permissions) removes the temp directory and raises one
+    :class:`~lovr_hf.integrity.EnvironmentFault` line; the rerun resumes. Units whose rows failed by such a
+    fault (``env_failed``) are retried by a plain rerun, without ``--retry-failed``.
+    """
     keys = list(keys)
     status_rows = tables[stage.status_config]
     failed: set[str] = set()
+    env_failed: set[str] = set()
     if status_rows.num_rows and stage.input_key in status_rows.column_names:
-        for k, st in zip(status_rows.column(stage.input_key).to_pylist(), status_rows.column("status").to_pylist()):
+        errs = (status_rows.column("error").to_pylist() if "error" in status_rows.column_names
+                else [None] * status_rows.num_rows)
+        for k, st, err in zip(status_rows.column(stage.input_key).to_pylist(),
+                              status_rows.column("status").to_pylist(), errs):
             if st in RETRYABLE:
                 failed.add(k)
+                if err and ENV_FAULT_TEXT.search(str(err)):
+                    env_failed.add(k)
     name = f"{batch_prefix()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp = work / f"{TMP_PREFIX}{name}"
-    tmp.mkdir(parents=True)
-    for cfg, table in tables.items():
-        blob = table_to_parquet_bytes(table)
-        with open(tmp / f"{cfg}.parquet", "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-    done: dict[str, Any] = {"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta()}
-    if digests is not None:
-        done["digests"] = list(digests)
-    if files:
-        done["files"] = files
-    with open(tmp / DONE_FILE, "w") as f:
-        json.dump(done, f)
+    tmp = work / f"{TMP_PREFIX}{_host_tag()}~{name}"
+    try:
+        tmp.mkdir(parents=True)
+        hashes: dict[str, str] = {}
+        for cfg, table in tables.items():
+            blob = table_to_parquet_bytes(table)
+            hashes[cfg] = sha256_hex(blob)
+            _write_synced(tmp / f"{cfg}.parquet", blob)
+        done: dict[str, Any] = {"keys": keys, "failed": sorted(failed), "meta": stage.batch_meta(),
+                                "sha256": hashes}
+        if env_failed:
+            done["env_failed"] = sorted(env_failed)
+        if digests is not None:
+            done["digests"] = list(digests)
+        if files:
+            done["files"] = files
+        _write_synced(tmp / DONE_FILE, json.dumps(done).encode("utf-8"))
+        final = work / f"batch-{name}"
+        os.rename(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        fault = environment_fault(exc, f"{stage.name}: committing a batch of {len(keys)} units in {work}")
+        if fault is not None:
+            raise fault from exc
+        raise
+    return final
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    final = work / f"batch-{name}"
-    os.rename(tmp, final)
-    return final
+
+
+def _stale_tmp(tmp: Path) -> bool:
+    """A temp batch folder of a writer that is gone (this host, pid dead), or older than an hour."""
+    m = re.fullmatch(re.escape(TMP_PREFIX) + r"(?P<host>[^~]+)~\d+-(?P<pid>\d+)-[0-9a-f]{6}", tmp.name)
+    if m is not None and m.group("host") == _host_tag() and not _pid_alive(int(m.group("pid"))):
+        return True
+    try:
+        return time.time() - tmp.stat().st_mtime > 3600
+    except OSError:
+        return False
+
+
+def read_done_or_set_aside(batch: Path) -> dict[str, Any] | None:
+    """A batch's ``done.json``; a garbled one (truncated, not JSON, no keys) is renamed ``corrupt-...``
+    with a warning, so its units are recomputed instead of every command ending in a traceback."""
+    try:
+        d = _read_done(batch)
+        if not isinstance(d, dict) or not isinstance(d.get("keys"), list):
+            raise ValueError("no list of unit keys")
+        return d
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError) and not batch.exists():
+            return None  # set aside meanwhile by another reader
+        aside = batch.with_name(CORRUPT_PREFIX + batch.name)
+        try:
+            os.rename(batch, aside)
+        except OSError:
+            pass
+        logger.warning("work state: %s/%s is garbled (%s): set aside as %s; its units are recomputed",
+                       batch.parent.name, batch.name, str(exc).splitlines()[0][:120], aside.name)
+        return None
+
+
+def read_batch_table(batch: Path, config: str, done: dict[str, Any] | None = None) -> pa.Table:
+    """One output table of a committed batch, checked against the SHA-256 its commit recorded."""
+    p = batch / f"{config}.parquet"
+    try:
+        blob = p.read_bytes()
+        want = (done or {}).get("sha256", {}).get(config)
+        if want and sha256_hex(blob) != want:
+            raise ValueError("content does not match the SHA-256 recorded at commit")
+        return pq.read_table(p)  # the checked file (see BenchmarkRepo._tables: no in-memory parse)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        root = batch.parents[4] if len(batch.parents) > 4 else batch.parent
+        raise CorruptStateError(f"work state {batch} is garbled ({str(exc).splitlines()[0][:120]}); repair: "
+                                f"lovr doctor --repo {root} --fix (sets it aside), then rerun the same command "
+                                "(recomputes its units)") from None
 
 
 def committed_batches(work: Path) -> list[Path]:
@@ -291,7 +379,7 @@ def committed_batches(work: Path) -> list[Path]:
     if not work.exists():
         return []
     for tmp in work.glob(f"{TMP_PREFIX}*"):
-        if tmp.is_dir() and time.time() - tmp.stat().st_mtime > 3600:
+        if tmp.is_dir() and _stale_tmp(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return sorted(p for p in work.glob("batch-*") if p.is_dir())
 
@@ -305,7 +393,9 @@ def completed_keys(work: Path, retry_failed: bool = False) -> set[str]:
     outcome failed. Progress reports use it; what is *done* for a given input is :class:`WorkIndex`'s."""
     status: dict[str, bool] = {}
     for b in committed_batches(work):
-        d = _read_done(b)
+        d = read_done_or_set_aside(b)
+        if d is None:
+            continue
         failed = set(d.get("failed", []))
         for k in d["keys"]:
             status[k] = k in failed
@@ -314,9 +404,8 @@ def completed_keys(work: Path, retry_failed: bool = False) -> set[str]:
 
 def batch_metas(work: Path, since: str = "") -> list[dict[str, Any]]:
     """The ``meta`` of every committed batch (optionally only those committed after ``since``)."""
-    return [
-        _read_done(b).get("meta", {}) for b in committed_batches(work) if b.name[len("batch-"):] >= since
-    ]
+    dones = (read_done_or_set_aside(b) for b in committed_batches(work) if b.name[len("batch-"):] >= since)
+    return [d.get("meta", {}) for d in dones if d is not None]
 
 
 def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: str) -> pa.Table:
@@ -327,7 +416,7 @@ def select_rows(index: WorkIndex, config: str, owner: dict[str, int], unit_col: 
         by_batch.setdefault(b, []).append(k)
     parts: list[pa.Table] = []
     for b in sorted(by_batch):
-        t = pq.ParquetFile(index.batches[b] / f"{config}.parquet").read().cast(feats.arrow_schema)
+        t = read_batch_table(index.batches[b], config, index.done[b]).cast(feats.arrow_schema)
         if not t.num_rows:
             continue
         if unit_col in t.column_names:
@@ -358,3 +447,30 @@ def unit_rows(index: WorkIndex, configs: Sequence[str], owner: dict[str, int],
         for r in t.to_pylist():
             out.setdefault(str(r[unit_col]), {}).setdefault(cfg, []).append(r)
     return out
+
+
+def log_removed(stage: str, cfg: str, old: pa.Table | None, new: pa.Table, unit_col: str, units: set[str]) -> int:
+    """Log rows of the previous ``cfg`` table that the new one no longer has, and why. Returns how many."""
+    if old is None or not old.num_rows:
+        return 0
+    pk = schema.primary_key(cfg)
+    new_keys = set(zip(*[new.column(c).to_pylist() for c in pk])) if new.num_rows else set()
+    old_keys = list(zip(*[old.column(c).to_pylist() for c in pk]))
+    old_units = old.column(unit_col).to_pylist() if unit_col in old.column_names else [None] * old.num_rows
+    gone_unit = gone_rows = 0
+    gone_ids: set[str] = set()
+    for k, u in zip(old_keys, old_units):
+        if k in new_keys:
+            continue
+        if u is not None and u not in units:
+            gone_unit += 1
+            gone_ids.add(u)
+        else:
+            gone_rows += 1
+    if gone_unit:
+        sample = ", ".join(sorted(gone_ids)[:5]) + (", ..." if len(gone_ids) > 5 else "")
+        logger.warning("%s: removed %d %s rows of %d %s(s) no longer in the input (%s)", stage, gone_unit, cfg,
+                       len(gone_ids), unit_col, sample)
+    if gone_rows:
+        logger.warning("%s: removed %d %s rows that their recomputed units no longer produce", stage, gone_rows, cfg)
+    return gone_unit + gone_rows

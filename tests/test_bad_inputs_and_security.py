@@ -196,3 +196,122 @@ def test_cli_help_lists_subcommands() -> None:
     out = subprocess.run([sys.executable, "-m", "lovr_hf", "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("segment", "caption", "merge", "eval", "run", "demo", "push", "import-release", "info"):
         assert cmd in out
+
+
+# ---- publishing publishes only what it should (issue #22) --------------------------------------------------
+
+
+@pytest.fixture
+def _hub_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    import huggingface_hub.constants as c
+
+    token = "hf_securitytesttoken99"
+    monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    return token
+
+
+def _linked_release(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """The miniature release with one clip file a link to /etc/passwd and one a link to a video outside it."""
+    from tests._release_helpers import build_release, clip_files, write_clip
+
+    release = build_release(tmp_path / "release")
+    files = clip_files(release)
+    passwd = files["-7wwfGJXEZg-Scene-003"]
+    passwd.unlink()
+    passwd.symlink_to("/etc/passwd")
+    outside = tmp_path / "elsewhere" / "private.mp4"
+    write_clip(outside, 30, (1, 2, 3), seed=9)
+    linked = files["-_q3Q-Scene-002"]
+    linked.unlink()
+    linked.symlink_to(outside)
+    return release, outside, Path("/etc/passwd").read_bytes()
+
+
+def test_linked_clip_files_are_refused_at_import_and_never_reach_the_hub(tmp_path: Path, _hub_env: str) -> None:
+    from huggingface_hub import HfApi
+
+    from lovr_hf.push import push_to_hub
+    from lovr_hf.release import import_release
+    from lovr_hf.testing.fake_hub import FakeHub
+
+    release, outside, passwd = _linked_release(tmp_path)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    import_release(release, repo.root)
+    rows = {r["clip_id"]: r for r in repo.read(schema.CLIPS).to_list()}
+    for cid in ("-7wwfGJXEZg-Scene-003", "-_q3Q-Scene-002"):
+        assert rows[cid]["status"] == schema.ERROR and "symbolic link" in rows[cid]["error"], rows[cid]
+    # even rows that claim `ok` for a link out of the release (an older import) publish nothing of it
+    table = repo.read(schema.CLIPS).to_list()
+    for r in table:
+        if r["clip_id"] in ("-7wwfGJXEZg-Scene-003", "-_q3Q-Scene-002"):
+            r.update(status=schema.OK, error=None)
+    repo.write(schema.CLIPS, table)
+    with FakeHub(tokens={_hub_env}) as hub:
+        push_to_hub(repo.root, "me/release", api=HfApi(endpoint=hub.endpoint))
+        files = hub.files("me/release")
+    blobs = list(files.values())
+    assert passwd not in blobs and outside.read_bytes() not in blobs
+    assert not any(passwd in b for b in blobs if len(passwd) > 16)
+    assert sum(f.endswith(".mp4") for f in files) == 5  # 7 decodable files on disk, 2 of them links
+    published = {r["clip_id"]: r["path"] for r in BenchmarkRepo(_download(files, tmp_path / "dl")).read(schema.CLIPS).to_list()}
+    assert published["-7wwfGJXEZg-Scene-003"] is None and published["-_q3Q-Scene-002"] is None
+    card = files["README.md"].decode()
+    assert "not published: resolves outside the repo and its release" in card
+
+
+def test_a_non_video_file_among_the_media_or_credentials_in_the_run_config_stop_the_push(
+        tmp_path: Path, _hub_env: str) -> None:
+    from lovr_hf.publish import PublishError, stage
+    from lovr_hf.release import import_release
+    from tests._release_helpers import build_release, clip_files
+
+    release = build_release(tmp_path / "release")
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    import_release(release, repo.root)
+    # a run config written by hand (or by an older lovr_hf) with a credential in a URL
+    (repo.root / "run_config.json").write_text('{"caption": {"api_base": "http://user:s3cret@llm.local/v1"}}')
+    pub = stage(repo)
+    for f in pub.files:
+        assert b"s3cret" not in (pub.root / f).read_bytes(), f
+    # a clip file replaced by a text file inside the release: an `ok` row, but not a video
+    target = clip_files(release)["-7wwfGJXEZg-Scene-001"]
+    target.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 4)
+    with pytest.raises(PublishError, match="not a video file"):
+        stage(repo)
+
+
+def _download(files: dict[str, bytes], dest: Path) -> Path:
+    for name, data in files.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(data)
+    return dest
+
+
+def test_a_tampered_caption_shard_is_rebuilt_by_a_plain_caption_rerun(tmp_path: Path) -> None:
+    """Issue #22: a clip_captions shard rewritten with fewer rows under the same name used to make `lovr
+    caption` say "nothing changed" (and --rerun "wrote N rows" while the file kept fewer)."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    from lovr_hf.cli import main as cli_main
+
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    make_video(vids / "a.mp4", [SceneSpec(60), SceneSpec(66), SceneSpec(60)], 64, 48, 12, seed=1)
+    make_video(vids / "b.mp4", [SceneSpec(60), SceneSpec(60)], 64, 48, 12, seed=2)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"input_folder": str(vids), "repo": str(tmp_path / "lovr"),
+                                   "caption": {"backend": "dummy"}, "merge": {"llm": "dummy", "cluster_size": 2}}))
+    assert cli_main(["-q", "run", "--config", str(cfg)]) == 0
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    want = repo.read(schema.CLIP_CAPTIONS).to_list()
+    shard = repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0]
+    pq.write_table(pq.read_table(shard).slice(0, len(want) - 2), shard)
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy"]) == 0
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == want
+    pq.write_table(pq.read_table(shard).slice(0, 1), repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0])
+    assert cli_main(["-q", "caption", "--repo", str(repo.root), "--backend", "dummy", "--rerun"]) == 0
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == want and repo.verify() == {}

@@ -192,3 +192,23 @@ def test_kill9_retry_failed_then_merge(videos: Path, tmp_path: Path) -> None:
     assert snapshot(got) == snapshot(BenchmarkRepo(tmp_path / "ref"))
     assert set(got.read(schema.CLIP_CAPTIONS)["status"]) == {schema.OK}
     assert_clean(got)
+
+
+def test_three_simultaneous_segment_runs_on_one_repo(videos: Path, tmp_path: Path) -> None:
+    """Issue #22: three `lovr segment` started together on one repo used to delete each other's staging
+    folders (a valid video ended as a permanent `error` row). With one writer per stage they queue: every
+    video ends ok, no duplicate rows, every clip file complete."""
+    root = tmp_path / "lovr"
+    cmd = lovr("segment", "--input_folder", str(videos), "--repo", str(root))
+    procs = [subprocess.Popen(cmd, env={**ENV, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-4000:] for _, e in outs]
+    repo = BenchmarkRepo(root)
+    videos_rows = repo.read(schema.VIDEOS).to_list()
+    assert sorted(v["status"] for v in videos_rows) == [schema.OK] * 3, videos_rows
+    clips = repo.read(schema.CLIPS).to_list()
+    ids = [c["clip_id"] for c in clips]
+    assert len(ids) == len(set(ids)) and all(c["status"] == schema.OK for c in clips)
+    assert len(ids) == 4 + 3 + 12
+    assert_clean(repo)

@@ -190,13 +190,16 @@ def test_large_push_commits_in_batches_and_resumes(built: dict, tmp_path: Path, 
         real_commit = hub.commit
         calls = {"n": 0}
 
-        def flaky(*a, **kw):  # the connection dies at the second batch
+        def flaky(*a, **kw):  # the server goes away at the second batch (and stays away through the retries)
             calls["n"] += 1
-            return (500, {"error": "server went away"}) if calls["n"] == 2 else real_commit(*a, **kw)
+            return (500, {"error": "server went away"}) if calls["n"] >= 2 and down else real_commit(*a, **kw)
 
+        down = True
         hub.commit = flaky  # type: ignore[method-assign]
-        with pytest.raises(Exception, match="500"):
+        monkeypatch.setattr(push_mod, "RETRY_WAIT_S", 0.0)
+        with pytest.raises(push_mod.PushError, match=r"HTTP 500.*rerun `lovr push"):
             push_to_hub(repo.root, "me/bench", api=api)
+        down = False
         assert len(hub.commits) == 1 and "(part 1/" in hub.commits[0].summary
         assert "README.md" not in hub.files("me/bench")  # the card goes last: never lists missing shards
         first = set(hub.commits[0].added)
@@ -244,3 +247,57 @@ def test_push_cli_dry_run_and_required_repo_id(built: dict, tmp_path: Path, caps
         cli_main(["push", str(tmp_path)])
     assert e.value.code == 2
     assert "--repo-id" in capsys.readouterr().err
+
+
+# ---- push errors are one clear line (issue #22) ------------------------------------------------------------
+
+
+class FlakyHub(FakeHub):
+    """A Hub whose commit endpoint answers 500 the first ``failures`` times."""
+
+    def __init__(self, failures: int, **kw) -> None:
+        super().__init__(**kw)
+        self.failures = failures
+
+    def commit(self, *args, **kwargs):
+        if self.failures > 0:
+            self.failures -= 1
+            return 500, {"error": "Internal Error - We're working hard to fix this as soon as possible!"}
+        return super().commit(*args, **kwargs)
+
+
+@pytest.fixture
+def release_repo(tmp_path: Path) -> BenchmarkRepo:
+    from _release_helpers import build_release
+
+    from lovr_hf.release import import_release
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    import_release(build_release(tmp_path / "release"), repo.root)
+    return repo
+
+
+def test_a_rejected_token_is_one_line_naming_the_repo(release_repo: BenchmarkRepo, monkeypatch, capsys) -> None:
+    import huggingface_hub.constants as c
+
+    monkeypatch.setenv("HF_TOKEN", "hf_wrongtoken000000000")
+    with FakeHub(tokens={TOKEN}) as hub:
+        monkeypatch.setattr(c, "ENDPOINT", hub.endpoint)
+        code = cli_main(["push", str(release_repo.root), "--repo-id", "me/bench"])
+        assert not hub.commits
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "token rejected for me/bench (HTTP 401)" in err and "hf_wrongtoken" not in err
+
+
+def test_hub_5xx_on_commit_is_retried_then_says_what_to_rerun(release_repo: BenchmarkRepo, monkeypatch) -> None:
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(push_mod, "RETRY_WAIT_S", 0.0)
+    with FlakyHub(failures=1, tokens={TOKEN}) as hub:  # one 500, then fine: the push completes
+        push_to_hub(release_repo.root, "me/bench", api=HfApi(endpoint=hub.endpoint))
+        assert "README.md" in hub.files("me/bench")
+    with FlakyHub(failures=99, tokens={TOKEN}) as hub:
+        with pytest.raises(push_mod.PushError, match=r"HTTP 500\) 3 times: rerun `lovr push .* --repo-id me/b2`") as e:
+            push_to_hub(release_repo.root, "me/b2", api=HfApi(endpoint=hub.endpoint))
+        assert "\n" not in str(e.value) and not hub.commits

@@ -148,3 +148,73 @@ def test_cli_import_release(release: Path, tmp_path: Path) -> None:
     repo = BenchmarkRepo(tmp_path / "lovr")
     assert not repo.has(schema.CLIPS) and repo.has(schema.CLIP_CAPTIONS)
     assert read_release_marker(repo)["clips"]["ok"] is None
+
+
+# ---- every line checked, duplicates dropped, an import that fails leaves the repo as it was (issue #22) -------
+
+
+def _repo_state(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".lovr" not in p.parts}
+
+
+def _append(path: Path, *lines: object) -> None:
+    with open(path, "a") as f:
+        for line in lines:
+            f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+
+
+@pytest.mark.parametrize(("file", "line", "why"), [
+    ("caption_data/all_video.jsonl", {"cap": "no id"}, r"all_video.jsonl:4: no 'vid' field"),
+    ("caption_data/all_video.jsonl", {"vid": None, "cap": "x"}, r"all_video.jsonl:4: 'vid' is null"),
+    ("caption_data/all_video.jsonl", {"vid": 17, "cap": "x"}, r"all_video.jsonl:4: 'vid' is int"),
+    ("caption_data/all_video.jsonl", {"vid": "-_q3Q", "cap": ["a", "list"]}, r"all_video.jsonl:4: 'cap' is list"),
+    ("caption_data/all_clip.jsonl", {"path": "x/-_q3Q-Scene-002.mp4", "cap": None}, r"all_clip.jsonl:7: 'cap' is null"),
+    ("caption_data/all_clip.jsonl", {"path": None, "cap": "x"}, r"all_clip.jsonl:7: 'path' is null"),
+    ("caption_data/clip_cap_theme.jsonl", {"vid": "-_q3Q", "cap": 3.5}, r"clip_cap_theme.jsonl:3: 'cap' is float"),
+    ("caption_data/all_video.jsonl", "[1, 2]", r"all_video.jsonl:4: expected a JSON object"),
+])
+def test_a_bad_release_line_names_file_and_line_and_leaves_the_repo_as_it_was(
+        release: Path, tmp_path: Path, file: str, line: object, why: str) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    import_release(release, repo.root)
+    before = _repo_state(repo.root)
+    bad = tmp_path / "bad"
+    shutil.copytree(release, bad, symlinks=True)
+    _append(bad / file, line)
+    with pytest.raises(ValueError, match=why) as exc:
+        import_release(bad, repo.root)
+    assert "\n" not in str(exc.value)
+    assert _repo_state(repo.root) == before
+
+
+def test_a_bad_split_parquet_is_one_error_and_nothing_is_imported(release: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(release, bad, symlinks=True)
+    (bad / "clip_test.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ValueError, match=r"clip_test.parquet: not a readable parquet file"):
+        import_release(bad, tmp_path / "lovr")
+    assert not (tmp_path / "lovr" / "README.md").exists() and not list((tmp_path / "lovr").glob("data/*"))
+    out = subprocess.run([sys.executable, "-m", "lovr_hf", "import-release", str(bad), "--repo",
+                          str(tmp_path / "lovr2"), "--no-clips"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "clip_test.parquet" in out.stderr
+
+
+def test_repeated_video_theme_and_split_lines_are_dropped_and_counted(release: Path, tmp_path: Path) -> None:
+    dup = tmp_path / "dup"
+    shutil.copytree(release, dup, symlinks=True)
+    _append(dup / "caption_data/all_video.jsonl", {"vid": "Ab_9-xYz", "cap": "a second caption"})
+    _append(dup / "caption_data/clip_cap_theme.jsonl", {"vid": "-_q3Q-Scene-001", "cap": "again"})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": ["-_q3Q-Scene-001.mp4", "-_q3Q-Scene-001.mp4"]}), dup / "clip_test.parquet")
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    import_release(dup, repo.root)
+    for cfg in (schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS, schema.SPLITS):
+        keys = [tuple(r[k] for k in schema.primary_key(cfg)) for r in repo.read(cfg).to_list()]
+        assert len(keys) == len(set(keys)), (cfg, keys)
+    videos = {r["video_id"]: r["caption"] for r in repo.read(schema.VIDEO_CAPTIONS).to_list()}
+    assert videos["Ab_9-xYz"] != "a second caption"  # the first line is kept
+    assert read_release_marker(repo)["duplicate_lines_dropped"] == {
+        "caption_data/all_video.jsonl": 1, "caption_data/clip_cap_theme.jsonl": 1, "splits": 1}

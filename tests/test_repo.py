@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,7 +17,8 @@ from huggingface_hub import DatasetCard
 
 from lovr_hf import schema
 from lovr_hf.ids import check_id, safe_id, safe_join
-from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, redact
+from lovr_hf.integrity import CorruptCardError, CorruptShardError
+from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, redact, table_to_parquet_bytes
 
 
 def clip_rows(video_id: str, n: int, length: float = 5.0) -> list[dict]:
@@ -234,5 +239,141 @@ def test_shards_of_an_older_version_load_with_the_new_columns_null(tmp_path: Pat
     repo = BenchmarkRepo(tmp_path / "lovr")
     repo.write(schema.SPLITS, [{"clip_id": "a-Scene-001", "video_id": "a", "split": "test"}])
     shard = repo.root / repo.config_files()[schema.SPLITS][0]
-    pq.write_table(pq.read_table(shard).drop_columns(["video_id"]), shard)  # as an older writer left it
+    # as an older writer left it: its own bytes under its own fingerprinted name, listed in the card
+    blob = table_to_parquet_bytes(pq.read_table(shard).drop_columns(["video_id"]))
+    old = shard.with_name(f"splits-00000-of-00001-{hashlib.sha256(blob).hexdigest()[:12]}.parquet")
+    old.write_bytes(blob)
+    shard.unlink()
+    with repo.lock():
+        repo._write_card({schema.SPLITS: [old.relative_to(repo.root).as_posix()]})
     assert repo.read(schema.SPLITS).to_list() == [{"clip_id": "a-Scene-001", "video_id": None, "split": "test"}]
+
+
+# ---- integrity: a shard is what its name says, or the read stops with one line ---------------------------
+
+
+def _captions(n: int) -> list[dict]:
+    return [{"clip_id": f"v{i}-Scene-001", "video_id": f"v{i}", "slice_num": 1, "caption": f"caption number {i}",
+             "model": "m", "prompt_hash": "", "status": "ok"} for i in range(n)]
+
+
+def test_a_shard_rewritten_with_fewer_rows_under_its_name_is_refused_and_a_rewrite_repairs_it(tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    rows = _captions(9)
+    repo.write(schema.CLIP_CAPTIONS, rows)
+    shard = repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0]
+    pq.write_table(pq.read_table(shard).slice(0, 6), shard)  # 6 of 9 rows, same file name
+    with pytest.raises(CorruptShardError, match=r"clip_captions.*does not match.*lovr doctor .* --fix.*lovr caption"):
+        repo.read(schema.CLIP_CAPTIONS)
+    with pytest.raises(CorruptShardError):
+        repo.read_columns(schema.CLIP_CAPTIONS, ["clip_id", "caption"])
+    assert schema.CLIP_CAPTIONS in repo.verify()
+    from lovr_hf.verify import verify
+
+    report = verify(repo)  # lovr eval --verify: a tampered table never verifies as OK
+    assert not report.ok and "rebuild it with: lovr caption" in report.render()
+    # the same rows written again: the file of that name is rewritten (it used to be skipped as "exists")
+    repo.write(schema.CLIP_CAPTIONS, rows)
+    assert len(repo.read(schema.CLIP_CAPTIONS)) == 9
+    assert repo.verify() == {}
+
+
+def test_one_flipped_byte_or_a_truncated_shard_is_refused_even_without_the_work_state(tmp_path: Path) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, _captions(9))
+    shard = repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0]
+    good = shard.read_bytes()
+    pos = len(good) // 2
+    shard.write_bytes(good[:pos] + bytes([good[pos] ^ 1]) + good[pos + 1:])  # one flipped bit
+    shutil.rmtree(repo.work_root)  # a downloaded copy: no recorded hashes, only the names
+    with pytest.raises(CorruptShardError, match="fingerprint in its name"):
+        repo.read(schema.CLIP_CAPTIONS)
+    shard.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CorruptShardError):
+        repo.read(schema.CLIP_CAPTIONS)
+    shard.write_bytes(good)
+    assert len(repo.read(schema.CLIP_CAPTIONS)) == 9
+
+
+@pytest.mark.parametrize("card", ["---\nconfigs: [\n---\nbody\n", "---\nconfigs:\n  - 3\n---\n", "---\nunterminated"])
+def test_an_invalid_card_is_one_clear_error_naming_the_repair(tmp_path: Path, card: str) -> None:
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, _captions(2))
+    repo.card_path.write_text(card)
+    with pytest.raises(CorruptCardError, match=r"README.md.*invalid.*lovr doctor --repo .* --fix") as exc:
+        repo.configs()
+    assert "\n" not in str(exc.value)
+
+
+def test_readers_survive_index_switches_of_a_concurrent_writer(tmp_path: Path) -> None:
+    """A writer rewriting a config over and over (new shard, card switch, old shard deleted) while readers
+    read it: no reader ever fails (they used to hit FileNotFoundError right after the switch)."""
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, _captions(5))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        r = BenchmarkRepo(repo.root)
+        while not stop.is_set():
+            try:
+                assert len(r.read_table(schema.CLIP_CAPTIONS)) in (5, 6)
+                reads[0] += 1
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(60):
+        repo.write(schema.CLIP_CAPTIONS, _captions(5 + i % 2), update_card=False)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]
+    assert reads[0] > 20
+
+
+def test_run_config_card_and_logs_never_hold_url_credentials(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lovr_hf.redact import find_secret, redact_text
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write_run_config({"caption": {"api_base": "http://user:pw@example.org:8000/v1",
+                                       "url": "https://h/x?api_key=abc123&page=2", "keyframes": 4,
+                                       "max_new_tokens": 64, "hf_token": "hf_abcdefghijklmnopqrstuv"}})
+    text = (repo.root / "run_config.json").read_text()
+    assert "pw" not in text and "user:" not in text and "abc123" not in text and "hf_abcdef" not in text
+    cfg = repo.run_config()["caption"]
+    assert cfg["api_base"] == "http://<redacted>@example.org:8000/v1"
+    assert cfg["url"] == "https://h/x?api_key=<redacted>&page=2"
+    assert cfg["keyframes"] == 4 and cfg["max_new_tokens"] == 64  # not credentials
+    assert find_secret(text) is None and find_secret("see http://a:b@c/d") is not None
+    assert redact_text("Authorization: Bearer abcdefghijk123") == "Authorization: Bearer <redacted>"
+    with caplog.at_level(logging.DEBUG, logger="lovr_hf"):
+        logging.getLogger("lovr_hf.caption").debug("calling %s", "http://user:pw@example.org/v1")
+    assert "pw@" not in caplog.text and "<redacted>@example.org" in caplog.text
+    assert json.loads(text)  # still JSON
+
+
+def test_a_full_disk_during_a_write_is_one_clear_error_and_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from lovr_hf.integrity import EnvironmentFault
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, _captions(2))
+    before = repo.read(schema.CLIP_CAPTIONS).to_list()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(EnvironmentFault, match=r"no space left on device .*rerun the same command"):
+        repo.write(schema.CLIP_CAPTIONS, _captions(5))
+    monkeypatch.undo()
+    assert not [p for p in repo.root.rglob(".tmp-*")]
+    assert repo.read(schema.CLIP_CAPTIONS).to_list() == before  # the old table stands
+    repo.write(schema.CLIP_CAPTIONS, _captions(5))  # space freed: the same write completes
+    assert len(repo.read(schema.CLIP_CAPTIONS)) == 5
