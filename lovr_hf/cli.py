@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("lovr_hf.info", "show where a benchmark stands, or summarise a parquet file"),
     "export": ("lovr_hf.export", "export a benchmark repo in the original LoVR file layout (JSONL, JSON/CSV)"),
     "report": ("lovr_hf.report", "write a static HTML page per scored model: results, plots, hits and misses"),
+    "doctor": ("lovr_hf.doctor", "check a repo's integrity (shards, card, work state, locks); --fix repairs"),
     "materialize": ("lovr_hf.materialize", "rebuild clip files of an index-only repo from your own videos"),
 }
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from lovr_hf import schema
@@ -295,14 +294,11 @@ def _rows(data: Dataset | pa.Table | list[dict[str, Any]], columns: Seq[str] | N
 
 
 def read_columns(repo: BenchmarkRepo, config: str, columns: Seq[str]) -> pa.Table:
-    """Only ``columns`` of a config (the merge never needs the captions' settings or scores)."""
-    files = repo.config_files().get(config)
-    if files is None:
-        raise KeyError(f"{repo.root} has no config {config!r}")
+    """Only ``columns`` of a config (the merge never needs the captions' settings or scores), verified against
+    the shards' recorded hashes like every read (a tampered caption shard must not be merged silently)."""
     feats = schema.features_for(config)
     sch = pa.schema([feats.arrow_schema.field(c) for c in columns])
-    parts = [pq.read_table(repo.root / f, columns=list(columns)).cast(sch) for f in files]
-    return pa.concat_tables(parts) if parts else sch.empty_table()
+    return repo.read_columns(config, columns).cast(sch)
 
 
 def _dataset(rows: dict[str, list[Any]], features: Features) -> Dataset:

@@ -29,6 +29,7 @@ from lovr_hf.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
 from lovr_hf.ids import short_hash, strict_slug
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES
 from lovr_hf.protocols import PROTOCOLS, wrap_channel_swap  # noqa: F401 - PROTOCOLS re-exported
+from lovr_hf.redact import is_secret_key
 
 ORIGINAL_INTERVAL = ASSUMED_INTERVAL  # the original launchers' --interval for every family but CLIP
 CLIP_INTERVAL = 10  # the original CLIP run (run_clip.sh --encode_video --interval 10)
@@ -359,7 +360,8 @@ def model_payload(config: EmbedConfig) -> dict[str, Any]:
     payload = {
         "backend": _backend_of(config), "model": config.model,
         "revision": config.revision, "dtype": config.dtype,
-        "backend_options": {k: v for k, v in config.backend_options.items() if "key" not in k.lower()},
+        # the one redaction rule: a secret never enters a fingerprint, an option like ``keyframes`` does
+        "backend_options": {k: v for k, v in config.backend_options.items() if not is_secret_key(k)},
     }
     proto = protocol_payload(config)
     if proto is not None:

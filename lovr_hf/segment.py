@@ -331,7 +331,9 @@ class SegmentStage(Stage):
         other file-writing settings are superseded, staged files are published, files no table references
         any more are deleted, and a row whose file is missing or changed is marked ``error``."""
         # (repo.read_or_empty fails for a missing config with datasets 5: Dataset.from_list([]) has no columns)
-        prev = repo.read(schema.CLIPS).to_list() if repo.has(schema.CLIPS) else []
+        # a corrupt clips table is rebuilt from the work state, not read (repo.verify names its problem)
+        prev = (repo.read(schema.CLIPS).to_list()
+                if repo.has(schema.CLIPS) and not repo.verify([schema.CLIPS]) else [])
         out = super().gather(repo, *args, **kwargs)
         if schema.CLIPS not in out:  # the engine found nothing changed since its last gather: tables kept
             out = {cfg: repo.read(cfg) for cfg in self.outputs if repo.has(cfg)}
