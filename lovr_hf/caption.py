@@ -467,7 +467,7 @@ def summarize(repo: BenchmarkRepo, stage: CaptionStage, since: str, res: StageRe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="transformers", help="transformers | vllm | openai | dummy | module:Class")
+    p.add_argument("--backend", default="transformers", help="transformers | vllm | openai | describer (offline stand-in: describes the pixels) | dummy | module:Class")
     p.add_argument("--model-path", "--model_path", dest="model_path", default=DEFAULT_MODEL,
                    help="Hub id or local folder (original LoVR flag)")
     p.add_argument("--revision", default=None)

@@ -236,7 +236,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=None, help="exact clips: libx264 CRF (default 22)")
     g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None)
     g = p.add_argument_group("caption")
-    g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | dummy")
+    g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | describer (offline stand-in) | dummy | module:Class")
     g.add_argument("--model-path", "--model_path", dest="caption_model", default=None, help="captioning VLM")
     g.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
@@ -245,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
                    help="openai captioner: the server kind (vllm adds its sampling and video fields)")
     g = p.add_argument_group("merge")
-    g.add_argument("--llm", default=None, help="merge LLM backend: openai | transformers | dummy")
+    g.add_argument("--llm", default=None, help="merge LLM backend: openai | transformers | dummy | module:Class")
     g.add_argument("--merge-model", dest="merge_model", default=None,
                    help="merge model: API model name (openai) or Hub id/folder/.gguf/'smollm2' (transformers)")
     g.add_argument("--api-base", dest="api_base", default=None,
