@@ -51,8 +51,15 @@ def _embedding_failures(repo: BenchmarkRepo, configs: list[str]) -> dict[str, st
 def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]:
     """Rows per config, what each stage has left, failure counts and the run configuration."""
     out: dict[str, Any] = {"repo": str(repo.root), "configs": {}}
+    problems = repo.verify()  # row counts of a tampered shard would be read as fine from its metadata
     for cfg, files in repo.config_files().items():
+        if cfg in problems:
+            continue
         out["configs"][cfg] = sum(pq.ParquetFile(repo.root / f).metadata.num_rows for f in files)
+    if problems:  # nothing below can be trusted until repaired: say so, and how
+        out["integrity_problems"] = problems
+        out["repair"] = f"lovr doctor --repo {repo.root} --fix, then the stage rerun it names"
+        return out
     left: dict[str, Any] = {}
     run = repo.run_config()
     imported = isinstance(run.get("import_release"), dict)  # the release's captions, no clusters by design
@@ -137,9 +144,10 @@ def main(args: argparse.Namespace) -> int:
             logger.error("%s is not a benchmark repo (no README.md)", repo.root)
             return 2
         info = repo_status(repo, args.model)
+    code = 1 if info.get("integrity_problems") else 0  # a repo that does not verify is not "fine"
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return code
     for key, value in info.items():
         if isinstance(value, dict):
             print(f"{key}:")
@@ -151,4 +159,4 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  {v}")
         else:
             print(f"{key}: {value}")
-    return 0
+    return code

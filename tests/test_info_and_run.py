@@ -156,3 +156,22 @@ def test_info_on_an_imported_release_and_failed_embeddings(tmp_path: Path) -> No
     template = {k: None for k in schema.features_for(cfg)}
     repo.write(cfg, [{**template, **r} for r in rows])
     assert repo_status(repo)["embeddings_all_failed"] == {"broken": "3 of 3 rows failed"}
+
+
+def test_info_reports_a_tampered_shard_instead_of_counting_it(tmp_path: Path, capsys) -> None:
+    """``lovr info`` counted rows from a shard's metadata, so a shard rewritten with 6 of its 9 rows under its
+    name looked fine; it now names the problem and the repair, and exits 1."""
+    import pyarrow.parquet as pq
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    rows = [{"clip_id": f"v{i}-Scene-001", "video_id": f"v{i}", "slice_num": 1, "caption": f"caption {i}",
+             "model": "m", "prompt_hash": "", "status": "ok"} for i in range(9)]
+    repo.write(schema.CLIP_CAPTIONS, rows)
+    assert cli_main(["info", "--repo", str(repo.root)]) == 0
+    shard = repo.root / repo.config_files()[schema.CLIP_CAPTIONS][0]
+    pq.write_table(pq.read_table(shard).slice(0, 6), shard)  # same name, fewer rows
+    capsys.readouterr()
+    assert cli_main(["info", "--repo", str(repo.root)]) == 1
+    out = capsys.readouterr().out
+    assert "integrity_problems" in out and schema.CLIP_CAPTIONS in out and "lovr doctor" in out
+    assert "clip_captions: 6" not in out
