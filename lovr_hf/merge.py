@@ -590,7 +590,7 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
     params = config.params()
     from tqdm.auto import tqdm
 
-    written = 0
+    written = fell_back = 0
     with open(result_file, "a", encoding="utf-8") as f, ThreadPoolExecutor(max(1, config.num_workers)) as pool, \
             tqdm(total=len(todo), desc="merge clusters") as bar:
         for c, res in zip(todo, pool.map(lambda c: smooth_group(c.usable_captions, llm, params), todo)):
@@ -602,8 +602,18 @@ def merge_jsonl(cap_file: str, result_file: str, config: MergeConfig | None = No
             f.flush()
             os.fsync(f.fileno())
             written += 1
+            fell_back += res.failed_calls > 0
             bar.update(1)
+    logger.info("merge (jsonl): %d clusters written, %d with joins that fell back to the original text "
+                "(failed calls or rejected replies: their errors are in the log)", written, fell_back)
+    if written and fell_back == written and any(c.clip_count > 1 for c in todo):
+        raise NothingMergedError(f"no cluster of {cap_file} was merged by the LLM: every join fell back to the "
+                                 f"original text ({written} clusters written to {result_file} as such)")
     return written
+
+
+class NothingMergedError(RuntimeError):
+    """JSONL mode: clusters were written but not one join succeeded (the command exits 1, the lines stay)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -639,7 +649,11 @@ def main(args: argparse.Namespace) -> int:
         if not (args.cap_file and args.result_file):
             logger.error("--cap-file and --result-file go together")
             return 2
-        merge_jsonl(args.cap_file, args.result_file, config)
+        try:
+            merge_jsonl(args.cap_file, args.result_file, config)
+        except NothingMergedError as exc:  # a run where nothing succeeded never exits 0
+            logger.error("lovr merge: %s", exc)
+            return 1
         return 0
     control = control_from_args(args)
     try:

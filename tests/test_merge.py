@@ -165,3 +165,25 @@ def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
     assert res.caption == f"{prev}\n{nxt}" and res.failed_calls == 1 and "dropped" in res.error
     good = ScriptedLLM([f"{prev}\nThen he stops at a corner, checks his phone and crosses as a bus arrives."])
     assert smooth_group([prev, nxt], good).failed_calls == 0
+
+
+def test_jsonl_mode_where_no_join_succeeds_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
+    """The original JSONL mode exited 0 whatever happened to its joins: a run where nothing was merged (every
+    call failed) keeps its lines (original text, counted) but exits 1; one good join is a success."""
+    import lovr_hf.merge as merge_mod
+    from lovr_hf.testing import ScriptedLLM
+
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text("".join(json.dumps({"vid": v, "slice_num": i, "cap": f"{v} clip {i} shows a red car."}) + "\n"
+                            for v in ("a", "b") for i in range(1, 4)))
+    out = tmp_path / "merged.jsonl"
+    down = ScriptedLLM(default=ConnectionError("connection refused by 127.0.0.1:9"))
+    monkeypatch.setattr(merge_mod, "make_llm", lambda config: down)
+    args = ["-q", "merge", "--cap-file", str(caps), "--result-file", str(out), "--llm", "dummy", "--num-workers", "1"]
+    assert cli_main(args) == 1
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["cluster_id"] for g in got] == ["a_0", "b_0"] and all(g["failed_calls"] == 2 for g in got)
+    out.unlink()
+    monkeypatch.setattr(merge_mod, "make_llm", lambda config: ScriptedLLM())  # the fake server's honest joins
+    assert cli_main(args) == 0
+    assert all(json.loads(line)["failed_calls"] == 0 for line in out.read_text().splitlines())
