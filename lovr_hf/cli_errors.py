@@ -55,13 +55,13 @@ def _say(command: str, text: str) -> None:
 def exit_code_for(command: str, exc: Exception, args: argparse.Namespace | None = None, *,
                   verbose: bool = False) -> int:
     """Report ``exc`` (escaped from ``lovr command``) and return the exit code (module docstring)."""
-    from lovr_hf.failures import SetupError
+    from lovr_hf.failures import SetupError, UnknownName
     from lovr_hf.integrity import RepoError
     from lovr_hf.stage import MissingChunksError
 
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
-    if isinstance(exc, (SetupError, MissingChunksError, UsageError, RepoError)):  # RepoError: + its repair
+    if isinstance(exc, (SetupError, MissingChunksError, UsageError, RepoError, UnknownName)):  # RepoError: + its repair
         _say(command, str(exc))
         return USAGE
     os_exc = _os_error(exc)

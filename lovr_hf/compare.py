@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lovr_hf.failures import UnknownName
 from lovr_hf.models import model_slug, protocol_slug
 from lovr_hf.rankings import read_rankings
 from lovr_hf.repo import BenchmarkRepo
@@ -48,7 +49,7 @@ def paired(repo: BenchmarkRepo | str, model_a: str, model_b: str, *, alpha: floa
     res = {m: [r for r in results if r["model"] == m and r["slice"] == "all"] for m in (model_a, model_b)}
     for m, rs in res.items():
         if not rs:
-            raise KeyError(f"no results for {m!r}")
+            raise UnknownName(f"no results for {m!r}")
     protocols = sorted({r["protocol"] for r in res[model_a]} & {r["protocol"] for r in res[model_b]},
                        key=lambda p: (p != "lovr", p))
     if not protocols:

@@ -38,6 +38,7 @@ from lovr_hf.cli_common import (
 )
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
+from lovr_hf.failures import UnknownName
 from lovr_hf.models import PROTOCOLS, check_embedder
 from lovr_hf.rankings import write_rankings
 from lovr_hf.repo import BenchmarkRepo
@@ -254,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
                 from lovr_hf.compare import paired, render_paired
 
                 print(render_paired(paired(repo, *args.compare)))
-        except (KeyError, ValueError, FileNotFoundError) as exc:
+        except (UnknownName, ValueError, FileNotFoundError) as exc:  # a KeyError bug keeps its traceback
             logger.error("lovr eval --compare: %s", exc)
             return 2
         return 0
@@ -265,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
     steps = [s for s in STEPS if getattr(args, s, False)]
     try:
         rows = evaluate_models(repo, args.models, base, control, steps=steps or None)
-    except (ValueError, KeyError, ImportError, FileNotFoundError) as exc:
+    except (ValueError, UnknownName, ImportError, FileNotFoundError) as exc:  # not a KeyError bug
         logger.error("lovr eval: %s", exc)
         return 2
     from lovr_hf.summary import embedding_configs, strict_exit

@@ -36,6 +36,14 @@ _BUG_RE = re.compile(r"(^|: )bug: \w+")
 T = TypeVar("T")
 
 
+class UnknownName(KeyError):
+    """A name the user gave (a model's results, a backend, a family, a config) that is not there: a usage
+    error (exit 2). Raised instead of a bare ``KeyError`` so that a ``KeyError`` bug is never mistaken for it."""
+
+    def __str__(self) -> str:  # the message, without KeyError's repr quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class SetupError(RuntimeError):
     """A backend could not start (model not loadable, server unreachable, key refused): the command stops
     before any row and ``lovr`` prints the message as one line (exit 2)."""

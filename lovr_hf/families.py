@@ -34,6 +34,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lovr_hf.failures import UnknownName
+
 #: how a family feeds pixels to its model
 FRAMES = "frames"  # decoded frames, every ``interval`` frames, pooled (mean of normalised frame features)
 NATIVE_VIDEO = "native_video"  # a video tower on ``video_frames`` frames sampled by the family's own rule
@@ -137,7 +139,7 @@ def get_family(name: str) -> Family:
     if name == DEFAULT_FAMILY.name:
         return DEFAULT_FAMILY
     if name not in by_name:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(sorted(by_name))}")
+        raise UnknownName(f"unknown model family {name!r}; known: {', '.join(sorted(by_name))}")
     return by_name[name]
 
 

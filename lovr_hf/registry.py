@@ -11,6 +11,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+from lovr_hf.failures import UnknownName
+
 T = TypeVar("T")
 
 
@@ -55,7 +57,7 @@ class Registry(Generic[T]):
         for ep in entry_points(group=f"lovr_hf.{self.kind}"):
             if ep.name == name:
                 return ep.load()
-        raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())} (or use module:Class)")
+        raise UnknownName(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())} (or use module:Class)")
 
     def create(self, name: str, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)

@@ -38,6 +38,7 @@ from datasets import Dataset, DatasetInfo, Features
 from filelock import FileLock
 
 from lovr_hf import schema
+from lovr_hf.failures import UnknownName
 from lovr_hf.integrity import (
     CorruptCardError,
     CorruptShardError,
@@ -281,7 +282,7 @@ class BenchmarkRepo:
         for attempt in range(READ_RETRIES):
             files = self.config_files().get(config)
             if files is None:
-                raise KeyError(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
+                raise UnknownName(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
             try:
                 return self._tables(config, files, [(self.root / f).read_bytes() for f in files])
             except FileNotFoundError:

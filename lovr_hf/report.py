@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lovr_hf import schema
+from lovr_hf.failures import UnknownName
 from lovr_hf.models import model_label, model_slug, protocol_slug
 from lovr_hf.rankings import read_rankings
 from lovr_hf.repo import BenchmarkRepo
@@ -176,7 +177,7 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
     present = list(dict.fromkeys(r["model"] for r in rows))
     unknown = [m for m in (models or []) if m not in present]
     if unknown:
-        raise KeyError(f"no results for {unknown}; results hold: {present}")
+        raise UnknownName(f"no results for {unknown}; results hold: {present}")
     plots = []
     for rel in (PLOT, SLICE_PLOT):
         if (repo.root / rel).is_file():

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lovr_hf import schema, slices
+from lovr_hf.failures import UnknownName
 from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.results_plots import (  # noqa: F401 - re-exported
     DIRECTION_NAMES,
@@ -424,7 +425,7 @@ def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = Non
     if models:
         unknown = [m for m in models if m not in present]
         if unknown:
-            raise KeyError(f"no results for {unknown}; results hold: {present}")
+            raise UnknownName(f"no results for {unknown}; results hold: {present}")
         present = list(models)
     rows = [r for r in rows if r["model"] in present]
     entries = entries_of(rows, present)

@@ -97,3 +97,23 @@ def test_eval_model_comma_list_evaluates_each(tmp_path: Path, eval_source: Path)
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", ",".join(models), "--topk", "1",
                      "--bootstrap", "0", "--interval", "30"]) == 0
     assert {r["model"] for r in repo.read(schema.RESULTS)} == set(models)
+
+
+def test_a_keyerror_bug_in_eval_is_not_a_usage_error(tmp_path, monkeypatch, capsys) -> None:
+    """``lovr eval`` turned every ``KeyError`` into exit 2 (a usage error), so a dictionary bug looked like the
+    user's mistake; only a name the user gave that is not there (UnknownName) is exit 2 now."""
+    import lovr_hf.evaluation as evaluation
+    from lovr_hf import schema
+    from lovr_hf.repo import BenchmarkRepo
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.VIDEOS, [])  # a benchmark repo (card written), nothing scored yet
+    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--compare", "no-such-model"]) == 2
+
+    def buggy(*args, **kwargs):
+        return {}["embeddings"]  # a KeyError raised by a bug, not by a name the user gave
+
+    monkeypatch.setattr(evaluation, "evaluate_models", buggy)
+    capsys.readouterr()
+    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", "dummy"]) == 1
+    assert "Traceback" in capsys.readouterr().err
