@@ -121,11 +121,18 @@ def test_verify_passes_then_fails_after_one_embedding_value_changes(embedded: Pa
     rows[i]["embedding"][5] += 0.25  # one value of one clip embedding, edited in place (same file name)
     pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), path)
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--verify"]) == 1
+    out = capsys.readouterr().out  # edited in place: the shard no longer matches its name and recorded hash
+    assert "verify: FAILED" in out and files[0] in out and "SHA-256" in out
+    # the same edit written as a consistent shard (new name, hash recorded, as a forger with write access
+    # would): the recomputation from the stored evidence still catches it
+    path.write_bytes(original)
+    repo.write(cfg, rows)
+    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--verify"]) == 1
     out = capsys.readouterr().out
     assert "verify: FAILED" in out and "embeddings_fingerprint" in out
     assert "rankings" in out  # the clip's scores moved too
-    # back to the stored bytes: OK again; then an edited results value fails on both recomputations
-    path.write_bytes(original)
+    # back to the stored rows: OK again; then an edited results value fails on both recomputations
+    repo.write(cfg, t.to_pylist())
     assert verify(repo).ok
     res = repo.read_table(schema.RESULTS).to_pylist()
     j = next(j for j, r in enumerate(res) if r["slice"] == "all" and r["direction"] == "text_to_video"
@@ -328,7 +335,7 @@ def test_results_of_an_older_lovr_hf_still_render(embedded: Path, tmp_path: Path
                 "text_mode", "interval", "uniform_frames", "query_seed", "lovr_hf_version"]
     t = pq.read_table(path, columns=old_cols)
     t = t.filter(pa.compute.equal(t["slice"], "all"))
-    pq.write_table(t, path)  # the 14 columns results had before intervals
+    repo.write(schema.RESULTS, t.to_pylist())  # the 14 columns results had before intervals (the rest null)
     md = render_results(repo)
     assert "### text → clip" in md and "| dummy | lovr |" in md
     score(repo)  # re-scoring replaces the old rows with full ones
