@@ -201,28 +201,18 @@ def test_open_clip_eva02_preprocessing_equals_the_openai_transform(clip_pkg, tmp
     mean/std) is ``clip.load``'s transform. lovr runs ``EVA02-B-16/merged2b_s8b_b131k`` in open_clip: its
     preprocessing config must be that one, and the adapter's preprocess must make the same pixels from it."""
     pytest.importorskip("open_clip")
-    import json
-    import shutil
 
     import open_clip
     from PIL import Image
 
-    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec
-    from lovr_hf.tiny import build_tiny_open_clip
+    from lovr_hf.backends.embedder_openclip import parse_spec
 
     spec, tag = parse_spec("EVA02-CLIP-B-16", None)
     cfg = open_clip.get_pretrained_cfg(spec, tag)
     assert (spec, tag) == ("EVA02-B-16", "merged2b_s8b_b131k")
     assert (cfg["interpolation"], cfg["resize_mode"]) == ("bicubic", "shortest")
     # a tiny open_clip model carrying EVA02's preprocessing config (the weights are beside the point)
-    folder = tmp_path / "eva02-like"
-    shutil.copytree(build_tiny_open_clip(tmp_path / "tiny_open_clip"), folder)
-    conf = json.loads((folder / "open_clip_config.json").read_text())
-    conf["preprocess_cfg"] = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")}
-    (folder / "open_clip_config.json").write_text(json.dumps(conf))
-    emb = OpenCLIPEmbedder(str(folder), device="cpu")
-    emb.load()
-    n_px = conf["model_cfg"]["vision_cfg"]["image_size"]
+    emb, n_px = _tiny_open_clip_with_preprocess(tmp_path / "eva02-like", cfg)
     want = clip_pkg.clip._transform(n_px)
     for f in _frames(oracle_release):
         assert torch.equal(emb._preprocess(Image.fromarray(f)), want(Image.fromarray(f)))
@@ -237,15 +227,12 @@ def test_open_clip_pe_core_text_and_pixels_equal_perception_models(clip_pkg, tmp
     with bilinear resizing, then mean/std 0.5, restated below with torchvision. lovr's open_clip path
     (PE-Core-B-16/meta) must give both."""
     pytest.importorskip("open_clip")
-    import json
-    import shutil
 
     import open_clip
     from PIL import Image
     from torchvision import transforms as T
 
-    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec
-    from lovr_hf.tiny import build_tiny_open_clip
+    from lovr_hf.backends.embedder_openclip import parse_spec
 
     spec, tag = parse_spec("facebook/PE-Core-B16-224", None)
     assert (spec, tag) == ("PE-Core-B-16", "meta")
@@ -253,15 +240,26 @@ def test_open_clip_pe_core_text_and_pixels_equal_perception_models(clip_pkg, tmp
     tokenizer = open_clip.get_tokenizer(spec)  # what the adapter loads for this spec
     assert torch.equal(tokenizer(captions), clip_pkg.tokenize(captions, context_length=32, truncate=True))
     cfg = open_clip.get_pretrained_cfg(spec, tag)
-    folder = tmp_path / "pe-core-like"
-    shutil.copytree(build_tiny_open_clip(tmp_path / "tiny_open_clip"), folder)
+    emb, n_px = _tiny_open_clip_with_preprocess(tmp_path / "pe-core-like", cfg)
+    pe = T.Compose([T.Resize((n_px, n_px), interpolation=T.InterpolationMode.BILINEAR),
+                    T.Lambda(lambda x: x.convert("RGB")), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    for f in _frames(oracle_release):
+        assert torch.equal(emb._preprocess(Image.fromarray(f)), pe(Image.fromarray(f)))
+
+
+def _tiny_open_clip_with_preprocess(folder: Path, cfg: dict) -> tuple:
+    """A tiny open_clip model (loaded) carrying the preprocessing config ``cfg`` of a real pretrained tag
+    (the weights are beside the point), and its image size."""
+    import json
+    import shutil
+
+    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder
+    from lovr_hf.tiny import build_tiny_open_clip
+
+    shutil.copytree(build_tiny_open_clip(folder.parent / "tiny_open_clip"), folder)
     conf = json.loads((folder / "open_clip_config.json").read_text())
     conf["preprocess_cfg"] = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")}
     (folder / "open_clip_config.json").write_text(json.dumps(conf))
     emb = OpenCLIPEmbedder(str(folder), device="cpu")
     emb.load()
-    n_px = conf["model_cfg"]["vision_cfg"]["image_size"]
-    pe = T.Compose([T.Resize((n_px, n_px), interpolation=T.InterpolationMode.BILINEAR),
-                    T.Lambda(lambda x: x.convert("RGB")), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
-    for f in _frames(oracle_release):
-        assert torch.equal(emb._preprocess(Image.fromarray(f)), pe(Image.fromarray(f)))
+    return emb, conf["model_cfg"]["vision_cfg"]["image_size"]
