@@ -32,6 +32,32 @@ def _module(name: str):
     return importlib.import_module(COMMANDS[name][0])
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help shows its default, unless its text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, [], ()) or action.nargs == 0:
+            return text  # switches and unset options: "(default: None/False)" says nothing
+        return super()._get_help_string(action)
+
+
+def _help_for_every_flag(parser: argparse.ArgumentParser) -> None:
+    """A flag added without help text still shows its default in ``--help`` (argparse lists such a flag
+    with nothing beside it): its help becomes the default, or says it is off / required."""
+    for action in parser._actions:
+        if action.help or action.help == argparse.SUPPRESS or not action.option_strings:
+            continue
+        if action.required:
+            action.help = "required"
+        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            action.help = "a switch (default: off)" if action.default is False else "a switch (default: on)"
+        elif action.default is None:
+            action.help = "default: not set"
+        else:
+            action.help = "default: %(default)s"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s subparser gets its flags (it is kept as ``parser.command_parser``
     so that a mistyped flag is reported with that command's usage, not the top-level one)."""
@@ -42,13 +68,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         if name == command:
             parser.command_parser = p  # type: ignore[attr-defined]
             try:
                 _module(name).add_arguments(p)
             except ImportError as exc:
                 p.set_defaults(_missing=str(exc))
+            _help_for_every_flag(p)
     return parser
 
 

@@ -117,3 +117,21 @@ def test_a_keyerror_bug_in_eval_is_not_a_usage_error(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", "dummy"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_flag_of_every_command_has_help_and_shows_its_default(capsys) -> None:
+    """``--threshold``, ``--min_clip_duration``, ``--revision``, ... were listed with nothing beside them."""
+    import argparse
+
+    from lovr_hf.cli import COMMANDS, build_parser
+
+    for name in COMMANDS:
+        sub = build_parser(name).command_parser
+        bare = [a.option_strings[0] for a in sub._actions
+                if a.option_strings and a.help != argparse.SUPPRESS and not (a.help or "").strip()]
+        assert not bare, f"lovr {name}: flags without help: {bare}"
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([name, "--help"])
+        assert exit_info.value.code == 0
+    all_help = " ".join(capsys.readouterr().out.split())  # every command's --help, one after the other
+    assert "--seed SEED default: 0" in all_help  # eval's --seed had no help text: its default now shows
