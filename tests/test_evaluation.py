@@ -262,3 +262,25 @@ def test_calc_pass_refuses_embeddings_made_for_other_data(eval_source: Path, tmp
     changed = {k for k in before if after[k]["embedding"] != before[k]["embedding"]}
     assert changed == {caps[0]["clip_id"]}
     assert cli_main([*run, "--calc_pass"]) == 0
+
+
+def test_model_loading_is_its_own_cost_not_caption_encoding(eval_source: Path, tmp_path: Path, monkeypatch) -> None:
+    """The cost table counted the model load as the first batch's caption encoding (14,948 ms for 10 captions):
+    a load that takes 1.5 s shows as load time, and the captions' encode time stays below it."""
+    import time as time_mod
+
+    import lovr_hf.embed as embed_mod
+
+    real = embed_mod.load_embedder
+
+    def slow_load(config):
+        time_mod.sleep(1.5)  # a model that takes a while to load
+        return real(config)
+
+    monkeypatch.setattr(embed_mod, "load_embedder", slow_load)
+    repo = make_repo(tmp_path / "lovr", eval_source)
+    evaluate_model(repo, tiny_config("dummy"))
+    costs = json.loads((repo.root / COST_JSON).read_text())[cost_key("dummy")]
+    assert costs["captions"]["load_ms"] >= 1500 and costs["total"]["load_ms"] >= costs["captions"]["load_ms"]
+    assert costs["captions"]["encode_ms"] < 1500
+    assert "load ms" in (repo.root / RESULTS_MD).read_text()
