@@ -247,7 +247,12 @@ def read_source(read: SourceRead, size: SizeRule | None = None, chunk_frames: in
 
 
 def error_text(exc: BaseException) -> str:
-    return f"cannot decode clip: {type(exc).__name__}: {exc}"
+    """The stored reason for a clip that could not be read, classified by the one failure rule
+    (:func:`lovr_hf.failures.input_failure`): a bug keeps its ``bug:`` marker and an environment fault its
+    errno, so that :func:`lovr_hf.failures.reason_status` makes them ``failed`` rather than bad input."""
+    from lovr_hf.failures import input_failure
+
+    return f"cannot decode clip: {input_failure(exc).message}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -436,7 +441,9 @@ class ClipDecoder:
                     return res
                 self._ready[k2] = res
         except Exception as exc:  # a bug, not a bad clip (those are results): fail the rest of the group
-            msg = f"decode task failed: {type(exc).__name__}: {exc}"
+            from lovr_hf.failures import message
+
+            msg = f"decode task failed: {message(exc)}"  # bug-marked: the command exits non-zero
             for r in self.reads[g].requests:
                 k2 = self.requests[r].key
                 if k2 not in self._delivered and k2 not in self._ready:

@@ -19,6 +19,7 @@ import numpy as np
 
 from lovr_hf import schema
 from lovr_hf.embed import l2n
+from lovr_hf.failures import input_failure, reason_status
 from lovr_hf.failures import message as failure_message
 from lovr_hf.video import probe
 from lovr_hf.visual_plan import VideoPlan, left_out_note
@@ -51,7 +52,7 @@ def clip_files(plan: VideoPlan, tmp: str) -> tuple[dict[int, str], dict[int, str
                 files[c] = cf.path
         except Exception as exc:
             for c in cs:
-                errors[c] = f"cannot cut a clip file: {type(exc).__name__}: {exc}"
+                errors[c] = f"cannot cut a clip file: {input_failure(exc).message}"
     return files, errors
 
 
@@ -78,8 +79,8 @@ class FilesInput:
         for c, clip in enumerate(plan.clips):
             cid = clip[schema.CLIP_ID]
             err = plan.errors.get(c) or cut_errors.get(c)
-            if err is not None:
-                rows.append(self._row("clip", cid, vid, None, 0, schema.ERROR, err))
+            if err is not None:  # bad input, unless the reason records a bug or an environment fault
+                rows.append(self._row("clip", cid, vid, None, 0, reason_status(err), err))
                 skipped.append(cid)
                 continue
             vec = vecs[ok.index(c)]

@@ -52,6 +52,7 @@ from lovr_hf.decode_plan import error_text, read_source, size_request
 from lovr_hf.embed import VISUAL_KINDS, _EmbedStage, l2n
 from lovr_hf.embed_files import FilesInput
 from lovr_hf.failures import message as failure_message
+from lovr_hf.failures import reason_status
 from lovr_hf.models import EmbedConfig, check_embedder, resolved_interval
 from lovr_hf.prefetch import DEFAULT_PREFETCH_BYTES, StreamPool, resolve_workers
 from lovr_hf.repo import BenchmarkRepo
@@ -317,7 +318,7 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             c = plan.readable[r]
             st = states[c]
             if st.left > 0 and st.problem is None:
-                st.problem = (schema.ERROR, msg)
+                st.problem = (reason_status(msg), msg)  # a bug or a full disk is not a bad clip
 
     def _rows(self, plan: VideoPlan, states: dict[int, _ClipState]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -330,8 +331,8 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
         for c, clip in enumerate(plan.clips):
             cid = clip[schema.CLIP_ID]
             st = states.get(c)
-            if st is None:  # unreadable before decoding
-                rows.append(self._row("clip", cid, vid, None, 0, schema.ERROR, plan.errors[c]))
+            if st is None:  # unreadable before decoding (bad input, unless the reason records a bug or a fault)
+                rows.append(self._row("clip", cid, vid, None, 0, reason_status(plan.errors[c]), plan.errors[c]))
                 skipped.append(cid)
                 continue
             if st.problem is None and st.left > 0:

@@ -24,6 +24,7 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.cli_common import RunControl, add_common_args, control_from_args
+from lovr_hf.failures import input_failure
 from lovr_hf.ids import safe_join
 from lovr_hf.publish import sha256_file
 from lovr_hf.repo import DEFAULT_CLIPS_DIR, BenchmarkRepo
@@ -111,8 +112,8 @@ class MaterializeStage(Stage):
                                          f"index {want['start_frame']}-{want['end_frame']}")
                 video.update(path=path, status=schema.OK, error=None)
                 return video, made
-            except Exception as exc:  # an unreadable copy is an error row, never a crash
-                problem = f"cannot cut {video['source_name']}: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # an unreadable copy is an error row, never a crash (a bug: bug-marked)
+                problem = f"cannot cut {video['source_name']}: {input_failure(exc).message}"
         logger.warning("%s: %s", video[schema.VIDEO_ID], problem)
         video.update(path=None, status=schema.ERROR, error=problem)
         rows = [{**c, "path": None, schema.STATUS: schema.ERROR, schema.ERROR_COL: f"source video {problem}"}

@@ -163,21 +163,18 @@ QUERY_CLIPS = 24  # lines of all_clip.jsonl (every clip but the last few of the 
 
 def write_clip(path: Path, frames: int, rgb: tuple[int, int, int], seed: int) -> None:
     """A 96x72 clip at 10 fps: a colour, a moving bright square and noise (so that resizing matters)."""
-    import av
+    from _release_helpers import encode_clip
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = 96, 72, "yuv420p"
+
+    def images():
         for i in range(frames):
             img = np.clip(np.asarray(rgb, np.int16) + rng.integers(-40, 40, (72, 96, 3)), 0, 255).astype(np.uint8)
             x = (5 * i + 11 * seed) % 80
             img[10:30, x : x + 16] = 255
-            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
+            yield img
+
+    encode_clip(path, images(), fps=10)
 
 
 def build_oracle_release(root: Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,21 +32,32 @@ QUERIES = ["-7wwfGJXEZg-Scene-002", "Ab_9-xYz-Scene-001", "-_q3Q-Scene-002", "-7
 WORDS = ["red", "blue", "green", "yellow", "purple", "teal", "orange"]
 
 
-def write_clip(path: Path, frames: int, rgb: tuple[int, int, int], seed: int = 0) -> None:
-    """A solid-colour clip with a moving bright square (so frames differ), 64x48 at 10 fps."""
+def encode_clip(path: Path, images: Iterable[np.ndarray], fps: int = FPS) -> None:
+    """H.264 clip of RGB ``images`` (all of one size) at ``fps``, in the release's mp4 layout."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=FPS)
-        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        st = out.add_stream("libx264", rate=fps)
+        for i, img in enumerate(images):
+            if i == 0:
+                st.height, st.width = img.shape[:2]
+                st.pix_fmt = "yuv420p"
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+def write_clip(path: Path, frames: int, rgb: tuple[int, int, int], seed: int = 0) -> None:
+    """A solid-colour clip with a moving bright square (so frames differ), 64x48 at 10 fps."""
+    def images() -> Iterator[np.ndarray]:
         for i in range(frames):
             img = np.empty((48, 64, 3), np.uint8)
             img[:] = rgb
             x = (4 * i + 7 * seed) % 48
             img[8:20, x : x + 12] = 255
-            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
+            yield img
+
+    encode_clip(path, images())
 
 
 def clip_id(vid: str, k: int) -> str:

@@ -158,3 +158,20 @@ def test_caption_with_a_missing_local_model_stops_before_any_row(caption_source:
     lines = _lovr_lines(err)
     assert len(lines) == 1 and "./models/my-vlm" in lines[0] and "does not exist" in lines[0]
     assert not repo.has(schema.CLIP_CAPTIONS)
+
+
+def test_decode_reasons_follow_the_one_failure_rule() -> None:
+    """The decode plan stored every reading failure as ``cannot decode clip: Type: msg``, so a bug in the
+    decoding code (or a full disk) became a bad-input ``error`` row and the command exited 0."""
+    import errno
+
+    from lovr_hf.decode_plan import error_text
+    from lovr_hf.failures import is_bug_text, reason_status
+    from lovr_hf.video import VideoError
+
+    bug = error_text(AttributeError("'NoneType' object has no attribute 'decode'"))
+    assert is_bug_text(bug) and reason_status(bug) == schema.FAILED
+    full = error_text(OSError(errno.ENOSPC, "No space left on device", "/tmp/x"))
+    assert not is_bug_text(full) and reason_status(full) == schema.FAILED
+    bad = error_text(VideoError("moov atom not found"))
+    assert bad.startswith("cannot decode clip: ") and reason_status(bad) == schema.ERROR
