@@ -10,21 +10,24 @@ The lock is an ``flock`` (the ``filelock`` library) on ``<repo>/.lovr/locks/<sta
 the kernel releases it when its process dies (kill -9 included), so a dead writer's lock never blocks a
 rerun; the holder file next to it (pid, host, stage, since) is only informative and rewritten by every
 new holder. Chunks of one run (``--num-chunks/--chunk-idx``, accelerate ranks) lock their own rank, so
-they still run side by side, on one machine or several sharing the folder; the gather and every card or
-index write are serialised by the repo lock (:meth:`lovr_hf.repo.BenchmarkRepo.lock`).
+they still run side by side, on one machine or several sharing the folder; a stage's gather holds its own
+lock (:func:`gather_locked`), and every card or index write is serialised by the repo lock
+(:meth:`lovr_hf.repo.BenchmarkRepo.lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -37,6 +40,7 @@ TIMEOUT_ENV = "LOVR_LOCK_TIMEOUT"  # seconds a second writer waits before "repo 
 _POLL_S = 0.2
 _held: dict[str, tuple[FileLock, int]] = {}  # path -> (lock, depth): re-entrant within one process
 _guard = threading.Lock()
+T = TypeVar("T")
 
 
 class RepoBusyError(RepoError):
@@ -125,3 +129,17 @@ def held_locks(work_root: str | os.PathLike[str]) -> list[str]:
         else:
             lk.release()
     return out
+
+
+def gather_locked(gather: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a stage's ``gather(self, repo, ...)`` so that one process at a time gathers that stage into
+    the repo: the gather reads the old tables and the work index, then writes the new ones and removes
+    superseded files, and two chunks (or ranks) finishing together must not interleave that. Re-entrant
+    (a subclass's gather calling ``super().gather`` holds it once)."""
+
+    @functools.wraps(gather)
+    def locked(self: Any, repo: Any, *args: Any, **kwargs: Any) -> T:
+        with writer_lock(repo.work_root, f"{self.name}-gather"):
+            return gather(self, repo, *args, **kwargs)
+
+    return locked

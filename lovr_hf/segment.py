@@ -35,6 +35,7 @@ from lovr_hf import clip_store, detect_and_cut, schema
 from lovr_hf.cli_common import RunControl, add_common_args, config_from_args, control_from_args
 from lovr_hf.failures import input_failure
 from lovr_hf.ids import safe_id, short_hash
+from lovr_hf.locks import gather_locked
 from lovr_hf.repo import DEFAULT_CLIPS_DIR, BenchmarkRepo
 from lovr_hf.stage import Stage, StageResult
 
@@ -326,6 +327,7 @@ class SegmentStage(Stage):
                 return False
         return True
 
+    @gather_locked  # the clip files' publishing below is part of the gather: one process at a time
     def gather(self, repo: BenchmarkRepo, *args: Any, **kwargs: Any) -> dict[str, Dataset]:
         """The engine's gather, then the clip files follow the tables (see :mod:`lovr_hf.clip_store`):
         other file-writing settings are superseded, staged files are published, files no table references

@@ -45,7 +45,7 @@ from datasets import Dataset
 from lovr_hf import __version__, schema
 from lovr_hf.batch_runner import BatchRunner as _BatchRunner
 from lovr_hf.dist import Shard, barrier, shard_range
-from lovr_hf.locks import writer_lock
+from lovr_hf.locks import gather_locked, writer_lock
 from lovr_hf.owned_files import dropped_files, prune_pending
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
 from lovr_hf.workdir import (  # noqa: F401 - re-exported: the engine's work state used to live here
@@ -346,6 +346,7 @@ class Stage(ABC):
         return [k for k, d in zip(keys, self.unit_digests(ds)) if index.lookup(k, d) is None]
 
     # ---- gather ------------------------------------------------------------------------------------
+    @gather_locked
     def gather(
         self,
         repo: BenchmarkRepo,

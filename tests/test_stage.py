@@ -225,3 +225,34 @@ def test_a_second_writer_of_a_stage_waits_or_reports_who_holds_the_repo(tmp_path
     # the holder died (kill -9): its lock went with it, a rerun proceeds at once
     res = ToyStage(ToyConfig()).apply(inputs(3), repo)
     assert res.complete and len(repo.read(schema.VIDEOS)) == 3
+
+
+def test_two_gathers_of_one_stage_never_interleave(tmp_path: Path, monkeypatch) -> None:
+    """Chunks hold only their own rank's lock, so two chunks finishing together both gathered, each reading
+    the old tables and writing new ones; the gather now holds the stage's gather lock."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from lovr_hf.locks import RepoBusyError
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    ToyStage(ToyConfig()).apply(inputs(3), repo, gather=False)  # work committed, not yet gathered
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from lovr_hf.locks import writer_lock
+        with writer_lock({str(repo.work_root)!r}, "toy-gather"):
+            print("held", flush=True)
+            time.sleep(30)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("LOVR_LOCK_TIMEOUT", "0.5")
+        with pytest.raises(RepoBusyError, match=r"runs toy-gather since"):
+            ToyStage(ToyConfig()).gather(repo, inputs(3))
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.delenv("LOVR_LOCK_TIMEOUT")
+    ToyStage(ToyConfig()).gather(repo, inputs(3))
+    assert len(repo.read(schema.VIDEOS)) == 3
