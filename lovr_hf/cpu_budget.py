@@ -14,15 +14,9 @@ import logging
 import os
 import time
 
+from lovr_hf.prefetch import cpu_count as usable_cpus  # the affinity mask, one definition
+
 logger = logging.getLogger(__name__)
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on (its affinity mask), not the machine's core count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _proc_stat() -> tuple[int, int] | None:

@@ -48,7 +48,7 @@ from lovr_hf.integrity import (
     sha256_hex,
     shard_problem,
 )
-from lovr_hf.redact import install_log_redaction, is_secret_key, redact
+from lovr_hf.redact import install_log_redaction, redact
 
 install_log_redaction()  # every lovr_hf log line goes through the one redaction rule (see lovr_hf.redact)
 
@@ -440,7 +440,6 @@ def _same_bytes(path: Path, blob: bytes) -> bool:
         return False
 
 
-_is_secret_key = is_secret_key  # the one rule: lovr_hf.redact (``redact`` is re-exported from here)
 
 
 def iter_files(paths: Iterable[Path]) -> list[Path]:

@@ -226,8 +226,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         pages = write_report(repo, args.out, args.model, protocol=args.protocol, samples=args.samples, seed=args.seed)
-    except KeyError as exc:
-        logger.error("%s", exc.args[0])
+    except UnknownName as exc:  # a --model without results (a KeyError bug keeps its traceback)
+        logger.error("%s", exc)
         return 2
     for page in pages:
         print(page)

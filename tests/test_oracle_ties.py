@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from _release_helpers import QUERIES, VIDEOS, build_release
+from _release_helpers import QUERIES, build_release
 
 from lovr_hf.evaluation import EvalConfig, evaluate_model
 from lovr_hf.release import import_release
@@ -41,9 +40,4 @@ def test_original_protocol_counts_a_gold_tied_with_every_candidate_as_a_hit(rele
         assert ks[0] == 1 and ks == list(range(1, len(ks) + 1))  # every k up to the candidates' count
         for k in ks:
             assert got[(direction, k)]["value"] == pytest.approx(value, abs=1e-12), (direction, k)
-    # torch.topk, as the original ran it on these all-equal scores: some order of its own; whatever gold it
-    # puts first, the rule's value is never below it (a bound, not the same value)
-    scores = torch.ones(len(VIDEOS), len(VIDEOS))
-    top1 = torch.topk(scores, 1, dim=1).indices[:, 0].tolist()
-    topk_hits = sum(int(top1[i] == i) for i in range(len(VIDEOS))) / len(VIDEOS)
-    assert topk_hits <= got[("text_to_video", 1)]["value"]
+    # (torch.topk, as the original ran it on such ties, takes an order of its own: the rule above is a bound)
