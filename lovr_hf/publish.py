@@ -261,15 +261,23 @@ def _publish_videos(repo: BenchmarkRepo, videos: pa.Table, notes: list[str]) -> 
     return t
 
 
-def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | None = None) -> Publication:
-    """Write the repo as it will be published under ``<repo>/.lovr/publish/<name>/`` and check it."""
+def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | None = None,
+          revision: str | None = None) -> Publication:
+    """Write the repo as it will be published under ``<repo>/.lovr/publish/<name>/`` and check it.
+
+    ``clips.video`` of the staged shards points at ``hf://datasets/<repo_id>@<revision>/<path>`` (default
+    revision ``main``), where ``load_dataset`` on the pushed repo finds each published clip file; without a
+    ``repo_id`` (or with ``no_media``) it is null."""
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     if not repo.card_path.exists():
         raise FileNotFoundError(f"{repo.root} has no {CARD}: not a benchmark repo (run a stage first)")
     out = repo.work_root / PUBLISH_DIR / repo.root.name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    pub = BenchmarkRepo(out)
+    from lovr_hf.clip_video import NO_MEDIA, hub_media_url
+
+    # a staged shard never holds a local path: without a repo id there is no address, so no video
+    pub = BenchmarkRepo(out, media_url=hub_media_url(repo_id, revision) if repo_id and not no_media else NO_MEDIA)
     roots = local_roots(repo)
     clean = Sanitizer(repo.root, roots)
     notes: list[str] = []
@@ -286,6 +294,7 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
             table = _publish_videos(repo, table, notes)
         elif config == schema.CLIPS:
             table = _publish_clips(repo, table, out, no_media, notes)
+            notes.append(_video_note(pub.media_url, no_media))
         pub.write(config, clean.table(table), update_card=False)
     if pub.has(schema.RESULTS):
         from lovr_hf.results import render_results
@@ -302,6 +311,15 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
     check_folder_limits(out, files)
     total = sum((out / f).stat().st_size for f in files)
     return Publication(out, files, total, no_media, notes)
+
+
+def _video_note(media_url: str | None, no_media: bool) -> str:
+    if no_media or not media_url:
+        return ("`clips.video` is null in every row: no clip file is published"
+                + (" (index only)." if no_media else " at a known address (staged without a repo id)."))
+    return (f"`clips.video` holds each published clip file as `{media_url}/<path>`, which `load_dataset` "
+            "(also with `streaming=True`) decodes through `HfFileSystem`; it is null for virtual clips and rows "
+            "without a published file. A `copy` clip's file begins `frame_offset` frames before the clip.")
 
 
 def _append_notes(pub: BenchmarkRepo, notes: list[str], no_media: bool, repo_id: str) -> None:
@@ -329,8 +347,26 @@ def _strings_of_file(path: Path) -> Iterable[str]:
                         yield v
                     elif isinstance(v, list):
                         yield from (x for x in v if isinstance(x, str))
+            elif pa.types.is_struct(col.type):  # clips.video: {"bytes", "path"}
+                for v in col.to_pylist():
+                    p = (v or {}).get("path")
+                    if isinstance(p, str):
+                        yield _hub_path_in_repo(p)
     elif path.suffix in (".md", ".json", ".txt", ".yaml", ".yml", ".csv", ".jsonl"):
         yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def _hub_path_in_repo(value: str) -> str:
+    """An ``hf://`` URL's path inside its repo (its ``hf://datasets/<id>@<rev>`` head is no local path, even
+    when a local root such as ``/datasets`` happens to spell part of it); any other string as is."""
+    if not value.startswith("hf://"):
+        return value
+    from huggingface_hub.hf_file_system import parse_hf_uri
+
+    try:
+        return parse_hf_uri(value).path_in_repo
+    except ValueError:
+        return value
 
 
 def check_no_local_paths(root: Path, files: list[str], roots: list[str]) -> None:

@@ -173,8 +173,11 @@ def to_arrow(data: Dataset | pa.Table | list[dict[str, Any]], features: Features
 class BenchmarkRepo:
     """One benchmark folder. Every stage reads and writes its tables through this class."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, media_url: str | None = None) -> None:
         self.root = Path(root).resolve()
+        # where readers of the written shards find the clip files (``clips.video``): None = this folder on
+        # this machine (absolute paths); ``lovr push`` stages with ``hf://datasets/<id>@<rev>`` (clip_video)
+        self.media_url = media_url
 
     # ---- paths -----------------------------------------------------------------------------------------
     @property
@@ -343,9 +346,16 @@ class BenchmarkRepo:
         sort: bool = True,
         update_card: bool = True,
     ) -> list[str]:
-        """Replace ``config`` with ``data``: new fingerprinted shards, then the card, then old shards go."""
-        feats = schema.features_for(config)
-        table = to_arrow(data, feats)
+        """Replace ``config`` with ``data``: new fingerprinted shards, then the card, then old shards go.
+
+        ``clips.video`` is derived here, from this repo's root (or ``media_url``), whatever ``data`` holds.
+        """
+        from lovr_hf.clip_video import with_video, with_video_column
+
+        feats = schema.hub_features(config)  # written into the shards: what load_dataset decodes
+        table = to_arrow(with_video_column(config, data), feats)
+        if config == schema.CLIPS:
+            table = with_video(table, self.root, self.media_url)
         if sort and table.num_rows:
             table = table.sort_by([(k, "ascending") for k in schema.sort_key(config)])
         # an empty table gets no shard at all: it is recorded as an empty config (see ``config_files``)

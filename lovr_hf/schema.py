@@ -6,7 +6,7 @@ Times are seconds; frame ranges are half-open ``[start_frame, end_frame)`` in th
 
 from __future__ import annotations
 
-from datasets import Features, Sequence, Value
+from datasets import Features, Sequence, Value, Video
 
 # ---- status values (every table has ``status`` + ``error``) -------------------------------------------
 OK = "ok"
@@ -36,6 +36,7 @@ CLUSTER_ID = "cluster_id"
 CAPTION = "caption"
 STATUS = "status"
 ERROR_COL = "error"
+VIDEO = "video"  # clips: the clip file as a datasets.Video (see CLIPS_FEATURES)
 
 _status = {STATUS: Value("string"), ERROR_COL: Value("string")}
 
@@ -80,6 +81,12 @@ CLIPS_FEATURES = Features(
         "file_size": Value("int64"),
         "file_sha256": Value("string"),
         **_status,
+        # the clip file as a ``datasets.Video`` ({"bytes": None, "path": ...}), so ``load_dataset(...)["video"]``
+        # decodes it: derived from ``path`` on every write (lovr_hf.clip_video), never by a stage. Local
+        # shards: the file's absolute path (the repo root of that write); published shards:
+        # ``hf://datasets/<repo_id>@<revision>/<path>``. Null for virtual clips, rows that are not ok and
+        # clips with no file. A copy clip's file begins ``frame_offset`` frames (pre-roll) before the clip.
+        VIDEO: Video(),
     }
 )
 
@@ -286,13 +293,23 @@ def rankings_config(model_slug: str) -> str:
     return f"{RANKINGS_PREFIX}-{model_slug}"
 
 
-def features_for(config: str) -> Features:
-    """Features of a config name, including per-model embedding and rankings configs."""
+def hub_features(config: str) -> Features:
+    """Features of a config as written into its shards: what ``load_dataset`` reads (``video`` decodes)."""
     if config.startswith(EMBEDDINGS_PREFIX):
         return EMBEDDINGS_FEATURES
     if config.startswith(RANKINGS_PREFIX + "-"):
         return RANKINGS_FEATURES
     return FEATURES[config]
+
+
+def features_for(config: str) -> Features:
+    """Features of a config for lovr_hf's own in-memory Datasets: as :func:`hub_features`, with media columns
+    not decoded (``Video(decode=False)``: a ``{"bytes", "path"}`` dict), so that a stage iterating or
+    filtering ``clips`` never opens a video decoder per row. Same Arrow storage as the shards."""
+    feats = hub_features(config)
+    if not any(isinstance(f, Video) for f in feats.values()):
+        return feats
+    return Features({k: Video(decode=False) if isinstance(f, Video) else f for k, f in feats.items()})
 
 
 def primary_key(config: str) -> tuple[str, ...]:

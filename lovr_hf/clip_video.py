@@ -1,0 +1,74 @@
+"""The ``clips.video`` column: each clip file as a ``datasets.Video``, derived on every write of ``clips``.
+
+Why derived and not built by the stages: the value is an address of the file that only the writer of the
+shard knows. ``datasets.Video`` opens a relative local path against the *current working directory* (not
+the repo), so a local shard must hold the absolute path, taken from the repo root at the time of that write
+(a moved repo gets fresh paths on its next write, like ``videos.path``); a published shard must hold a
+``hf://datasets/<repo_id>@<revision>/<path>`` URL, which ``load_dataset`` (also streaming) opens through
+``HfFileSystem``. So :meth:`lovr_hf.repo.BenchmarkRepo.write` calls :func:`with_video` with its root and
+its ``media_url`` (set by ``lovr push``'s staging), and ``path`` stays the repo-relative reader contract.
+
+A row gets a video when it is ``ok``, its ``clip_mode`` is ``exact`` or ``copy`` and it has a ``path`` (for a
+publication: a file staged for upload); the others (virtual clips: a frame range of the source video;
+error/failed rows; index-only publications; files not published) get null. A ``copy`` clip's file starts ``frame_offset`` frames early (the keyframe
+pre-roll), so its decoder yields those frames first: the clip is frames
+``[frame_offset, frame_offset + num_frames)`` of it, as for ``path``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+from datasets import Dataset, Video
+
+from lovr_hf import schema
+
+#: clip modes whose ``path`` is a clip file of its own (virtual clips point at the source video)
+FILE_MODES = ("exact", "copy")
+VIDEO_TYPE = Video().pa_type
+NO_MEDIA = ""  # a ``media_url`` that publishes no video at all (index-only push, or no repo id to point at)
+
+
+def hub_media_url(repo_id: str, revision: str | None = None) -> str:
+    """``hf://datasets/<repo_id>@<revision>``: the revision URL-quoted as ``HfFileSystem`` expects it
+    (a branch ``a/b`` becomes ``a%2Fb``, so the path after it is not taken for part of the branch)."""
+    return f"hf://datasets/{repo_id}@{quote(revision or 'main', safe='')}"
+
+
+def with_video_column(config: str, data: Dataset | pa.Table | list[dict[str, Any]]) -> Any:
+    """``data`` with a (null) ``video`` column when ``config`` is ``clips`` and it has none: rows of an
+    older lovr_hf, or built by a stage, are written the same way (the value is filled by :func:`with_video`)."""
+    if config != schema.CLIPS or isinstance(data, list):
+        return data
+    if isinstance(data, Dataset):
+        data = data.with_format("arrow")[:]
+    if schema.VIDEO not in data.column_names:
+        data = data.append_column(pa.field(schema.VIDEO, VIDEO_TYPE), pa.nulls(data.num_rows, VIDEO_TYPE))
+    return data
+
+
+def video_value(root: Path, path: str | None, mode: str | None, status: str | None,
+                media_url: str | None = None) -> dict[str, Any] | None:
+    """The ``video`` cell of one ``clips`` row (see the module docstring for when it is null)."""
+    if not path or mode not in FILE_MODES or status != schema.OK or media_url == NO_MEDIA:
+        return None
+    if media_url is None:
+        # no existence check: segment writes the table before it moves the staged files into place, and
+        # a row whose file goes missing is turned into an ``error`` row by segment's gather (clip_store)
+        return {"bytes": None, "path": str(Path(path) if os.path.isabs(path) else root / path)}
+    if os.path.isabs(path) or ".." in Path(path).parts or not (root / path).is_file():
+        return None  # a published file lies inside the staged repo (lovr_hf.publish copies it in first)
+    return {"bytes": None, "path": f"{media_url}/{Path(path).as_posix()}"}
+
+
+def with_video(table: pa.Table, root: Path, media_url: str | None = None) -> pa.Table:
+    """``table`` (a ``clips`` table) with its ``video`` column derived from ``path``, ``clip_mode`` and
+    ``status`` for a repo at ``root`` (local absolute paths) or published at ``media_url``."""
+    cols = (table.column(c).to_pylist() for c in ("path", "clip_mode", schema.STATUS))
+    values = [video_value(root, p, m, s, media_url) for p, m, s in zip(*cols)]
+    i = table.schema.get_field_index(schema.VIDEO)
+    return table.set_column(i, table.schema.field(i), pa.array(values, VIDEO_TYPE))

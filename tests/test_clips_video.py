@@ -1,0 +1,193 @@
+"""``clips.video``: each clip file as a ``datasets.Video`` that ``load_dataset`` decodes (local repo, streaming,
+published through the loopback Hub, release import), and old repos without the column still read.
+
+Frames decoded through ``datasets`` (torchcodec) are compared with lovr's own clip reader (PyAV) on the same
+clip: same frame count, the same pictures up to a small pixel tolerance (two decoders' colour conversion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from _release_helpers import BROKEN, MISSING, build_release
+from datasets import load_dataset
+from huggingface_hub import HfApi
+from huggingface_hub.hf_file_system import parse_hf_uri
+
+from lovr_hf import schema
+from lovr_hf.integrity import sha256_hex
+from lovr_hf.publish import stage
+from lovr_hf.push import push_to_hub
+from lovr_hf.release import import_release
+from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.testing.fake_hub import FakeHub
+from lovr_hf.video import probe, read_clip_frames
+
+pytest.importorskip("torchcodec")
+TOKEN = "hf_clipsvideotoken1"
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BenchmarkRepo]:
+    """One short two-scene video segmented in each clip mode."""
+    root = tmp_path_factory.mktemp("clips_video")
+    src = root / "in"
+    src.mkdir()
+    make_video(src / "a.mp4", [SceneSpec(24), SceneSpec(30)], 64, 48, 12, seed=1)
+    out = {}
+    for mode in ("exact", "copy", "virtual"):
+        out[mode] = BenchmarkRepo(root / mode)
+        segment(src, out[mode], SegmentConfig(clip_mode=mode, min_clip_duration=1.0))
+    return out
+
+
+def _frame(decoder, i: int) -> np.ndarray:
+    """Frame ``i`` of a torchcodec decoder as RGB HWC uint8 (datasets' default dimension order is NCHW)."""
+    return decoder[i].numpy().transpose(1, 2, 0)
+
+
+def assert_decodes_like_lovr(row: dict, repo: BenchmarkRepo) -> None:
+    video = row["video"]
+    assert video is not None, row
+    clip_file = repo.resolve(row["path"])
+    assert len(video) == probe(clip_file).num_frames  # the whole file (copy: pre-roll included)
+    first, last = row["frame_offset"], row["frame_offset"] + row["num_frames"] - 1
+    want = read_clip_frames(row, [0, row["num_frames"] - 1], root=repo.root).astype(int)
+    got = np.stack([_frame(video, first), _frame(video, last)]).astype(int)
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 3, "datasets' decoder and lovr's reader disagree on the clip's frames"
+    assert np.abs(got[0] - got[1]).mean() > 3  # real, distinct frames were compared
+
+
+@pytest.mark.parametrize("mode", ["exact", "copy"])
+def test_load_dataset_decodes_clip_video_from_another_working_directory(
+        repos: dict, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = repos[mode]
+    monkeypatch.chdir(tmp_path)  # Video opens a relative path against the cwd: the stored one is absolute
+    ds = load_dataset(str(repo.root), "clips", split="train")
+    assert ds.num_rows == 2
+    for row in ds:
+        assert row["clip_mode"] == mode and row["status"] == schema.OK
+        assert row["video"].metadata.path == str(repo.root / row["path"])
+        assert_decodes_like_lovr(row, repo)
+    # lovr's own in-memory view does not decode: a {"bytes", "path"} dict
+    assert repo.read(schema.CLIPS)[0]["video"] == {"bytes": None, "path": str(repo.root / ds[0]["path"])}
+
+
+def test_virtual_clips_have_no_video(repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(str(repos["virtual"].root), "clips", split="train")
+    assert ds.num_rows == 2 and ds["video"] == [None, None]
+
+
+def test_streaming_load_decodes_clip_video(repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = repos["exact"]
+    monkeypatch.chdir(tmp_path)
+    rows = list(load_dataset(str(repo.root), "clips", split="train", streaming=True))
+    assert len(rows) == 2
+    for row in rows:
+        assert_decodes_like_lovr(row, repo)
+
+
+def test_moved_repo_gets_fresh_video_paths_on_next_write(repos: dict, tmp_path: Path) -> None:
+    moved = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "moved"))
+    old = moved.read_table(schema.CLIPS).column("video").to_pylist()
+    assert all(str(repos["exact"].root) in v["path"] for v in old)  # still the old place until written
+    moved.write(schema.CLIPS, moved.read(schema.CLIPS))
+    new = moved.read_table(schema.CLIPS)
+    assert [v["path"] for v in new.column("video").to_pylist()] == [
+        str(moved.root / p) for p in new.column("path").to_pylist()]
+
+
+def test_old_repo_without_video_column_reads_and_gains_it_on_rewrite(
+        repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "old"))
+    # the shard as an older lovr_hf wrote it: no ``video`` column, its own fingerprint and recorded hash
+    [rel] = repo.config_files()[schema.CLIPS]
+    table = pq.read_table(repo.root / rel).drop_columns([schema.VIDEO])
+    table = table.replace_schema_metadata(None)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    blob = buf.getvalue()
+    new_rel = f"data/clips/clips-00000-of-00001-{hashlib.sha256(blob).hexdigest()[:12]}.parquet"
+    (repo.root / new_rel).write_bytes(blob)
+    (repo.root / rel).unlink()
+    with repo.lock():
+        repo._record_hashes({new_rel: sha256_hex(blob)})
+        repo._write_card(repo.config_files() | {schema.CLIPS: [new_rel]})
+    assert repo.read_table(schema.CLIPS).column("video").to_pylist() == [None, None]  # conformed, no failure
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset(str(repo.root), "clips", split="train").num_rows == 2
+    repo.write(schema.CLIPS, repo.read(schema.CLIPS))  # the next write derives it
+    ds = load_dataset(str(repo.root), "clips", split="train")
+    assert_decodes_like_lovr(ds[0], repo)
+
+
+@pytest.fixture
+def hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+
+
+def test_push_points_video_at_the_uploaded_clip_files(repos: dict, tmp_path: Path, hub_env: None) -> None:
+    repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "lovr"))
+    with FakeHub(tokens={TOKEN}) as hub:
+        push_to_hub(repo.root, "me/vids", api=HfApi(endpoint=hub.endpoint))
+        files = hub.files("me/vids")
+    [shard] = [f for f in files if f.startswith("data/clips/")]
+    table = pq.read_table(io.BytesIO(files[shard]))
+    paths = table.column("path").to_pylist()
+    videos = [v["path"] for v in table.column("video").to_pylist()]
+    assert videos == [f"hf://datasets/me/vids@main/{p}" for p in paths]
+    for url, p in zip(videos, paths):
+        uri = parse_hf_uri(url)
+        assert (uri.id, uri.revision, uri.path_in_repo) == ("me/vids", "main", p)
+        assert files[p] == (repo.root / p).read_bytes()  # the file it points at was uploaded
+    for name, data in files.items():
+        assert str(tmp_path).encode() not in data, f"{name} leaks a local path"
+    assert b"Video" in table.schema.metadata[b"huggingface"]  # the Hub reads it as a video column
+
+
+def test_stage_quotes_a_branch_and_index_only_has_no_video(repos: dict, tmp_path: Path) -> None:
+    repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "lovr"))
+    pub = stage(repo, repo_id="me/vids", revision="feat/clips")
+    table = BenchmarkRepo(pub.root).read_table(schema.CLIPS)
+    for v, p in zip(table.column("video").to_pylist(), table.column("path").to_pylist()):
+        assert v["path"] == f"hf://datasets/me/vids@feat%2Fclips/{p}"
+        assert parse_hf_uri(v["path"]).revision == "feat/clips"
+    for kwargs in ({"repo_id": "me/vids", "no_media": True}, {}):
+        pub = stage(repo, **kwargs)
+        assert BenchmarkRepo(pub.root).read_table(schema.CLIPS).column("video").to_pylist() == [None, None]
+        assert "`clips.video` is null in every row" in (pub.root / "README.md").read_text()
+
+
+def test_release_import_carries_video_where_clip_files_exist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = build_release(tmp_path / "release")
+    repo = BenchmarkRepo(tmp_path / "repo")
+    import_release(release, repo.root)
+    rows = {r[schema.CLIP_ID]: r for r in repo.read(schema.CLIPS)}
+    assert rows[BROKEN[1]]["status"] != schema.OK and rows[BROKEN[1]]["video"] is None
+    if MISSING in rows:
+        assert rows[MISSING]["video"] is None
+    ok = [r for r in rows.values() if r["status"] == schema.OK]
+    assert len(ok) == 7
+    for r in ok:
+        assert r["video"] == {"bytes": None, "path": str(repo.resolve(r["path"]))}
+        assert Path(r["video"]["path"]).is_file()
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(str(repo.root), "clips", split="train")
+    row = next(r for r in ds if r["status"] == schema.OK)
+    assert_decodes_like_lovr(row, repo)
