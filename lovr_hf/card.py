@@ -157,7 +157,14 @@ def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
         "```python",
         "from datasets import load_dataset",
         f'clips = load_dataset("{repo.root.name}", "clips", split="train")  # or the Hub id after `lovr push`',
+        'clips[0]["video"]  # a torchcodec VideoDecoder of the clip file (None for virtual clips)',
         "```",
+        "",
+        "`clips.video` is each clip file as a `datasets.Video` (decoded by `load_dataset`, also streaming): on "
+        "the Hub an `hf://datasets/<id>@<revision>/<path>` URL of the uploaded file, in a local copy its absolute "
+        "path. It is null for `virtual` clips (frame ranges of the source video, `path` from `frame_offset`) and "
+        "rows without a clip file. A `copy` clip's file starts at the keyframe before the cut: the clip is frames "
+        "`[frame_offset, frame_offset + num_frames)` of the decoder.",
         "",
     ]
     results_md = Path(repo.root / "results.md")

@@ -103,6 +103,7 @@ class ClipFile:
             "file_sha256": self.file_sha256,
             schema.STATUS: schema.OK,
             schema.ERROR_COL: None,
+            schema.VIDEO: None,  # derived from ``path`` when the table is written (lovr_hf.clip_video)
         }
 
     def as_dict(self) -> dict[str, Any]:
