@@ -191,3 +191,42 @@ def test_release_import_carries_video_where_clip_files_exist(
     ds = load_dataset(str(repo.root), "clips", split="train")
     row = next(r for r in ds if r["status"] == schema.OK)
     assert_decodes_like_lovr(row, repo)
+
+
+_HUB_CHILD = """
+import sys
+import numpy as np
+from datasets import load_dataset
+row = next(iter(load_dataset(sys.argv[1], "clips", split="train", streaming=True)))
+video = row["video"]
+first, last = row["frame_offset"], row["frame_offset"] + row["num_frames"] - 1
+np.save(sys.argv[2], np.stack([video[first].numpy(), video[last].numpy()]).transpose(0, 2, 3, 1))
+print(video.metadata.path, len(video), row["clip_id"])
+"""
+
+
+def test_load_dataset_from_the_hub_streams_and_decodes_the_clip(
+        repos: dict, tmp_path: Path, hub_env: None) -> None:
+    """``load_dataset("me/vids", "clips", streaming=True)`` against the loopback Hub (HF_ENDPOINT, a fresh
+    process so every client reads it): the row's video is opened through ``hf://`` from the uploaded file."""
+    import os
+    import subprocess
+    import sys
+
+    repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "lovr"))
+    with FakeHub(tokens={TOKEN}) as hub:
+        push_to_hub(repo.root, "me/vids", api=HfApi(endpoint=hub.endpoint))
+        env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_XET="1",
+                   HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", HF_TOKEN=TOKEN)
+        out = subprocess.run([sys.executable, "-c", _HUB_CHILD, "me/vids", str(tmp_path / "frames.npy")],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reads = [r.path for r in hub.requests if r.method == "GET" and r.path.endswith(".mp4")]
+    url, n, cid = out.stdout.split()[-3:]
+    row = next(r for r in repo.read(schema.CLIPS) if r[schema.CLIP_ID] == cid)
+    assert url == f"hf://datasets/me/vids@main/{row['path']}"
+    assert f"/datasets/me/vids/resolve/main/{row['path']}" in reads  # the bytes came from the Hub
+    assert int(n) == probe(repo.resolve(row["path"])).num_frames
+    got = np.load(tmp_path / "frames.npy").astype(int)
+    want = read_clip_frames(row, [0, row["num_frames"] - 1], root=repo.root).astype(int)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 3

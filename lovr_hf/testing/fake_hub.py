@@ -132,15 +132,44 @@ class FakeHub:
                                         {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"})
         return 200, {"url": url, "name": repo_id}
 
-    def tree(self, repo: _Repo, prefix: str) -> list[dict[str, Any]]:
-        out = []
+    def _file_entry(self, path: str, data: bytes) -> dict[str, Any]:
+        entry: dict[str, Any] = {"type": "file", "path": path, "size": len(data), "oid": git_blob_oid(data)}
+        if self._is_lfs(path, data):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        return entry
+
+    @staticmethod
+    def _dir_entry(path: str) -> dict[str, Any]:
+        return {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()}
+
+    def tree(self, repo: _Repo, prefix: str, recursive: bool = True) -> list[dict[str, Any]]:
+        """Entries under ``prefix``: every file (recursive, what uploads diff against), or the immediate
+        children with their folders (what ``HfFileSystem.ls`` asks for)."""
+        prefix = prefix.strip("/")
+        out: list[dict[str, Any]] = []
+        dirs: set[str] = set()
         for path, data in sorted(repo.files.items()):
-            if prefix and not path.startswith(prefix.rstrip("/") + "/"):
+            if prefix and not path.startswith(prefix + "/"):
                 continue
-            entry: dict[str, Any] = {"type": "file", "path": path, "size": len(data), "oid": git_blob_oid(data)}
-            if self._is_lfs(path, data):
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
-            out.append(entry)
+            rest = path[len(prefix) + 1:] if prefix else path
+            if recursive:
+                out.append(self._file_entry(path, data))
+                parts = rest.split("/")[:-1]
+                dirs.update("/".join(filter(None, [prefix, *parts[: i + 1]])) for i in range(len(parts)))
+            elif "/" in rest:
+                dirs.add("/".join(filter(None, [prefix, rest.split("/", 1)[0]])))
+            else:
+                out.append(self._file_entry(path, data))
+        return [self._dir_entry(d) for d in sorted(dirs)] + out
+
+    def paths_info(self, repo: _Repo, paths: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for p in paths:
+            p = p.strip("/")
+            if p in repo.files:
+                out.append(self._file_entry(p, repo.files[p]))
+            elif any(f.startswith(p + "/") for f in repo.files):
+                out.append(self._dir_entry(p))
         return out
 
     @staticmethod
@@ -259,6 +288,7 @@ def validate_card(text: str) -> str | None:
 
 
 _REPO_PATH = re.compile(r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)/(?P<rest>.*)$")
+_RESOLVE = re.compile(r"^/(?P<type>datasets|spaces)/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _LFS_BATCH = re.compile(r"^/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch$")
 
 
@@ -305,6 +335,8 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         # ---- verbs ----
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
             path = self._record()
+            if _RESOLVE.match(path):
+                return self._resolve(path)
             m = _REPO_PATH.match(path)
             if not m:
                 return self._send(404, {"error": "not found"})
@@ -317,11 +349,54 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             rest = m.group("rest")
             if rest.startswith("tree/"):
                 prefix = unquote(rest.split("/", 2)[2]) if rest.count("/") >= 2 else ""
-                return self._send(200, hub.tree(repo, prefix))
+                query = parse_qs(urlparse(self.path).query)
+                recursive = (query.get("recursive") or ["true"])[0].lower() in ("1", "true")
+                return self._send(200, hub.tree(repo, prefix, recursive))
             if rest.startswith("revision/"):
                 return self._send(200, {"id": repo_id, "sha": repo.head, "private": repo.private,
                                         "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
             return self._send(404, {"error": "not found"})
+
+        def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+            self._resolve(self._record(), head=True)
+
+        def _resolve(self, path: str, head: bool = False) -> None:
+            """``/<type>s/<repo>/resolve/<rev>/<path>``: a file's bytes (HTTP Range honoured), as hf_hub_download
+            and HfFileSystem read them; any revision serves the head (the stand-in keeps no history)."""
+            m = _RESOLVE.match(path)
+            repo = hub._repo(m.group("type")[:-1], unquote(m.group("repo"))) if m else None
+            data = repo.files.get(unquote(m.group("path"))) if m and repo is not None else None
+            if repo is None or data is None:
+                if head:  # a HEAD answer has no body (one would corrupt the kept-alive connection)
+                    self.send_response(404)
+                    self.send_header("content-length", "0")
+                    self.send_header("x-error-code", "EntryNotFound")
+                    self.end_headers()
+                    return None
+                return self._send(404, {"error": "Entry not found"})
+            if not self._authorised(repo, write=False):
+                return None
+            start, end, status = 0, len(data) - 1, 200
+            rng = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("range") or "")
+            if rng and data:
+                a, b = rng.groups()
+                start, end = (int(a), min(int(b or len(data) - 1), len(data) - 1)) if a else (len(data) - int(b), end)
+                status = 206
+            body = data[start:end + 1]
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.send_header("accept-ranges", "bytes")
+            self.send_header("x-repo-commit", repo.head)
+            self.send_header("etag", f'"{git_blob_oid(data)}"')
+            if hub._is_lfs(unquote(m.group("path")), data):
+                self.send_header("x-linked-etag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("x-linked-size", str(len(data)))
+            if status == 206:
+                self.send_header("content-range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            return None
 
         def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
             path = self._record()
@@ -358,8 +433,11 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             repo = hub._repo(rtype, repo_id)
             if repo is None:
                 return self._send(404, {"error": "Repository not found"})
-            if not self._authorised():
+            if not self._authorised(repo, write=not rest.startswith("paths-info/")):
                 return None
+            if rest.startswith("paths-info/"):
+                form = parse_qs(raw.decode("utf-8"))
+                return self._send(200, hub.paths_info(repo, form.get("paths", [])))
             if rest.startswith("preupload/"):
                 return self._send(*hub.preupload(repo, json.loads(raw or b"{}")))
             if rest.startswith("commit/"):
