@@ -230,3 +230,23 @@ def test_load_dataset_from_the_hub_streams_and_decodes_the_clip(
     got = np.load(tmp_path / "frames.npy").astype(int)
     want = read_clip_frames(row, [0, row["num_frames"] - 1], root=repo.root).astype(int)
     assert got.shape == want.shape and np.abs(got - want).mean() < 3
+
+
+def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``copy`` clip cut off a key frame: the decoder's first ``frame_offset`` frames are the pre-roll; the
+    clip's frames start at ``frame_offset``, exactly where lovr's reader starts them."""
+    from lovr_hf import clipper
+
+    src = tmp_path / "src.mp4"
+    make_video(src, [SceneSpec(48)], 64, 48, 12, seed=4, gop=12)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    files = clipper.cut_clips(src, [(0, 17), (17, 48)], repo.root / "clips", "v", mode="copy")
+    repo.write(schema.CLIPS, clipper.rows_for(files, "v", 12.0, root=repo.root))
+    monkeypatch.chdir(tmp_path)
+    row = load_dataset(str(repo.root), "clips", split="train")[1]
+    assert row["clip_mode"] == "copy" and row["frame_offset"] > 0  # a real pre-roll
+    assert len(row["video"]) >= row["frame_offset"] + row["num_frames"]
+    assert_decodes_like_lovr(row, repo)
+    # the pre-roll frames are frames before the clip: the decoder's frame 0 is not the clip's first frame
+    pre = _frame(row["video"], 0).astype(int)
+    assert np.abs(pre - read_clip_frames(row, [0], root=repo.root)[0].astype(int)).mean() > 3
