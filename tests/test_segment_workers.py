@@ -46,6 +46,8 @@ def _run(videos: Path, out: Path, workers: int) -> tuple[list[dict], list[dict]]
     clips = sorted(load_dataset(str(repo), "clips", split="train").to_list(), key=lambda r: r["clip_id"])
     for r in clips:  # clips outside the repo are stored by absolute path: compare them inside --output_dir
         r["path"] = Path(r["path"]).relative_to(out / "clips").as_posix()
+        r["video"] = Path(r["video"]["path"]).relative_to(out / "clips").as_posix()  # the same file
+        assert r["video"] == r["path"]
     return vids, clips
 
 
