@@ -208,14 +208,15 @@ print(video.metadata.path, len(video), row["clip_id"])
 def test_load_dataset_from_the_hub_streams_and_decodes_the_clip(
         repos: dict, tmp_path: Path, hub_env: None) -> None:
     """``load_dataset("me/vids", "clips", streaming=True)`` against the loopback Hub (HF_ENDPOINT, a fresh
-    process so every client reads it): the row's video is opened through ``hf://`` from the uploaded file."""
+    process so every client reads it): the row's video is opened through ``hf://`` from the uploaded file of a
+    private repo (the token of the environment reaches the video reader too)."""
     import os
     import subprocess
     import sys
 
     repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "lovr"))
     with FakeHub(tokens={TOKEN}) as hub:
-        push_to_hub(repo.root, "me/vids", api=HfApi(endpoint=hub.endpoint))
+        push_to_hub(repo.root, "me/vids", private=True, api=HfApi(endpoint=hub.endpoint))  # reads need the token
         env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_XET="1",
                    HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", HF_TOKEN=TOKEN)
         out = subprocess.run([sys.executable, "-c", _HUB_CHILD, "me/vids", str(tmp_path / "frames.npy")],

@@ -316,7 +316,8 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if status >= 400 and isinstance(obj, dict) and "error" in obj:
                 self.send_header("x-error-message", str(obj["error"])[:200])
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # a HEAD answer has no body (one would corrupt the kept-alive connection)
+                self.wfile.write(data)
 
         def _authorised(self, repo: _Repo | None = None, write: bool = True) -> bool:
             token = self._token()
@@ -367,12 +368,6 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             repo = hub._repo(m.group("type")[:-1], unquote(m.group("repo"))) if m else None
             data = repo.files.get(unquote(m.group("path"))) if m and repo is not None else None
             if repo is None or data is None:
-                if head:  # a HEAD answer has no body (one would corrupt the kept-alive connection)
-                    self.send_response(404)
-                    self.send_header("content-length", "0")
-                    self.send_header("x-error-code", "EntryNotFound")
-                    self.end_headers()
-                    return None
                 return self._send(404, {"error": "Entry not found"})
             if not self._authorised(repo, write=False):
                 return None
