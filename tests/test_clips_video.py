@@ -251,3 +251,20 @@ def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: p
     # the pre-roll frames are frames before the clip: the decoder's frame 0 is not the clip's first frame
     pre = _frame(row["video"], 0).astype(int)
     assert np.abs(pre - read_clip_frames(row, [0], root=repo.root)[0].astype(int)).mean() > 3
+
+
+def test_leak_check_reads_video_cells_and_accepts_hub_urls(tmp_path: Path) -> None:
+    """The publish gate sees a local path inside a ``video`` struct, and never flags the ``hf://`` head."""
+    import pyarrow as pa
+
+    from lovr_hf.clip_video import VIDEO_TYPE
+    from lovr_hf.publish import PublishError, check_no_local_paths
+
+    def shard(path: str) -> str:
+        pq.write_table(pa.table({"video": pa.array([{"bytes": None, "path": path}], VIDEO_TYPE)}),
+                       tmp_path / "c.parquet")
+        return "c.parquet"
+
+    with pytest.raises(PublishError, match="/home/me/lovr"):
+        check_no_local_paths(tmp_path, [shard("/home/me/lovr/clips/a/a-Scene-001.mp4")], ["/home/me/lovr"])
+    check_no_local_paths(tmp_path, [shard("hf://datasets/me/vids@main/clips/a/a-Scene-001.mp4")], ["/datasets"])
