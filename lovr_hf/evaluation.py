@@ -39,7 +39,7 @@ from lovr_hf.cli_common import (
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
 from lovr_hf.failures import UnknownName
-from lovr_hf.models import PROTOCOLS, check_embedder
+from lovr_hf.models import PROTOCOLS, check_embedder, model_label
 from lovr_hf.rankings import write_rankings
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import (  # noqa: F401 - re-exported
@@ -244,17 +244,22 @@ def main(args: argparse.Namespace) -> int:
     if args.verify:
         from lovr_hf.verify import verify
 
-        labels = [args.model_name] if args.model_name else args.models  # results are keyed by label
-        report = verify(repo, labels or None)
+        # results are keyed by label (a local folder: <folder>-<content hash>); the folder itself is what
+        # rescoring needs (its revision, its tokenizer), and rows never record where it lies
+        given = args.models or []
+        labels = [args.model_name] if args.model_name else [model_label(m) for m in given]
+        refs = {lab: m for lab, m in zip(labels, given) if lab != m}
+        report = verify(repo, labels or None, refs=refs)
         print(report.render())
         return 0 if report.ok else 1
     if args.compare is not None:
         try:
-            print(render_results(repo, args.compare or None))
-            if len(args.compare) == 2:
+            names = [model_label(m) for m in args.compare]  # a local folder given by path: its label
+            print(render_results(repo, names or None))
+            if len(names) == 2:
                 from lovr_hf.compare import paired, render_paired
 
-                print(render_paired(paired(repo, *args.compare)))
+                print(render_paired(paired(repo, *names)))
         except (UnknownName, ValueError, FileNotFoundError) as exc:  # a KeyError bug keeps its traceback
             logger.error("lovr eval --compare: %s", exc)
             return 2

@@ -175,6 +175,7 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     rows = read_results(repo)
     present = list(dict.fromkeys(r["model"] for r in rows))
+    models = [model_label(m) for m in models or []]  # a local folder given by path: its results label
     unknown = [m for m in (models or []) if m not in present]
     if unknown:
         raise UnknownName(f"no results for {unknown}; results hold: {present}")
