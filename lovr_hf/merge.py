@@ -59,7 +59,7 @@ from lovr_hf.merge_text import (
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
 from lovr_hf.stage import MissingChunksError, Stage, StageResult
-from lovr_hf.summary import STAGE_CONFIGS, strict_exit
+from lovr_hf.summary import STAGE_CONFIGS, merge_call_counts, strict_exit
 
 logger = logging.getLogger(__name__)
 
@@ -522,12 +522,11 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
 def summarize(repo: BenchmarkRepo) -> dict[str, float]:
     """Merge counts for the run summary: joins and integrations asked of the LLM, how many fell back (a failed
     call or a rejected reply: the text kept), how many of those were rejected replies; themes likewise."""
-    stats: dict[str, float] = {}
+    stats: dict[str, float] = dict(merge_call_counts(repo))  # rejected_replies: joins and integrations
     if repo.has(schema.CLUSTERS):
-        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS,
-                                                  schema.ERROR_COL]).to_pydict()
+        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
         stats.update(clusters=len(cl["llm_calls"]), llm_calls=sum(cl["llm_calls"]),
-                     failed_calls=sum(cl["failed_calls"]), rejected_replies=rejected_count(cl[schema.ERROR_COL]),
+                     failed_calls=sum(cl["failed_calls"]),
                      clusters_failed=sum(s in (schema.FAILED, schema.ERROR) for s in cl[schema.STATUS]))
     if repo.has(schema.VIDEO_CAPTIONS):
         vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls", "join_failed_calls",
