@@ -131,7 +131,7 @@ def file_summary(path: str | Path, rows: int = 3) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default=None, help="a parquet file to summarise (else --repo)")
-    p.add_argument("--repo", default="lovr")
+    p.add_argument("--repo", default="lovr", help="benchmark repo folder")
     p.add_argument("--model", default=None, help="only this model's embedding progress")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

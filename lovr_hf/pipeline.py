@@ -232,24 +232,34 @@ def log_summary(s: dict[str, Any]) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON file with every option (flags override it)")
-    p.add_argument("--input_folder", "--input-folder", dest="input_folder", default=None)
+    p.add_argument("--input_folder", "--input-folder", dest="input_folder", default=None,
+                   help="folder of long videos (required here or in --config)")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", default=None, help="clip folder")
     g = p.add_argument_group("segment")
-    g.add_argument("--detector", default=None)
-    g.add_argument("--threshold", type=float, default=None)
-    g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None)
-    g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"))
+    g.add_argument("--detector", default=None, help="scene detector: content (default) | adaptive | pyscenedetect | "
+                                                  "transnetv2")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="detector threshold (default 34.0, the original's ContentDetector threshold)")
+    g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None,
+                   help="minimum scene in seconds (default 5.0, the original's)")
+    g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"),
+                   help="exact: re-encoded, frame-accurate clip files as the original's (default); copy: stream "
+                        "copy from the key frame before each start; virtual: no files")
     g.add_argument("--downscale", default=None, help="detection downscale: auto (PySceneDetect's, default) or N")
-    g.add_argument("--merge-short-tail", dest="merge_short_tail", action="store_true", default=None)
+    g.add_argument("--merge-short-tail", dest="merge_short_tail", action="store_true", default=None,
+                   help="join a last scene shorter than the minimum to the previous clip (the original keeps it)")
     g.add_argument("--crf", type=int, default=None, help="exact clips: libx264 CRF (default 22)")
-    g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None)
+    g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None,
+                   help="exact clips without audio (the original keeps every audio stream as AAC)")
     g = p.add_argument_group("caption")
     g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | describer (offline stand-in) | dummy | module:Class")
     g.add_argument("--model-path", "--model_path", dest="caption_model", default=None, help="captioning VLM")
-    g.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
-    g.add_argument("--greedy", action="store_true", default=None)
-    g.add_argument("--min-quality", dest="min_quality", type=float, default=None)
+    g.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="clips per captioning call (default 8)")
+    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="caption length limit in tokens (default: the original captioner's)")
+    g.add_argument("--greedy", action="store_true", default=None, help="greedy caption decoding (deterministic)")
+    g.add_argument("--min-quality", dest="min_quality", type=float, default=None,
+                   help="caption quality threshold (0-10): re-caption below it (default: off)")
     g.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
                    help="openai captioner: the server kind (vllm adds its sampling and video fields)")
     g = p.add_argument_group("merge")
@@ -262,13 +272,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the captioner's server (overrides --api-base)")
     g.add_argument("--merge-api-base", dest="merge_api_base", default=None,
                    help="the merge LLM's server (overrides --api-base)")
-    g.add_argument("--num-workers", dest="num_workers", type=int, default=None)
+    g.add_argument("--num-workers", dest="num_workers", type=int, default=None,
+                   help="concurrent merge LLM requests (original flag; default 8)")
     g = p.add_argument_group("eval")
     g.add_argument("--eval-models", "--eval-model", dest="eval_models", action="append", default=None,
                    help="models to evaluate: a comma list and/or repeated")
-    g.add_argument("--eval-backend", dest="eval_backend", default=None)
-    g.add_argument("--interval", type=int, default=None)
-    g.add_argument("--protocol", default=None, choices=("lovr", "original"))
+    g.add_argument("--eval-backend", dest="eval_backend", default=None,
+                   help="embedder backend of --eval-models (default auto: picked by the family table)")
+    g.add_argument("--interval", type=int, default=None,
+                   help="eval: sample every K frames (default 10 for CLIP, else 30)")
+    g.add_argument("--protocol", default=None, choices=("lovr", "original"),
+                   help="eval: lovr (default) or original (the original scripts, differences and all)")
     add_common_args(p)
 
 

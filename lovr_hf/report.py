@@ -212,12 +212,12 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr")
+    p.add_argument("--repo", default="lovr", help="benchmark repo folder with results")
     p.add_argument("--model", action="append", default=None, help="a scored model (repeatable; default: all)")
     p.add_argument("--out", required=True, help="folder for the HTML pages, plots and thumbnails")
-    p.add_argument("--protocol", default="lovr")
+    p.add_argument("--protocol", default="lovr", help="whose rows the pages show: lovr or original")
     p.add_argument("--samples", type=int, default=6, help="gallery queries per direction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the gallery's query draw")
 
 
 def main(args: argparse.Namespace) -> int:
