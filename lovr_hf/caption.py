@@ -470,19 +470,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="transformers", help="transformers | vllm | openai | describer (offline stand-in: describes the pixels) | dummy | module:Class")
     p.add_argument("--model-path", "--model_path", dest="model_path", default=DEFAULT_MODEL,
                    help="Hub id or local folder (original LoVR flag)")
-    p.add_argument("--revision", default=None)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--attn-implementation", dest="attn_implementation", default=None)
-    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true")
-    p.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1)
-    p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"))
-    p.add_argument("--api-model", dest="api_model", default=None)
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model-path (default: main)")
+    p.add_argument("--dtype", default="auto",
+                   help="weights dtype: auto (bfloat16 on a GPU that has it, else float16; float32 on CPU) | bfloat16 | "
+                        "float16 | float32")
+    p.add_argument("--attn-implementation", dest="attn_implementation", default=None,
+                   help="transformers attention kernel, e.g. flash_attention_2 or sdpa (default: the library's choice)")
+    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
+                   help="allow the model's own code from the Hub (off: such a model is refused)")
+    p.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1,
+                   help="--backend vllm: GPUs one model is split over")
+    p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"),
+                   help="--backend openai: the OpenAI-compatible server's URL (default: $OPENAI_BASE_URL, else the "
+                        "official API)")
+    p.add_argument("--api-model", dest="api_model", default=None,
+                   help="--backend openai: the model name the server knows (default: --model-path)")
     p.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
                    help="--backend openai: the server kind. openai (default): official Chat Completions fields "
                         "only, frames as images; vllm: a `vllm serve` endpoint, the clip as one video with its fps, "
                         "repetition_penalty and top_k as the original")
-    p.add_argument("--prompt-file", dest="prompt_file", default=None)
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
+    p.add_argument("--prompt-file", dest="prompt_file", default=None,
+                   help="JSON/YAML {system, user} or a text file (the user prompt) in place of the original caption "
+                        "prompt; recorded by its hash")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
+                   help="clips per model call (original LoVR flag)")
     d = CaptionConfig  # unset flags fall back to the config's defaults (the original captioner's)
     p.add_argument("--temperature", type=float, default=None, help=f"default {d.temperature}")
     p.add_argument("--top-p", dest="top_p", type=float, default=None, help=f"default {d.top_p}")
@@ -495,14 +506,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downscale", action="store_true", help="shrink frames into 426x240 as the original helper")
     p.add_argument("--min-quality", dest="min_quality", type=float, default=None,
                    help="quality threshold θ (0-10): re-caption below it, up to --max-attempts")
-    p.add_argument("--scorer", default="heuristic", choices=("heuristic", "llm"))
-    p.add_argument("--scorer-model", dest="scorer_model", default=None)
-    p.add_argument("--max-attempts", dest="max_attempts", type=int, default=3)
+    p.add_argument("--scorer", default="heuristic", choices=("heuristic", "llm"),
+                   help="with --min-quality: who scores a caption: heuristic (offline rules) or llm (a judge model)")
+    p.add_argument("--scorer-model", dest="scorer_model", default=None,
+                   help="--scorer llm: the judge, an LLM backend spec such as openai:gpt-4o-mini (default: openai)")
+    p.add_argument("--max-attempts", dest="max_attempts", type=int, default=3,
+                   help="with --min-quality: captions tried per clip before the best one is kept")
     p.add_argument("--decode-workers", dest="decode_workers", type=int, default=None,
                    help="decode threads (default: sized to the machine)")
     p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
                    help=f"bytes of decoded frames held ahead of the model (default {DEFAULT_PREFETCH_BYTES})")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     # the original caption_generator.py mode: a JSONL of clips in, the same lines with "cap" out
     p.add_argument("--video-folder", dest="video_folder", default=None,
                    help="original mode: folder the JSONL's clip paths are relative to")

@@ -37,17 +37,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, [], ()) or action.nargs == 0:
+        unset = action.default is None or action.default is False or action.default in ([], ())  # 0 is a default
+        if "default" in text.lower() or unset or action.nargs == 0:
             return text  # switches and unset options: "(default: None/False)" says nothing
         return super()._get_help_string(action)
 
 
-def _help_for_every_flag(parser: argparse.ArgumentParser) -> None:
+def _help_for_every_flag(parser: argparse.ArgumentParser) -> list[str]:
     """A flag added without help text still shows its default in ``--help`` (argparse lists such a flag
-    with nothing beside it): its help becomes the default, or says it is off / required."""
+    with nothing beside it): its help becomes the default, or says it is off / required. A safety net only:
+    returns the flags that needed it (tests/test_cli_errors.py asserts there are none)."""
+    generic = []
     for action in parser._actions:
         if action.help or action.help == argparse.SUPPRESS or not action.option_strings:
             continue
+        generic.append(action.option_strings[-1])
         if action.required:
             action.help = "required"
         elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
@@ -56,6 +60,14 @@ def _help_for_every_flag(parser: argparse.ArgumentParser) -> None:
             action.help = "default: not set"
         else:
             action.help = "default: %(default)s"
+    return generic
+
+
+def flags_on_generic_help(command: str) -> list[str]:
+    """The flags of ``command`` whose help would come from the generic fallback (none should)."""
+    p = argparse.ArgumentParser(prog=f"lovr {command}")
+    _module(command).add_arguments(p)
+    return _help_for_every_flag(p)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from lovr_hf.cli_common import RunControl
 from lovr_hf.merge import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.segment import SegmentConfig
+from lovr_hf.summary import merge_line
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def models_note(cfg: PipelineConfig) -> str:
 
 
 def run_demo(output_dir: str | Path = "lovr_demo", **kwargs: Any) -> dict[str, Any]:
-    from lovr_hf.backends.demo_merge import reset_tally, tally_note
+    from lovr_hf.backends.demo_merge import reset_tally, theme_note
     from lovr_hf.cpu_budget import size_torch_threads
 
     out = Path(output_dir).resolve()
@@ -123,7 +124,7 @@ def run_demo(output_dir: str | Path = "lovr_demo", **kwargs: Any) -> dict[str, A
     summary = run_pipeline(cfg, RunControl(repo=cfg.repo))
     summary["seconds"] = time.perf_counter() - t0
     summary["models_note"] = models_note(cfg)
-    summary["merge_writers"] = tally_note()
+    summary["theme_writers"] = theme_note()
     logger.info("demo finished in %.0f s; benchmark repo: %s", summary["seconds"], cfg.repo)
     return summary
 
@@ -146,9 +147,9 @@ def main(args: argparse.Namespace) -> int:
                        merge_model=args.merge_model, eval_model=args.eval_model)
     print(f"\nBenchmark repo: {summary['repo']}")  # the user-facing result of the command
     print(summary["models_note"])
-    print(f"merge LLM calls: {summary.get('merge_calls', 0)}, of which {summary.get('merge_failed_calls', 0)} kept "
-          f"the original text ({summary.get('merge_rejected_replies', 0)} replies rejected by the reply guard)")
-    print(summary["merge_writers"])
+    print(merge_line(summary))  # joins and integrations: by the LLM, by the stand-in, or the original kept
+    if summary.get("theme_writers"):
+        print(summary["theme_writers"])
     print(f"demo finished in {summary['seconds']:.0f} s")
     if summary.get("results_table"):
         print(summary["results_table"])

@@ -42,6 +42,7 @@ from lovr_hf.models import (  # noqa: F401 - re-exported: the model side used to
     check_embedder,
     default_interval,
     make_embedder,
+    model_label,
     model_payload,
     model_slug,
     resolve_backend,
@@ -138,8 +139,13 @@ class _EmbedStage(Stage):
         return meta
 
     def model_id(self) -> str:
+        """The ``model`` column of the rows: the backend's model, a local folder by its label
+        (:func:`lovr_hf.models.model_label`), never its absolute path (published tables must not carry it)."""
         assert self._backend is not None
-        return self._backend.model_id()
+        raw = self._backend.model_id()
+        if getattr(self, "_label_of", (None, None))[0] != raw:  # hashing a folder once per stage, not per batch
+            self._label_of = (raw, model_label(raw))
+        return self._label_of[1]
 
     def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
                       olds: dict[str, pa.Table | None] | None = None) -> None:

@@ -39,7 +39,7 @@ from lovr_hf.cli_common import (
 from lovr_hf.embed import TEXT_MODES, cost_report, run_stages, text_stages
 from lovr_hf.embed_video import video_stage
 from lovr_hf.failures import UnknownName
-from lovr_hf.models import PROTOCOLS, check_embedder
+from lovr_hf.models import PROTOCOLS, check_embedder, model_label
 from lovr_hf.rankings import write_rankings
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.results import (  # noqa: F401 - re-exported
@@ -190,21 +190,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and/or give a comma list)")
     p.add_argument("--model-name", dest="model_name", default=None, help="label in results (one model)")
     p.add_argument("--backend", default="auto", help="auto (picked by the family table) | transformers | open_clip | jina | blip | xclip | gme | mm_embed | videoclip_xl | languagebind | mteb | describer | dummy | module:Class")
-    p.add_argument("--revision", default=None)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model (default: main)")
+    p.add_argument("--dtype", default="auto",
+                   help="weights dtype: auto (float32 on CPU; under --protocol original on a GPU, the family's original "
+                        "precision) | bfloat16 | float16 | float32")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
                    help="allow the model's own code from the Hub (jina-clip-v2 needs it)")
     p.add_argument("--text-mode", "--text_mode", dest="text_mode", choices=TEXT_MODES, default="truncate",
                    help="long captions: truncate at the model limit (original) or average max-length chunks")
-    p.add_argument("--max-text-tokens", dest="max_text_tokens", type=int, default=None)
+    p.add_argument("--max-text-tokens", dest="max_text_tokens", type=int, default=None,
+                   help="caption token limit (default: the model's own)")
     p.add_argument("--interval", type=int, default=None, help="sample every K frames (default 10 for CLIP, else 30)")
     p.add_argument("--num-frames", "--num_frames", dest="num_frames", type=int, default=None,
                    help="N uniform frames per clip and per video instead of --interval")
     p.add_argument("--clip-queries", "--clip_queries", dest="clip_queries", default=None,
                    help="text->clip query captions: a count drawn with --seed, 'all', or 'auto' (default: the "
                         "released list on an imported release, else 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the --clip-queries draw (recorded on every row)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="lovr",
                    help="lovr (default) or original: reproduce the original scripts, differences and all "
                         "(docs/evaluation.md)")
@@ -215,12 +218,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples for the 95%% intervals (default 1000; 0 = none)")
     p.add_argument("--bootstrap-seed", dest="bootstrap_seed", type=int, default=None,
                    help="seed of the bootstrap (default 0; recorded on every row)")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                   help="captions or clips per forward pass (original LoVR flag)")
     p.add_argument("--decode-workers", dest="decode_workers", type=int, default=None,
                    help="decode threads (default: sized to the machine)")
     p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
                    help="bytes of decoded frames held ahead of the model (default 2 GiB)")
-    p.add_argument("--decode-backend", dest="decode_backend", default="auto", choices=("auto", "pyav", "decord"))
+    p.add_argument("--decode-backend", dest="decode_backend", default="auto", choices=("auto", "pyav", "decord"),
+                   help="frame decoder: decord as the original where installed (auto), else PyAV")
     g = p.add_argument_group("stages (original flags; none = all)")
     for step, text in (("encode_text", "embed clip/video/theme captions"),
                        ("encode_video", "embed clips and full videos (this chunk)"),
@@ -244,17 +249,22 @@ def main(args: argparse.Namespace) -> int:
     if args.verify:
         from lovr_hf.verify import verify
 
-        labels = [args.model_name] if args.model_name else args.models  # results are keyed by label
-        report = verify(repo, labels or None)
+        # results are keyed by label (a local folder: <folder>-<content hash>); the folder itself is what
+        # rescoring needs (its revision, its tokenizer), and rows never record where it lies
+        given = args.models or []
+        labels = [args.model_name] if args.model_name else [model_label(m) for m in given]
+        refs = {lab: m for lab, m in zip(labels, given) if lab != m}
+        report = verify(repo, labels or None, refs=refs)
         print(report.render())
         return 0 if report.ok else 1
     if args.compare is not None:
         try:
-            print(render_results(repo, args.compare or None))
-            if len(args.compare) == 2:
+            names = [model_label(m) for m in args.compare]  # a local folder given by path: its label
+            print(render_results(repo, names or None))
+            if len(names) == 2:
                 from lovr_hf.compare import paired, render_paired
 
-                print(render_paired(paired(repo, *args.compare)))
+                print(render_paired(paired(repo, *names)))
         except (UnknownName, ValueError, FileNotFoundError) as exc:  # a KeyError bug keeps its traceback
             logger.error("lovr eval --compare: %s", exc)
             return 2

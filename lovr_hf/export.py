@@ -305,7 +305,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-queries", "--clip_queries", dest="clip_queries", default=None,
                    help="query captions for all_clip.jsonl: a count drawn with --seed, or 'all' "
                         "(default: the released list of an imported release, else 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the query caption draw")
     p.add_argument("--clips", choices=("link", "copy", "none"), default="link",
                    help="clip files under video_data/long_video_clip: symlinks (default), copies, or none")
     p.add_argument("--model", dest="models", action="append", default=None,

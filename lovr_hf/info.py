@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
+from lovr_hf.models import model_slug
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stage import completed_keys
 
@@ -95,13 +96,13 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
     if repo.has(schema.VIDEOS):
         ok_videos = {r[schema.VIDEO_ID] for r in repo.read(schema.VIDEOS) if r[schema.STATUS] == schema.OK}
         for cfg in emb:
-            if model and model not in cfg:
+            if model and model_slug(model) not in cfg:  # config names carry the slug, never a path
                 continue
             t = repo.read_table(cfg)
             embedded = {i for i, k in zip(t.column("item_id").to_pylist(), t.column("kind").to_pylist()) if k == "video"}
             left[f"videos_to_embed[{cfg[len(schema.EMBEDDINGS_PREFIX) + 1:]}]"] = len(ok_videos - embedded)
     out["left"] = left
-    failed = _embedding_failures(repo, [c for c in emb if not model or model in c])
+    failed = _embedding_failures(repo, [c for c in emb if not model or model_slug(model) in c])
     if failed:
         out["embeddings_all_failed"] = failed  # such a model has no score; `lovr eval` retries failed rows
     if repo.has(schema.RESULTS):
@@ -130,7 +131,7 @@ def file_summary(path: str | Path, rows: int = 3) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default=None, help="a parquet file to summarise (else --repo)")
-    p.add_argument("--repo", default="lovr")
+    p.add_argument("--repo", default="lovr", help="benchmark repo folder")
     p.add_argument("--model", default=None, help="only this model's embedding progress")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -59,7 +59,7 @@ from lovr_hf.merge_text import (
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
 from lovr_hf.stage import MissingChunksError, Stage, StageResult
-from lovr_hf.summary import STAGE_CONFIGS, strict_exit
+from lovr_hf.summary import STAGE_CONFIGS, merge_call_counts, strict_exit
 
 logger = logging.getLogger(__name__)
 
@@ -522,12 +522,11 @@ def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, 
 def summarize(repo: BenchmarkRepo) -> dict[str, float]:
     """Merge counts for the run summary: joins and integrations asked of the LLM, how many fell back (a failed
     call or a rejected reply: the text kept), how many of those were rejected replies; themes likewise."""
-    stats: dict[str, float] = {}
+    stats: dict[str, float] = dict(merge_call_counts(repo))  # rejected_replies: joins and integrations
     if repo.has(schema.CLUSTERS):
-        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS,
-                                                  schema.ERROR_COL]).to_pydict()
+        cl = read_columns(repo, schema.CLUSTERS, ["llm_calls", "failed_calls", schema.STATUS]).to_pydict()
         stats.update(clusters=len(cl["llm_calls"]), llm_calls=sum(cl["llm_calls"]),
-                     failed_calls=sum(cl["failed_calls"]), rejected_replies=rejected_count(cl[schema.ERROR_COL]),
+                     failed_calls=sum(cl["failed_calls"]),
                      clusters_failed=sum(s in (schema.FAILED, schema.ERROR) for s in cl[schema.STATUS]))
     if repo.has(schema.VIDEO_CAPTIONS):
         vc = read_columns(repo, schema.VIDEO_CAPTIONS, ["llm_calls", "failed_calls", "join_failed_calls",
@@ -618,25 +617,37 @@ class NothingMergedError(RuntimeError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", default="openai", help="openai (default) | transformers | dummy | module:Class")
-    p.add_argument("--api-model", dest="api_model", default=DEFAULT_API_MODEL)
-    p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"))
+    p.add_argument("--api-model", dest="api_model", default=DEFAULT_API_MODEL,
+                   help="--llm openai: the model name the server knows (the original's gpt-4o)")
+    p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"),
+                   help="--llm openai: the OpenAI-compatible server's URL (default: $OPENAI_BASE_URL, else the "
+                        "official API)")
     p.add_argument("--model-path", "--model_path", dest="model_path", default=None,
                    help="transformers LLM: Hub id, folder, .gguf file or 'smollm2'")
-    p.add_argument("--gguf-file", dest="gguf_file", default=None)
-    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--gguf-file", dest="gguf_file", default=None,
+                   help="transformers LLM: the .gguf file inside --model-path to load")
+    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (the original merger's)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=1024, help="per join")
     p.add_argument("--video-max-new-tokens", dest="video_max_new_tokens", type=int, default=4096,
                    help="per video integration step")
-    p.add_argument("--cluster-size", dest="cluster_size", type=int, default=DEFAULT_CLUSTER_SIZE)
-    p.add_argument("--no-video-captions", dest="video_captions", action="store_false")
+    p.add_argument("--cluster-size", dest="cluster_size", type=int, default=DEFAULT_CLUSTER_SIZE,
+                   help="clip captions per cluster, in slice order (the original's runs of 10)")
+    p.add_argument("--no-video-captions", dest="video_captions", action="store_false",
+                   help="stop at clusters, as the released code (default: also integrate them into one caption "
+                        "per video)")
     p.add_argument("--integrate-mode", dest="integrate_mode", choices=("sequential", "hierarchical"),
-                   default="sequential")
+                   default="sequential",
+                   help="video captions: fold the clusters in one at a time, or pairwise in levels (fewer "
+                        "tokens per call on long videos)")
     p.add_argument("--theme", action="store_true", help="also write a theme paragraph per video")
-    p.add_argument("--max-context-tokens", dest="max_context_tokens", type=int, default=None)
+    p.add_argument("--max-context-tokens", dest="max_context_tokens", type=int, default=None,
+                   help="the LLM's context, which inputs are sized to (default: what the backend reports)")
     p.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=8,
                    help="concurrent LLM requests (original flag)")
-    p.add_argument("--timeout", type=float, default=300.0)
-    p.add_argument("--max-retries", dest="max_retries", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds one LLM request may take")
+    p.add_argument("--max-retries", dest="max_retries", type=int, default=3,
+                   help="retries of a failed LLM request after its first try (the original made 3 attempts "
+                        "in all)")
     p.add_argument("--cap-file", dest="cap_file", default=None, help="original JSONL mode: input captions")
     p.add_argument("--result-file", dest="result_file", default=None, help="original JSONL mode: output")
     add_backend_option_arg(p)

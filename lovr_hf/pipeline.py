@@ -24,7 +24,7 @@ from lovr_hf.merge import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment import SegmentConfig, segment
 from lovr_hf.stage import MissingChunksError, StageResult
-from lovr_hf.summary import STAGE_CONFIGS, embedding_configs, format_counts, stage_counts
+from lovr_hf.summary import STAGE_CONFIGS, embedding_configs, format_counts, merge_line, stage_counts
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,9 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     if shard.is_main or manual:
         repo.write_run_config(cfg.to_dict())
     summary: dict[str, Any] = {"repo": str(repo.root), "complete": False}
+    from lovr_hf.backends.demo_merge import reset_tally
+
+    reset_tally()  # the demo merger's tally (who wrote each merged text) counts this run only
     stages: dict[str, tuple[str, ...]] = {}
     logger.info("== segment ==")
     res = segment(cfg.input_folder, repo, cfg.segment, control, recursive=cfg.recursive)
@@ -156,6 +159,17 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     return summary
 
 
+def _stand_in_tally() -> dict[str, int]:
+    """The demo merger's tally of this process (who wrote each join and integration), if it ran here."""
+    from lovr_hf.backends.demo_merge import TALLY
+
+    kinds = ("join", "integrate")
+    if not any(TALLY[(k, w)] for k in kinds for w in ("llm", "stand-in")):
+        return {}
+    return {"merge_stand_in": sum(TALLY[(k, "stand-in")] for k in kinds),
+            "merge_stand_in_llm": sum(TALLY[(k, "llm")] for k in kinds)}
+
+
 def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     s: dict[str, Any] = {}
     if repo.has(schema.VIDEOS):
@@ -169,21 +183,17 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
     from lovr_hf.merge import summarize as merge_counts
 
-    # every call that fell back to the original text (a failed call or a rejected reply): joins inside clusters,
-    # integrations across them, themes (a video row's join counts repeat its clusters': not added again)
+    # every join and integration asked of the LLM and how it ended, from the tables' count columns (a video
+    # row's join counts repeat its clusters': not added again)
     m = merge_counts(repo) if repo.has(schema.CLUSTERS) else {}
-    s.update(merge_calls=int(m.get("llm_calls", 0) + m.get("video_llm_calls", 0)),
-             merge_failed_calls=int(m.get("failed_calls", 0) + m.get("video_failed_calls", 0)),
+    s.update(merge_calls=int(m.get("join_calls", 0) + m.get("integrate_calls", 0)),
+             merge_join_calls=int(m.get("join_calls", 0)), merge_integrate_calls=int(m.get("integrate_calls", 0)),
+             merge_failed_calls=int(m.get("join_failed_calls", 0) + m.get("integrate_failed_calls", 0)),
              merge_rejected_replies=int(m.get("rejected_replies", 0)))
     for key in ("clusters", "video_captions", "videos_failed", "themes", "themes_failed", "themes_rejected"):
         if key in m:
             s[key] = int(m[key])
-    if repo.has(schema.VIDEO_CAPTIONS):  # rejected integrations (the joins' are counted on the clusters)
-        from lovr_hf.merge_text import REJECTED
-
-        for e in repo.read(schema.VIDEO_CAPTIONS)[schema.ERROR_COL]:
-            s["merge_rejected_replies"] += sum(part.count(REJECTED) for part in (e or "").split("; ")
-                                               if part.startswith(("step ", "level ")))
+    s.update(_stand_in_tally())
     results_md = repo.root / "results.md"
     if results_md.exists():
         s["results_table"] = results_md.read_text(encoding="utf-8")
@@ -199,10 +209,8 @@ def log_summary(s: dict[str, Any]) -> None:
         f"clips: {s.get('clips', 0)}",
         f"captions: {s.get('captions', {})}",
         f"clusters: {s.get('clusters', 0)}, video captions: {s.get('video_captions', 0)}, "
-        f"merge LLM calls: {s.get('merge_calls', 0)}, of which {s.get('merge_failed_calls', 0)} kept the original "
-        f"text ({s.get('merge_rejected_replies', 0)} replies rejected by the guard, "
-        f"{s.get('merge_failed_calls', 0) - s.get('merge_rejected_replies', 0)} failed calls); "
         f"video captions failed: {s.get('videos_failed', 0)}",
+        merge_line(s),
     ]
     if s.get("themes"):
         lines.append(f"themes: {s['themes']}, of which {s.get('themes_failed', 0)} failed "
@@ -224,24 +232,34 @@ def log_summary(s: dict[str, Any]) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON file with every option (flags override it)")
-    p.add_argument("--input_folder", "--input-folder", dest="input_folder", default=None)
+    p.add_argument("--input_folder", "--input-folder", dest="input_folder", default=None,
+                   help="folder of long videos (required here or in --config)")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", default=None, help="clip folder")
     g = p.add_argument_group("segment")
-    g.add_argument("--detector", default=None)
-    g.add_argument("--threshold", type=float, default=None)
-    g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None)
-    g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"))
+    g.add_argument("--detector", default=None, help="scene detector: content (default) | adaptive | pyscenedetect | "
+                                                  "transnetv2")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="detector threshold (default 34.0, the original's ContentDetector threshold)")
+    g.add_argument("--min_clip_duration", "--min-clip-duration", dest="min_clip_duration", type=float, default=None,
+                   help="minimum scene in seconds (default 5.0, the original's)")
+    g.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", default=None, choices=("exact", "copy", "virtual"),
+                   help="exact: re-encoded, frame-accurate clip files as the original's (default); copy: stream "
+                        "copy from the key frame before each start; virtual: no files")
     g.add_argument("--downscale", default=None, help="detection downscale: auto (PySceneDetect's, default) or N")
-    g.add_argument("--merge-short-tail", dest="merge_short_tail", action="store_true", default=None)
+    g.add_argument("--merge-short-tail", dest="merge_short_tail", action="store_true", default=None,
+                   help="join a last scene shorter than the minimum to the previous clip (the original keeps it)")
     g.add_argument("--crf", type=int, default=None, help="exact clips: libx264 CRF (default 22)")
-    g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None)
+    g.add_argument("--no-audio", dest="no_audio", action="store_true", default=None,
+                   help="exact clips without audio (the original keeps every audio stream as AAC)")
     g = p.add_argument_group("caption")
     g.add_argument("--captioner", default=None, help="caption backend: transformers | vllm | openai | describer (offline stand-in) | dummy | module:Class")
     g.add_argument("--model-path", "--model_path", dest="caption_model", default=None, help="captioning VLM")
-    g.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
-    g.add_argument("--greedy", action="store_true", default=None)
-    g.add_argument("--min-quality", dest="min_quality", type=float, default=None)
+    g.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="clips per captioning call (default 8)")
+    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="caption length limit in tokens (default: the original captioner's)")
+    g.add_argument("--greedy", action="store_true", default=None, help="greedy caption decoding (deterministic)")
+    g.add_argument("--min-quality", dest="min_quality", type=float, default=None,
+                   help="caption quality threshold (0-10): re-caption below it (default: off)")
     g.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
                    help="openai captioner: the server kind (vllm adds its sampling and video fields)")
     g = p.add_argument_group("merge")
@@ -254,13 +272,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the captioner's server (overrides --api-base)")
     g.add_argument("--merge-api-base", dest="merge_api_base", default=None,
                    help="the merge LLM's server (overrides --api-base)")
-    g.add_argument("--num-workers", dest="num_workers", type=int, default=None)
+    g.add_argument("--num-workers", dest="num_workers", type=int, default=None,
+                   help="concurrent merge LLM requests (original flag; default 8)")
     g = p.add_argument_group("eval")
     g.add_argument("--eval-models", "--eval-model", dest="eval_models", action="append", default=None,
                    help="models to evaluate: a comma list and/or repeated")
-    g.add_argument("--eval-backend", dest="eval_backend", default=None)
-    g.add_argument("--interval", type=int, default=None)
-    g.add_argument("--protocol", default=None, choices=("lovr", "original"))
+    g.add_argument("--eval-backend", dest="eval_backend", default=None,
+                   help="embedder backend of --eval-models (default auto: picked by the family table)")
+    g.add_argument("--interval", type=int, default=None,
+                   help="eval: sample every K frames (default 10 for CLIP, else 30)")
+    g.add_argument("--protocol", default=None, choices=("lovr", "original"),
+                   help="eval: lovr (default) or original (the original scripts, differences and all)")
     add_common_args(p)
 
 

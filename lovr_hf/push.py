@@ -196,13 +196,15 @@ def push_to_hub(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("repo", nargs="?", default="lovr", help="benchmark repo folder (default ./lovr)")
     p.add_argument("--repo-id", required=True, help="Hub dataset id, ORG/NAME")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", default=None)
+    p.add_argument("--private", action="store_true",
+                   help="create the Hub dataset repo as private (create_repo; an existing repo keeps its visibility)")
+    p.add_argument("--revision", default=None, help="the Hub branch to commit to (default: main)")
     p.add_argument("--no-media", "--no-clips", dest="no_media", action="store_true",
                    help="index only: publish no clip or video file (clips as frame ranges, videos as size + "
                         "SHA-256; rebuild with `lovr materialize`)")
     p.add_argument("--dry-run", action="store_true", help="stage what would be published and stop")
-    p.add_argument("-m", "--commit-message", dest="commit_message", default=DEFAULT_MESSAGE)
+    p.add_argument("-m", "--commit-message", dest="commit_message", default=DEFAULT_MESSAGE,
+                   help="the commit message on the Hub")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -175,6 +175,7 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     rows = read_results(repo)
     present = list(dict.fromkeys(r["model"] for r in rows))
+    models = [model_label(m) for m in models or []]  # a local folder given by path: its results label
     unknown = [m for m in (models or []) if m not in present]
     if unknown:
         raise UnknownName(f"no results for {unknown}; results hold: {present}")
@@ -211,12 +212,12 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr")
+    p.add_argument("--repo", default="lovr", help="benchmark repo folder with results")
     p.add_argument("--model", action="append", default=None, help="a scored model (repeatable; default: all)")
     p.add_argument("--out", required=True, help="folder for the HTML pages, plots and thumbnails")
-    p.add_argument("--protocol", default="lovr")
+    p.add_argument("--protocol", default="lovr", help="whose rows the pages show: lovr or original")
     p.add_argument("--samples", type=int, default=6, help="gallery queries per direction")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the gallery's query draw")
 
 
 def main(args: argparse.Namespace) -> int:

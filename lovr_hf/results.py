@@ -169,7 +169,11 @@ def reproduce_command(rows: Sequence[dict[str, Any]], repo_name: str) -> str:
     r0 = next((r for r in rows if r["metric"] == "pass@k"), rows[0])
     rev = r0.get("model_revision") or ""
     pinned = rev if len(rev) == _COMMIT_LEN and all(ch in "0123456789abcdef" for ch in rev) else c.revision
-    parts = ["lovr eval", f"--repo {shlex.quote(repo_name)}", f"--model {shlex.quote(c.model)}"]
+    # a local folder is named by its label only (``<folder>-<content hash>``): a placeholder says so; the
+    # same files anywhere get the same label, so the rerun's rows replace these
+    local = rev.startswith("sha256:") and not Path(c.model).expanduser().exists()
+    model = f"<folder {c.model}>" if local else c.model
+    parts = ["lovr eval", f"--repo {shlex.quote(repo_name)}", f"--model {shlex.quote(model)}"]
     if c.model_name:
         parts.append(f"--model-name {shlex.quote(c.model_name)}")
     if c.backend != resolve_backend(c.model, "auto"):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from lovr_hf import slices
+from lovr_hf.models import looks_like_path, model_label
 from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.retrieval import DIRECTIONS
 
@@ -62,12 +62,10 @@ def short(label: str, n: int = 48) -> str:
 
 
 def display_name(model: str) -> str:
-    """A model as a legend shows it: a local path by its folder name (``/tmp/x/models/tiny-clip`` ->
-    ``tiny-clip``), a Hub id or backend name as it is."""
-    p = Path(model)
-    if model.startswith(("/", "./", "../", "~")) or len(p.parts) > 2:
-        return p.name or model
-    return model
+    """A model as a legend or table shows it: a local path (results of an older lovr_hf) by
+    :func:`lovr_hf.models.model_label` (``<folder>-<content hash>``, so two folders that share a basename stay
+    apart), a label, Hub id or backend name as it is."""
+    return model_label(model) if looks_like_path(model) else model
 
 
 def entry_label(entry: Entry, entries: Sequence[Entry], n: int = 32) -> str:

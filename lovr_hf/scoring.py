@@ -35,7 +35,7 @@ from lovr_hf.directions import (
     select_clip_queries,
 )
 from lovr_hf.embed import TEXT_KINDS
-from lovr_hf.models import EmbedConfig, model_payload, model_slug, protocol_slug, resolve_backend
+from lovr_hf.models import EmbedConfig, model_label, model_payload, model_slug, protocol_slug, resolve_backend
 from lovr_hf.rankings import TOP_N, metric_rows, ranking_rows, scored_direction
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.retrieval import parse_ks
@@ -63,7 +63,10 @@ class EvalConfig(EmbedConfig):
     bootstrap_seed: int = 0
 
     def label(self) -> str:
-        return self.model_name or self.model
+        """How results, rankings, cards, assets and logs name this model: ``--model-name``, else
+        :func:`lovr_hf.models.model_label` (a Hub id as it is; a local folder ``<folder>-<content hash>``,
+        never its absolute path, which means nothing on another machine and leaks the local layout)."""
+        return self.model_name or model_label(self.model)
 
     def slug(self) -> str:
         """The embeddings config name part: per model label and protocol (both protocols side by side)."""
@@ -380,11 +383,12 @@ def score(repo: BenchmarkRepo, config: EvalConfig) -> Scored:
     boot = Bootstrap(int(config.bootstrap), int(config.bootstrap_seed))
     directions, query_set = _directions(repo, config, sets, catalog)
     label, backend = config.label(), resolve_backend(config.model, config.backend)
+    ref = model_label(config.model)  # a local folder: its label; the absolute path never reaches a row
     common = {"model": label, "protocol": config.protocol, "text_mode": settings["text_mode"],
               "interval": settings["interval"], "uniform_frames": settings["uniform_frames"],
               "query_seed": config.seed, "query_set": query_set,
               "needs_review_excluded": bool(config.exclude_needs_review),
-              "oracle": provenance.uses_oracle_frames(table), "model_ref": config.model, "backend": backend,
+              "oracle": provenance.uses_oracle_frames(table), "model_ref": ref, "backend": backend,
               "embed_settings": embed_settings(config),
               "model_revision": provenance.model_revision(config.model, backend, config.revision, repo),
               "dataset_fingerprint": provenance.dataset_fingerprint(repo),

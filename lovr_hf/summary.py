@@ -114,3 +114,65 @@ def strict_exit(repo: BenchmarkRepo, stages: Mapping[str, Sequence[str]], *, str
 
 def embedding_configs(repo: BenchmarkRepo, slugs: Iterable[str]) -> tuple[str, ...]:
     return tuple(c for c in (schema.embeddings_config(s) for s in slugs) if repo.has(c))
+
+
+def merge_call_counts(repo: BenchmarkRepo) -> dict[str, int]:
+    """Joins (inside clusters) and integrations (across them) asked of the merge LLM, how many kept the
+    original text, and how many of those were replies rejected by the reply guard: read from the tables' own
+    count columns. Only rows of an older lovr_hf, whose ``rejected_replies`` is null, fall back to counting
+    the rejections in their ``error`` text."""
+    from collections import Counter
+
+    from lovr_hf.merge_text import REJECTED, rejected_count
+
+    out: dict[str, int] = {}
+    join_rejected: Counter[str] = Counter()
+    if repo.has(schema.CLUSTERS):
+        cl = repo.read_columns(schema.CLUSTERS, [schema.VIDEO_ID, "llm_calls", "failed_calls", "rejected_replies",
+                                                 schema.ERROR_COL]).to_pydict()
+        for vid, n, err in zip(cl[schema.VIDEO_ID], cl["rejected_replies"], cl[schema.ERROR_COL]):
+            join_rejected[vid] += int(n) if n is not None else rejected_count([err])
+        out.update(join_calls=sum(int(n or 0) for n in cl["llm_calls"]),
+                   join_failed_calls=sum(int(n or 0) for n in cl["failed_calls"]),
+                   join_rejected=sum(join_rejected.values()))
+    if repo.has(schema.VIDEO_CAPTIONS):
+        vc = repo.read_columns(schema.VIDEO_CAPTIONS, [schema.VIDEO_ID, "llm_calls", "failed_calls",
+                                                       "rejected_replies", schema.ERROR_COL]).to_pydict()
+        rejected = 0
+        for vid, n, err in zip(vc[schema.VIDEO_ID], vc["rejected_replies"], vc[schema.ERROR_COL]):
+            if n is not None:  # a video's count holds its clusters' rejected joins too: those are counted above
+                rejected += max(0, int(n) - join_rejected[vid])
+            else:
+                rejected += sum(p.count(REJECTED) for p in (err or "").split("; ") if p.startswith(("step ", "level ")))
+        out.update(integrate_calls=sum(int(n or 0) for n in vc["llm_calls"]),
+                   integrate_failed_calls=sum(int(n or 0) for n in vc["failed_calls"]), integrate_rejected=rejected)
+    out["rejected_replies"] = out.get("join_rejected", 0) + out.get("integrate_rejected", 0)
+    return out
+
+
+def merge_line(s: Mapping[str, object]) -> str:
+    """The run summary's one line on who wrote the merged texts.
+
+    Every join and integration asked of the LLM ends one of three ways: the LLM's reply kept, the original
+    text kept (a failed call or a reply the merge stage's guard rejected), or, with the demo's merger
+    (:mod:`lovr_hf.backends.demo_merge`), the labelled stand-in joiner's text in place of a reply that
+    merger's guard rejected. ``merge_stand_in`` / ``merge_stand_in_llm`` are that merger's tally of this
+    process (absent without it); when the tally does not cover every call (a resumed run), it says so.
+    """
+    def num(key: str) -> int:
+        v = s.get(key, 0)
+        return int(v) if isinstance(v, (int, float)) else 0
+
+    calls, kept, rejected = num("merge_calls"), num("merge_failed_calls"), num("merge_rejected_replies")
+    what = f"{num('merge_join_calls')} joins + {num('merge_integrate_calls')} integrations"
+    failed = max(0, kept - rejected)
+    if "merge_stand_in" not in s:
+        return (f"merge texts: {calls} ({what}): {max(0, calls - kept)} by the LLM, {kept} kept the original text "
+                f"({rejected} LLM replies rejected by the reply guard, {failed} failed calls)")
+    stand, llm = num("merge_stand_in"), num("merge_stand_in_llm")
+    if stand + llm == calls - kept:
+        return (f"merge texts: {calls} ({what}): {llm} by the LLM, {stand} by the labelled stand-in joiner, "
+                f"{kept} kept the original text; {stand + rejected} LLM replies rejected ({failed} failed calls)")
+    return (f"merge texts: {calls} ({what}): {kept} kept the original text ({rejected} LLM replies rejected by "
+            f"the reply guard, {failed} failed calls); of the {stand + llm} written in this process, {llm} by "
+            f"the LLM and {stand} by the labelled stand-in joiner (its LLM reply rejected)")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.models import EmbedConfig, resolve_backend
+from lovr_hf.models import EmbedConfig, model_label, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _transformers_counter(config: EmbedConfig) -> Counter | None:
     try:
         tok = AutoTokenizer.from_pretrained(config.model, **kw)
     except Exception as exc:  # not cached / not a tokenizer folder: the rate stays unknown, said so
-        logger.warning("truncation rate of %s unknown: cannot load its tokenizer (%s: %s)", config.model,
+        logger.warning("truncation rate of %s unknown: cannot load its tokenizer (%s: %s)", model_label(config.model),
                        type(exc).__name__, exc)
         return None
     tok = getattr(tok, "tokenizer", tok)
@@ -65,7 +65,7 @@ def _transformers_counter(config: EmbedConfig) -> Counter | None:
             if isinstance(n_pos, int) and n_pos > 0:
                 limits.append(n_pos)
         except Exception as exc:
-            logger.info("%s: no model config for the text limit (%s)", config.model, exc)
+            logger.info("%s: no model config for the text limit (%s)", model_label(config.model), exc)
         tok_max = getattr(tok, "model_max_length", None)
         if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
             limits.append(tok_max)

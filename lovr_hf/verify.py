@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from lovr_hf import schema
@@ -101,7 +102,9 @@ def _recount_truncation(repo: BenchmarkRepo, config: Any, stored: list[dict[str,
 
 
 def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[dict[str, Any]],
-                 report: VerifyReport) -> None:
+                 report: VerifyReport, ref: str | None = None) -> None:
+    """Recompute one (model, protocol)'s rows; ``ref``: what ``--model`` named (a local folder's path, which
+    the rows never record: they name it by its label)."""
     from lovr_hf.scoring import config_from_rows, score
 
     diffs: list[str] = []
@@ -109,6 +112,12 @@ def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[di
     ks = sorted({r["k"] for r in stored if r["metric"] == "pass@k"})
     r0 = next((r for r in stored if r["slice"] == "all" and r["metric"] == "pass@k"), stored[0])
     config = config_from_rows(stored)
+    if ref:
+        config = dataclasses.replace(config, model=ref)
+    elif str(r0.get("model_revision") or "").startswith("sha256:") and not Path(config.model).expanduser().exists():
+        report.differences.append(f"{model} [{protocol}]: scored from a local model folder, which the rows name by "
+                                  "its label only: give the folder again (lovr eval --verify --model FOLDER)")
+        return
     slug = protocol_slug(model_slug(model), protocol)
     stored_rank = read_rankings(repo, slug, protocol)
     if not stored_rank:
@@ -157,8 +166,10 @@ def verify_entry(repo: BenchmarkRepo, model: str, protocol: str, stored: list[di
         report.differences.extend(f"{model} [{protocol}] {d}" for d in shown)
 
 
-def verify(repo: BenchmarkRepo | str, models: list[str] | None = None) -> VerifyReport:
-    """Verify every (model, protocol) of the results config (or of ``models``)."""
+def verify(repo: BenchmarkRepo | str, models: list[str] | None = None,
+           refs: dict[str, str] | None = None) -> VerifyReport:
+    """Verify every (model, protocol) of the results config (or of ``models``, results labels); ``refs``:
+    label -> the model to load for it (a local folder, named in the rows by its label only)."""
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     report = VerifyReport()
     # every shard against its name and recorded SHA-256 first: a tampered table must not verify as OK
@@ -183,5 +194,5 @@ def verify(repo: BenchmarkRepo | str, models: list[str] | None = None) -> Verify
         for protocol in sorted({r["protocol"] for r in rows if r["model"] == m}):
             stored = [r for r in rows if r["model"] == m and r["protocol"] == protocol]
             logger.info("verifying %s [%s]: %d rows", m, protocol, len(stored))
-            verify_entry(repo, m, protocol, stored, report)
+            verify_entry(repo, m, protocol, stored, report, (refs or {}).get(m))
     return report

@@ -16,7 +16,7 @@ from test_embed import make_repo
 
 from lovr_hf import schema
 from lovr_hf.cli import main as cli_main
-from lovr_hf.models import model_slug
+from lovr_hf.models import model_label, model_slug
 from lovr_hf.repo import BenchmarkRepo
 
 DIRECTIONS = {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}
@@ -42,6 +42,7 @@ def run_eval(repo: BenchmarkRepo, model: str, *extra: str, dim: int, name: str |
 
 def check_eval(repo: BenchmarkRepo, name: str, dim: int) -> list[dict[str, Any]]:
     """The tables ``lovr eval`` wrote for model label ``name`` (see :func:`run_eval`)."""
+    name = model_label(name)  # a local folder is labelled <folder>-<content hash>, never by its path
     rows = [r for r in repo.read(schema.RESULTS) if r["model"] == name]
     assert {r["direction"] for r in rows} >= DIRECTIONS
     emb_rows = repo.read(schema.embeddings_config(model_slug(name)))

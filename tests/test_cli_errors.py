@@ -134,4 +134,19 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default(capsys) -> N
             cli_main([name, "--help"])
         assert exit_info.value.code == 0
     all_help = " ".join(capsys.readouterr().out.split())  # every command's --help, one after the other
-    assert "--seed SEED default: 0" in all_help  # eval's --seed had no help text: its default now shows
+    # eval's --seed had no help text: it says what it does, and its default shows
+    assert "--seed SEED seed of the --clip-queries draw (recorded on every row) (default: 0)" in all_help
+
+
+def test_no_flag_relies_on_the_generic_help_fallback() -> None:
+    """The fallback ("default: X", "a switch") is a safety net: every flag of every command says what it
+    does (before: --threshold, --min_clip_duration, --clip_mode of lovr run, --revision, --dtype, ... did not)."""
+    import argparse
+
+    from lovr_hf.cli import COMMANDS, _help_for_every_flag, flags_on_generic_help
+
+    assert {name: flags_on_generic_help(name) for name in COMMANDS} == {name: [] for name in COMMANDS}
+    # the net itself still catches a flag added without help
+    p = argparse.ArgumentParser()
+    p.add_argument("--new-flag", default=3)
+    assert _help_for_every_flag(p) == ["--new-flag"] and p._actions[-1].help == "default: %(default)s"

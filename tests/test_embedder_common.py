@@ -26,6 +26,7 @@ from lovr_hf.backends.embedding_common import (
     token_pieces,
 )
 from lovr_hf.backends.extras import require_extra
+from lovr_hf.models import model_label
 
 
 def test_checks_and_limits() -> None:
@@ -185,7 +186,7 @@ def test_several_models_in_one_command_hold_one_model_in_memory_at_a_time(tiny: 
     monkeypatch.setattr(model_cache, "release", recording_release)
     repo = eval_repo(tmp_path, eval_source)
     rows = evaluate_models(repo, [tiny["clip"], tiny["siglip"]], EvalConfig(interval=30, clip_queries="all"))
-    assert {r["model"] for r in rows} == {tiny["clip"], tiny["siglip"]}
+    assert {r["model"] for r in rows} == {model_label(tiny["clip"]), model_label(tiny["siglip"])}  # folder labels
     gc.collect()
     # both models released (other tests' cached models may go too), and nothing holds any of them any more
     assert {"CLIPModel", "SiglipModel"} <= {name for name, _ in released}

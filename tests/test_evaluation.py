@@ -20,6 +20,7 @@ from lovr_hf.backends.testing import DummyEmbedder
 from lovr_hf.cli import main as cli_main
 from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
 from lovr_hf.evaluation import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.models import model_label
 from lovr_hf.results import cost_key
 from lovr_hf.retrieval import DIRECTIONS
 from lovr_hf.video import read_clip_frames
@@ -35,7 +36,7 @@ def tiny_config(model: str, **kw) -> EvalConfig:
 def results_of(repo, model: str) -> dict[tuple[str, str, int], dict]:
     """The model's whole-direction rows (slice "all"; the text-limit rows are keyed by caption kind)."""
     return {(r["direction"], r["metric"], r["k"]): r for r in repo.read(schema.RESULTS)
-            if r["model"] == model and r["slice"] == "all"}
+            if r["model"] == model_label(model) and r["slice"] == "all"}  # a folder: its label, never its path
 
 
 def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_path: Path, tiny: dict[str, str],
@@ -79,11 +80,12 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
     assert len(repo.load(schema.RESULTS)) == len(repo.read(schema.RESULTS))  # plain load_dataset
 
     md = (repo.root / RESULTS_MD).read_text()
-    assert "/clip |" in md and "/siglip |" in md and "### text → clip" in md and "### clip → theme" in md
+    clip_cell, siglip_cell = f"| {model_label(clip)} |", f"| {model_label(siglip)} |"
+    assert clip_cell in md and siglip_cell in md and "### text → clip" in md and "### clip → theme" in md
     assert f"]({PLOT})" in md and "### Cost" in md
     assert (repo.root / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = repo.card_path.read_text()
-    assert "## Retrieval results" in card and PLOT in card and "/siglip |" in card
+    assert "## Retrieval results" in card and PLOT in card and siglip_cell in card
     costs = json.loads((repo.root / COST_JSON).read_text())
     c = costs[cost_key(clip)]  # keyed by the model's label, never a local absolute path
     assert c["clips"]["items"] == N_CLIPS and c["videos"]["items"] == 2 and c["captions"]["items"] == N_CLIPS + 4
@@ -98,8 +100,8 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
     capsys.readouterr()
     assert cli_main(["-q", "eval", "--repo", str(repo.root), "--compare", siglip]) == 0
     out = capsys.readouterr().out
-    assert "/siglip |" in out and "/clip |" not in out
-    assert "/clip |" not in (repo.root / RESULTS_MD).read_text()
+    assert siglip_cell in out and clip_cell not in out
+    assert clip_cell not in (repo.root / RESULTS_MD).read_text()
 
 
 def test_stage_flags_chunks_then_merge_equal_single(eval_source: Path, tmp_path: Path) -> None:

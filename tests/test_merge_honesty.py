@@ -118,3 +118,36 @@ def test_run_with_the_default_llm_and_no_key_stops_at_merge(tmp_path: Path, monk
     lines = [x for x in err.splitlines() if x.startswith("lovr ")]
     assert len(lines) == 1 and lines[0].startswith("lovr run: LLM gpt-4o: no OPENAI_API_KEY")
     assert repo.has(schema.CLIP_CAPTIONS) and not repo.has(schema.CLUSTERS) and not repo.has(schema.VIDEO_CAPTIONS)
+
+
+def test_merge_counts_come_from_the_count_columns_not_the_error_text(tmp_path: Path) -> None:
+    """The run summary counts rejected replies from ``rejected_replies`` (joins on the clusters, integrations
+    as the video's count less its clusters'); it used to re-parse the ``error`` text, which missed any
+    rejection whose reason was not spelled there."""
+    from lovr_hf.pipeline import summarize as run_summary
+    from lovr_hf.repo import BenchmarkRepo
+    from lovr_hf.summary import merge_call_counts
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    base = {"start_slice_num": 0, "end_slice_num": 1, "clip_count": 2, "caption": "x", "merged_paragraphs": 2,
+            "model": "m", "prompt_hash": "h", "status": schema.OK, "error": None}
+    repo.write(schema.CLUSTERS, [
+        {**base, "video_id": "a", "cluster_id": "a_0", "llm_calls": 3, "failed_calls": 2, "rejected_replies": 1},
+        {**base, "video_id": "a", "cluster_id": "a_1", "llm_calls": 2, "failed_calls": 0, "rejected_replies": 0},
+        {**base, "video_id": "b", "cluster_id": "b_0", "llm_calls": 1, "failed_calls": 1, "rejected_replies": 1}])
+    vbase = {"caption": "x", "cluster_ids": [], "clip_ids": [], "strategy": "iterative", "model": "m",
+             "prompt_hash": "h", "status": schema.FAILED, "error": None}
+    repo.write(schema.VIDEO_CAPTIONS, [
+        {**vbase, "video_id": "a", "llm_calls": 1, "failed_calls": 1, "join_calls": 5, "join_failed_calls": 2,
+         "rejected_replies": 2},  # 1 rejected join + 1 rejected integration
+        {**vbase, "video_id": "b", "llm_calls": 0, "failed_calls": 0, "join_calls": 1, "join_failed_calls": 1,
+         "rejected_replies": 1}])
+    c = merge_call_counts(repo)
+    assert (c["join_calls"], c["join_failed_calls"], c["join_rejected"]) == (6, 3, 2)
+    assert (c["integrate_calls"], c["integrate_failed_calls"], c["integrate_rejected"]) == (1, 1, 1)
+    s = run_summary(repo)
+    assert (s["merge_calls"], s["merge_failed_calls"], s["merge_rejected_replies"]) == (7, 4, 3)  # before: 0 rejected
+    from lovr_hf.summary import merge_line
+
+    assert merge_line(s) == ("merge texts: 7 (6 joins + 1 integrations): 3 by the LLM, 4 kept the original text "
+                             "(3 LLM replies rejected by the reply guard, 1 failed calls)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import card, results, results_plots, slices
+from lovr_hf.models import model_label
 from lovr_hf.repo import BenchmarkRepo
 
 A = "/tmp/somewhere/deep/models/tiny-clip"
@@ -53,8 +54,18 @@ def test_interval_cells_share_one_number_format() -> None:
     assert results._rank({"value": 4.25, "ci_low": None}, ".1f") == "4.2"
 
 
-def test_legend_labels_fit_and_name_the_folder() -> None:
-    assert results_plots.entry_label((A, "lovr"), [(A, "lovr"), (B, "lovr")]) == "tiny-clip"
+def test_legend_labels_fit_and_name_the_folder(tmp_path: Path) -> None:
+    label = results_plots.entry_label((A, "lovr"), [(A, "lovr"), (B, "lovr")])
+    assert label.startswith("tiny-clip-") and "/" not in label
+    # two folders with one basename: two legend entries (before: both "tiny-clip")
+    one, two = tmp_path / "a" / "tiny-clip", tmp_path / "b" / "tiny-clip"
+    for folder, text in ((one, "{}"), (two, '{"other": 1}')):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(text)
+    entries = [(str(one), "lovr"), (str(two), "lovr")]
+    names = {results_plots.entry_label(e, entries) for e in entries}
+    assert len(names) == 2 and all(n.startswith("tiny-clip-") for n in names)
+    assert results_plots.display_name("tiny-clip-1a2b3c4d") == "tiny-clip-1a2b3c4d"  # a label stays a label
     assert results_plots.display_name("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
     assert results_plots.display_name("describer") == "describer"
 
@@ -88,9 +99,10 @@ def test_one_colour_per_model_in_every_panel_and_integer_k_ticks(tmp_path: Path,
                 colours.setdefault(label, set()).update(to_hex(p.get_facecolor()) for p in h.patches)
             else:
                 colours.setdefault(label, set()).add(to_hex(h.get_color()))
-    assert set(colours) == {"tiny-clip", "describer"}
+    a_name = results_plots.display_name(A)
+    assert set(colours) == {a_name, "describer"}
     assert all(len(c) == 1 for c in colours.values()), colours  # the same colour in every panel
-    assert colours["tiny-clip"] != colours["describer"]
+    assert colours[a_name] != colours["describer"]
     plot_fig.canvas.draw()
     for ax in plot_fig.axes:
         if ax.get_visible() and ax.lines:
@@ -113,7 +125,7 @@ def test_cost_table_shows_model_loading_apart_from_encoding() -> None:
     part = {"items": 9, "frames": 189, "io_ms": 1099.0, "encode_ms": 736.0, "ms_per_item": 203.8}
     costs = {A: {"clips": part, "captions": dict(part, frames=0, io_ms=0.0, encode_ms=410.0, load_ms=5200.0)}}
     md = "\n".join(results._cost_table([A], costs))
-    assert "| load ms |" in md and "| tiny-clip | captions | 9 | 0 | 0 | 410 | 5200 |" in md
+    assert "| load ms |" in md and f"| {results_plots.display_name(A)} | captions | 9 | 0 | 0 | 410 | 5200 |" in md
     assert A not in md  # the absolute path of a local model never reaches the card
     without = "\n".join(results._cost_table([A], {A: {"clips": part}}))
     assert "load ms" not in without
@@ -128,4 +140,4 @@ def test_eval_cost_json_never_holds_a_local_path(tmp_path: Path) -> None:
     results.write_cost(repo, folder, {"clips": part})
     text = (repo.root / results.COST_JSON).read_text()
     assert str(tmp_path) not in text and '"tiny-clip-' in text  # before: keyed by the absolute folder path
-    assert "| tiny-clip | clips | 1 | 1 | 1 | 2 | 3.0 |" in "\n".join(results._cost_table([folder], results._read_costs(repo)))
+    assert f"| {model_label(folder)} | clips | 1 | 1 | 1 | 2 | 3.0 |" in "\n".join(results._cost_table([folder], results._read_costs(repo)))

@@ -180,3 +180,11 @@ def tally_note() -> str:
             if llm or stand:
                 parts.append(f"{kind}s: {llm} by the LLM, {stand} by the {STAND_IN_NAME} (LLM reply rejected)")
     return "merge texts written: " + ("; ".join(parts) if parts else "none")
+
+
+def theme_note() -> str:
+    """The themes' share of the tally (joins and integrations are in the run summary's merge line)."""
+    with _TALLY_LOCK:
+        llm, stand = TALLY[("theme", "llm")], TALLY[("theme", "stand-in")]
+    return f"themes written: {llm} by the LLM, {stand} by the {STAND_IN_NAME} (LLM reply rejected)" if llm or stand \
+        else ""
