@@ -177,7 +177,7 @@ def push_to_hub(
 ) -> str:
     """Stage ``repo_dir`` for publication and upload it as the dataset repo ``repo_id``; returns the repo URL
     (with ``dry_run``, the staged folder, uploading nothing)."""
-    pub = stage(BenchmarkRepo(repo_dir), no_media=no_media, repo_id=repo_id)
+    pub = stage(BenchmarkRepo(repo_dir), no_media=no_media, repo_id=repo_id, revision=revision)
     for note in pub.notes:
         logger.info("publish: %s", note)
     if dry_run:

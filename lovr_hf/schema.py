@@ -211,7 +211,7 @@ RESULTS_FEATURES = Features(
         "oracle": Value("bool"),  # visual embeddings used an oracle frame choice (MM-Embed, original protocol)
         "text_limit": Value("int32"),  # text-limit rows: caption tokens that fit the model (special tokens excluded)
         # -- provenance
-        "model_ref": Value("string"),  # what --model named (Hub id, folder, spec)
+        "model_ref": Value("string"),  # what --model named (Hub id, spec; a local folder by its label <folder>-<hash>)
         "backend": Value("string"),
         # JSON of the other embedding settings a rerun needs: dtype, revision, max_text_tokens, backend_options
         "embed_settings": Value("string"),

@@ -268,3 +268,12 @@ def test_leak_check_reads_video_cells_and_accepts_hub_urls(tmp_path: Path) -> No
     with pytest.raises(PublishError, match="/home/me/lovr"):
         check_no_local_paths(tmp_path, [shard("/home/me/lovr/clips/a/a-Scene-001.mp4")], ["/home/me/lovr"])
     check_no_local_paths(tmp_path, [shard("hf://datasets/me/vids@main/clips/a/a-Scene-001.mp4")], ["/datasets"])
+
+
+def test_push_to_a_branch_points_video_at_that_branch(repos: dict, tmp_path: Path) -> None:
+    """``lovr push --revision dev`` stages URLs at ``@dev``: a dry run keeps the staged folder to read."""
+    repo = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "lovr"))
+    staged = push_to_hub(repo.root, "me/vids", revision="dev", dry_run=True)
+    table = BenchmarkRepo(staged).read_table(schema.CLIPS)
+    paths = table.column("path").to_pylist()
+    assert [v["path"] for v in table.column("video").to_pylist()] == [f"hf://datasets/me/vids@dev/{p}" for p in paths]
