@@ -26,7 +26,7 @@ Ids are the release's own (file stems, ``vid`` values), kept verbatim (``-7wwfGJ
 
 Use it programmatically (no loading script): ``LoVRRelease(config_name="clips", data_dir=DIR)`` then
 ``download_and_prepare()`` and ``as_dataset("train")``. ``lovr import-release`` wraps this, writes each
-config into a benchmark repo and records the query list (:mod:`lovr_hf.release`).
+config into a benchmark repo and records the query list (:mod:`lovr_hf.hub.release`).
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def scan_release(root: str | os.PathLike[str]) -> ReleaseScan:
 
 
 def _probe_row(clip: ClipFile) -> dict[str, Any]:
-    from lovr_hf.video import VideoError, probe
+    from lovr_hf.video.reader import VideoError, probe
 
     row = {
         "video_id": clip.video_id, "clip_id": clip.clip_id, "slice_num": clip.slice_num, "start_time": None,

@@ -61,7 +61,7 @@ def video_value(root: Path, path: str | None, mode: str | None, status: str | No
         # a row whose file goes missing is turned into an ``error`` row by segment's gather (clip_store)
         return {"bytes": None, "path": str(Path(path) if os.path.isabs(path) else root / path)}
     if os.path.isabs(path) or ".." in Path(path).parts or not (root / path).is_file():
-        return None  # a published file lies inside the staged repo (lovr_hf.publish copies it in first)
+        return None  # a published file lies inside the staged repo (lovr_hf.hub.publish copies it in first)
     return {"bytes": None, "path": f"{media_url}/{Path(path).as_posix()}"}
 
 

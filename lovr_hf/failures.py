@@ -6,7 +6,7 @@
   (``--retry-failed``), the real message kept;
 * a programming error (``AttributeError``, ``TypeError``, ``KeyError``, ``NameError``... in lovr_hf or a
   plug-in) -> ``failed`` too, but its stored text starts with :data:`BUG_MARKER` and names where it was raised,
-  so that :mod:`lovr_hf.summary` can tell from the tables alone that the command must exit non-zero.
+  so that :mod:`lovr_hf.report.summary` can tell from the tables alone that the command must exit non-zero.
 
 A backend that cannot start at all (a model that does not load, an LLM server that does not answer) is not
 a row failure: :class:`SetupError` stops the command before any row with one line, exit 2.

@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 
 from lovr_hf import __version__, schema
-from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.cli_common import RunControl, add_common_args, control_from_args, split_list
-from lovr_hf.merge import MergeConfig, merge
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.cli.common import RunControl, add_common_args, control_from_args, split_list
+from lovr_hf.engine.stage import MissingChunksError, StageResult
+from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.segment import SegmentConfig, segment
-from lovr_hf.stage import MissingChunksError, StageResult
-from lovr_hf.summary import STAGE_CONFIGS, embedding_configs, format_counts, merge_line, stage_counts
+from lovr_hf.report.summary import STAGE_CONFIGS, embedding_configs, format_counts, merge_line, stage_counts
+from lovr_hf.segment.stage import SegmentConfig, segment
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class PipelineConfig:
     caption: CaptionConfig = dataclasses.field(default_factory=CaptionConfig)
     merge: MergeConfig = dataclasses.field(default_factory=MergeConfig)
     eval_models: list[str] = dataclasses.field(default_factory=list)
-    eval: dict[str, Any] = dataclasses.field(default_factory=dict)  # lovr_hf.evaluation.EvalConfig fields
+    eval: dict[str, Any] = dataclasses.field(default_factory=dict)  # lovr_hf.evaluation.run.EvalConfig fields
     demo: dict[str, Any] = dataclasses.field(default_factory=dict)  # `lovr demo`: its mode and which models were real
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     control = control or RunControl(repo=cfg.repo)
     control = dataclasses.replace(control, repo=cfg.repo)
     if not cfg.input_folder:
-        from lovr_hf.cli_errors import UsageError
+        from lovr_hf.cli.errors import UsageError
 
         raise UsageError("input_folder is required (--input_folder or the config file)")
     repo = BenchmarkRepo(cfg.repo)
@@ -121,7 +121,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     if shard.is_main or manual:
         repo.write_run_config(cfg.to_dict())
     summary: dict[str, Any] = {"repo": str(repo.root), "complete": False}
-    from lovr_hf.backends.demo_merge import reset_tally
+    from lovr_hf.backends.standins.demo_merge import reset_tally
 
     reset_tally()  # the demo merger's tally (who wrote each merged text) counts this run only
     stages: dict[str, tuple[str, ...]] = {}
@@ -139,7 +139,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     stages["merge"] = STAGE_CONFIGS["merge"]
     if cfg.eval_models and mres.complete:
         logger.info("== eval: %s ==", ", ".join(cfg.eval_models))
-        from lovr_hf.evaluation import EvalConfig, evaluate_models
+        from lovr_hf.evaluation.run import EvalConfig, evaluate_models
 
         base = _build(EvalConfig, dict(cfg.eval))
         evaluate_models(repo, cfg.eval_models, base, _finisher(ctl) if manual else ctl)
@@ -152,7 +152,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     summary.update(summarize(repo))
     summary["status"] = stage_counts(repo, stages)
     if "eval" in stages:
-        from lovr_hf.embed import text_inputs_report
+        from lovr_hf.evaluation.embed import text_inputs_report
 
         summary["eval_captions"] = text_inputs_report(repo)
     log_summary(summary)
@@ -161,7 +161,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
 
 def _stand_in_tally() -> dict[str, int]:
     """The demo merger's tally of this process (who wrote each join and integration), if it ran here."""
-    from lovr_hf.backends.demo_merge import TALLY
+    from lovr_hf.backends.standins.demo_merge import TALLY
 
     kinds = ("join", "integrate")
     if not any(TALLY[(k, w)] for k in kinds for w in ("llm", "stand-in")):
@@ -181,7 +181,7 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     if repo.has(schema.CLIP_CAPTIONS):
         st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
-    from lovr_hf.merge import summarize as merge_counts
+    from lovr_hf.merge.stage import summarize as merge_counts
 
     # every join and integration asked of the LLM and how it ended, from the tables' count columns (a video
     # row's join counts repeat its clusters': not added again)
@@ -325,7 +325,7 @@ def main(args: argparse.Namespace) -> int:
     stages = {stage: tuple(per) for stage, per in summary.get("status", {}).items()}
     if not stages:
         return 0
-    from lovr_hf.summary import strict_exit
+    from lovr_hf.report.summary import strict_exit
 
     # the rule every stage command follows: a bug, a stage with nothing succeeded, or --strict with any bad row
     return strict_exit(BenchmarkRepo(summary["repo"]), stages, strict=control.strict)

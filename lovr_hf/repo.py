@@ -417,7 +417,7 @@ class BenchmarkRepo:
 
     # ---- card ------------------------------------------------------------------------------------------
     def _write_card(self, files: dict[str, list[str]], refresh_body: bool = True) -> None:
-        from lovr_hf.card import render_card_body
+        from lovr_hf.report.card import render_card_body
 
         meta, body = self._read_card()
         listed = {c: fs for c, fs in files.items() if fs}

@@ -176,7 +176,7 @@ RESULTS_FEATURES = Features(
         "model": Value("string"),
         "protocol": Value("string"),  # lovr | original (docs/evaluation.md)
         # "all", or a slice of the queries: duration:<bin>, caption_words:<bin>, video:<video_id>
-        # (bins: lovr_hf.slices, docs/statistics.md)
+        # (bins: lovr_hf.stats.slices, docs/statistics.md)
         "slice": Value("string"),
         # text_to_clip, clip_to_text, text_to_video, video_to_text, ...; for the text-limit rows the caption
         # kind (clip_caption | video_caption | theme_caption)
@@ -193,7 +193,7 @@ RESULTS_FEATURES = Features(
         "uniform_frames": Value("int32"),  # --num-frames N; null when sampled every ``interval`` frames
         "query_seed": Value("int64"),
         "lovr_hf_version": Value("string"),
-        # -- uncertainty (lovr_hf.stats): seeded percentile bootstrap over the queries of this row
+        # -- uncertainty (lovr_hf.stats.bootstrap): seeded percentile bootstrap over the queries of this row
         "ci_low": Value("float64"),
         "ci_high": Value("float64"),
         "ci_level": Value("float64"),
@@ -224,7 +224,7 @@ RESULTS_FEATURES = Features(
     }
 )
 
-# ``rankings-<model_slug>``: per scored query the evidence behind its results rows (lovr_hf.rankings)
+# ``rankings-<model_slug>``: per scored query the evidence behind its results rows (lovr_hf.stats.rankings)
 RANKINGS_FEATURES = Features(
     {
         "model": Value("string"),
@@ -233,11 +233,11 @@ RANKINGS_FEATURES = Features(
         "query_index": Value("int64"),  # position in the direction's query order (0-based)
         "query_id": Value("string"),  # the caption's clip/video id, or the clip/video id
         "gold_ids": Sequence(Value("string")),
-        "gold_rank": Value("int64"),  # 1 = best; the rule of lovr_hf.retrieval (ties: optimistic)
+        "gold_rank": Value("int64"),  # 1 = best; the rule of lovr_hf.stats.retrieval (ties: optimistic)
         "gold_score": Value("float32"),  # best gold score (null: no gold embedding)
-        "top_ids": Sequence(Value("string")),  # the 20 best candidates, tie-break rule of lovr_hf.retrieval
+        "top_ids": Sequence(Value("string")),  # the 20 best candidates, tie-break rule of lovr_hf.stats.retrieval
         "top_scores": Sequence(Value("float32")),
-        # slice attributes (lovr_hf.slices): the clip/video the query is about
+        # slice attributes (lovr_hf.stats.slices): the clip/video the query is about
         VIDEO_ID: Value("string"),
         "duration_s": Value("float64"),
         "caption_words": Value("int32"),

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from lovr_hf import schema
-from lovr_hf.caption import CaptionConfig, caption
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.demo.samples import make_sample_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import make_sample_video
 
 
 def make_clips(root: Path, n_clips: int, width: int, height: int) -> BenchmarkRepo:

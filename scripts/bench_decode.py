@@ -7,7 +7,7 @@ a ratio to a limit measured IN THE SAME RUN, the runs interleaved and the fastes
 * limit = ONE sequential PyAV decode of the file (FFmpeg frame threads on) that converts exactly the frames
   asked for -- no lovr_hf code involved;
 * caption path: the frames of every clip by the original rule (min(64, max(8, seconds)), frames.py) through
-  :class:`lovr_hf.decode_plan.ClipDecoder` (the API the caption stage uses), in batches of 8 clips; and, for
+  :class:`lovr_hf.video.decode_plan.ClipDecoder` (the API the caption stage uses), in batches of 8 clips; and, for
   comparison, ``lovr caption``'s stage as it is in this checkout (``caption()`` in-process);
 * eval path: ``lovr eval --encode_video --interval 10`` in-process (``embed(..., text=False)``), against
   two limits: converting every 10th frame (the issue's) and converting exactly the frames the plan needs
@@ -101,7 +101,7 @@ def loop_video(src: Path, dst: Path, times: int) -> None:
 
 def make_source(folder: Path, minutes: float, width: int, height: int, base_s: float = 60.0) -> tuple[Path, list]:
     """A ``minutes``-long video (a generated ``base_s`` piece looped) and its scene ranges (the clips)."""
-    from lovr_hf.samples import make_sample_video
+    from lovr_hf.demo.samples import make_sample_video
 
     base_s = min(base_s, minutes * 60)
     base = folder / f"base-{width}x{height}-{base_s:g}.mp4"
@@ -131,14 +131,14 @@ def clip_rows(path: Path, ranges: list, fps: float = 24.0, vid: str = "v") -> li
 
 
 def caption_indices(rows: list[dict]) -> dict[str, list[int]]:
-    from lovr_hf.frames import caption_frame_plan
+    from lovr_hf.video.frames import caption_frame_plan
 
     return {r["clip_id"]: list(caption_frame_plan(r["num_frames"], r["num_frames"] / r["fps"]).indices) for r in rows}
 
 
 def eval_frames(rows: list[dict], interval: int) -> list[int]:
     """File frames the eval plan converts: clip strides restart per clip, the video stride runs on."""
-    from lovr_hf.embed_video import sample_video
+    from lovr_hf.evaluation.embed_video import sample_video
 
     sel_c, sel_v = sample_video([r["num_frames"] for r in rows], interval=interval)
     return sorted({r["frame_offset"] + i for r, a, b in zip(rows, sel_c, sel_v) for i in set(a) | set(b)})
@@ -172,7 +172,7 @@ def limit_decode(path: Path, wanted: Sequence[int]) -> int:
 
 
 def caption_api(rows: list[dict], idx: dict[str, list[int]], workers: int | None) -> int:
-    from lovr_hf.decode_plan import ClipDecoder
+    from lovr_hf.video.decode_plan import ClipDecoder
 
     cf = ClipDecoder(rows, idx, workers=workers)
     keys = [r["clip_id"] for r in rows]
@@ -187,7 +187,7 @@ def caption_api(rows: list[dict], idx: dict[str, list[int]], workers: int | None
 
 def caption_stage(root: Path, rows: list[dict]) -> None:
     from lovr_hf import schema
-    from lovr_hf.caption import CaptionConfig, caption
+    from lovr_hf.caption.stage import CaptionConfig, caption
     from lovr_hf.repo import BenchmarkRepo
 
     shutil.rmtree(root, ignore_errors=True)
@@ -199,7 +199,7 @@ def caption_stage(root: Path, rows: list[dict]) -> None:
 
 def eval_stage(root: Path, rows: list[dict], workers: int | None = None) -> None:
     from lovr_hf import schema
-    from lovr_hf.embed import EmbedConfig, embed
+    from lovr_hf.evaluation.embed import EmbedConfig, embed
     from lovr_hf.repo import BenchmarkRepo
 
     shutil.rmtree(root, ignore_errors=True)
@@ -240,7 +240,7 @@ def path_table(title: str, best: dict[str, tuple[float, float]], limits: dict[st
 #: memory of THIS process image; ``wait4``'s ru_maxrss would start from the parent's RSS at fork)
 _WRAP = """
 import sys
-from lovr_hf.cli import main
+from lovr_hf.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as e:
@@ -294,7 +294,7 @@ def cli_eval(repo: Path, rows: list[dict]) -> dict[str, float]:
 
 
 def _decode_part(args: tuple[str, list[int]]) -> list[np.ndarray]:
-    from lovr_hf.video import iter_targets
+    from lovr_hf.video.reader import iter_targets
 
     path, targets = args
     return [f for _, f in iter_targets(path, targets)]
@@ -327,7 +327,7 @@ def workers_table(path: Path, n_frames: int, repeat: int) -> None:
 
 
 def bench_resolution(tmp: Path, label: str, minutes: float, w: int, h: int, repeat: int, stage: bool) -> None:
-    from lovr_hf.video import build_index, clear_cache
+    from lovr_hf.video.reader import build_index, clear_cache
 
     src, ranges = make_source(tmp, minutes, w, h)
     rows = clip_rows(src, ranges)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lovr_hf import schema
-from lovr_hf.merge import MergeConfig, merge
+from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 
 WORDS = ("man woman child dog car street house table window door light red blue green walks runs opens "

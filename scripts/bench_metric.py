@@ -2,7 +2,7 @@
 
 Random L2-normalised float32 features at LoVR scale (467 videos, 40,804 clips, 1,000 clip-caption queries):
 
-- ``metric``: ``lovr_hf.retrieval.retrieval_metrics`` with k = 1..20 (all k come from one rank pass);
+- ``metric``: ``lovr_hf.stats.retrieval.retrieval_metrics`` with k = 1..20 (all k come from one rank pass);
 - ``bare``: one ``queries @ candidates.T`` of the same size (the full similarity matrix, nothing else);
 - ``blocked``: the metric's own blocks of that matmul into one reused buffer, without the ranking, so
   ``m/blk`` is the cost of the ranking itself and ``m/bare`` includes what blocking saves or costs;
@@ -17,7 +17,7 @@ third measures the ``evaluate`` wrapper's overhead at 10,000 x 512 queries, and 
 ``lovr eval`` adds to the ranks (``--no-uncertainty`` skips it):
 
 - ``top-20``: ``rank_queries(top=20)`` (the ``rankings-<model>`` lists) against the plain metric;
-- ``bootstrap``: the 95% intervals of ``lovr_hf.stats`` (B = 1,000 resamples) for every metric of one
+- ``bootstrap``: the 95% intervals of ``lovr_hf.stats.bootstrap`` (B = 1,000 resamples) for every metric of one
   direction, then for the direction plus all its slices (LoVR-like: 467 videos, duration and caption bins),
   against the metric of that direction. Limits at LoVR scale (full run): each within 1.5x the metric; the
   quick sizes are too small for them (the fixed cost of ~1.4 ms per slice dominates). Measured (2 shared
@@ -122,7 +122,7 @@ def _original_loop(queries, gold, cands, cand_ids, ks) -> tuple[dict[int, float]
 
 
 def retrieval_ranks(queries, gold, cands, cand_ids):
-    from lovr_hf.retrieval import gold_ranks
+    from lovr_hf.stats.retrieval import gold_ranks
 
     return gold_ranks(queries, gold, cands, cand_ids)
 
@@ -130,7 +130,7 @@ def retrieval_ranks(queries, gold, cands, cand_ids):
 def child(spec: dict) -> dict:
     method, n_q, n_c, d = spec["method"], spec["Q"], spec["C"], spec["d"]
     sys.path.insert(0, str(ROOT))
-    from lovr_hf.retrieval import BLOCK_ELEMENTS, retrieval_metrics
+    from lovr_hf.stats.retrieval import BLOCK_ELEMENTS, retrieval_metrics
 
     if method == "original":
         import torch  # noqa: F401  (imported before the peak reset: the library is not working memory)
@@ -166,14 +166,14 @@ def child(spec: dict) -> dict:
         mine = retrieval_metrics(queries, gold, cands, cand_ids, ks=KS)
         out["agree"] = all(mine[f"pass@{k}"] == passes[k] for k in KS)
     elif method == "top20":
-        from lovr_hf.retrieval import rank_queries
+        from lovr_hf.stats.retrieval import rank_queries
 
         res = rank_queries(queries, gold, cands, cand_ids, top=20)
         out["t_top"] = time.perf_counter() - t0
         out["agree"] = bool(np.array_equal(res.ranks, retrieval_ranks(queries, gold, cands, cand_ids)))
     elif method == "bootstrap":
-        from lovr_hf import slices
-        from lovr_hf.stats import Bootstrap, rank_intervals
+        from lovr_hf.stats import slices
+        from lovr_hf.stats.bootstrap import Bootstrap, rank_intervals
 
         ranks = retrieval_ranks(queries, gold, cands, cand_ids)
         t = time.perf_counter()

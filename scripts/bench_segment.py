@@ -1,6 +1,6 @@
 """Benchmark of the segmentation stage: scene-cut detection, and the cost of segmenting a whole video.
 
-Generates (once, cached) synthetic videos with known cuts and an AAC track via ``lovr_hf.samples``:
+Generates (once, cached) synthetic videos with known cuts and an AAC track via ``lovr_hf.demo.samples``:
 a 10-minute 640x360 24 fps video with ~60 cuts and a 2-minute 1280x720 one (``--quick``: 2 minutes and
 30 seconds). Then measures, on each file, in one run:
 
@@ -45,9 +45,9 @@ from pathlib import Path
 import av
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.samples import GroundTruth, make_sample_video
-from lovr_hf.scenes import cut_prf, scenes_from_cuts, seconds_to_frames
-from lovr_hf.video import clear_cache, probe
+from lovr_hf.demo.samples import GroundTruth, make_sample_video
+from lovr_hf.video.reader import clear_cache, probe
+from lovr_hf.video.scenes import cut_prf, scenes_from_cuts, seconds_to_frames
 
 
 def load_or_make(cache: Path, name: str, duration_s: float, width: int, height: int, fps: int,
@@ -108,7 +108,7 @@ def timed(fn: Callable[[], tuple[int, list[int] | None]], repeat: int) -> dict:
 
 
 def _cpu() -> float:
-    from lovr_hf.clipper import _cpu_seconds
+    from lovr_hf.video.clipper import _cpu_seconds
 
     return _cpu_seconds()
 
@@ -125,9 +125,9 @@ def bench_segment_video(video: Path, truth: GroundTruth, out_dir: Path) -> list[
     import shutil
     import subprocess
 
-    from lovr_hf.backends.detector_fast import FastContentDetector
-    from lovr_hf.clipper import cut_clips, ffmpeg_exe
-    from lovr_hf.detect_and_cut import detect_and_cut
+    from lovr_hf.backends.detectors.fast import FastContentDetector
+    from lovr_hf.segment.detect_and_cut import detect_and_cut
+    from lovr_hf.video.clipper import cut_clips, ffmpeg_exe
 
     path = str(video)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +264,7 @@ def main() -> None:
     rows: list[dict] = []
     for gt in videos:
         rows.extend(run_file(gt, args))
-    if importlib.util.find_spec("lovr_hf.detect_and_cut") is not None:
+    if importlib.util.find_spec("lovr_hf.segment.detect_and_cut") is not None:
         gt = videos[0]
         rows.extend(bench_segment_video(Path(gt.path), gt, args.cache_dir / "clips"))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")

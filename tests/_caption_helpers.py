@@ -9,7 +9,7 @@ import numpy as np
 
 from lovr_hf import schema
 from lovr_hf.backends.base import CAPTIONERS, GenerationParams
-from lovr_hf.backends.testing import DummyCaptioner
+from lovr_hf.backends.standins.testing import DummyCaptioner
 from lovr_hf.repo import BenchmarkRepo
 
 FPS = 12

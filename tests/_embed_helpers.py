@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.testing import DummyEmbedder
-from lovr_hf.video import iter_frames
+from lovr_hf.backends.standins.testing import DummyEmbedder
+from lovr_hf.video.reader import iter_frames
 
 
 class NativeTower(DummyEmbedder):

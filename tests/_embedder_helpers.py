@@ -15,8 +15,8 @@ from typing import Any
 from test_embed import make_repo
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.models import model_label, model_slug
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.evaluation.models import model_label, model_slug
 from lovr_hf.repo import BenchmarkRepo
 
 DIRECTIONS = {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}

@@ -185,7 +185,7 @@ _SESSION: dict[str, dict[str, Path]] = {}
 def session_corpus(tmp_path_factory: Any) -> dict[str, Path]:
     """The whole corpus, generated once per test session (shared by every test module that asks)."""
     if "corpus" not in _SESSION:
-        from lovr_hf.clipper import ffmpeg_exe
+        from lovr_hf.video.clipper import ffmpeg_exe
 
         exe = ffmpeg_exe()
         if exe is None:

@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 
 from lovr_hf import schema
-from lovr_hf.backends.testing import DummyCaptioner
-from lovr_hf.caption import CaptionConfig, caption, clip_duration
-from lovr_hf.cli_common import RunControl
-from lovr_hf.evaluation import EvalConfig, evaluate_model
-from lovr_hf.frames import caption_frame_plan
-from lovr_hf.merge import MergeConfig, merge
+from lovr_hf.backends.standins.testing import DummyCaptioner
+from lovr_hf.caption.stage import CaptionConfig, caption, clip_duration
+from lovr_hf.cli.common import RunControl
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.segment.stage import SegmentConfig, segment
 from lovr_hf.testing.merge_llm import PromptLLM
+from lovr_hf.video.frames import caption_frame_plan
 
 FPS = 12
 #: lin_a's scenes are 3.3-6 s: min clip 5 s and 3 s give different clips; lin_b's (5-5.5 s) are the same
@@ -130,7 +130,7 @@ def assert_invariants(repo: BenchmarkRepo, videos: Path) -> None:
 
 def assert_clip_files(repo: BenchmarkRepo) -> None:
     """Every clip file a row points to holds exactly that clip's frames (never another setting's file)."""
-    from lovr_hf.video import probe
+    from lovr_hf.video.reader import probe
 
     for r in repo.read(schema.CLIPS):
         if r["clip_mode"] in ("exact", "copy"):

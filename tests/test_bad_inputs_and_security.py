@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.caption import CaptionConfig
-from lovr_hf.cli_common import RunControl
+from lovr_hf.caption.stage import CaptionConfig
+from lovr_hf.cli.common import RunControl
+from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
 from lovr_hf.ids import check_id, id_problem, strip_video_extension
-from lovr_hf.merge import MergeConfig
+from lovr_hf.merge.stage import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_bad_inputs, make_video
-from lovr_hf.segment import SegmentConfig
+from lovr_hf.segment.stage import SegmentConfig
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Garbage, Hang, RateLimit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,9 +182,9 @@ class _Planted:
 
 
 def test_trust_remote_code_is_off_unless_asked() -> None:
-    from lovr_hf.backends.captioner_transformers import TransformersCaptioner
-    from lovr_hf.backends.embedder_transformers import TransformersEmbedder
-    from lovr_hf.backends.llm_transformers import TransformersChatLLM
+    from lovr_hf.backends.captioners.transformers import TransformersCaptioner
+    from lovr_hf.backends.embedders.transformers import TransformersEmbedder
+    from lovr_hf.backends.llms.transformers import TransformersChatLLM
 
     assert TransformersCaptioner("x").trust_remote_code is False
     assert CaptionConfig().trust_remote_code is False
@@ -233,8 +233,8 @@ def _linked_release(tmp_path: Path) -> tuple[Path, Path, bytes]:
 def test_linked_clip_files_are_refused_at_import_and_never_reach_the_hub(tmp_path: Path, _hub_env: str) -> None:
     from huggingface_hub import HfApi
 
-    from lovr_hf.push import push_to_hub
-    from lovr_hf.release import import_release
+    from lovr_hf.hub.push import push_to_hub
+    from lovr_hf.hub.release import import_release
     from lovr_hf.testing.fake_hub import FakeHub
 
     release, outside, passwd = _linked_release(tmp_path)
@@ -264,8 +264,8 @@ def test_linked_clip_files_are_refused_at_import_and_never_reach_the_hub(tmp_pat
 
 def test_a_non_video_file_among_the_media_or_credentials_in_the_run_config_stop_the_push(
         tmp_path: Path, _hub_env: str) -> None:
-    from lovr_hf.publish import PublishError, stage
-    from lovr_hf.release import import_release
+    from lovr_hf.hub.publish import PublishError, stage
+    from lovr_hf.hub.release import import_release
     from tests._release_helpers import build_release, clip_files
 
     release = build_release(tmp_path / "release")
@@ -296,7 +296,7 @@ def test_a_tampered_caption_shard_is_rebuilt_by_a_plain_caption_rerun(tmp_path: 
     import pyarrow.parquet as pq
     import yaml
 
-    from lovr_hf.cli import main as cli_main
+    from lovr_hf.cli.main import main as cli_main
 
     vids = tmp_path / "vids"
     vids.mkdir()

@@ -11,14 +11,14 @@ from conftest import killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
-from lovr_hf.caption import CaptionConfig, CaptionStage, caption
-from lovr_hf.caption_refine import REFINE_SUFFIX
-from lovr_hf.cli import main as cli_main
-from lovr_hf.cli_common import RunControl
-from lovr_hf.frames import caption_frame_plan, caption_num_frames
+from lovr_hf.caption.refine import REFINE_SUFFIX
+from lovr_hf.caption.stage import CaptionConfig, CaptionStage, caption
+from lovr_hf.cli.common import RunControl
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.video.frames import caption_frame_plan, caption_num_frames
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_debug_logs_prompt_and_full_output_of_first_batch(source: Path, tmp_path
     import logging
 
     repo = make_repo(tmp_path / "lovr", source)
-    with caplog.at_level(logging.INFO, logger="lovr_hf.caption"):
+    with caplog.at_level(logging.INFO, logger="lovr_hf.caption.stage"):
         caption(repo, CaptionConfig(backend="dummy", batch_size=2), RunControl(debug=True))
     debug = [r.getMessage() for r in caplog.records if r.getMessage().startswith("debug:")]
     assert len(debug) == 1  # first batch only
@@ -188,9 +188,9 @@ def test_credentials_never_enter_fingerprint_or_manifest(source: Path, tmp_path:
 def test_decoding_is_planned_per_source_and_bounded_in_bytes(source: Path, tmp_path: Path, monkeypatch) -> None:
     """The stage decodes through the decode plan (one sequential pass per source, the caption rule's
     frames only) and hands it its byte budget (CaptionConfig.prefetch_bytes); skipped clips are not decoded."""
-    import lovr_hf.caption as caption_mod
-    from lovr_hf import decode_plan
-    from lovr_hf.caption import DEFAULT_PREFETCH_BYTES
+    import lovr_hf.caption.stage as caption_mod
+    from lovr_hf.caption.stage import DEFAULT_PREFETCH_BYTES
+    from lovr_hf.video import decode_plan
 
     seen: dict = {"reads": []}
     real_decoder, real_read = caption_mod.ClipDecoder, decode_plan.iter_targets

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from _caption_helpers import RecordingCaptioner
 
-from lovr_hf.caption import CaptionConfig
-from lovr_hf.caption_jsonl import caption_jsonl, original_chunk
-from lovr_hf.cli import main as cli_main
-from lovr_hf.cli_common import RunControl
-from lovr_hf.frames import caption_num_frames
-from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.caption.jsonl import caption_jsonl, original_chunk
+from lovr_hf.caption.stage import CaptionConfig
+from lovr_hf.cli.common import RunControl
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.video.frames import caption_num_frames
 
 FPS = 12
 CLIPS = {1: 120, 2: 96, 3: 4, 4: 60}  # slice -> frames: 10 s, 8 s, 4 frames (skipped), 5 s

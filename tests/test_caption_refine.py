@@ -11,14 +11,14 @@ from _caption_helpers import FPS, RecordingCaptioner, by_id, clip_row, write_cli
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
-from lovr_hf.backends.llm_openai import OpenAIChatLLM
-from lovr_hf.backends.scorers import JudgeFailed, LLMJudgeScorer, judge
-from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.caption_refine import REFINE_SUFFIX, default_variant, more_frames_cap, next_variant
-from lovr_hf.frames import caption_frame_plan, caption_num_frames
+from lovr_hf.backends.captioners.scorers import JudgeFailed, LLMJudgeScorer, judge
+from lovr_hf.backends.llms.openai import OpenAIChatLLM
+from lovr_hf.caption.refine import REFINE_SUFFIX, default_variant, more_frames_cap, next_variant
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.prompts import CAPTION_USER
-from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.testing import Error, FakeOpenAIServer, Reply
+from lovr_hf.video.frames import caption_frame_plan, caption_num_frames
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from lovr_hf import schema
-from lovr_hf.backends.qwen_vision import smart_resize, video_pixel_budget
-from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.frames import caption_frame_plan
+from lovr_hf.backends.captioners.qwen_vision import smart_resize, video_pixel_budget
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.tiny import build_tiny_qwen25vl
-from lovr_hf.video import read_frames
+from lovr_hf.video.frames import caption_frame_plan
+from lovr_hf.video.reader import read_frames
 
 FPS = 8
 LENGTHS = (96, 40)  # 12 s and 5 s at 8 fps

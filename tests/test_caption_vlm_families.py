@@ -11,13 +11,13 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from lovr_hf import schema
 from lovr_hf.backends.base import GenerationParams
-from lovr_hf.backends.captioner_transformers import TransformersCaptioner
-from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.frames import caption_frame_plan
+from lovr_hf.backends.captioners.transformers import TransformersCaptioner
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.tiny import build_tiny_llava_onevision, build_tiny_smolvlm2
-from lovr_hf.video import read_frames
+from lovr_hf.video.frames import caption_frame_plan
+from lovr_hf.video.reader import read_frames
 
 PROMPT = {"system": "You are a video analysis assistant.", "user": "Describe the video in detail."}
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=8)

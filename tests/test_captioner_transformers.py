@@ -10,18 +10,18 @@ import pytest
 import torch
 
 from lovr_hf.backends.base import CAPTIONERS, LLMS, GenerationParams
-from lovr_hf.backends.captioner_transformers import (
+from lovr_hf.backends.captioners.transformers import (
     OutOfMemory,
     TransformersCaptioner,
     downscale_frames,
     resolve_device,
     resolve_dtype,
 )
-from lovr_hf.backends.testing import DummyCaptioner, DummyChatLLM
-from lovr_hf.frames import caption_frame_plan, caption_num_frames, uniform_indices
-from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.backends.standins.testing import DummyCaptioner, DummyChatLLM
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.tiny import build_tiny_qwen2vl, build_tiny_qwen3vl, build_tiny_qwen25vl
-from lovr_hf.video import probe, read_frames
+from lovr_hf.video.frames import caption_frame_plan, caption_num_frames, uniform_indices
+from lovr_hf.video.reader import probe, read_frames
 
 PROMPT = {"system": "You are a video analysis assistant.", "user": "Describe the video in detail."}
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=8)

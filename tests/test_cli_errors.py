@@ -13,7 +13,7 @@ from _caption_helpers import clip_row
 from test_failures import caption_source  # noqa: F401 - fixture
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
+from lovr_hf.cli.main import main as cli_main
 from lovr_hf.repo import BenchmarkRepo
 
 
@@ -61,7 +61,7 @@ def test_full_disk_is_one_line_naming_the_path(caption_source: Path, tmp_path: P
 def test_a_bug_keeps_its_traceback_and_exits_1(caption_source: Path, tmp_path: Path, monkeypatch,  # noqa: F811
                                                capsys) -> None:
     repo = _captioned_repo(tmp_path / "lovr", caption_source)
-    import lovr_hf.caption as caption_mod
+    import lovr_hf.caption.stage as caption_mod
 
     def broken(*a, **k):
         return None.missing  # a programming error in lovr_hf
@@ -73,7 +73,7 @@ def test_a_bug_keeps_its_traceback_and_exits_1(caption_source: Path, tmp_path: P
 
 
 def test_multi_value_flags_take_repeats_and_comma_lists() -> None:
-    from lovr_hf.cli_common import split_list
+    from lovr_hf.cli.common import split_list
     from lovr_hf.pipeline import add_arguments, load_config, overrides_from_args
 
     assert split_list(["a,b", "c", " ,d"]) == ["a", "b", "c", "d"] and split_list(None) == []
@@ -102,7 +102,7 @@ def test_eval_model_comma_list_evaluates_each(tmp_path: Path, eval_source: Path)
 def test_a_keyerror_bug_in_eval_is_not_a_usage_error(tmp_path, monkeypatch, capsys) -> None:
     """``lovr eval`` turned every ``KeyError`` into exit 2 (a usage error), so a dictionary bug looked like the
     user's mistake; only a name the user gave that is not there (UnknownName) is exit 2 now."""
-    import lovr_hf.evaluation as evaluation
+    import lovr_hf.evaluation.run as evaluation
     from lovr_hf import schema
     from lovr_hf.repo import BenchmarkRepo
 
@@ -123,7 +123,7 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default(capsys) -> N
     """``--threshold``, ``--min_clip_duration``, ``--revision``, ... were listed with nothing beside them."""
     import argparse
 
-    from lovr_hf.cli import COMMANDS, build_parser
+    from lovr_hf.cli.main import COMMANDS, build_parser
 
     for name in COMMANDS:
         sub = build_parser(name).command_parser
@@ -143,7 +143,7 @@ def test_no_flag_relies_on_the_generic_help_fallback() -> None:
     does (before: --threshold, --min_clip_duration, --clip_mode of lovr run, --revision, --dtype, ... did not)."""
     import argparse
 
-    from lovr_hf.cli import COMMANDS, _help_for_every_flag, flags_on_generic_help
+    from lovr_hf.cli.main import COMMANDS, _help_for_every_flag, flags_on_generic_help
 
     assert {name: flags_on_generic_help(name) for name in COMMANDS} == {name: [] for name in COMMANDS}
     # the net itself still catches a flag added without help

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf import clip_store, schema
-from lovr_hf.clip_store import file_digest
+from lovr_hf import schema
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.segment import SegmentConfig, SegmentStage, segment
+from lovr_hf.segment.stage import SegmentConfig, SegmentStage, segment
+from lovr_hf.video import clip_store
+from lovr_hf.video.clip_store import file_digest
 
 W, H, FPS = 96, 64, 12
 MIN_S = 2.0  # 24 frames
@@ -108,7 +109,7 @@ def test_fewer_clips_and_virtual_clips_remove_unreferenced_files(inputs: Path, t
     repo = BenchmarkRepo(tmp_path / "lovr")
     segment(inputs, repo, config())
     assert "clips/a/a-Scene-003.mp4" in published(repo)  # the 1 s last scene of a: its own clip
-    with caplog.at_level(logging.INFO, logger="lovr_hf.clip_store"):
+    with caplog.at_level(logging.INFO, logger="lovr_hf.video.clip_store"):
         segment(inputs, repo, config(merge_short_tail=True))
     assert_consistent(repo)
     assert "clips/a/a-Scene-003.mp4" not in published(repo) and len(published(repo)) == 4

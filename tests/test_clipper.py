@@ -1,4 +1,4 @@
-"""lovr_hf.clipper: exact / copy / virtual clips decode exactly the frames of their source ranges."""
+"""lovr_hf.video.clipper: exact / copy / virtual clips decode exactly the frames of their source ranges."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from lovr_hf import clipper as C
 from lovr_hf import schema
-from lovr_hf import video as V
-from lovr_hf.video import VideoError
+from lovr_hf.video import clipper as C
+from lovr_hf.video import reader as V
+from lovr_hf.video.reader import VideoError
 
 try:  # pytest puts tests/ on sys.path (rootdir-relative imports otherwise)
     from test_video import decode_all, frame_numbers, make_video
@@ -195,8 +195,8 @@ def test_bench_clip_modes(sources: dict[str, Path], tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def with_audio(tmp_path_factory: pytest.TempPathFactory):
-    from lovr_hf.samples import SceneSpec
-    from lovr_hf.samples import make_video as make_scene_video
+    from lovr_hf.demo.samples import SceneSpec
+    from lovr_hf.demo.samples import make_video as make_scene_video
 
     path = tmp_path_factory.mktemp("audio") / "tones.mp4"
     return make_scene_video(path, [SceneSpec(30), SceneSpec(18), SceneSpec(40)], 96, 64, 12, seed=4, audio=True,

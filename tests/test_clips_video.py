@@ -21,15 +21,15 @@ from huggingface_hub import HfApi
 from huggingface_hub.hf_file_system import parse_hf_uri
 
 from lovr_hf import schema
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.hub.publish import stage
+from lovr_hf.hub.push import push_to_hub
+from lovr_hf.hub.release import import_release
 from lovr_hf.integrity import sha256_hex
-from lovr_hf.publish import stage
-from lovr_hf.push import push_to_hub
-from lovr_hf.release import import_release
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.segment.stage import SegmentConfig, segment
 from lovr_hf.testing.fake_hub import FakeHub
-from lovr_hf.video import probe, read_clip_frames
+from lovr_hf.video.reader import probe, read_clip_frames
 
 pytest.importorskip("torchcodec")
 TOKEN = "hf_clipsvideotoken1"
@@ -236,7 +236,7 @@ def test_load_dataset_from_the_hub_streams_and_decodes_the_clip(
 def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``copy`` clip cut off a key frame: the decoder's first ``frame_offset`` frames are the pre-roll; the
     clip's frames start at ``frame_offset``, exactly where lovr's reader starts them."""
-    from lovr_hf import clipper
+    from lovr_hf.video import clipper
 
     src = tmp_path / "src.mp4"
     make_video(src, [SceneSpec(48)], 64, 48, 12, seed=4, gop=12)
@@ -258,7 +258,7 @@ def test_leak_check_reads_video_cells_and_accepts_hub_urls(tmp_path: Path) -> No
     import pyarrow as pa
 
     from lovr_hf.clip_video import VIDEO_TYPE
-    from lovr_hf.publish import PublishError, check_no_local_paths
+    from lovr_hf.hub.publish import PublishError, check_no_local_paths
 
     def shard(path: str) -> str:
         pq.write_table(pa.table({"video": pa.array([{"bytes": None, "path": path}], VIDEO_TYPE)}),

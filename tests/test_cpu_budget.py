@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lovr_hf import cpu_budget
+from lovr_hf.engine import cpu_budget
 
 
 def _burn(seconds: float) -> None:
@@ -36,7 +36,7 @@ def test_busy_cores_sees_a_cpu_bound_neighbour_but_not_this_process() -> None:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_torch_threads_never_exceed_the_affinity_mask() -> None:
     code = ("import os, torch; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "torch.set_num_threads(8); from lovr_hf.cpu_budget import size_torch_threads, usable_cpus; "
+            "torch.set_num_threads(8); from lovr_hf.engine.cpu_budget import size_torch_threads, usable_cpus; "
             "n = size_torch_threads(); print(usable_cpus(), n, torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout.split()

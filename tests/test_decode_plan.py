@@ -1,4 +1,4 @@
-"""lovr_hf.decode_plan and lovr_hf.prefetch: one sequential pass per source that returns exactly the frames
+"""lovr_hf.video.decode_plan and lovr_hf.video.prefetch: one sequential pass per source that returns exactly the frames
 asked for (frames carry their own index), seeks only where that skips decoding, decodes ahead under a byte
 budget without deadlock, and a running mean equal to the naive one."""
 
@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 from _video_helpers import decode_all, frame_numbers, make_video, numbered_videos
 
-from lovr_hf import video as V
-from lovr_hf.decode_plan import ClipDecoder, FrameRequest, FrameSize, SourceRead, read_source, size_request
-from lovr_hf.embed import l2n
-from lovr_hf.prefetch import Prefetcher, StreamPool, auto_workers, nbytes_of, resolve_workers
-from lovr_hf.visual_plan import RunningMean
+from lovr_hf.evaluation.embed import l2n
+from lovr_hf.evaluation.visual_plan import RunningMean
+from lovr_hf.video import reader as V
+from lovr_hf.video.decode_plan import (
+    ClipDecoder,
+    FrameRequest,
+    FrameSize,
+    SourceRead,
+    read_source,
+    size_request,
+)
+from lovr_hf.video.prefetch import Prefetcher, StreamPool, auto_workers, nbytes_of, resolve_workers
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf import demo, schema
-from lovr_hf.demo import DESCRIBER, run_demo
-from lovr_hf.models import model_label
+from lovr_hf import schema
+from lovr_hf.demo import run as demo
+from lovr_hf.demo.run import DESCRIBER, run_demo
+from lovr_hf.evaluation.models import model_label
 from lovr_hf.repo import BenchmarkRepo
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ def english_share(text: str) -> float:
 
 
 def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys, monkeypatch, caplog) -> None:
-    from lovr_hf.samples import make_sample_folder
+    from lovr_hf.demo.samples import make_sample_folder
 
     monkeypatch.chdir(tmp_path)  # as a newcomer runs it: a relative output folder below the working directory
     out = tmp_path / "demo"  # shorter sample videos than the demo's own (it generates them only when absent)
@@ -106,8 +107,8 @@ def test_hub_demo_path_with_local_folders_in_place_of_the_hub_models(tmp_path: P
 
 def test_guarded_merger_keeps_a_good_reply_and_labels_the_stand_in_text() -> None:
     """The demo's merger: the LLM's reply where the merge stage's own guard keeps it, else the stand-in's."""
-    from lovr_hf.backends import demo_merge
-    from lovr_hf.merge_text import merger_params, smooth_group, transition_messages
+    from lovr_hf.backends.standins import demo_merge
+    from lovr_hf.merge.text import merger_params, smooth_group, transition_messages
 
     prev = "From beginning to end the scene keeps its purple look."
     nxt = "A dim textured scene in which magenta, black and green cover most of the frame."

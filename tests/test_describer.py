@@ -8,12 +8,12 @@ import numpy as np
 
 from lovr_hf import schema
 from lovr_hf.backends.base import CAPTIONERS, EMBEDDERS, GenerationParams
-from lovr_hf.backends.describer import COLOURS, DESCRIBER_ID, describe
-from lovr_hf.caption import CaptionConfig, caption
+from lovr_hf.backends.standins.describer import COLOURS, DESCRIBER_ID, describe
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.segment import SegmentConfig, segment
-from lovr_hf.video import read_frames
+from lovr_hf.segment.stage import SegmentConfig, segment
+from lovr_hf.video.reader import read_frames
 
 
 def solid(rgb: tuple[int, int, int], n: int = 6, h: int = 36, w: int = 64) -> np.ndarray:

@@ -10,13 +10,13 @@ import pytest
 
 from lovr_hf import schema
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detector_fast import FastContentDetector
-from lovr_hf.clipper import cut_clips
-from lovr_hf.detect_and_cut import detect_and_cut, supports
+from lovr_hf.backends.detectors.fast import FastContentDetector
+from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_bad_inputs, make_video
-from lovr_hf.scenes import MERGE, SUPPRESS, OnlineFlashFilter, flash_filter, scenes_from_cuts
-from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.segment.detect_and_cut import detect_and_cut, supports
+from lovr_hf.segment.stage import SegmentConfig, segment
+from lovr_hf.video.clipper import cut_clips
+from lovr_hf.video.scenes import MERGE, SUPPRESS, OnlineFlashFilter, flash_filter, scenes_from_cuts
 
 FPS = 12
 MIN_S = 2.0  # 24 frames

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detector_fast import FastContentDetector, VideoReadError, content_scores
-from lovr_hf.samples import SceneSpec, make_bad_inputs, make_sample_video, make_video
-from lovr_hf.scenes import (
+from lovr_hf.backends.detectors.fast import FastContentDetector, VideoReadError, content_scores
+from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_sample_video, make_video
+from lovr_hf.video.scenes import (
     adaptive_cuts,
     adaptive_threshold_search,
     cut_prf,

@@ -13,7 +13,7 @@ import yaml
 from _rerun_helpers import PROMPT_LLM, make_videos, merge_config, snapshot
 
 from lovr_hf import schema
-from lovr_hf.merge import merge
+from lovr_hf.merge.stage import merge
 from lovr_hf.pipeline import load_config, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
 

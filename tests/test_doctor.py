@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset
 
-from lovr_hf import doctor, schema
+from lovr_hf import schema
+from lovr_hf.engine import doctor
+from lovr_hf.engine.stage import committed_batches
 from lovr_hf.integrity import CorruptCardError
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.stage import committed_batches
 from tests.test_stage import ToyConfig, ToyStage
 
 

@@ -12,15 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import EVAL_FPS, killed_on_call
 
-from lovr_hf import decode_plan, schema
-from lovr_hf.backends.testing import DummyEmbedder
-from lovr_hf.cli_common import RunControl
-from lovr_hf.embed import EmbedConfig, embed, model_label, model_slug
-from lovr_hf.embed_video import VideoEmbedStage, sample_video
-from lovr_hf.frames import uniform_indices
+from lovr_hf import schema
+from lovr_hf.backends.standins.testing import DummyEmbedder
+from lovr_hf.cli.common import RunControl
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.evaluation.embed import EmbedConfig, embed, model_label, model_slug
+from lovr_hf.evaluation.embed_video import VideoEmbedStage, sample_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.video import VideoError, read_clip_frames
+from lovr_hf.video import decode_plan
+from lovr_hf.video.frames import uniform_indices
+from lovr_hf.video.reader import VideoError, read_clip_frames
 
 FPS = EVAL_FPS  # clip rows describe the conftest source video
 # video a: clips of 45, 20, 50 frames; video b: 60, 55 (b uses later frames of the source: no duplicates)
@@ -217,7 +218,7 @@ def test_video_without_readable_clip_is_an_error(eval_source: Path, tmp_path: Pa
 DECODE_THREADS = """
 import sys
 from lovr_hf import schema
-from lovr_hf.embed import EmbedConfig, embed
+from lovr_hf.evaluation.embed import EmbedConfig, embed
 from lovr_hf.repo import BenchmarkRepo
 src, root = sys.argv[1], sys.argv[2]
 rows = [{"video_id": "v", "clip_id": schema.clip_id_for("v", k + 1), "slice_num": k + 1, "start_time": 2.0 * k,
@@ -284,7 +285,7 @@ def test_tiny_models_text_modes_and_default_interval(eval_source: Path, tmp_path
 
 
 def _instance(cfg: EmbedConfig):
-    from lovr_hf.models import shared_embedder
+    from lovr_hf.evaluation.models import shared_embedder
 
     return shared_embedder(cfg)  # the very instance the stage used (one per process and configuration)
 
@@ -347,7 +348,7 @@ def test_files_model_gets_clip_files_cut_for_virtual_clips(eval_source: Path, tm
 
 
 def test_files_model_reads_real_clip_files_as_they_are(eval_source: Path, tmp_path: Path) -> None:
-    from lovr_hf.clipper import cut_clips
+    from lovr_hf.video.clipper import cut_clips
 
     repo = BenchmarkRepo(tmp_path / "lovr")
     cut = cut_clips(eval_source, [(0, 45), (45, 65)], repo.root / "clips", "a", mode="exact")

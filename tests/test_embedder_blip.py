@@ -14,8 +14,8 @@ from _embedder_helpers import eval_repo, run_eval
 from test_embedder_transformers import LONG, MIXED
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_blip import BlipEmbedder
-from lovr_hf.families import family_for
+from lovr_hf.backends.embedders.blip import BlipEmbedder
+from lovr_hf.backends.embedders.families import family_for
 
 
 @pytest.fixture(scope="module")

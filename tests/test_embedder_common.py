@@ -1,4 +1,4 @@
-"""The helpers every embedder adapter shares (lovr_hf.backends.embedding_common): text-mode refusal, piece
+"""The helpers every embedder adapter shares (lovr_hf.backends.embedders.common): text-mode refusal, piece
 splitting, the explicit text limit, batching with normalisation, frame checks, the remote-code refusal, one
 load per process shared across instances and threads, and the text dispatch of ``PieceTextEmbedder``
 (truncate, chunk-mean, an explicit lower limit) on a small deterministic encoder."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf.backends.embedding_common import (
+from lovr_hf.backends.embedders.common import (
     PieceTextEmbedder,
     check_frames,
     check_text_mode,
@@ -26,7 +26,7 @@ from lovr_hf.backends.embedding_common import (
     token_pieces,
 )
 from lovr_hf.backends.extras import require_extra
-from lovr_hf.models import model_label
+from lovr_hf.evaluation.models import model_label
 
 
 def test_checks_and_limits() -> None:
@@ -170,7 +170,7 @@ def test_several_models_in_one_command_hold_one_model_in_memory_at_a_time(tiny: 
     from _embedder_helpers import eval_repo
 
     from lovr_hf.backends import model_cache
-    from lovr_hf.evaluation import EvalConfig, evaluate_models
+    from lovr_hf.evaluation.run import EvalConfig, evaluate_models
 
     released: list[tuple[str, weakref.ref]] = []
     real_release = model_cache.release

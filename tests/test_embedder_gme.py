@@ -11,8 +11,8 @@ import pytest
 from test_embedder_transformers import LONG, MIXED
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_gme import IMAGE_INPUT, GmeEmbedder, fetch_image, gme_prompt, smart_resize
-from lovr_hf.families import family_for
+from lovr_hf.backends.embedders.families import family_for
+from lovr_hf.backends.embedders.gme import IMAGE_INPUT, GmeEmbedder, fetch_image, gme_prompt, smart_resize
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from _embedder_helpers import check_eval, eval_args, eval_repo, save_standin, st
 from test_embedder_transformers import LONG
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_jina import JinaClipEmbedder
-from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder, resolve_backend
+from lovr_hf.backends.embedders.jina import JinaClipEmbedder
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, resolve_backend
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_jina_clip_matches_own_encode(jina_dir: str, scene_frames: np.ndarray) -
     narrow = JinaClipEmbedder(jina_dir, trust_remote_code=True, device="cpu", truncate_dim=8)
     ref8 = model.encode_text(texts, truncate_dim=8)
     np.testing.assert_allclose(narrow.embed_text(texts), ref8, atol=1e-6)
-    from lovr_hf.families import family_for
+    from lovr_hf.backends.embedders.families import family_for
 
     assert family_for("jinaai/jina-clip-v2").backend == "jina"
 

@@ -16,14 +16,14 @@ import pytest
 from lovr_hf.backends.extras import missing_modules  # noqa: E402
 
 if missing_modules("languagebind", "pytorchvideo", "einops", "peft", "iopath", "torchaudio", "decord"):
-    pytest.skip("the languagebind extra is not installed (see lovr_hf/backends/embedder_languagebind.py)",
+    pytest.skip("the languagebind extra is not installed (see lovr_hf/backends/embedders/languagebind.py)",
                 allow_module_level=True)
 
 from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 from test_embedder_transformers import LONG  # noqa: E402
 
-from lovr_hf.backends.embedder_languagebind import LanguageBindEmbedder, import_languagebind  # noqa: E402
-from lovr_hf.families import FILES, family_for  # noqa: E402
+from lovr_hf.backends.embedders.families import FILES, family_for  # noqa: E402
+from lovr_hf.backends.embedders.languagebind import LanguageBindEmbedder, import_languagebind  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def lb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    from lovr_hf.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import SceneSpec, make_video
 
     root = tmp_path_factory.mktemp("lb_videos")
     out = []
@@ -181,7 +181,7 @@ def test_languagebind_dtype_text_batches_and_modes(lb_dir: str, videos: list[str
     ``batch_size`` at a time, an unknown text mode is refused, one load per process for one model."""
     import torch
 
-    from lovr_hf.embed import EmbedConfig, make_embedder
+    from lovr_hf.evaluation.embed import EmbedConfig, make_embedder
 
     ref = LanguageBindEmbedder(lb_dir, device="cpu", batch_size=2)
     assert next(ref.load().parameters()).dtype == torch.float32

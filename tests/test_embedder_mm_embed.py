@@ -11,14 +11,14 @@ from _embedder_helpers import save_standin, standin_calls
 from test_embedder_transformers import LONG, MIXED
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_mm_embed import (
+from lovr_hf.backends.embedders.families import family_for
+from lovr_hf.backends.embedders.mm_embed import (
     INSTRUCTION,
     MMEmbedEmbedder,
     oracle_frame,
     oracle_pool,
 )
-from lovr_hf.families import family_for
-from lovr_hf.models import EmbedConfig, check_embedder
+from lovr_hf.evaluation.models import EmbedConfig, check_embedder
 
 
 @pytest.fixture(scope="module")

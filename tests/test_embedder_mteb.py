@@ -21,8 +21,8 @@ if missing_modules("mteb"):
 
 from _embedder_helpers import eval_repo, run_eval  # noqa: E402
 
-from lovr_hf.backends.embedder_mteb import MtebEmbedder, video_text_model_names  # noqa: E402
-from lovr_hf.families import FILES, family_for  # noqa: E402
+from lovr_hf.backends.embedders.families import FILES, family_for  # noqa: E402
+from lovr_hf.backends.embedders.mteb import MtebEmbedder, video_text_model_names  # noqa: E402
 from lovr_hf.tiny.mteb_video import QUERY_PROMPT, TINY_MTEB_NAME, register_tiny_mteb_video  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def tiny_name(tiny: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    from lovr_hf.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import SceneSpec, make_video
 
     root = tmp_path_factory.mktemp("mteb_videos")
     out = []
@@ -167,7 +167,7 @@ def test_mteb_options_never_silently_dropped(tiny_name: str) -> None:
     """A --dtype the bridge cannot apply is refused (mteb loads each model at its own precision), remote code
     asked for through the user's own loader_kwargs needs --trust-remote-code too, an explicit max_text_tokens
     cuts captions under truncate (word pieces, as chunk-mean), an unknown text mode is refused."""
-    from lovr_hf.embed import EmbedConfig, make_embedder
+    from lovr_hf.evaluation.embed import EmbedConfig, make_embedder
 
     with pytest.raises(ValueError, match="mteb's own precision"):  # through lovr eval's --dtype
         make_embedder(EmbedConfig(model=tiny_name, backend="mteb", dtype="bfloat16"))

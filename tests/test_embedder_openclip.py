@@ -17,8 +17,8 @@ from test_embedder_transformers import LONG  # noqa: E402
 
 from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.base import EMBEDDERS  # noqa: E402
-from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
-from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
+from lovr_hf.backends.embedders.openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
+from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
 from lovr_hf.tiny import build_tiny_open_clip  # noqa: E402
 
 
@@ -113,7 +113,7 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
                                                              family: str, trunk_cls: str, context: int) -> None:
     import json
 
-    from lovr_hf.families import family_for
+    from lovr_hf.backends.embedders.families import family_for
     from lovr_hf.tiny.openclip_timm import TINY_FAMILIES, register_tiny_trunks
 
     path = tiny_eva_pe[family]
@@ -158,7 +158,7 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
 
 
 def test_eva02_pe_core_names_resolve_to_open_clip() -> None:
-    from lovr_hf.families import family_for, get_family
+    from lovr_hf.backends.embedders.families import family_for, get_family
 
     assert parse_spec("EVA02-CLIP-B-16") == ("EVA02-B-16", "merged2b_s8b_b131k")
     assert parse_spec("facebook/PE-Core-B16-224") == ("PE-Core-B-16", "meta")

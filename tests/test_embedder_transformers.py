@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lovr_hf.backends.base import EMBEDDERS, GenerationParams
-from lovr_hf.backends.embedder_transformers import TransformersEmbedder
-from lovr_hf.backends.testing import DummyCaptioner, DummyEmbedder
-from lovr_hf.frames import (
+from lovr_hf.backends.embedders.transformers import TransformersEmbedder
+from lovr_hf.backends.standins.testing import DummyCaptioner, DummyEmbedder
+from lovr_hf.video.frames import (
     clip_start_offsets,
     interval_indices,
     next_start_offset,
@@ -211,7 +211,7 @@ def test_clip_matches_own_forward(tiny, scene_frames) -> None:
 def test_metaclip_matches_own_forward(tmp_path_factory, scene_frames) -> None:
     """MetaCLIP (v1) checkpoints are CLIPModel; the original script: processor(padding=True, truncation=True,
     max_length=77) -> get_text_features."""
-    from lovr_hf.families import family_for
+    from lovr_hf.backends.embedders.families import family_for
     from lovr_hf.tiny import build_tiny_clip
 
     path = build_tiny_clip(tmp_path_factory.getbasetemp() / "tiny_models" / "metaclip-tiny", seed=3)
@@ -245,8 +245,8 @@ def test_siglip_matches_own_forward_with_its_attention_mask(tiny, scene_frames) 
 def test_siglip2_max_length_lowercase_and_original_case(tiny_siglip2, scene_frames) -> None:
     from transformers import AutoTokenizer
 
-    from lovr_hf.backends.embedder_transformers import without_lowercase
-    from lovr_hf.families import family_for
+    from lovr_hf.backends.embedders.families import family_for
+    from lovr_hf.backends.embedders.transformers import without_lowercase
 
     assert family_for("google/siglip2-base-patch16-224").name == "siglip2"
     emb = TransformersEmbedder(tiny_siglip2, device="cpu", batch_size=3)

@@ -19,10 +19,10 @@ import pytest
 from _embedder_helpers import eval_args, eval_repo, run_eval
 from test_embedder_transformers import LONG
 
-from lovr_hf.backends.embedder_videoclip_xl import VideoCLIPXLEmbedder, demo_frame_indices
-from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder
-from lovr_hf.families import NATIVE_VIDEO, family_for
+from lovr_hf.backends.embedders.families import NATIVE_VIDEO, family_for
+from lovr_hf.backends.embedders.videoclip_xl import VideoCLIPXLEmbedder, demo_frame_indices
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.evaluation.embed import EmbedConfig, make_embedder
 
 STANDIN = Path(__file__).parent / "remote_code" / "videoclip_xl_standin"
 
@@ -90,8 +90,8 @@ class Reference:
 def frames() -> np.ndarray:
     import tempfile
 
-    from lovr_hf.samples import SceneSpec, make_video
-    from lovr_hf.video import read_frames
+    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.video.reader import read_frames
 
     d = tempfile.mkdtemp()
     make_video(f"{d}/v.mp4", [SceneSpec(12), SceneSpec(12)], 96, 64, 10, seed=3)

@@ -10,8 +10,8 @@ import pytest
 from test_embedder_transformers import MIXED
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedder_xclip import XClipEmbedder, resample_uniform
-from lovr_hf.families import NATIVE_VIDEO, family_for
+from lovr_hf.backends.embedders.families import NATIVE_VIDEO, family_for
+from lovr_hf.backends.embedders.xclip import XClipEmbedder, resample_uniform
 from lovr_hf.tiny.xclip import TINY_XCLIP_FRAMES
 
 
@@ -25,8 +25,8 @@ def xclip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def clip_frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """16 decoded frames of two scenes (8 each)."""
-    from lovr_hf.samples import SceneSpec, make_video
-    from lovr_hf.video import read_frames
+    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.video.reader import read_frames
 
     path = tmp_path_factory.mktemp("xclip_video") / "two.mp4"
     make_video(path, [SceneSpec(8), SceneSpec(8)], width=64, height=48, fps=8, seed=7)

@@ -16,16 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 from test_embed import LONG, make_repo
 
-from lovr_hf import provenance, schema, scoring
-from lovr_hf.cli import main as cli_main
-from lovr_hf.compare import paired
-from lovr_hf.evaluation import RESULTS_MD, EvalConfig, evaluate_model
-from lovr_hf.rankings import write_rankings
-from lovr_hf.release import MARKER, MARKER_SCHEMA
+from lovr_hf import schema
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.evaluation import provenance, scoring
+from lovr_hf.evaluation.results import read_results, render_results, write_results
+from lovr_hf.evaluation.run import RESULTS_MD, EvalConfig, evaluate_model
+from lovr_hf.evaluation.verify import verify
+from lovr_hf.hub.release import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.results import read_results, render_results, write_results
-from lovr_hf.retrieval import DIRECTIONS
-from lovr_hf.verify import verify
+from lovr_hf.report.compare import paired
+from lovr_hf.stats.rankings import write_rankings
+from lovr_hf.stats.retrieval import DIRECTIONS
 
 N_CLIPS = 5
 BASE = {"model": "dummy", "interval": 30, "topk": "1,2,3,5", "clip_queries": "all", "bootstrap": 200}
@@ -236,7 +237,7 @@ def test_release_marker_selects_the_released_queries(embedded: Path, tmp_path: P
     repo = copy_of(embedded, tmp_path)
     score(repo, clip_queries="auto")  # no marker: 1000 drawn, i.e. all 5 here
     assert rows_of(repo)[("all", "text_to_clip", "pass@k", 1)]["query_set"] == "1000"
-    # the marker lovr import-release writes (lovr_hf.release): its query_set ids are the released queries
+    # the marker lovr import-release writes (lovr_hf.hub.release): its query_set ids are the released queries
     marker = {"schema": MARKER_SCHEMA, "query_set": {"ids": ["a-Scene-001", "b-Scene-002"], "count": 2}}
     (repo.root / MARKER).write_text(json.dumps(marker))
     score(repo, clip_queries="auto")
@@ -301,7 +302,7 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     # ... and the card says the stored scores are out of date until the model is scored again
     repo.refresh_card()
     assert "Out of date:** dummy (lovr)" in repo.card_path.read_text()
-    from lovr_hf.info import repo_status
+    from lovr_hf.report.info import repo_status
 
     assert repo_status(repo)["results_out_of_date"] == ["dummy (lovr)"]
     with pytest.raises(ValueError, match="stored embeddings do not match the current data"):

@@ -16,14 +16,14 @@ from test_embed import LAYOUT, make_repo
 
 from lovr_hf import __version__, schema
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.testing import DummyEmbedder
-from lovr_hf.cli import main as cli_main
-from lovr_hf.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
-from lovr_hf.evaluation import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
-from lovr_hf.models import model_label
-from lovr_hf.results import cost_key
-from lovr_hf.retrieval import DIRECTIONS
-from lovr_hf.video import read_clip_frames
+from lovr_hf.backends.standins.testing import DummyEmbedder
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
+from lovr_hf.evaluation.models import model_label
+from lovr_hf.evaluation.results import cost_key
+from lovr_hf.evaluation.run import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.stats.retrieval import DIRECTIONS
+from lovr_hf.video.reader import read_clip_frames
 
 N_CLIPS = sum(len(c) for c in LAYOUT.values())
 
@@ -138,7 +138,7 @@ def test_stage_flags_chunks_then_merge_equal_single(eval_source: Path, tmp_path:
 PLUGIN = '''
 import numpy as np
 from lovr_hf.backends.base import Embedder
-from lovr_hf.backends.testing import DummyEmbedder
+from lovr_hf.backends.standins.testing import DummyEmbedder
 
 
 BUILT = []
@@ -271,7 +271,7 @@ def test_model_loading_is_its_own_cost_not_caption_encoding(eval_source: Path, t
     a load that takes 1.5 s shows as load time, and the captions' encode time stays below it."""
     import time as time_mod
 
-    import lovr_hf.embed as embed_mod
+    import lovr_hf.evaluation.embed as embed_mod
 
     real = embed_mod.load_embedder
 

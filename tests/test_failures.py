@@ -13,11 +13,11 @@ from _caption_helpers import FPS, clip_row
 from test_embed import make_repo
 
 from lovr_hf import schema
-from lovr_hf.backends.testing import DummyCaptioner
-from lovr_hf.cli import main as cli_main
+from lovr_hf.backends.standins.testing import DummyCaptioner
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.failures import BUG_MARKER, classify, is_bug_text
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 
 
 def _lovr_lines(err: str) -> list[str]:
@@ -117,7 +117,7 @@ def test_unreadable_clip_is_error_but_a_refused_permission_is_failed(caption_sou
                                                                      monkeypatch) -> None:
     """A clip that does not decode is bad input (``error``); one the OS refuses to open is the environment's
     fault (``failed``, retried by ``--retry-failed`` once fixed)."""
-    import lovr_hf.decode_plan as decode_plan
+    import lovr_hf.video.decode_plan as decode_plan
 
     locked = tmp_path / "locked.mp4"
     locked.write_bytes(caption_source.read_bytes())
@@ -165,9 +165,9 @@ def test_decode_reasons_follow_the_one_failure_rule() -> None:
     decoding code (or a full disk) became a bad-input ``error`` row and the command exited 0."""
     import errno
 
-    from lovr_hf.decode_plan import error_text
     from lovr_hf.failures import is_bug_text, reason_status
-    from lovr_hf.video import VideoError
+    from lovr_hf.video.decode_plan import error_text
+    from lovr_hf.video.reader import VideoError
 
     bug = error_text(AttributeError("'NoneType' object has no attribute 'decode'"))
     assert is_bug_text(bug) and reason_status(bug) == schema.FAILED

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from lovr_hf.backends.base import Embedder
-from lovr_hf.backends.testing import DummyEmbedder
-from lovr_hf.families import DEFAULT_FAMILY, family_for, get_family, render_docs
-from lovr_hf.models import (
+from lovr_hf.backends.embedders.families import DEFAULT_FAMILY, family_for, get_family, render_docs
+from lovr_hf.backends.standins.testing import DummyEmbedder
+from lovr_hf.evaluation.models import (
     EmbedConfig,
     check_embedder,
     default_interval,
@@ -26,7 +26,7 @@ from lovr_hf.models import (
     resolve_family,
     resolved_interval,
 )
-from lovr_hf.protocols import ChannelSwapEmbedder, has_native_video, wrap_channel_swap
+from lovr_hf.evaluation.protocols import ChannelSwapEmbedder, has_native_video, wrap_channel_swap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,10 +168,10 @@ def test_every_familys_reproduce_command_parses_and_picks_that_family() -> None:
     adapter (placeholders filled in with a name the family's own rule matches)."""
     import shlex
 
-    from lovr_hf import families as fam_mod
-    from lovr_hf.cli import build_parser
-    from lovr_hf.cli_common import config_from_args
-    from lovr_hf.evaluation import EvalConfig
+    from lovr_hf.backends.embedders import families as fam_mod
+    from lovr_hf.cli.common import config_from_args
+    from lovr_hf.cli.main import build_parser
+    from lovr_hf.evaluation.run import EvalConfig
 
     fill = {"<model>": "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "<mteb model name>": "some-org/video-embedder",
             "<checkout>": "/opt/VideoCLIP-XL"}

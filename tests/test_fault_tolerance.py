@@ -20,8 +20,8 @@ import yaml
 from _rerun_helpers import snapshot
 
 from lovr_hf import schema
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 
 pytestmark = pytest.mark.slow
 KILLS = 5
@@ -97,7 +97,7 @@ def assert_clean(repo: BenchmarkRepo) -> None:
         if p.suffix == ".parquet":
             pq.read_table(p)
     if repo.has(schema.CLIPS):
-        from lovr_hf.video import probe
+        from lovr_hf.video.reader import probe
 
         for r in repo.read(schema.CLIPS):
             if r["clip_mode"] == "exact":

@@ -1,4 +1,4 @@
-"""The caption frame rule (lovr_hf.frames) against the original code path: ``caption_generator.py`` asks
+"""The caption frame rule (lovr_hf.video.frames) against the original code path: ``caption_generator.py`` asks
 qwen_vl_utils for ``{"nframes": fnum}``; ``smart_nframes`` rounds that to an even count and the video
 readers take ``torch.linspace(0, total - 1, n).round()``. Pinned twice: against a restatement of those
 lines, and against qwen_vl_utils itself (a dev dependency) reading real clip files."""
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf.frames import caption_frame_plan, caption_num_frames, round_to_factor, uniform_indices
-from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.video.frames import caption_frame_plan, caption_num_frames, round_to_factor, uniform_indices
 
 HAS_QWEN_VL_UTILS = importlib.util.find_spec("qwen_vl_utils") is not None and importlib.util.find_spec("decord")
 FPS_CASES = (6.0, 12.0, 23.976, 24.0, 25.0, 29.97, 30.0, 59.94, 60.0)

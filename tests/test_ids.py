@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.caption import CaptionConfig
-from lovr_hf.export import export_original
+from lovr_hf.caption.stage import CaptionConfig
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.hub.export import export_original
 from lovr_hf.ids import (
     MAX_ID_BYTES,
     casefold_collisions,
@@ -23,10 +24,9 @@ from lovr_hf.ids import (
     safe_join,
     strict_slug,
 )
-from lovr_hf.merge import MergeConfig
+from lovr_hf.merge.stage import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 
 YOUTUBE_ALPHABET = string.ascii_letters + string.digits + "-_"
 

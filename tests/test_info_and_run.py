@@ -10,12 +10,12 @@ from typing import ClassVar
 import yaml
 
 from lovr_hf import schema
-from lovr_hf.backends.testing import DummyCaptioner
-from lovr_hf.caption import CaptionConfig, caption
-from lovr_hf.cli import main as cli_main
-from lovr_hf.info import file_summary, repo_status
+from lovr_hf.backends.standins.testing import DummyCaptioner
+from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
+from lovr_hf.report.info import file_summary, repo_status
 
 
 def test_info_reports_what_is_left_and_summarises_files(tmp_path: Path, capsys) -> None:
@@ -99,7 +99,7 @@ def test_run_releases_the_captioner_before_merge_and_eval(tmp_path: Path) -> Non
     embedders): after the run nothing holds the captioner's weights."""
     import gc
 
-    from lovr_hf.merge import MergeConfig
+    from lovr_hf.merge.stage import MergeConfig
     from lovr_hf.pipeline import PipelineConfig, run_pipeline
 
     src = tmp_path / "in"
@@ -135,7 +135,7 @@ def test_info_counts_only_what_a_next_command_would_do(tmp_path: Path) -> None:
 def test_info_on_an_imported_release_and_failed_embeddings(tmp_path: Path) -> None:
     from _release_helpers import build_release
 
-    from lovr_hf.release import import_release
+    from lovr_hf.hub.release import import_release
 
     repo_dir = tmp_path / "lovr"
     import_release(build_release(tmp_path / "release"), repo_dir)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from lovr_hf.backends import llm_transformers as lt
 from lovr_hf.backends import model_cache
 from lovr_hf.backends.base import LLMS
-from lovr_hf.merge_text import merger_params, smooth_group, transition_messages
+from lovr_hf.backends.llms import transformers as lt
+from lovr_hf.merge.text import merger_params, smooth_group, transition_messages
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def test_a_join_reply_is_bounded_by_its_two_paragraphs(smol, caplog: pytest.LogC
     budget, what = llm.reply_budget(join, 1024)
     assert what == "join" and budget == math.ceil(1.5 * need) + 8 and budget < 100
     assert llm.reply_budget([{"role": "user", "content": "Describe a beach."}], 1024) == (1024, "call")
-    with caplog.at_level(logging.INFO, logger="lovr_hf.backends.llm_transformers"):
+    with caplog.at_level(logging.INFO, logger="lovr_hf.backends.llms.transformers"):
         llm.chat(join, merger_params(do_sample=False, max_new_tokens=1024))
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("LLM join"))
     new_tokens = int(line.split("-> ")[1].split(" new tokens")[0])

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.materialize import MaterializeConfig, materialize
-from lovr_hf.publish import stage
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.hub.materialize import MaterializeConfig, materialize
+from lovr_hf.hub.publish import stage
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.video import probe, read_clip_frames
+from lovr_hf.video.reader import probe, read_clip_frames
 
 INDEX_COLUMNS = ("clip_id", "video_id", "slice_num", "start_frame", "end_frame", "num_frames", "fps")
 

@@ -7,7 +7,7 @@ Invariants checked on every corpus file, with real decoding of the files written
   two-pass cutters, whatever the container's time base (the bug: clip 1 of an mkv/avi carried the audio of
   the whole source and later clips had none; mp4 clips lost their first ~90 ms to the previous clip);
 * ``copy`` and ``virtual`` clips cover the same ranges as ``exact``, and read back the same frames;
-* the frames a caption plan asks for (read through :class:`lovr_hf.decode_plan.ClipDecoder`) are the
+* the frames a caption plan asks for (read through :class:`lovr_hf.video.decode_plan.ClipDecoder`) are the
   source frames the clip table names.
 """
 
@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from _media_corpus import CORPUS, frame_number, media, session_corpus
 
-from lovr_hf.clipper import cut_clips
-from lovr_hf.decode_plan import ClipDecoder
-from lovr_hf.detect_and_cut import detect_and_cut
-from lovr_hf.frames import caption_frame_plan, video_interval_indices
-from lovr_hf.segment import SegmentConfig, SegmentStage
-from lovr_hf.video import build_index, probe
+from lovr_hf.segment.detect_and_cut import detect_and_cut
+from lovr_hf.segment.stage import SegmentConfig, SegmentStage
+from lovr_hf.video.clipper import cut_clips
+from lovr_hf.video.decode_plan import ClipDecoder
+from lovr_hf.video.frames import caption_frame_plan, video_interval_indices
+from lovr_hf.video.reader import build_index, probe
 
 NAMES = [m.name for m in CORPUS]
 AAC_FRAME = 1024
@@ -133,7 +133,7 @@ def exact_clips(corpus: dict[str, Path], name: str, how: str, root: Path) -> lis
             _, clips = detect_and_cut(src, root / how, Path(name).stem, det, min_clip_s=5.0, preset=PRESET,
                                       crf=22)
         else:
-            from lovr_hf.scenes import scenes_from_cuts
+            from lovr_hf.video.scenes import scenes_from_cuts
 
             info = probe(src)
             ranges = scenes_from_cuts(det.detect(src), info.num_frames, info.fps, 5.0)

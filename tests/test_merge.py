@@ -11,9 +11,9 @@ import pytest
 from conftest import killed_on_call
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.cli_common import RunControl
-from lovr_hf.merge import ClusterStage, MergeConfig, merge, merge_jsonl
+from lovr_hf.cli.common import RunControl
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.merge.stage import ClusterStage, MergeConfig, merge, merge_jsonl
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Garbage, Hang, RateLimit
 
@@ -155,7 +155,7 @@ def test_jsonl_resume_rewrite_never_truncates_finished_clusters(tmp_path: Path, 
 
 
 def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
-    from lovr_hf.merge_text import smooth_group
+    from lovr_hf.merge.text import smooth_group
     from lovr_hf.testing import ScriptedLLM
 
     prev = "A man walks down a rainy street at night, passing shops."
@@ -170,7 +170,7 @@ def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
 def test_jsonl_mode_where_no_join_succeeds_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
     """The original JSONL mode exited 0 whatever happened to its joins: a run where nothing was merged (every
     call failed) keeps its lines (original text, counted) but exits 1; one good join is a success."""
-    import lovr_hf.merge as merge_mod
+    import lovr_hf.merge.stage as merge_mod
     from lovr_hf.testing import ScriptedLLM
 
     caps = tmp_path / "caps.jsonl"

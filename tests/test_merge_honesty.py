@@ -9,8 +9,8 @@ from pathlib import Path
 from test_merge import caption_rows
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.merge import summarize
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.merge.stage import summarize
 from lovr_hf.pipeline import summarize as run_summary
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer
@@ -103,7 +103,7 @@ def test_merge_with_a_missing_local_llm_fails_before_any_row(tmp_path: Path, mon
 def test_run_with_the_default_llm_and_no_key_stops_at_merge(tmp_path: Path, monkeypatch, capsys) -> None:
     """``lovr run`` offline with the default ``--llm openai`` (no key, no server): one line and exit 2 at the
     merge, before any cluster row (it used to mark every row and exit 0)."""
-    from lovr_hf.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import SceneSpec, make_video
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -126,7 +126,7 @@ def test_merge_counts_come_from_the_count_columns_not_the_error_text(tmp_path: P
     rejection whose reason was not spelled there."""
     from lovr_hf.pipeline import summarize as run_summary
     from lovr_hf.repo import BenchmarkRepo
-    from lovr_hf.summary import merge_call_counts
+    from lovr_hf.report.summary import merge_call_counts
 
     repo = BenchmarkRepo(tmp_path / "lovr")
     base = {"start_slice_num": 0, "end_slice_num": 1, "clip_count": 2, "caption": "x", "merged_paragraphs": 2,
@@ -147,7 +147,7 @@ def test_merge_counts_come_from_the_count_columns_not_the_error_text(tmp_path: P
     assert (c["integrate_calls"], c["integrate_failed_calls"], c["integrate_rejected"]) == (1, 1, 1)
     s = run_summary(repo)
     assert (s["merge_calls"], s["merge_failed_calls"], s["merge_rejected_replies"]) == (7, 4, 3)  # before: 0 rejected
-    from lovr_hf.summary import merge_line
+    from lovr_hf.report.summary import merge_line
 
     assert merge_line(s) == ("merge texts: 7 (6 joins + 1 integrations): 3 by the LLM, 4 kept the original text "
                              "(3 LLM replies rejected by the reply guard, 1 failed calls)")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf import retrieval, stats
-from lovr_hf.retrieval import retrieval_metrics
+from lovr_hf.stats import bootstrap as stats
+from lovr_hf.stats import retrieval
+from lovr_hf.stats.retrieval import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "metrics" / "lovr_retrieval" / "README.md"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lovr_hf.models import model_label, model_slug
+from lovr_hf.evaluation.models import model_label, model_slug
 from lovr_hf.tiny import build_tiny_clip
 
 
@@ -48,7 +48,7 @@ def test_results_card_and_assets_never_hold_a_local_folders_path(eval_source: Pa
     from test_embed import make_repo
 
     from lovr_hf import schema
-    from lovr_hf.cli import main as cli_main
+    from lovr_hf.cli.main import main as cli_main
 
     a = Path(build_tiny_clip(tmp_path / "models-a" / "clip"))
     b = tmp_path / "models-b" / "clip"  # same basename, another model (another config)

@@ -14,11 +14,11 @@ import openai
 import pytest
 
 from lovr_hf.backends.base import CAPTIONERS, LLMS, GenerationParams
-from lovr_hf.backends.captioner_openai import OpenAICaptioner, encode_jpeg
-from lovr_hf.backends.captioning import PartialBatchError
-from lovr_hf.backends.llm_openai import OpenAIChatLLM
+from lovr_hf.backends.captioners.common import PartialBatchError
+from lovr_hf.backends.captioners.openai import OpenAICaptioner, encode_jpeg
+from lovr_hf.backends.llms.openai import OpenAIChatLLM
 from lovr_hf.backends.openai_client import RequestFailed, bounded_map, iter_bounded, parse_retry_after
-from lovr_hf.merge_text import smooth_group
+from lovr_hf.merge.text import smooth_group
 from lovr_hf.prompts import CAPTION_SYSTEM, CAPTION_USER, MERGE_SYSTEM, caption_prompt
 from lovr_hf.testing import (
     GARBAGE_KINDS,

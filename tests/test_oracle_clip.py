@@ -23,8 +23,8 @@ from _oracle_helpers import (
 )
 from _release_helpers import DIRECTION_OF, original_calc_pass
 
-from lovr_hf.backends.embedder_transformers import TransformersEmbedder
-from lovr_hf.backends.openai_clip_original import clean_caption, openai_clip_pixels
+from lovr_hf.backends.embedders.openai_clip_original import clean_caption, openai_clip_pixels
+from lovr_hf.backends.embedders.transformers import TransformersEmbedder
 
 KS = tuple(range(1, 21))
 LONG = "a red car drives past " * 30  # > 77 tokens: truncated, the last id forced to end-of-text
@@ -138,8 +138,8 @@ def test_every_pass_at_k_equals_the_original_run_with_the_clip_package(
         clip_pkg, tiny_openai: tuple[str, str], oracle_release: Path, tmp_path: Path) -> None:
     """import-release + eval --protocol original --interval 10 = the original's 80 values (k = 1..20, four
     directions), computed from the ``clip`` package's features by the original's calc_pass."""
-    from lovr_hf.evaluation import EvalConfig, evaluate_model
-    from lovr_hf.release import import_release
+    from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+    from lovr_hf.hub.release import import_release
     from lovr_hf.repo import BenchmarkRepo
 
     folder, ckpt = tiny_openai
@@ -185,7 +185,7 @@ def test_open_clip_tokenizer_ids_equal_clip_tokenize(clip_pkg, tmp_path_factory:
     """EVA02-CLIP's original (BAAI's eva_clip) tokenises with OpenAI's SimpleTokenizer; lovr's open_clip
     adapter runs open_clip's tokenizer, which must give clip.tokenize's ids, cleaning and truncation included."""
     pytest.importorskip("open_clip")
-    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder
+    from lovr_hf.backends.embedders.openclip import OpenCLIPEmbedder
     from lovr_hf.tiny import build_tiny_open_clip
 
     folder = build_tiny_open_clip(tmp_path_factory.getbasetemp() / "tiny_models" / "open_clip")
@@ -205,7 +205,7 @@ def test_open_clip_eva02_preprocessing_equals_the_openai_transform(clip_pkg, tmp
     import open_clip
     from PIL import Image
 
-    from lovr_hf.backends.embedder_openclip import parse_spec
+    from lovr_hf.backends.embedders.openclip import parse_spec
 
     spec, tag = parse_spec("EVA02-CLIP-B-16", None)
     cfg = open_clip.get_pretrained_cfg(spec, tag)
@@ -232,7 +232,7 @@ def test_open_clip_pe_core_text_and_pixels_equal_perception_models(clip_pkg, tmp
     from PIL import Image
     from torchvision import transforms as T
 
-    from lovr_hf.backends.embedder_openclip import parse_spec
+    from lovr_hf.backends.embedders.openclip import parse_spec
 
     spec, tag = parse_spec("facebook/PE-Core-B16-224", None)
     assert (spec, tag) == ("PE-Core-B-16", "meta")
@@ -253,7 +253,7 @@ def _tiny_open_clip_with_preprocess(folder: Path, cfg: dict) -> tuple:
     import json
     import shutil
 
-    from lovr_hf.backends.embedder_openclip import OpenCLIPEmbedder
+    from lovr_hf.backends.embedders.openclip import OpenCLIPEmbedder
     from lovr_hf.tiny import build_tiny_open_clip
 
     shutil.copytree(build_tiny_open_clip(folder.parent / "tiny_open_clip"), folder)

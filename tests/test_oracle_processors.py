@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf.backends.embedder_transformers import TransformersEmbedder
+from lovr_hf.backends.embedders.transformers import TransformersEmbedder
 
 DATA = Path(__file__).parent / "data" / "oracle"
 #: family -> the tiny model its folder is made from (siglip2's fixed-resolution checkpoints are SigLIP models)

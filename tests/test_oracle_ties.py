@@ -2,7 +2,7 @@
 
 The original ranks with ``torch.topk``, whose order among equal scores is an implementation detail (on a CPU
 not even by index), so at a tie straddling the k-th place its hit is undefined. Both protocols use the one
-documented rule (lovr_hf.retrieval, docs/evaluation.md "ties at the k-th place"): optimistic, a candidate
+documented rule (lovr_hf.stats.retrieval, docs/evaluation.md "ties at the k-th place"): optimistic, a candidate
 counts against the gold only when it scores strictly higher, so a gold tied with others is a hit at every k.
 This bounds the original from above. The ties are built exact: one-hot vectors for every text and frame, so
 every score is exactly 1.0 whatever the kernel.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from _release_helpers import QUERIES, build_release
 
-from lovr_hf.evaluation import EvalConfig, evaluate_model
-from lovr_hf.release import import_release
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.hub.release import import_release
 from lovr_hf.repo import BenchmarkRepo
 
 

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from datasets import Video, load_dataset
 
-from lovr_hf import push as push_mod
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.publish import PublishError, check_folder_limits, check_no_local_paths, stage
-from lovr_hf.push import push_to_hub
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.hub import push as push_mod
+from lovr_hf.hub.publish import PublishError, check_folder_limits, check_no_local_paths, stage
+from lovr_hf.hub.push import push_to_hub
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
 from lovr_hf.testing.fake_hub import FakeHub
 
 TOKEN = "hf_pushtesttoken123"
@@ -274,7 +274,7 @@ class FlakyHub(FakeHub):
 def release_repo(tmp_path: Path) -> BenchmarkRepo:
     from _release_helpers import build_release
 
-    from lovr_hf.release import import_release
+    from lovr_hf.hub.release import import_release
 
     repo = BenchmarkRepo(tmp_path / "lovr")
     import_release(build_release(tmp_path / "release"), repo.root)

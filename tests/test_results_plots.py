@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf import card, results, results_plots, slices
-from lovr_hf.models import model_label
+from lovr_hf.evaluation import results
+from lovr_hf.evaluation.models import model_label
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.report import card
+from lovr_hf.report import plots as results_plots
+from lovr_hf.stats import slices
 
 A = "/tmp/somewhere/deep/models/tiny-clip"
 B = "describer"

@@ -1,4 +1,4 @@
-"""lovr_hf.retrieval against the original LoVR algorithm (full similarity matrix + torch.topk membership)."""
+"""lovr_hf.stats.retrieval against the original LoVR algorithm (full similarity matrix + torch.topk membership)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf import retrieval
-from lovr_hf.retrieval import (
+from lovr_hf.stats import retrieval
+from lovr_hf.stats.retrieval import (
     EmbeddingSet,
     evaluate_directions,
     gold_ranks,

@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from lovr_hf import samples
-from lovr_hf.samples import SceneSpec, make_bad_inputs, make_sample_folder, make_sample_video, make_video
+from lovr_hf.demo import samples
+from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_sample_folder, make_sample_video, make_video
 
 W, H, FPS = 192, 108, 24
 

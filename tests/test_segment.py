@@ -10,13 +10,13 @@ import pytest
 from datasets import load_dataset
 
 from lovr_hf import schema
-from lovr_hf.cli import main as cli_main
-from lovr_hf.cli_common import RunControl
+from lovr_hf.cli.common import RunControl
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
 from lovr_hf.ids import check_id
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_bad_inputs, make_video
-from lovr_hf.segment import SegmentConfig, SegmentStage, scan_videos, segment
-from lovr_hf.video import probe, read_clip_frames, read_frames
+from lovr_hf.segment.stage import SegmentConfig, SegmentStage, scan_videos, segment
+from lovr_hf.video.reader import probe, read_clip_frames, read_frames
 
 FPS = 12
 W, H = 128, 72

@@ -9,12 +9,14 @@ from pathlib import Path
 import av
 import pytest
 
-from lovr_hf import clipper, detect_and_cut, schema
-from lovr_hf.cli_common import RunControl
+from lovr_hf import schema
+from lovr_hf.cli.common import RunControl
+from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.failures import is_bug_text
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import SceneSpec, make_video
-from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.segment import detect_and_cut
+from lovr_hf.segment.stage import SegmentConfig, segment
+from lovr_hf.video import clipper
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.backends.detector_fast import auto_downscale_factor, content_scores
-from lovr_hf.cli import main as cli_main
-from lovr_hf.clip_store import file_digest
+from lovr_hf.backends.detectors.fast import auto_downscale_factor, content_scores
+from lovr_hf.cli.main import main as cli_main
+from lovr_hf.demo.samples import FIDELITY_SOURCES, SceneSpec, make_fidelity_sources, make_video
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.samples import FIDELITY_SOURCES, SceneSpec, make_fidelity_sources, make_video
-from lovr_hf.scenes import scenes_from_cuts
-from lovr_hf.segment import SegmentConfig, segment
+from lovr_hf.segment.stage import SegmentConfig, segment
+from lovr_hf.video.clip_store import file_digest
+from lovr_hf.video.scenes import scenes_from_cuts
 
 HAS_FFMPEG = importlib.util.find_spec("imageio_ffmpeg") is not None
 

@@ -9,9 +9,9 @@ import pytest
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.dist import Shard, shard_range
+from lovr_hf.engine.dist import Shard, shard_range
+from lovr_hf.engine.stage import Stage, committed_batches, completed_keys
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.stage import Stage, committed_batches, completed_keys
 
 
 @dataclasses.dataclass
@@ -130,7 +130,7 @@ def test_disk_full_at_commit_is_one_clear_error_leaves_no_temp_folder_and_a_plai
     import errno
     import os
 
-    from lovr_hf import workdir
+    from lovr_hf.engine import workdir
     from lovr_hf.integrity import EnvironmentFault
 
     ds = inputs(7)

@@ -1,4 +1,4 @@
-"""lovr_hf.stats on seeded simulations with a known truth: interval coverage, the paired test's power on a
+"""lovr_hf.stats.bootstrap on seeded simulations with a known truth: interval coverage, the paired test's power on a
 planted difference and its rejection rate for equal models, and the exact recipe of the module doc."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from lovr_hf import stats
-from lovr_hf.stats import Bootstrap, mcnemar_exact, paired_comparison, rank_intervals
+from lovr_hf.stats import bootstrap as stats
+from lovr_hf.stats.bootstrap import Bootstrap, mcnemar_exact, paired_comparison, rank_intervals
 
 
 def test_bootstrap_is_the_documented_recipe():

@@ -1,4 +1,4 @@
-"""lovr_hf.video: exact probing and frame-exact reads, checked against frames that carry their own index
+"""lovr_hf.video.reader: exact probing and frame-exact reads, checked against frames that carry their own index
 (tests/_video_helpers.py writes them)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from _video_helpers import H, W, decode_all, frame_number, frame_numbers, make_video, numbered_videos
 
-from lovr_hf import video as V
-from lovr_hf.video import VideoError
+from lovr_hf.video import reader as V
+from lovr_hf.video.reader import VideoError
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_random_access_with_offsets(
         return
     rng = random.Random(name)
     n = info.num_frames
-    with caplog.at_level(logging.WARNING, logger="lovr_hf.video"):
+    with caplog.at_level(logging.WARNING, logger="lovr_hf.video.reader"):
         for offset in (0, 7, n // 2):
             count = n - offset - 3
             idx = rng.sample(range(count), min(12, count)) + [0, count - 1, 2, 2]  # unsorted, repeats

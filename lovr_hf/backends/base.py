@@ -117,44 +117,44 @@ class QualityScorer(ABC):
 CAPTIONERS: Registry[Captioner] = Registry(
     "captioners",
     (
-        "lovr_hf.backends.captioner_transformers",
-        "lovr_hf.backends.captioner_openai",
-        "lovr_hf.backends.captioner_vllm",
-        "lovr_hf.backends.testing",
-        "lovr_hf.backends.describer",
+        "lovr_hf.backends.captioners.transformers",
+        "lovr_hf.backends.captioners.openai",
+        "lovr_hf.backends.captioners.vllm",
+        "lovr_hf.backends.standins.testing",
+        "lovr_hf.backends.standins.describer",
     ),
 )
 LLMS: Registry[ChatLLM] = Registry(
     "llms",
     (
-        "lovr_hf.backends.llm_openai",
-        "lovr_hf.backends.llm_transformers",
-        "lovr_hf.backends.testing",
+        "lovr_hf.backends.llms.openai",
+        "lovr_hf.backends.llms.transformers",
+        "lovr_hf.backends.standins.testing",
     ),
 )
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
     (
-        "lovr_hf.backends.embedder_transformers",
-        "lovr_hf.backends.embedder_openclip",
-        "lovr_hf.backends.embedder_jina",
-        "lovr_hf.backends.testing",
-        "lovr_hf.backends.describer",
-        "lovr_hf.backends.embedder_blip",
-        "lovr_hf.backends.embedder_xclip",
-        "lovr_hf.backends.embedder_gme",
-        "lovr_hf.backends.embedder_mm_embed",
-        "lovr_hf.backends.embedder_languagebind",
-        "lovr_hf.backends.embedder_mteb",
-        "lovr_hf.backends.embedder_videoclip_xl",
+        "lovr_hf.backends.embedders.transformers",
+        "lovr_hf.backends.embedders.openclip",
+        "lovr_hf.backends.embedders.jina",
+        "lovr_hf.backends.standins.testing",
+        "lovr_hf.backends.standins.describer",
+        "lovr_hf.backends.embedders.blip",
+        "lovr_hf.backends.embedders.xclip",
+        "lovr_hf.backends.embedders.gme",
+        "lovr_hf.backends.embedders.mm_embed",
+        "lovr_hf.backends.embedders.languagebind",
+        "lovr_hf.backends.embedders.mteb",
+        "lovr_hf.backends.embedders.videoclip_xl",
     ),
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
     (
-        "lovr_hf.backends.detector_fast",
-        "lovr_hf.backends.detector_pyscenedetect",
-        "lovr_hf.backends.detector_transnet",
+        "lovr_hf.backends.detectors.fast",
+        "lovr_hf.backends.detectors.pyscenedetect",
+        "lovr_hf.backends.detectors.transnet",
     ),
 )
-SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.scorers",))
+SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.captioners.scorers",))

@@ -130,7 +130,7 @@ def _open_clip_save(out: Path, seed: int) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    from lovr_hf.models import OPEN_CLIP_CONFIG
+    from lovr_hf.evaluation.models import OPEN_CLIP_CONFIG
 
     model_cfg = {
         "embed_dim": 16,

@@ -37,7 +37,7 @@ def _specials_last_tokenizer() -> Any:
 def _save(out: Path, seed: int) -> None:
     import torch
 
-    from lovr_hf.backends.embedder_languagebind import import_languagebind
+    from lovr_hf.backends.embedders.languagebind import import_languagebind
     from lovr_hf.tiny import tiny_tower
     from lovr_hf.tiny.clip import clip_text_tower
 

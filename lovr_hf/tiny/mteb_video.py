@@ -77,7 +77,7 @@ def register_tiny_mteb_video(clip_dir: str, name: str = TINY_MTEB_NAME, num_fram
     """Register the tiny model in mteb's registry under ``name`` (video + text); returns its ModelMeta."""
     from mteb.models.model_meta import ModelMeta
 
-    from lovr_hf.backends.embedder_mteb import register_mteb_model
+    from lovr_hf.backends.embedders.mteb import register_mteb_model
 
     meta = ModelMeta(
         loader=_encoder_class(), loader_kwargs={"clip_dir": clip_dir, "num_frames": num_frames},

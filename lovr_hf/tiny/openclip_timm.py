@@ -72,7 +72,7 @@ def _save(out: Path, seed: int, family: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from lovr_hf.models import OPEN_CLIP_CONFIG
+    from lovr_hf.evaluation.models import OPEN_CLIP_CONFIG
 
     register_tiny_trunks()
     model_cfg, preprocess = tiny_model_config(family)

@@ -1,6 +1,6 @@
 """LoVR retrieval metric: pass@k, median and mean rank of the gold candidate by cosine similarity.
 
-A thin ``evaluate`` wrapper around :mod:`lovr_hf.retrieval` (the vectorised, chunked implementation).
+A thin ``evaluate`` wrapper around :mod:`lovr_hf.stats.retrieval` (the vectorised, chunked implementation).
 Keep one import per line: evaluate's dependency scanner misreads ``import a, b``.
 """
 
@@ -13,7 +13,8 @@ import datasets
 import evaluate
 import numpy as np
 
-from lovr_hf import retrieval, stats
+from lovr_hf.stats import bootstrap as stats
+from lovr_hf.stats import retrieval
 
 _CITATION = """\
 @article{lovr2025,
@@ -31,7 +32,7 @@ Candidate ids may repeat (several rows of one clip): the rank is that of the bes
 the rows of other ids, exactly the original LoVR top-k membership test. A query may list several gold ids
 (multi-positive): it is a hit when any of them is in the top k. Ties count in favour of the gold
 (`ties="optimistic"`; `"pessimistic"` counts them against it). With `bootstrap=B` every metric also gets a
-seeded percentile interval over the queries (the recipe of `lovr eval`, lovr_hf.stats).
+seeded percentile interval over the queries (the recipe of `lovr eval`, lovr_hf.stats.bootstrap).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -47,7 +48,7 @@ Args:
     normalize: L2-normalise predictions and candidates first (default False).
     chunk_size: queries per block (default: chosen for ~160 MiB of working memory).
     bootstrap: resamples of the queries for percentile intervals (default 0 = none); adds
-        "<metric>_ci_low" / "<metric>_ci_high" for every metric (lovr_hf.stats: the recipe lovr eval uses).
+        "<metric>_ci_low" / "<metric>_ci_high" for every metric (lovr_hf.stats.bootstrap: the recipe lovr eval uses).
     bootstrap_seed: seed of the resampling (default 0); confidence_level: default 0.95.
 Returns:
     {"pass@1": float, "pass@5": float, "pass@10": float, "median_rank": float, "mean_rank": float}

@@ -1,0 +1,1 @@
+"""Captioners (vision-language models) and caption quality scorers."""

@@ -1,0 +1,1 @@
+"""Embedders, one file per implementation, and the model families they serve."""

@@ -1,0 +1,1 @@
+"""Chat LLMs that merge captions."""

@@ -1,0 +1,1 @@
+"""Labelled stand-in backends: the demo's describer and joiner, test doubles."""

@@ -1,0 +1,1 @@
+"""Stage clips -> clip_captions: a vision-language model captions every clip."""

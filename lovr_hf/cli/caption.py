@@ -1,0 +1,3 @@
+"""``lovr caption``: forwarding to the work module while its command code moves here."""
+
+from lovr_hf.caption.stage import add_arguments, main  # noqa: F401

@@ -1,0 +1,3 @@
+"""``lovr demo``: forwarding to the work module while its command code moves here."""
+
+from lovr_hf.demo.run import add_arguments, main  # noqa: F401

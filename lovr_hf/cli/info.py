@@ -1,0 +1,3 @@
+"""``lovr info``: forwarding to the work module while its command code moves here."""
+
+from lovr_hf.report.info import add_arguments, main  # noqa: F401

@@ -1,0 +1,3 @@
+"""``lovr push``: forwarding to the work module while its command code moves here."""
+
+from lovr_hf.hub.push import add_arguments, main  # noqa: F401

@@ -1,0 +1,1 @@
+"""Stages captions/clips/videos -> embeddings -> rankings -> results: models, families, protocols, scoring."""

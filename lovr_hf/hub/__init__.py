@@ -1,0 +1,1 @@
+"""The Hub: publish, push, materialize, release import and export."""

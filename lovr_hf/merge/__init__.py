@@ -1,0 +1,1 @@
+"""Stage clip_captions -> clusters -> video_captions: an LLM merges captions."""

@@ -1,0 +1,1 @@
+"""What people read: the dataset card, result tables, plots, summaries, the HTML report."""

@@ -1,0 +1,1 @@
+"""Stage videos -> clips: scene detection and cutting."""

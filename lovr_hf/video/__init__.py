@@ -1,0 +1,1 @@
+"""Decoding and cutting: probe, decode plans, prefetch, frames, scenes, clip files and their audio."""
