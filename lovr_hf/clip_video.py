@@ -1,12 +1,13 @@
 """The ``clips.video`` column: each clip file as a ``datasets.Video``, derived on every write of ``clips``.
 
-Why derived and not built by the stages: the value is an address of the file that only the writer of the
-shard knows. ``datasets.Video`` opens a relative local path against the *current working directory* (not
-the repo), so a local shard must hold the absolute path, taken from the repo root at the time of that write
-(a moved repo gets fresh paths on its next write, like ``videos.path``); a published shard must hold a
-``hf://datasets/<repo_id>@<revision>/<path>`` URL, which ``load_dataset`` (also streaming) opens through
-``HfFileSystem``. So :meth:`lovr_hf.repo.BenchmarkRepo.write` calls :func:`with_video` with its root and
-its ``media_url`` (set by ``lovr push``'s staging), and ``path`` stays the repo-relative reader contract.
+Why derived and not built by the stages: the value is an address of the file that depends on where the
+shard is read. A local shard holds the clip's ``path`` as it is (relative to the repo root, like every
+stored path, so a table never depends on where the repo lies and a copied or moved repo stays valid);
+``datasets.Video`` opens a relative path against the *current working directory*, so a local repo decodes
+``video`` when loaded from its own folder (``load_dataset(".", "clips")``; README, "Load it"). A published
+shard must hold a ``hf://datasets/<repo_id>@<revision>/<path>`` URL, which ``load_dataset`` (also
+streaming) opens through ``HfFileSystem``. So :meth:`lovr_hf.repo.BenchmarkRepo.write` calls
+:func:`with_video` with its ``media_url`` (set by ``lovr push``'s staging).
 
 A row gets a video when it is ``ok``, its ``clip_mode`` is ``exact`` or ``copy`` and it has a ``path`` (for a
 publication: a file staged for upload); the others (virtual clips: a frame range of the source video;
@@ -59,7 +60,7 @@ def video_value(root: Path, path: str | None, mode: str | None, status: str | No
     if media_url is None:
         # no existence check: segment writes the table before it moves the staged files into place, and
         # a row whose file goes missing is turned into an ``error`` row by segment's gather (clip_store)
-        return {"bytes": None, "path": str(Path(path) if os.path.isabs(path) else root / path)}
+        return {"bytes": None, "path": path if os.path.isabs(path) else Path(path).as_posix()}
     if os.path.isabs(path) or ".." in Path(path).parts or not (root / path).is_file():
         return None  # a published file lies inside the staged repo (lovr_hf.hub.publish copies it in first)
     return {"bytes": None, "path": f"{media_url}/{Path(path).as_posix()}"}
@@ -67,7 +68,7 @@ def video_value(root: Path, path: str | None, mode: str | None, status: str | No
 
 def with_video(table: pa.Table, root: Path, media_url: str | None = None) -> pa.Table:
     """``table`` (a ``clips`` table) with its ``video`` column derived from ``path``, ``clip_mode`` and
-    ``status`` for a repo at ``root`` (local absolute paths) or published at ``media_url``."""
+    ``status`` for a repo at ``root`` (local: the repo-relative path) or published at ``media_url``."""
     cols = (table.column(c).to_pylist() for c in ("path", "clip_mode", schema.STATUS))
     values = [video_value(root, p, m, s, media_url) for p, m, s in zip(*cols)]
     i = table.schema.get_field_index(schema.VIDEO)

@@ -175,8 +175,8 @@ class BenchmarkRepo:
 
     def __init__(self, root: str | os.PathLike[str], *, media_url: str | None = None) -> None:
         self.root = Path(root).resolve()
-        # where readers of the written shards find the clip files (``clips.video``): None = this folder on
-        # this machine (absolute paths); ``lovr push`` stages with ``hf://datasets/<id>@<rev>`` (clip_video)
+        # where readers of the written shards find the clip files (``clips.video``): None = this folder
+        # (repo-relative paths, as ``path``); ``lovr push`` stages with ``hf://datasets/<id>@<rev>`` (clip_video)
         self.media_url = media_url
 
     # ---- paths -----------------------------------------------------------------------------------------

@@ -99,6 +99,9 @@ def snapshot(repo: BenchmarkRepo) -> dict[str, list[dict]]:
         pk = schema.primary_key(cfg)
         keys = [tuple(r[k] for k in pk) for r in rows]
         assert len(keys) == len(set(keys)), f"duplicate keys in {cfg}"
+        for r in rows:  # a local clips.video is the clip's own path: no table depends on where the repo lies
+            if (r.get("video") or {}).get("path"):
+                assert r["video"]["path"] == r["path"], r[schema.CLIP_ID]
         out[cfg] = rows
     return out
 

@@ -68,18 +68,18 @@ def assert_decodes_like_lovr(row: dict, repo: BenchmarkRepo) -> None:
 
 
 @pytest.mark.parametrize("mode", ["exact", "copy"])
-def test_load_dataset_decodes_clip_video_from_another_working_directory(
-        repos: dict, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_dataset_decodes_clip_video_from_the_repo_folder(
+        repos: dict, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = repos[mode]
-    monkeypatch.chdir(tmp_path)  # Video opens a relative path against the cwd: the stored one is absolute
+    monkeypatch.chdir(repo.root)  # Video opens a relative path against the cwd: the stored one is repo-relative
     ds = load_dataset(str(repo.root), "clips", split="train")
     assert ds.num_rows == 2
     for row in ds:
         assert row["clip_mode"] == mode and row["status"] == schema.OK
-        assert row["video"].metadata.path == str(repo.root / row["path"])
+        assert row["video"].metadata.path == row["path"] and not Path(row["path"]).is_absolute()
         assert_decodes_like_lovr(row, repo)
     # lovr's own in-memory view does not decode: a {"bytes", "path"} dict
-    assert repo.read(schema.CLIPS)[0]["video"] == {"bytes": None, "path": str(repo.root / ds[0]["path"])}
+    assert repo.read(schema.CLIPS)[0]["video"] == {"bytes": None, "path": ds[0]["path"]}
 
 
 def test_virtual_clips_have_no_video(repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,23 +88,27 @@ def test_virtual_clips_have_no_video(repos: dict, tmp_path: Path, monkeypatch: p
     assert ds.num_rows == 2 and ds["video"] == [None, None]
 
 
-def test_streaming_load_decodes_clip_video(repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streaming_load_decodes_clip_video(repos: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = repos["exact"]
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(repo.root)
     rows = list(load_dataset(str(repo.root), "clips", split="train", streaming=True))
     assert len(rows) == 2
     for row in rows:
         assert_decodes_like_lovr(row, repo)
 
 
-def test_moved_repo_gets_fresh_video_paths_on_next_write(repos: dict, tmp_path: Path) -> None:
-    moved = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "moved"))
-    old = moved.read_table(schema.CLIPS).column("video").to_pylist()
-    assert all(str(repos["exact"].root) in v["path"] for v in old)  # still the old place until written
-    moved.write(schema.CLIPS, moved.read(schema.CLIPS))
-    new = moved.read_table(schema.CLIPS)
-    assert [v["path"] for v in new.column("video").to_pylist()] == [
-        str(moved.root / p) for p in new.column("path").to_pylist()]
+def test_a_moved_repo_decodes_its_own_clips_without_a_rewrite(
+        repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No table depends on where the repo lies: a copy holds the same shards and decodes its own files."""
+    first = BenchmarkRepo(shutil.copytree(repos["exact"].root, tmp_path / "first"))
+    moved = BenchmarkRepo(shutil.move(first.root, tmp_path / "moved"))
+    assert not first.root.exists()
+    assert moved.config_files()[schema.CLIPS] == repos["exact"].config_files()[schema.CLIPS]  # same shards
+    monkeypatch.chdir(moved.root)
+    rows = list(load_dataset(str(moved.root), "clips", split="train"))
+    assert len(rows) == 2
+    for row in rows:
+        assert_decodes_like_lovr(row, moved)
 
 
 def test_old_repo_without_video_column_reads_and_gains_it_on_rewrite(
@@ -124,7 +128,7 @@ def test_old_repo_without_video_column_reads_and_gains_it_on_rewrite(
         repo._record_hashes({new_rel: sha256_hex(blob)})
         repo._write_card(repo.config_files() | {schema.CLIPS: [new_rel]})
     assert repo.read_table(schema.CLIPS).column("video").to_pylist() == [None, None]  # conformed, no failure
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(repo.root)
     assert load_dataset(str(repo.root), "clips", split="train").num_rows == 2
     repo.write(schema.CLIPS, repo.read(schema.CLIPS))  # the next write derives it
     ds = load_dataset(str(repo.root), "clips", split="train")
@@ -185,9 +189,9 @@ def test_release_import_carries_video_where_clip_files_exist(
     ok = [r for r in rows.values() if r["status"] == schema.OK]
     assert len(ok) == 7
     for r in ok:
-        assert r["video"] == {"bytes": None, "path": str(repo.resolve(r["path"]))}
-        assert Path(r["video"]["path"]).is_file()
-    monkeypatch.chdir(tmp_path)
+        assert r["video"] == {"bytes": None, "path": r["path"]}
+        assert repo.resolve(r["video"]["path"]).is_file()
+    monkeypatch.chdir(repo.root)
     ds = load_dataset(str(repo.root), "clips", split="train")
     row = next(r for r in ds if r["status"] == schema.OK)
     assert_decodes_like_lovr(row, repo)
@@ -243,7 +247,7 @@ def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: p
     repo = BenchmarkRepo(tmp_path / "lovr")
     files = clipper.cut_clips(src, [(0, 17), (17, 48)], repo.root / "clips", "v", mode="copy")
     repo.write(schema.CLIPS, clipper.rows_for(files, "v", 12.0, root=repo.root))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(repo.root)
     row = load_dataset(str(repo.root), "clips", split="train")[1]
     assert row["clip_mode"] == "copy" and row["frame_offset"] > 0  # a real pre-roll
     assert len(row["video"]) >= row["frame_offset"] + row["num_frames"]

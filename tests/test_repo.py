@@ -53,7 +53,7 @@ def test_schema_round_trip_through_parquet_and_load_dataset(tmp_path: Path) -> N
     ds = ds.cast_column(schema.VIDEO, Video(decode=False))
     assert [r["clip_id"] for r in ds] == [r["clip_id"] for r in rows]
     assert ds[10]["clip_id"] == "vidA-Scene-011"  # numeric slice order, not string order
-    assert ds[10]["video"] == {"bytes": None, "path": str(repo.root / ds[10]["path"])}
+    assert ds[10]["video"] == {"bytes": None, "path": ds[10]["path"]}  # repo-relative, like path
     assert repo.read(schema.CLIPS).to_list() == ds.to_list()
 
 
