@@ -23,6 +23,7 @@ from lovr_hf.cli.common import RunControl, add_common_args, control_from_args, s
 from lovr_hf.engine.stage import MissingChunksError, StageResult
 from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.report.card import write_card
 from lovr_hf.report.summary import STAGE_CONFIGS, embedding_configs, format_counts, merge_line, stage_counts
 from lovr_hf.segment.stage import SegmentConfig, segment
 
@@ -148,7 +149,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     summary["complete"] = mres.complete
     if shard.launched and not shard.is_main:
         return summary  # rank 0 writes the card and reports for the job
-    repo.refresh_card()
+    write_card(repo)
     summary.update(summarize(repo))
     summary["status"] = stage_counts(repo, stages)
     if "eval" in stages:

@@ -66,6 +66,9 @@ READ_RETRIES = 6  # a reader re-reads the index this many times when a shard mov
 TMP_PREFIX = ".tmp-"
 
 _CARD_BODY_START = "<!-- lovr_hf:card -->"
+#: roots whose tables or run configuration this process changed since their card body was last written: the
+#: command layer renders those cards once when the command ends (storage never renders; see ``lovr_hf.report.card``)
+_CHANGED: set[Path] = set()
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: the card is read on every step
 
 
@@ -192,9 +195,12 @@ class BenchmarkRepo:
         return self.work_root.joinpath("work", *parts)
 
     def lock(self) -> FileLock:
-        """Inter-process lock around card/config writes (several ranks or chunks may finish together)."""
+        """Inter-process lock around card/config writes (several ranks or chunks may finish together); one
+        instance per repo object, so that it nests (rendering the card holds it around the body's write)."""
         self.work_root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.work_root / "repo.lock"))
+        if getattr(self, "_lock", None) is None:
+            self._lock = FileLock(str(self.work_root / "repo.lock"))
+        return self._lock
 
     def resolve(self, path: str) -> Path:
         """Clip paths are stored relative to the repo root when inside it; absolute otherwise."""
@@ -344,9 +350,11 @@ class BenchmarkRepo:
         data: Dataset | pa.Table | list[dict[str, Any]],
         *,
         sort: bool = True,
-        update_card: bool = True,
     ) -> list[str]:
-        """Replace ``config`` with ``data``: new fingerprinted shards, then the card, then old shards go.
+        """Replace ``config`` with ``data``: new fingerprinted shards, then the card's index, then old shards go.
+
+        The card's body (statistics, plots) is not rendered here: :func:`lovr_hf.report.card.write_card` does it
+        once per command (the ``lovr`` commands call it; a library caller calls it when it wants the card).
 
         ``clips.video`` is derived here, from this repo's root (or ``media_url``), whatever ``data`` holds.
         """
@@ -373,21 +381,22 @@ class BenchmarkRepo:
                 # shard under the right name is rewritten, never trusted
                 if not _same_bytes(folder / name, blob):
                     atomic_write_bytes(folder / name, blob)
-            self._record_hashes(hashes)
             files = self.config_files()
+            self._record_hashes(hashes, {f for c, fs in files.items() if c != config for f in fs})
             files[config] = rel
-            self._write_card(files, refresh_body=update_card)
+            self._write_card(files)
             self._retire_old_shards(folder, set(names))
             for tmp in folder.glob(f"{TMP_PREFIX}*"):
                 tmp.unlink(missing_ok=True)
         logger.info("wrote %s: %d rows in %d shard(s)", config, table.num_rows, n_shards)
         return rel
 
-    def _record_hashes(self, new: dict[str, str]) -> None:
-        """Add ``new`` to the recorded shard hashes; entries of shards no longer on disk are dropped."""
+    def _record_hashes(self, new: dict[str, str], kept: set[str]) -> None:
+        """The recorded shard hashes become ``new`` plus the entries of ``kept`` (the other configs' listed
+        shards) still on disk: the hashes of retired shards (this config's previous ones) are dropped."""
         from lovr_hf.integrity import SHARD_HASHES
 
-        known = {k: v for k, v in read_hashes(self.work_root).items() if (self.root / k).exists()}
+        known = {k: v for k, v in read_hashes(self.work_root).items() if k in kept and (self.root / k).exists()}
         known.update(new)
         atomic_write_text(self.work_root / SHARD_HASHES, json.dumps(known, indent=0, sort_keys=True))
 
@@ -410,16 +419,18 @@ class BenchmarkRepo:
     def write_run_config(self, config: dict[str, Any]) -> None:
         """Record the exact configuration of a run (the caller strips secrets; see ``redact``)."""
         atomic_write_text(self.root / RUN_CONFIG, json.dumps(redact(config), indent=2, sort_keys=True, default=str))
+        _CHANGED.add(self.root)  # the card shows it
 
     def run_config(self) -> dict[str, Any]:
         p = self.root / RUN_CONFIG
         return json.loads(p.read_text()) if p.exists() else {}
 
     # ---- card ------------------------------------------------------------------------------------------
-    def _write_card(self, files: dict[str, list[str]], refresh_body: bool = True) -> None:
-        from lovr_hf.report.card import render_card_body
-
-        meta, body = self._read_card()
+    def _write_card(self, files: dict[str, list[str]], body: str | None = None) -> None:
+        """Write the card's YAML index of ``files`` (storage's part of the card) above ``body``, or above the
+        body already there. Never renders: a card without a body gets a title until the command's end renders
+        it (:func:`lovr_hf.report.card.write_card`)."""
+        meta, old_body = self._read_card()
         listed = {c: fs for c, fs in files.items() if fs}
         empty = [c for c, fs in files.items() if not fs]
         # while the card changes, every config is in the card or in the empty list (never in neither)
@@ -432,15 +443,28 @@ class BenchmarkRepo:
         meta.setdefault("tags", ["video", "long-video", "retrieval", "video-text", "lovr"])
         meta.setdefault("task_categories", ["text-retrieval", "video-text-to-text"])
         meta.setdefault("license", "other")
-        if refresh_body or not body:
-            body = render_card_body(self, files)
+        if body is None:  # the index changed: the command layer renders the body when the command ends
+            body = old_body or f"{_CARD_BODY_START}\n# {self.root.name}\n"
+            _CHANGED.add(self.root)
         text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
         atomic_write_text(self.card_path, text)
         self._write_empty(empty)
 
-    def refresh_card(self) -> None:
+    def write_card_body(self, body: str) -> None:
+        """Replace the card's body (rendered by :mod:`lovr_hf.report.card`) below the current index."""
         with self.lock():
-            self._write_card(self.config_files(), refresh_body=True)
+            self._write_card(self.config_files(), body)
+        _CHANGED.discard(self.root)
+
+
+def changed_roots() -> list[Path]:
+    """Roots this process changed (tables, run configuration) since their card body was last written."""
+    return sorted(_CHANGED)
+
+
+def forget_changes() -> None:
+    """Start a command with nothing to render (a library caller's earlier writes are its own business)."""
+    _CHANGED.clear()
 
 
 def _same_bytes(path: Path, blob: bytes) -> bool:

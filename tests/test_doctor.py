@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.engine import doctor
+from lovr_hf.cli import doctor
 from lovr_hf.engine.stage import committed_batches
 from lovr_hf.integrity import CorruptCardError
 from lovr_hf.repo import BenchmarkRepo

@@ -19,7 +19,6 @@ Exit status: 0 when nothing is left to repair, 1 otherwise (problems left, or ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -29,15 +28,14 @@ from pathlib import Path
 
 from lovr_hf.integrity import (
     CorruptCardError,
-    RepoError,
     name_fingerprint,
     read_hashes,
     rebuild_command,
     sha256_hex,
 )
 from lovr_hf.locks import held_locks
-from lovr_hf.redact import find_secret, redact
-from lovr_hf.repo import CARD, DATA_DIR, RUN_CONFIG, TMP_PREFIX, BenchmarkRepo, atomic_write_text
+from lovr_hf.redact import find_secret
+from lovr_hf.repo import CARD, DATA_DIR, RUN_CONFIG, TMP_PREFIX, BenchmarkRepo
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +99,7 @@ def _fix_card(repo: BenchmarkRepo) -> str:
     index = index_from_shards(repo)
     repo.card_path.unlink(missing_ok=True)  # the broken card goes; its body is re-rendered
     with repo.lock():
-        repo._write_card(dict.fromkeys(repo._read_empty(), []) | index, refresh_body=True)
+        repo._write_card(dict.fromkeys(repo._read_empty(), []) | index)
     return f"index rebuilt from the shards ({', '.join(sorted(index)) or 'no configs'}) and the card re-rendered"
 
 
@@ -114,7 +112,7 @@ def _unlist(repo: BenchmarkRepo, config: str, files: list[str]) -> Callable[[], 
         with repo.lock():
             listing = repo.config_files()
             listing.pop(config, None)
-            repo._write_card(listing, refresh_body=True)
+            repo._write_card(listing)
             for f in files:
                 if (repo.root / f).is_file():
                     (repo.root / f).rename(aside / Path(f).name)
@@ -171,8 +169,7 @@ def check_secrets(repo: BenchmarkRepo, report: Report, fix: bool) -> None:
         secret = find_secret(text)
         if secret:
             def rewrite() -> str:
-                atomic_write_text(rc, json.dumps(redact(json.loads(text)), indent=2, sort_keys=True, default=str))
-                repo.refresh_card()
+                repo.write_run_config(json.loads(text))  # redacted; the command renders the card when it ends
                 return "rewritten redacted (and the card re-rendered)"
             report.add(f"{RUN_CONFIG} contains {secret}", rewrite, fix)
 
@@ -209,26 +206,6 @@ def diagnose(repo: BenchmarkRepo, fix: bool = False) -> Report:
     check_batches(repo, report, fix)
     check_tmp(repo, report, fix)
     return report
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder (default ./lovr)")
-    p.add_argument("--fix", action="store_true", help="repair what can be repaired here (see lovr doctor docs)")
-
-
-def main(args: argparse.Namespace) -> int:
-    repo = BenchmarkRepo(args.repo)
-    if not repo.root.is_dir():
-        logger.error("lovr doctor: %s is not a folder", repo.root)
-        return 2
-    try:
-        report = diagnose(repo, fix=args.fix)
-    except RepoError as exc:
-        logger.error("lovr doctor: %s", exc)
-        return 2
-    for line in report.render().splitlines():
-        (logger.warning if line.startswith(("PROBLEM", "NEXT")) else logger.info)("%s", line)
-    return 0 if not (report.problems or report.todo) else 1
 
 
 __all__ = ["Report", "diagnose", "index_from_shards"]

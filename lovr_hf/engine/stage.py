@@ -143,8 +143,6 @@ class Stage(ABC):
     digest_files: tuple[str, ...] = ()
     digest_column: ClassVar[str | None] = None
     owned_files: dict[str, tuple[str, str]] = {}  # noqa: RUF012 - instances assign their own dict
-    #: refresh the card after a gather (a command running several stages turns it off and refreshes once)
-    card_refresh: bool = True
     #: gather by patching the previous tables (only changed units' batches are read)
     incremental_gather: bool = True
 
@@ -411,8 +409,6 @@ class Stage(ABC):
             self.write_outputs(repo, tables, set(keys), olds)
             self.wrote = True
             record_gathered(repo, work, signature, self.outputs, owners)
-            if self.card_refresh:
-                repo.refresh_card()
             out = {cfg: _dataset_of(repo, cfg) for cfg in self.outputs if repo.has(cfg)}
         _record_partial(repo, self.outputs, len(missing), len(keys))
         for marker in work.glob("rerun-*.json"):
@@ -428,12 +424,11 @@ class Stage(ABC):
 
     def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
                       olds: dict[str, pa.Table | None] | None = None) -> None:
-        """Replace each output config with its gathered table; log what went; delete owned files of it.
-        The card is refreshed by the caller (once per gather, or once per command: ``card_refresh``)."""
+        """Replace each output config with its gathered table; log what went; delete owned files of it."""
         for cfg, table in tables.items():
             old = olds[cfg] if olds is not None else (repo.read_table(cfg) if repo.has(cfg) else None)
             log_removed(self.name, cfg, old, table, self.input_key, units)
-            self._write_with_prune(repo, cfg, old, table, update_card=False)
+            self._write_with_prune(repo, cfg, old, table)
 
     def _write_with_prune(self, repo: BenchmarkRepo, cfg: str, old: pa.Table | None, table: pa.Table,
                           **write_kw: Any) -> list[str]:
@@ -483,8 +478,6 @@ def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, t
         else:
             run.pop(PARTIAL_KEY, None)
         repo.write_run_config(run)
-    if missing:
-        repo.refresh_card()
 
 
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
