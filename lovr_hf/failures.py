@@ -44,6 +44,11 @@ class UnknownName(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UsageError(ValueError):
+    """A request lovr cannot act on as given (a required input missing, a repo that is not a benchmark repo):
+    one line and exit 2. A ``ValueError`` so library callers that catch those keep working."""
+
+
 class SetupError(RuntimeError):
     """A backend could not start (model not loadable, server unreachable, key refused): the command stops
     before any row and ``lovr`` prints the message as one line (exit 2)."""
@@ -159,8 +164,9 @@ def loader_error(exc: BaseException) -> bool:
 
 
 def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> T:
-    """``factory()`` with its weights loaded (``load()`` when it has one) and, for an OpenAI-compatible client,
-    the server and key checked once (:func:`check_endpoint`): before any row, so that a backend that cannot
+    """``factory()`` with its weights loaded (``load()`` when it has one) and, for a backend whose ``client``
+    can probe its server (``check_endpoint``: :class:`lovr_hf.backends.openai_client.OpenAIChatClient`), the
+    server and key checked once: before any row, so that a backend that cannot
     start stops the command with one line (:class:`SetupError`) instead of failing every row in turn.
     A programming error propagates with its traceback."""
     try:
@@ -168,7 +174,9 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
         load = getattr(backend, "load", None)  # the adapters' and the transformers chat LLM's public loader
         if callable(load):
             load()
-        check_endpoint(backend, what)
+        probe = getattr(getattr(backend, "client", None), "check_endpoint", None)
+        if callable(probe):  # duck-typed: this module sits below the backends and imports none of them
+            probe(what)
     except SetupError:
         raise
     except Exception as exc:
@@ -176,35 +184,6 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
             raise
         raise SetupError(load_error_line(exc, model, what)) from exc
     return backend
-
-
-def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) -> None:
-    """For a backend talking to an OpenAI-compatible server (its ``client`` an ``OpenAIChatClient``): refuse the
-    official API without a key, and ask the server once for its models (``GET /models``): unreachable or a
-    refused key (401/403) is a :class:`SetupError`; any other answer (a server without ``/models``) passes."""
-    from lovr_hf.backends.openai_client import OpenAIChatClient, _is_official_openai
-
-    client = getattr(backend, "client", None)
-    if not isinstance(client, OpenAIChatClient):
-        return
-    import openai
-
-    where = client.api_base or "https://api.openai.com/v1"
-    if not client.has_key and _is_official_openai(client.api_base):
-        raise SetupError(f"{what} {client.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "
-                         "set it, or point the api base flag at a local OpenAI-compatible server")
-    try:
-        client.list_models(timeout)
-    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-        raise SetupError(f"{what} {client.model}: the server at {where} refused the API key "
-                         f"({exc.status_code}): check OPENAI_API_KEY") from None
-    except openai.APIConnectionError as exc:
-        raise SetupError(f"{what} {client.model}: cannot reach the server at {where} "
-                         f"({type(exc).__name__}: {exc}): start it or fix the api base") from None
-    except openai.APIError:
-        return  # it answered: a server without /models still serves chat completions
-
-
 
 
 def input_failure(exc: BaseException) -> Failure:

@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.cli import doctor
-from lovr_hf.engine.stage import committed_batches
+from lovr_hf.engine.workdir import committed_batches
 from lovr_hf.integrity import CorruptCardError
 from lovr_hf.repo import BenchmarkRepo
 from tests.test_stage import ToyConfig, ToyStage

@@ -26,11 +26,6 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-class UsageError(ValueError):
-    """A request lovr cannot act on as given (a required input missing, a repo that is not a benchmark repo):
-    one line and exit 2. A ``ValueError`` so library callers that catch those keep working."""
-
-
 def _raised_by_lovr(exc: BaseException) -> bool:
     """Whether the innermost frame of ``exc`` is lovr_hf's own code (a deliberate ``raise ValueError(...)``
     that checks a request, as opposed to one from deep inside a library, which is a bug)."""
@@ -56,7 +51,7 @@ def exit_code_for(command: str, exc: Exception, args: argparse.Namespace | None 
                   verbose: bool = False) -> int:
     """Report ``exc`` (escaped from ``lovr command``) and return the exit code (module docstring)."""
     from lovr_hf.engine.stage import MissingChunksError
-    from lovr_hf.failures import SetupError, UnknownName
+    from lovr_hf.failures import SetupError, UnknownName, UsageError
     from lovr_hf.integrity import RepoError
 
     if verbose:

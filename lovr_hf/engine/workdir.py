@@ -2,7 +2,7 @@
 
 ``<repo>/.lovr/work/<stage>/<fingerprint>/`` holds ``batch-<time>-<pid>-<rand>/`` directories, each renamed
 into place when complete (a parquet file per output config and ``done.json``: the unit keys, their input
-digests, which failed, timings, and the identities of the files the units' rows own), plus
+digests, which failed, timings), plus
 ``inputs.parquet`` (the latest apply's units: what ``--gather`` builds), ``chunks-<N>.json`` (manual chunk
 counts seen, to name missing chunks) and ``gathered.json`` / ``gathered-owners.parquet`` (what the last
 gather wrote: a rerun with nothing new skips it, one with a few changed units patches it).
@@ -269,8 +269,7 @@ def patched(old: pa.Table | None, index: WorkIndex, cfg: str, changed: dict[str,
 
 
 def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Any,
-                 digests: Sequence[str | None] | None = None,
-                 files: dict[str, list[list[Any]]] | None = None) -> Path:
+                 digests: Sequence[str | None] | None = None) -> Path:
     """Write a batch into a temp directory, then rename it into place: a batch is all there or absent.
 
     A write the machine refuses (disk full, permissions) removes the temp directory and raises one
@@ -305,8 +304,6 @@ def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], s
             done["env_failed"] = sorted(env_failed)
         if digests is not None:
             done["digests"] = list(digests)
-        if files:
-            done["files"] = files
         _write_synced(tmp / DONE_FILE, json.dumps(done).encode("utf-8"))
         final = work / f"batch-{name}"
         os.rename(tmp, final)
