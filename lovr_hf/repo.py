@@ -42,11 +42,11 @@ from lovr_hf.failures import UnknownName
 from lovr_hf.integrity import (
     CorruptCardError,
     CorruptShardError,
+    check_shards,
     corrupt_message,
     environment_fault,
     read_hashes,
     sha256_hex,
-    shard_problem,
 )
 from lovr_hf.redact import install_log_redaction, redact
 
@@ -283,45 +283,50 @@ class BenchmarkRepo:
 
     # ---- tables ----------------------------------------------------------------------------------------
     def read_table(self, config: str) -> pa.Table:
-        """The rows of ``config``, each shard checked against its name and recorded SHA-256.
+        """The rows of ``config``, each shard checked against its name and recorded SHA-256 (once per process
+        for unchanged files: :func:`lovr_hf.integrity.check_shards`).
 
         A writer switches the index (the card) before it deletes the old shards: a reader that read the
         old index and finds a shard gone reads the index again (a few times) instead of failing.
         """
+        return self._read(config, None)
+
+    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
+        """Only ``columns`` of ``config`` (only those are parsed), verified like :meth:`read_table` (readers that
+        want a few columns must not bypass the check by opening the shards themselves)."""
+        return self._read(config, list(columns))
+
+    def _read(self, config: str, columns: list[str] | None) -> pa.Table:
         for attempt in range(READ_RETRIES):
             files = self.config_files().get(config)
             if files is None:
                 raise UnknownName(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
             try:
-                return self._tables(config, files, [(self.root / f).read_bytes() for f in files])
+                return self._tables(config, files, columns)
             except FileNotFoundError:
                 if attempt == READ_RETRIES - 1:
                     raise
                 time.sleep(0.02 * 2**attempt)  # the index moved under us: read it again
         raise AssertionError("unreachable")
 
-    def _tables(self, config: str, files: list[str], blobs: list[bytes]) -> pa.Table:
-        problem = shard_problem(self.root, config, files, blobs, read_hashes(self.work_root))
+    def _tables(self, config: str, files: list[str], columns: list[str] | None) -> pa.Table:
+        problem = check_shards(self.root, config, files, read_hashes(self.work_root))
         if problem:
             raise CorruptShardError(corrupt_message(self.root, config, problem))
-        feats = schema.features_for(config)
+        full = schema.features_for(config).arrow_schema
+        target = full if columns is None else pa.schema([full.field(c) for c in columns])
         try:
             # parsed from the files just checked (pyarrow 26 parsing in-memory buffers sometimes aborts the
             # interpreter at exit: "terminate called without an active exception"); shards are never
             # rewritten in place with other bytes, so what is parsed is what was checked
-            tables = [conform(pq.read_table(self.root / f), feats.arrow_schema) for f in files]
+            tables = [conform(_read_parquet(self.root / f, columns), target) for f in files]
         except FileNotFoundError:
             raise  # removed by a writer's index switch since: read_table reads the index again
         except (pa.ArrowException, OSError) as exc:  # a shard written by hand, or before fingerprints
             raise CorruptShardError(corrupt_message(self.root, config, f"cannot be read as parquet ({exc})")) from None
         if not tables:
-            return feats.arrow_schema.empty_table()
+            return target.empty_table()
         return pa.concat_tables(tables)
-
-    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
-        """Only ``columns`` of ``config``, verified like :meth:`read_table` (readers that want a few columns
-        must not bypass the check by opening the shards themselves)."""
-        return self.read_table(config).select(list(columns))
 
     def verify(self, configs: Iterable[str] | None = None) -> dict[str, str]:
         """config -> problem for listed configs whose shards are missing or altered (all of them by default)."""
@@ -465,6 +470,15 @@ def changed_roots() -> list[Path]:
 def forget_changes() -> None:
     """Start a command with nothing to render (a library caller's earlier writes are its own business)."""
     _CHANGED.clear()
+
+
+def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
+    """``path``'s rows, only ``columns`` when given (those the shard has: an older shard may lack one, which
+    :func:`conform` fills with nulls)."""
+    if columns is None:
+        return pq.read_table(path)
+    present = set(pq.read_schema(path).names)
+    return pq.read_table(path, columns=[c for c in columns if c in present])
 
 
 def _same_bytes(path: Path, blob: bytes) -> bool:
