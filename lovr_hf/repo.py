@@ -396,12 +396,14 @@ class BenchmarkRepo:
         logger.info("wrote %s: %d rows in %d shard(s)", config, table.num_rows, n_shards)
         return rel
 
-    def _record_hashes(self, new: dict[str, str], kept: set[str]) -> None:
+    def _record_hashes(self, new: dict[str, str], kept: set[str] | None = None) -> None:
         """The recorded shard hashes become ``new`` plus the entries of ``kept`` (the other configs' listed
-        shards) still on disk: the hashes of retired shards (this config's previous ones) are dropped."""
+        shards; all recorded by default) still on disk: a write passes ``kept``, so the hashes of the shards it
+        retires (this config's previous ones) go."""
         from lovr_hf.integrity import SHARD_HASHES
 
-        known = {k: v for k, v in read_hashes(self.work_root).items() if k in kept and (self.root / k).exists()}
+        known = {k: v for k, v in read_hashes(self.work_root).items()
+                 if (kept is None or k in kept) and (self.root / k).exists()}
         known.update(new)
         atomic_write_text(self.work_root / SHARD_HASHES, json.dumps(known, indent=0, sort_keys=True))
 
