@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SHARD_HASHES = "shards.json"  # under the repo's work folder: {relative shard path: sha256}
-_SHARD_NAME = re.compile(r"-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
+_SHARD_NAME = re.compile(r"^(?P<cfg>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
 
 
 class RepoError(ValueError):
@@ -63,9 +63,16 @@ def rebuild_command(config: str, root: Path) -> str:
     return f"lovr doctor --repo {root}"
 
 
+def parse_shard_name(name: str) -> tuple[str, int, int, str] | None:
+    """``(config, index, count, fingerprint)`` of a shard file name (``<config>-00000-of-00001-<fp>.parquet``),
+    or None for a name lovr_hf did not write."""
+    m = _SHARD_NAME.match(Path(name).name)
+    return (m.group("cfg"), int(m.group("i")), int(m.group("n")), m.group("fp")) if m else None
+
+
 def name_fingerprint(name: str) -> str | None:
-    m = _SHARD_NAME.search(name)
-    return m.group("fp") if m else None
+    parsed = parse_shard_name(name)
+    return parsed[3] if parsed else None
 
 
 def sha256_hex(data: bytes) -> str:

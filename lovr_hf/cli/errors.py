@@ -17,11 +17,14 @@ import sys
 import traceback
 from pathlib import Path
 
+from lovr_hf.env_faults import os_error_in
+from lovr_hf.failures import innermost_frame
+
 logger = logging.getLogger("lovr_hf")
 
 USAGE = 2
 BUG = 1
-_PACKAGE = str(Path(__file__).resolve().parent)
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # lovr_hf/, not lovr_hf/cli/
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -29,18 +32,8 @@ _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 def _raised_by_lovr(exc: BaseException) -> bool:
     """Whether the innermost frame of ``exc`` is lovr_hf's own code (a deliberate ``raise ValueError(...)``
     that checks a request, as opposed to one from deep inside a library, which is a bug)."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
-    return bool(frames) and str(Path(frames[-1].filename).resolve()).startswith(_PACKAGE)
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    cur: BaseException | None = exc
-    seen = 0
-    while cur is not None and seen < 10:
-        if isinstance(cur, OSError) and cur.errno in _DISK_FULL | _DENIED:
-            return cur
-        cur, seen = cur.__cause__ or cur.__context__, seen + 1
-    return None
+    f = innermost_frame(exc)
+    return f is not None and str(Path(f.filename).resolve()).startswith(_PACKAGE)
 
 
 def _say(command: str, text: str) -> None:
@@ -59,7 +52,7 @@ def exit_code_for(command: str, exc: Exception, args: argparse.Namespace | None 
     if isinstance(exc, (SetupError, MissingChunksError, UsageError, RepoError, UnknownName)):  # RepoError: + its repair
         _say(command, str(exc))
         return USAGE
-    os_exc = _os_error(exc)
+    os_exc = os_error_in(exc, _DISK_FULL | _DENIED)
     if os_exc is not None:
         path = os_exc.filename or getattr(args, "repo", None) or "(path not reported)"
         if os_exc.errno in _DISK_FULL:

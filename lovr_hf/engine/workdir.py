@@ -334,14 +334,34 @@ def _stale_tmp(tmp: Path) -> bool:
         return False
 
 
+def read_done(batch: Path) -> dict[str, Any]:
+    """A batch's ``done.json``; ``ValueError``/``OSError`` when it is garbled (truncated, not JSON, no keys)."""
+    d = _read_done(batch)
+    if not isinstance(d, dict) or not isinstance(d.get("keys"), list):
+        raise ValueError("no list of unit keys")
+    return d
+
+
+def batch_problem(batch: Path) -> str | None:
+    """Why a committed batch cannot be trusted (``done.json`` garbled, a parquet file not matching the SHA-256
+    of its commit), as ``<file> ...`` text, or None: the check ``lovr doctor`` reports (readers check the same
+    on the way: :func:`read_done_or_set_aside`, :func:`read_batch_table`)."""
+    try:
+        done = read_done(batch)
+    except (OSError, ValueError) as exc:
+        return f"{DONE_FILE} is garbled ({str(exc).splitlines()[0][:80]})"
+    for cfg, want in (done.get("sha256") or {}).items():
+        p = batch / f"{cfg}.parquet"
+        if not p.is_file() or sha256_hex(p.read_bytes()) != want:
+            return f"{cfg}.parquet does not match the SHA-256 of its commit"
+    return None
+
+
 def read_done_or_set_aside(batch: Path) -> dict[str, Any] | None:
     """A batch's ``done.json``; a garbled one (truncated, not JSON, no keys) is renamed ``corrupt-...``
     with a warning, so its units are recomputed instead of every command ending in a traceback."""
     try:
-        d = _read_done(batch)
-        if not isinstance(d, dict) or not isinstance(d.get("keys"), list):
-            raise ValueError("no list of unit keys")
-        return d
+        return read_done(batch)
     except (OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError) and not batch.exists():
             return None  # set aside meanwhile by another reader
