@@ -104,8 +104,9 @@ class Stage(ABC):
 
     Subclasses set ``name``, ``input_key`` (column identifying a unit of work in the input rows),
     ``outputs`` (configs produced; rows of ``status_config`` carry ``input_key`` and a status) and
-    implement ``process``. Runtime-only fields of the config (paths, worker counts) are listed in
-    ``runtime_fields`` so they do not change the fingerprint.
+    implement ``process``. The fingerprint is declared, not coded: ``fingerprint_fields`` names the config
+    fields that change the output (default: all but the runtime-only ones listed in ``runtime_fields``: paths,
+    worker counts), ``fingerprint_config`` normalises them and ``fingerprint_extra`` adds what is not a field.
 
     Optional, per stage (or set on an instance by the caller):
 
@@ -124,6 +125,9 @@ class Stage(ABC):
     outputs: ClassVar[tuple[str, ...]]
     status_config: ClassVar[str]
     runtime_fields: ClassVar[tuple[str, ...]] = ()
+    #: the config fields that change this stage's output (its fingerprint); None: every field of the config
+    #: except ``runtime_fields``
+    fingerprint_fields: ClassVar[tuple[str, ...] | None] = None
     version: ClassVar[str] = "1"
     digest_files: tuple[str, ...] = ()
     digest_column: ClassVar[str | None] = None
@@ -137,11 +141,26 @@ class Stage(ABC):
 
     # ---- identity ----------------------------------------------------------------------------------
     def fingerprint_payload(self) -> dict[str, Any]:
+        """What the fingerprint hashes, built from the declarations: ``fingerprint_fields`` (or every config
+        field but ``runtime_fields``), normalised by :meth:`fingerprint_config`, plus :meth:`fingerprint_extra`."""
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        if self.fingerprint_fields is not None:
+            cfg = {f: cfg[f] for f in self.fingerprint_fields if f in cfg}
         for f in self.runtime_fields:
             cfg.pop(f, None)
         # credentials (api_key in backend_options...) never enter a fingerprint or the stage manifest
-        return {"stage": self.name, "version": self.version, "config": redact(cfg)}
+        return {"stage": self.name, "version": self.version, "config": redact(self.fingerprint_config(cfg)),
+                **self.fingerprint_extra()}
+
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the selected config fields in one spelling per setting, without those that do not apply (e.g.
+        encoder settings of a mode that encodes nothing). Default: as they are."""
+        return cfg
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """Hook: entries beside ``config`` that change the output without being config fields (a prompt's hash,
+        a resolved model revision). Default: none."""
+        return {}
 
     def fingerprint(self) -> str:
         return stable_hash(self.fingerprint_payload())
