@@ -489,8 +489,3 @@ def _same_bytes(path: Path, blob: bytes) -> bool:
     except OSError:
         return False
 
-
-
-
-def iter_files(paths: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in paths if p.is_file())
