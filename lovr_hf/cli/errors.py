@@ -1,7 +1,7 @@
 """What ``lovr`` does with an exception that escapes a command: the exit codes of README.md "Exit codes".
 
 * 2, one line on stderr, no traceback: a usage or setup error the user fixes and reruns: a wrong flag value
-  (a ``ValueError`` lovr_hf raised itself, :class:`UsageError`), a backend that cannot start
+  (a ``ValueError`` lovr_hf raised itself, :class:`lovr_hf.failures.UsageError`), a backend that cannot start
   (:class:`lovr_hf.failures.SetupError`), chunks still missing under ``--gather``, a full disk or a permission
   refused (``ENOSPC``/``EDQUOT``/``EACCES``/``EPERM``/``EROFS``: the path, and what to do; finished work is kept
   and the rerun resumes);
