@@ -30,16 +30,25 @@ ENVIRONMENT_ERRNOS = frozenset(
 )
 
 
+def chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, else ``__context__``), outermost first: the one walk
+    of an exception chain (a cycle or a very long chain stops it)."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not e for e in out) and len(out) < limit:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def os_error_in(exc: BaseException, errnos: frozenset[int] | set[int]) -> OSError | None:
+    """The first ``OSError`` in ``exc``'s chain whose errno is one of ``errnos``, else None."""
+    return next((e for e in chain(exc) if isinstance(e, OSError) and e.errno in errnos), None)
+
+
 def environment_fault(exc: BaseException) -> OSError | None:
     """The first ``OSError`` with an environment errno in ``exc``'s cause/context chain, else None."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in ENVIRONMENT_ERRNOS:
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    return None
+    return os_error_in(exc, ENVIRONMENT_ERRNOS)
 
 
 def describe(exc: BaseException) -> str:
@@ -51,4 +60,4 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-__all__ = ["ENVIRONMENT_ERRNOS", "describe", "environment_fault"]
+__all__ = ["ENVIRONMENT_ERRNOS", "chain", "describe", "environment_fault", "os_error_in"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lovr_hf import schema
-from lovr_hf.env_faults import ENVIRONMENT_ERRNOS, describe, environment_fault
+from lovr_hf.env_faults import ENVIRONMENT_ERRNOS, chain, describe, environment_fault
 
 #: the stored error text of a row failed by a programming error starts with this (after any "clip X: ")
 BUG_MARKER = "bug: "
@@ -42,6 +42,11 @@ class UnknownName(KeyError):
 
     def __str__(self) -> str:  # the message, without KeyError's repr quotes
         return str(self.args[0]) if self.args else ""
+
+
+class UsageError(ValueError):
+    """A request lovr cannot act on as given (a required input missing, a repo that is not a benchmark repo):
+    one line and exit 2. A ``ValueError`` so library callers that catch those keep working."""
 
 
 class SetupError(RuntimeError):
@@ -63,12 +68,18 @@ def is_bug(exc: BaseException) -> bool:
     return isinstance(exc, BUG_TYPES)
 
 
+def innermost_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The frame that raised ``exc`` (the last of its traceback), or None without a traceback: the one helper
+    behind "where was it raised" (a bug's stored text, a loader's error, whether lovr_hf raised a ValueError)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    return frames[-1] if frames else None
+
+
 def _where(exc: BaseException) -> str:
     """``file.py:LINE in func`` of the innermost frame that raised ``exc`` (empty without a traceback)."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
-    if not frames:
+    f = innermost_frame(exc)
+    if f is None:
         return ""
-    f = frames[-1]
     return f" (at {Path(f.filename).name}:{f.lineno} in {f.name})"
 
 
@@ -99,15 +110,6 @@ def is_bug_text(text: str | None) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in out and len(out) < 20:
-        out.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return out
-
-
 def looks_local(model: str) -> bool:
     """A model string that names a folder rather than a Hub id (``./x``, ``../x``, ``/x``, ``~/x``, ``a/b/c``)."""
     m = str(model)
@@ -127,10 +129,10 @@ def _offline() -> bool:
 def load_error_line(exc: BaseException, model: str, what: str = "model") -> str:
     """One line saying why ``model`` could not be loaded: folder missing, not cached while offline, Hub
     unreachable, access refused (401/403), not on the Hub, or the loader's own first line."""
-    chain = _chain(exc)
-    names = {type(e).__name__ for e in chain}
-    text = " ".join(str(e) for e in chain)
-    codes = [c for e in chain if (c := _status_code(e)) is not None]
+    links = chain(exc)
+    names = {type(e).__name__ for e in links}
+    text = " ".join(str(e) for e in links)
+    codes = [c for e in links if (c := _status_code(e)) is not None]
     if looks_local(model) and not Path(model).expanduser().exists():
         return f"{what} {model}: local folder {Path(model).expanduser().resolve()} does not exist"
     if names & {"GatedRepoError"} or 401 in codes or 403 in codes or " 401 " in f" {text} ":
@@ -145,7 +147,7 @@ def load_error_line(exc: BaseException, model: str, what: str = "model") -> str:
         return (f"{what} {model}: the Hugging Face Hub is unreachable and the model is not in the local cache: "
                 "check the network, or pass a local folder")
     if names & {"ConnectError", "ConnectionError", "ConnectTimeout", "Timeout", "ReadTimeout"}:
-        return f"{what} {model}: the Hugging Face Hub is unreachable ({_text(chain[-1])}); check the network"
+        return f"{what} {model}: the Hugging Face Hub is unreachable ({_text(links[-1])}); check the network"
     first = _text(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"{what} {model} cannot be loaded: {first}"
 
@@ -153,14 +155,15 @@ def load_error_line(exc: BaseException, model: str, what: str = "model") -> str:
 def loader_error(exc: BaseException) -> bool:
     """A ``KeyError``/``TypeError`` raised inside a model loader about the checkpoint (an unknown model type in
     its ``config.json``): the model is unusable, a setup error, not a bug in lovr_hf."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
-    return bool(frames) and any(s in frames[-1].filename for s in (
+    f = innermost_frame(exc)
+    return f is not None and any(s in f.filename for s in (
         "/transformers/", "/huggingface_hub/", "/open_clip/", "/safetensors/"))
 
 
 def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> T:
-    """``factory()`` with its weights loaded (``load()`` when it has one) and, for an OpenAI-compatible client,
-    the server and key checked once (:func:`check_endpoint`): before any row, so that a backend that cannot
+    """``factory()`` with its weights loaded (``load()`` when it has one) and, for a backend whose ``client``
+    can probe its server (``check_endpoint``: :class:`lovr_hf.backends.openai_client.OpenAIChatClient`), the
+    server and key checked once: before any row, so that a backend that cannot
     start stops the command with one line (:class:`SetupError`) instead of failing every row in turn.
     A programming error propagates with its traceback."""
     try:
@@ -168,7 +171,9 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
         load = getattr(backend, "load", None)  # the adapters' and the transformers chat LLM's public loader
         if callable(load):
             load()
-        check_endpoint(backend, what)
+        probe = getattr(getattr(backend, "client", None), "check_endpoint", None)
+        if callable(probe):  # duck-typed: this module sits below the backends and imports none of them
+            probe(what)
     except SetupError:
         raise
     except Exception as exc:
@@ -176,35 +181,6 @@ def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> 
             raise
         raise SetupError(load_error_line(exc, model, what)) from exc
     return backend
-
-
-def check_endpoint(backend: object, what: str = "LLM", timeout: float = 10.0) -> None:
-    """For a backend talking to an OpenAI-compatible server (its ``client`` an ``OpenAIChatClient``): refuse the
-    official API without a key, and ask the server once for its models (``GET /models``): unreachable or a
-    refused key (401/403) is a :class:`SetupError`; any other answer (a server without ``/models``) passes."""
-    from lovr_hf.backends.openai_client import OpenAIChatClient, _is_official_openai
-
-    client = getattr(backend, "client", None)
-    if not isinstance(client, OpenAIChatClient):
-        return
-    import openai
-
-    where = client.api_base or "https://api.openai.com/v1"
-    if not client.has_key and _is_official_openai(client.api_base):
-        raise SetupError(f"{what} {client.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "
-                         "set it, or point the api base flag at a local OpenAI-compatible server")
-    try:
-        client.list_models(timeout)
-    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-        raise SetupError(f"{what} {client.model}: the server at {where} refused the API key "
-                         f"({exc.status_code}): check OPENAI_API_KEY") from None
-    except openai.APIConnectionError as exc:
-        raise SetupError(f"{what} {client.model}: cannot reach the server at {where} "
-                         f"({type(exc).__name__}: {exc}): start it or fix the api base") from None
-    except openai.APIError:
-        return  # it answered: a server without /models still serves chat completions
-
-
 
 
 def input_failure(exc: BaseException) -> Failure:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 SHARD_HASHES = "shards.json"  # under the repo's work folder: {relative shard path: sha256}
-_SHARD_NAME = re.compile(r"-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
+_SHARD_NAME = re.compile(r"^(?P<cfg>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
 
 
 class RepoError(ValueError):
@@ -61,9 +63,16 @@ def rebuild_command(config: str, root: Path) -> str:
     return f"lovr doctor --repo {root}"
 
 
+def parse_shard_name(name: str) -> tuple[str, int, int, str] | None:
+    """``(config, index, count, fingerprint)`` of a shard file name (``<config>-00000-of-00001-<fp>.parquet``),
+    or None for a name lovr_hf did not write."""
+    m = _SHARD_NAME.match(Path(name).name)
+    return (m.group("cfg"), int(m.group("i")), int(m.group("n")), m.group("fp")) if m else None
+
+
 def name_fingerprint(name: str) -> str | None:
-    m = _SHARD_NAME.search(name)
-    return m.group("fp") if m else None
+    parsed = parse_shard_name(name)
+    return parsed[3] if parsed else None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -94,6 +103,38 @@ def shard_problem(root: Path, config: str, files: list[str], blobs: list[bytes],
         if h.hexdigest()[:12] != next(iter(fps)):
             return f"{files[0]}: content does not match the fingerprint in its name"
     return None
+
+
+#: shard sets this process read and found intact: (path, size, mtime_ns, inode) of each file, and the recorded
+#: hashes checked against. A command that reads one config several times hashes it once.
+_VERIFIED: set[tuple[tuple[tuple[str, int, int, int], ...], tuple[str | None, ...]]] = set()
+_VERIFIED_MAX = 4096
+#: a file modified less than this long before it was hashed is not remembered as intact: the file system's
+#: clock is coarse (a jiffy), so a same-size rewrite within that tick would keep its mtime ("racy git")
+_SETTLED_NS = 2_000_000_000
+
+
+def _identity(path: Path) -> tuple[str, int, int, int]:
+    st = os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def check_shards(root: Path, config: str, files: list[str], recorded: dict[str, str]) -> str | None:
+    """:func:`shard_problem` of ``config``'s shard files as they are on disk, reading and hashing them unless this
+    process already found these very files (same path, size, mtime, inode) intact against the same record.
+    Raises ``FileNotFoundError`` for a shard gone (a writer switched the index: the caller reads it again)."""
+    before = tuple(_identity(root / f) for f in files)
+    key = (before, tuple(recorded.get(f) for f in files))
+    if key in _VERIFIED:
+        return None
+    problem = shard_problem(root, config, files, [(root / f).read_bytes() for f in files], recorded)
+    settled = time.time_ns() - _SETTLED_NS
+    if problem is None and all(mtime < settled for _, _, mtime, _ in before) \
+            and tuple(_identity(root / f) for f in files) == before:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED.add(key)
+    return problem
 
 
 def corrupt_message(root: Path, config: str, why: str) -> str:

@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,6 +129,37 @@ def held_locks(work_root: str | os.PathLike[str]) -> list[str]:
         else:
             lk.release()
     return out
+
+
+@contextlib.contextmanager
+def writers_held(work_root: str | os.PathLike[str], stages: Iterable[str]) -> Iterator[list[str]]:
+    """Hold, without waiting, the writer locks of ``stages`` (one process and the gather of each) and every
+    other writer lock the repo has (ranks, chunks), for a repair that must not run beside a writer
+    (``lovr doctor --fix``). Yields the holders found busy: then nothing is held and the caller repairs
+    nothing; an empty list means every lock is held here until the block ends."""
+    folder = Path(work_root) / LOCK_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {p.stem for p in folder.glob("*.lock")}
+    names |= {f"{s}{part}-0-of-1" for s in stages for part in ("", "-gather")}
+    held: list[FileLock] = []
+    busy: list[str] = []
+    try:
+        for name in sorted(names):
+            lock = FileLock(str(folder / f"{name}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                busy.append(f"{name}: {_holder(folder / f'{name}.json')}")
+                continue
+            held.append(lock)
+        if busy:
+            for lock in held:
+                lock.release()
+            held = []
+        yield busy
+    finally:
+        for lock in held:
+            lock.release()
 
 
 def gather_locked(gather: Callable[..., T]) -> Callable[..., T]:

@@ -11,7 +11,7 @@ so the same rule strips credentials everywhere:
 
 Log records of the ``lovr_hf`` and ``builders`` loggers go through the same rule: :func:`install_log_redaction`
 wraps the log record factory (it survives ``logging.basicConfig(force=True)``, which replaces handlers and
-their filters); :class:`RedactFilter` is the handler filter for setups that prefer one.
+their filters).
 """
 
 from __future__ import annotations
@@ -95,14 +95,6 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     if clean != msg:
         record.msg, record.args = clean, ()
     return record
-
-
-class RedactFilter(logging.Filter):
-    """A handler filter applying :func:`redact_text` to every record's message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
-        return True
 
 
 _installed = False

@@ -16,6 +16,14 @@ from lovr_hf.failures import UnknownName
 T = TypeVar("T")
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> bool:
+    """Whether ``exc`` says a third-party package (an optional extra such as ``open_clip``) is not installed:
+    only that may hide a built-in backend. A lovr_hf module that is missing, or any other ``ImportError``
+    (a name a module no longer has), is a bug and must not read as "unknown backend"."""
+    name = exc.name or ""
+    return bool(name) and name != "lovr_hf" and not name.startswith("lovr_hf.")
+
+
 class Registry(Generic[T]):
     """Name -> class table for one backend family."""
 
@@ -40,8 +48,14 @@ class Registry(Generic[T]):
         for mod in self._modules:
             try:
                 importlib.import_module(mod)
-            except ImportError:  # an optional extra is not installed: its names stay unavailable
-                continue
+            except ModuleNotFoundError as exc:
+                if not _missing_extra(exc):
+                    self._loaded = False  # the next lookup raises it again, never "unknown backend"
+                    raise
+                # an optional extra is not installed: its names stay unavailable
+            except ImportError:  # a broken import inside lovr_hf's own backend is a bug: it shows
+                self._loaded = False
+                raise
 
     def names(self) -> list[str]:
         self._load_builtin()

@@ -42,11 +42,11 @@ from lovr_hf.failures import UnknownName
 from lovr_hf.integrity import (
     CorruptCardError,
     CorruptShardError,
+    check_shards,
     corrupt_message,
     environment_fault,
     read_hashes,
     sha256_hex,
-    shard_problem,
 )
 from lovr_hf.redact import install_log_redaction, redact
 
@@ -66,6 +66,9 @@ READ_RETRIES = 6  # a reader re-reads the index this many times when a shard mov
 TMP_PREFIX = ".tmp-"
 
 _CARD_BODY_START = "<!-- lovr_hf:card -->"
+#: roots whose tables or run configuration this process changed since their card body was last written: the
+#: command layer renders those cards once when the command ends (storage never renders; see ``lovr_hf.report.card``)
+_CHANGED: set[Path] = set()
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: the card is read on every step
 
 
@@ -192,9 +195,12 @@ class BenchmarkRepo:
         return self.work_root.joinpath("work", *parts)
 
     def lock(self) -> FileLock:
-        """Inter-process lock around card/config writes (several ranks or chunks may finish together)."""
+        """Inter-process lock around card/config writes (several ranks or chunks may finish together); one
+        instance per repo object, so that it nests (rendering the card holds it around the body's write)."""
         self.work_root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.work_root / "repo.lock"))
+        if getattr(self, "_lock", None) is None:
+            self._lock = FileLock(str(self.work_root / "repo.lock"))
+        return self._lock
 
     def resolve(self, path: str) -> Path:
         """Clip paths are stored relative to the repo root when inside it; absolute otherwise."""
@@ -277,45 +283,50 @@ class BenchmarkRepo:
 
     # ---- tables ----------------------------------------------------------------------------------------
     def read_table(self, config: str) -> pa.Table:
-        """The rows of ``config``, each shard checked against its name and recorded SHA-256.
+        """The rows of ``config``, each shard checked against its name and recorded SHA-256 (once per process
+        for unchanged files: :func:`lovr_hf.integrity.check_shards`).
 
         A writer switches the index (the card) before it deletes the old shards: a reader that read the
         old index and finds a shard gone reads the index again (a few times) instead of failing.
         """
+        return self._read(config, None)
+
+    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
+        """Only ``columns`` of ``config`` (only those are parsed), verified like :meth:`read_table` (readers that
+        want a few columns must not bypass the check by opening the shards themselves)."""
+        return self._read(config, list(columns))
+
+    def _read(self, config: str, columns: list[str] | None) -> pa.Table:
         for attempt in range(READ_RETRIES):
             files = self.config_files().get(config)
             if files is None:
                 raise UnknownName(f"{self.root} has no config {config!r} (has: {', '.join(self.configs()) or 'none'})")
             try:
-                return self._tables(config, files, [(self.root / f).read_bytes() for f in files])
+                return self._tables(config, files, columns)
             except FileNotFoundError:
                 if attempt == READ_RETRIES - 1:
                     raise
                 time.sleep(0.02 * 2**attempt)  # the index moved under us: read it again
         raise AssertionError("unreachable")
 
-    def _tables(self, config: str, files: list[str], blobs: list[bytes]) -> pa.Table:
-        problem = shard_problem(self.root, config, files, blobs, read_hashes(self.work_root))
+    def _tables(self, config: str, files: list[str], columns: list[str] | None) -> pa.Table:
+        problem = check_shards(self.root, config, files, read_hashes(self.work_root))
         if problem:
             raise CorruptShardError(corrupt_message(self.root, config, problem))
-        feats = schema.features_for(config)
+        full = schema.features_for(config).arrow_schema
+        target = full if columns is None else pa.schema([full.field(c) for c in columns])
         try:
             # parsed from the files just checked (pyarrow 26 parsing in-memory buffers sometimes aborts the
             # interpreter at exit: "terminate called without an active exception"); shards are never
             # rewritten in place with other bytes, so what is parsed is what was checked
-            tables = [conform(pq.read_table(self.root / f), feats.arrow_schema) for f in files]
+            tables = [conform(_read_parquet(self.root / f, columns), target) for f in files]
         except FileNotFoundError:
             raise  # removed by a writer's index switch since: read_table reads the index again
         except (pa.ArrowException, OSError) as exc:  # a shard written by hand, or before fingerprints
             raise CorruptShardError(corrupt_message(self.root, config, f"cannot be read as parquet ({exc})")) from None
         if not tables:
-            return feats.arrow_schema.empty_table()
+            return target.empty_table()
         return pa.concat_tables(tables)
-
-    def read_columns(self, config: str, columns: Iterable[str]) -> pa.Table:
-        """Only ``columns`` of ``config``, verified like :meth:`read_table` (readers that want a few columns
-        must not bypass the check by opening the shards themselves)."""
-        return self.read_table(config).select(list(columns))
 
     def verify(self, configs: Iterable[str] | None = None) -> dict[str, str]:
         """config -> problem for listed configs whose shards are missing or altered (all of them by default)."""
@@ -344,9 +355,11 @@ class BenchmarkRepo:
         data: Dataset | pa.Table | list[dict[str, Any]],
         *,
         sort: bool = True,
-        update_card: bool = True,
     ) -> list[str]:
-        """Replace ``config`` with ``data``: new fingerprinted shards, then the card, then old shards go.
+        """Replace ``config`` with ``data``: new fingerprinted shards, then the card's index, then old shards go.
+
+        The card's body (statistics, plots) is not rendered here: :func:`lovr_hf.report.card.write_card` does it
+        once per command (the ``lovr`` commands call it; a library caller calls it when it wants the card).
 
         ``clips.video`` is derived here, from this repo's root (or ``media_url``), whatever ``data`` holds.
         """
@@ -373,21 +386,24 @@ class BenchmarkRepo:
                 # shard under the right name is rewritten, never trusted
                 if not _same_bytes(folder / name, blob):
                     atomic_write_bytes(folder / name, blob)
-            self._record_hashes(hashes)
             files = self.config_files()
+            self._record_hashes(hashes, {f for c, fs in files.items() if c != config for f in fs})
             files[config] = rel
-            self._write_card(files, refresh_body=update_card)
+            self._write_card(files)
             self._retire_old_shards(folder, set(names))
             for tmp in folder.glob(f"{TMP_PREFIX}*"):
                 tmp.unlink(missing_ok=True)
         logger.info("wrote %s: %d rows in %d shard(s)", config, table.num_rows, n_shards)
         return rel
 
-    def _record_hashes(self, new: dict[str, str]) -> None:
-        """Add ``new`` to the recorded shard hashes; entries of shards no longer on disk are dropped."""
+    def _record_hashes(self, new: dict[str, str], kept: set[str] | None = None) -> None:
+        """The recorded shard hashes become ``new`` plus the entries of ``kept`` (the other configs' listed
+        shards; all recorded by default) still on disk: a write passes ``kept``, so the hashes of the shards it
+        retires (this config's previous ones) go."""
         from lovr_hf.integrity import SHARD_HASHES
 
-        known = {k: v for k, v in read_hashes(self.work_root).items() if (self.root / k).exists()}
+        known = {k: v for k, v in read_hashes(self.work_root).items()
+                 if (kept is None or k in kept) and (self.root / k).exists()}
         known.update(new)
         atomic_write_text(self.work_root / SHARD_HASHES, json.dumps(known, indent=0, sort_keys=True))
 
@@ -410,16 +426,18 @@ class BenchmarkRepo:
     def write_run_config(self, config: dict[str, Any]) -> None:
         """Record the exact configuration of a run (the caller strips secrets; see ``redact``)."""
         atomic_write_text(self.root / RUN_CONFIG, json.dumps(redact(config), indent=2, sort_keys=True, default=str))
+        _CHANGED.add(self.root)  # the card shows it
 
     def run_config(self) -> dict[str, Any]:
         p = self.root / RUN_CONFIG
         return json.loads(p.read_text()) if p.exists() else {}
 
     # ---- card ------------------------------------------------------------------------------------------
-    def _write_card(self, files: dict[str, list[str]], refresh_body: bool = True) -> None:
-        from lovr_hf.report.card import render_card_body
-
-        meta, body = self._read_card()
+    def _write_card(self, files: dict[str, list[str]], body: str | None = None) -> None:
+        """Write the card's YAML index of ``files`` (storage's part of the card) above ``body``, or above the
+        body already there. Never renders: a card without a body gets a title until the command's end renders
+        it (:func:`lovr_hf.report.card.write_card`)."""
+        meta, old_body = self._read_card()
         listed = {c: fs for c, fs in files.items() if fs}
         empty = [c for c, fs in files.items() if not fs]
         # while the card changes, every config is in the card or in the empty list (never in neither)
@@ -432,15 +450,37 @@ class BenchmarkRepo:
         meta.setdefault("tags", ["video", "long-video", "retrieval", "video-text", "lovr"])
         meta.setdefault("task_categories", ["text-retrieval", "video-text-to-text"])
         meta.setdefault("license", "other")
-        if refresh_body or not body:
-            body = render_card_body(self, files)
+        if body is None:  # the index changed: the command layer renders the body when the command ends
+            body = old_body or f"{_CARD_BODY_START}\n# {self.root.name}\n"
+            _CHANGED.add(self.root)
         text = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
         atomic_write_text(self.card_path, text)
         self._write_empty(empty)
 
-    def refresh_card(self) -> None:
+    def write_card_body(self, body: str) -> None:
+        """Replace the card's body (rendered by :mod:`lovr_hf.report.card`) below the current index."""
         with self.lock():
-            self._write_card(self.config_files(), refresh_body=True)
+            self._write_card(self.config_files(), body)
+        _CHANGED.discard(self.root)
+
+
+def changed_roots() -> list[Path]:
+    """Roots this process changed (tables, run configuration) since their card body was last written."""
+    return sorted(_CHANGED)
+
+
+def forget_changes() -> None:
+    """Start a command with nothing to render (a library caller's earlier writes are its own business)."""
+    _CHANGED.clear()
+
+
+def _read_parquet(path: Path, columns: list[str] | None) -> pa.Table:
+    """``path``'s rows, only ``columns`` when given (those the shard has: an older shard may lack one, which
+    :func:`conform` fills with nulls)."""
+    if columns is None:
+        return pq.read_table(path)
+    present = set(pq.read_schema(path).names)
+    return pq.read_table(path, columns=[c for c in columns if c in present])
 
 
 def _same_bytes(path: Path, blob: bytes) -> bool:
@@ -449,8 +489,3 @@ def _same_bytes(path: Path, blob: bytes) -> bool:
     except OSError:
         return False
 
-
-
-
-def iter_files(paths: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in paths if p.is_file())

@@ -57,7 +57,7 @@ def build(root: Path, videos: int, clips: int, chars: int, seed: int = 0) -> Ben
             cap_rows.append({"clip_id": cid, "video_id": vid, "slice_num": k, "caption": caption_text(rng, chars),
                              "model": "m", "prompt_hash": "h", "quality_score": None, "attempts": 1,
                              "num_frames_used": 10, "settings": "{}", "status": "ok", "error": None})
-    repo.write(schema.CLIPS, clip_rows, update_card=False)
+    repo.write(schema.CLIPS, clip_rows)
     repo.write(schema.CLIP_CAPTIONS, cap_rows)
     return repo
 

@@ -74,7 +74,8 @@ def test_a_bug_keeps_its_traceback_and_exits_1(caption_source: Path, tmp_path: P
 
 def test_multi_value_flags_take_repeats_and_comma_lists() -> None:
     from lovr_hf.cli.common import split_list
-    from lovr_hf.pipeline import add_arguments, load_config, overrides_from_args
+    from lovr_hf.cli.run import add_arguments, overrides_from_args
+    from lovr_hf.pipeline import load_config
 
     assert split_list(["a,b", "c", " ,d"]) == ["a", "b", "c", "d"] and split_list(None) == []
     p = argparse.ArgumentParser()

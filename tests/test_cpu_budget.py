@@ -27,7 +27,7 @@ def test_busy_cores_sees_a_cpu_bound_neighbour_but_not_this_process() -> None:
         time.sleep(1.0)  # the spawned interpreter is up and spinning
         busy = cpu_budget.busy_cores(0.5)
         assert busy >= 0.4, busy  # the burner gets at least a share of a core, whatever else runs
-        assert cpu_budget.cpu_threads(0.5) <= max(1, cpu_budget.usable_cpus() - int(busy + 0.5))
+        assert cpu_budget.cpu_threads(0.5) <= max(1, cpu_budget.cpu_count() - int(busy + 0.5))
     finally:
         burner.terminate()
         burner.join()
@@ -36,8 +36,8 @@ def test_busy_cores_sees_a_cpu_bound_neighbour_but_not_this_process() -> None:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_torch_threads_never_exceed_the_affinity_mask() -> None:
     code = ("import os, torch; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "torch.set_num_threads(8); from lovr_hf.engine.cpu_budget import size_torch_threads, usable_cpus; "
-            "n = size_torch_threads(); print(usable_cpus(), n, torch.get_num_threads())")
+            "torch.set_num_threads(8); from lovr_hf.engine.cpu_budget import size_torch_threads, cpu_count; "
+            "n = size_torch_threads(); print(cpu_count(), n, torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout.split()
     assert out == ["1", "1", "1"]

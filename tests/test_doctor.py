@@ -13,8 +13,8 @@ import pytest
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.engine import doctor
-from lovr_hf.engine.stage import committed_batches
+from lovr_hf.cli import doctor
+from lovr_hf.engine.workdir import committed_batches
 from lovr_hf.integrity import CorruptCardError
 from lovr_hf.repo import BenchmarkRepo
 from tests.test_stage import ToyConfig, ToyStage

@@ -24,6 +24,7 @@ from lovr_hf.evaluation.run import RESULTS_MD, EvalConfig, evaluate_model
 from lovr_hf.evaluation.verify import verify
 from lovr_hf.hub.release import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.report.card import write_card
 from lovr_hf.report.compare import paired
 from lovr_hf.stats.rankings import write_rankings
 from lovr_hf.stats.retrieval import DIRECTIONS
@@ -300,7 +301,7 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     assert provenance.dataset_fingerprint(repo) != r["dataset_fingerprint"]
     assert any("dataset_fingerprint" in d for d in verify(repo).differences)
     # ... and the card says the stored scores are out of date until the model is scored again
-    repo.refresh_card()
+    write_card(repo)
     assert "Out of date:** dummy (lovr)" in repo.card_path.read_text()
     from lovr_hf.report.info import repo_status
 
@@ -308,6 +309,7 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     with pytest.raises(ValueError, match="stored embeddings do not match the current data"):
         score(repo, render=True)  # --calc_pass alone: the embeddings of the old caption are refused
     evaluate_model(repo, EvalConfig(**BASE, backend_options={"max_text_tokens": 20}))  # re-embeds, then scores
+    write_card(repo)
     assert "Out of date" not in repo.card_path.read_text() and verify(repo).ok
     assert repo_status(repo)["results_out_of_date"] == []
     # a local model folder: a hash of its files, changed by any file

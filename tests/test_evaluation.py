@@ -22,6 +22,7 @@ from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, res
 from lovr_hf.evaluation.models import model_label
 from lovr_hf.evaluation.results import cost_key
 from lovr_hf.evaluation.run import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.report.card import write_card
 from lovr_hf.stats.retrieval import DIRECTIONS
 from lovr_hf.video.reader import read_clip_frames
 
@@ -84,6 +85,7 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
     assert clip_cell in md and siglip_cell in md and "### text → clip" in md and "### clip → theme" in md
     assert f"]({PLOT})" in md and "### Cost" in md
     assert (repo.root / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    write_card(repo)  # storage never renders: a library caller renders the card when it wants it
     card = repo.card_path.read_text()
     assert "## Retrieval results" in card and PLOT in card and siglip_cell in card
     costs = json.loads((repo.root / COST_JSON).read_text())

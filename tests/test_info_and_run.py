@@ -60,7 +60,8 @@ def test_run_flags_reach_each_stage_config(tmp_path: Path) -> None:
     absent flags leave the config file's values alone)."""
     import argparse
 
-    from lovr_hf.pipeline import add_arguments, load_config, overrides_from_args
+    from lovr_hf.cli.run import add_arguments, overrides_from_args
+    from lovr_hf.pipeline import load_config
 
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump({"segment": {"crf": 30, "threshold": 20.0}, "caption": {"batch_size": 3}}))

@@ -19,6 +19,7 @@ from lovr_hf import schema
 from lovr_hf.ids import check_id, safe_id, safe_join
 from lovr_hf.integrity import CorruptCardError, CorruptShardError
 from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, redact, table_to_parquet_bytes
+from lovr_hf.report.card import write_card
 
 
 def clip_rows(video_id: str, n: int, length: float = 5.0) -> list[dict]:
@@ -63,6 +64,7 @@ def test_card_yaml_lists_fingerprinted_shards(tmp_path: Path) -> None:
     repo.write(schema.VIDEOS, [{"video_id": "v", "source_name": "v.mp4", "path": "/x/v.mp4", "duration_s": 20.0,
                                 "fps": 24.0, "num_frames": 480, "width": 64, "height": 48, "rotation": 0, "threshold": 34.0,
                                 "status": "ok", "error": None}])
+    write_card(repo)  # storage never renders: the body comes from the report layer
     card = DatasetCard.load(repo.card_path)
     configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}
     assert set(configs) == {"videos", "clips"}
@@ -331,7 +333,7 @@ def test_readers_survive_index_switches_of_a_concurrent_writer(tmp_path: Path) -
     for t in threads:
         t.start()
     for i in range(60):
-        repo.write(schema.CLIP_CAPTIONS, _captions(5 + i % 2), update_card=False)
+        repo.write(schema.CLIP_CAPTIONS, _captions(5 + i % 2))
     stop.set()
     for t in threads:
         t.join()

@@ -17,6 +17,7 @@ from test_embed import make_repo
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import html as report
+from lovr_hf.report.card import write_card
 from lovr_hf.stats.rankings import read_rankings
 from lovr_hf.video.reader import evenly_spaced, read_clip_frames
 
@@ -73,7 +74,7 @@ def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypat
     assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0
     assert capsys.readouterr().out.strip().endswith("dummy.html")
     empty = BenchmarkRepo(tmp_path / "empty")
-    empty.refresh_card()
+    write_card(empty)
     assert cli.main(["-q", "report", "--repo", str(empty.root), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no results" in err[0] and "Traceback" not in err[0]

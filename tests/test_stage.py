@@ -10,7 +10,8 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.engine.dist import Shard, shard_range
-from lovr_hf.engine.stage import Stage, committed_batches, completed_keys
+from lovr_hf.engine.stage import Stage
+from lovr_hf.engine.workdir import committed_batches, completed_keys
 from lovr_hf.repo import BenchmarkRepo
 
 

@@ -32,6 +32,7 @@ import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lovr_hf.backends.base import GenerationParams
+from lovr_hf.failures import SetupError
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,26 @@ class OpenAIChatClient:
     def list_models(self, timeout: float = 10.0) -> Any:
         """``GET /models`` once, without retries: the start-up check that the server answers and takes the key."""
         return self._client.with_options(timeout=timeout, max_retries=0).models.list()
+
+    def check_endpoint(self, what: str = "LLM", timeout: float = 10.0) -> None:
+        """The start-up probe (:func:`lovr_hf.failures.start_backend` calls it on a backend's ``client``): refuse
+        the official API without a key, and ask the server once for its models (``GET /models``): unreachable or
+        a refused key (401/403) is a :class:`~lovr_hf.failures.SetupError`; any other answer (a server without
+        ``/models``) passes."""
+        where = self.api_base or "https://api.openai.com/v1"
+        if not self.has_key and _is_official_openai(self.api_base):
+            raise SetupError(f"{what} {self.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "
+                             "set it, or point the api base flag at a local OpenAI-compatible server")
+        try:
+            self.list_models(timeout)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise SetupError(f"{what} {self.model}: the server at {where} refused the API key "
+                             f"({exc.status_code}): check OPENAI_API_KEY") from None
+        except openai.APIConnectionError as exc:
+            raise SetupError(f"{what} {self.model}: cannot reach the server at {where} "
+                             f"({type(exc).__name__}: {exc}): start it or fix the api base") from None
+        except openai.APIError:
+            return  # it answered: a server without /models still serves chat completions
 
     # ---- requests ---------------------------------------------------------------------------------------
 

@@ -7,26 +7,7 @@ import dataclasses
 import json
 from typing import Any
 
-from lovr_hf.engine.dist import Shard, current_shard
-
-
-@dataclasses.dataclass
-class RunControl:
-    """How a stage runs, as opposed to what it computes (never part of a fingerprint)."""
-
-    repo: str = "lovr"
-    num_proc: int | None = None
-    num_chunks: int | None = None
-    chunk_idx: int | None = None
-    rerun: bool = False
-    retry_failed: bool = False
-    gather_only: bool = False
-    allow_partial: bool = False
-    strict: bool = False
-    debug: bool = False
-
-    def shard(self) -> Shard:
-        return current_shard(self.num_chunks, self.chunk_idx)
+from lovr_hf.engine.control import RunControl
 
 
 def add_common_args(p: argparse.ArgumentParser, *, chunks: bool = True) -> None:
@@ -92,7 +73,7 @@ def require_repo(path: str, command: str) -> Any:
     does not exist or holds no benchmark configs: a mistyped ``--repo`` must not silently start a new repo."""
     from pathlib import Path
 
-    from lovr_hf.cli.errors import UsageError
+    from lovr_hf.failures import UsageError
     from lovr_hf.repo import BenchmarkRepo
 
     root = Path(path).expanduser()

@@ -1,7 +1,7 @@
 """What ``lovr`` does with an exception that escapes a command: the exit codes of README.md "Exit codes".
 
 * 2, one line on stderr, no traceback: a usage or setup error the user fixes and reruns: a wrong flag value
-  (a ``ValueError`` lovr_hf raised itself, :class:`UsageError`), a backend that cannot start
+  (a ``ValueError`` lovr_hf raised itself, :class:`lovr_hf.failures.UsageError`), a backend that cannot start
   (:class:`lovr_hf.failures.SetupError`), chunks still missing under ``--gather``, a full disk or a permission
   refused (``ENOSPC``/``EDQUOT``/``EACCES``/``EPERM``/``EROFS``: the path, and what to do; finished work is kept
   and the rerun resumes);
@@ -17,35 +17,23 @@ import sys
 import traceback
 from pathlib import Path
 
+from lovr_hf.env_faults import os_error_in
+from lovr_hf.failures import innermost_frame
+
 logger = logging.getLogger("lovr_hf")
 
 USAGE = 2
 BUG = 1
-_PACKAGE = str(Path(__file__).resolve().parent)
+_PACKAGE = str(Path(__file__).resolve().parents[1])  # lovr_hf/, not lovr_hf/cli/
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-class UsageError(ValueError):
-    """A request lovr cannot act on as given (a required input missing, a repo that is not a benchmark repo):
-    one line and exit 2. A ``ValueError`` so library callers that catch those keep working."""
 
 
 def _raised_by_lovr(exc: BaseException) -> bool:
     """Whether the innermost frame of ``exc`` is lovr_hf's own code (a deliberate ``raise ValueError(...)``
     that checks a request, as opposed to one from deep inside a library, which is a bug)."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
-    return bool(frames) and str(Path(frames[-1].filename).resolve()).startswith(_PACKAGE)
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    cur: BaseException | None = exc
-    seen = 0
-    while cur is not None and seen < 10:
-        if isinstance(cur, OSError) and cur.errno in _DISK_FULL | _DENIED:
-            return cur
-        cur, seen = cur.__cause__ or cur.__context__, seen + 1
-    return None
+    f = innermost_frame(exc)
+    return f is not None and str(Path(f.filename).resolve()).startswith(_PACKAGE)
 
 
 def _say(command: str, text: str) -> None:
@@ -56,7 +44,7 @@ def exit_code_for(command: str, exc: Exception, args: argparse.Namespace | None 
                   verbose: bool = False) -> int:
     """Report ``exc`` (escaped from ``lovr command``) and return the exit code (module docstring)."""
     from lovr_hf.engine.stage import MissingChunksError
-    from lovr_hf.failures import SetupError, UnknownName
+    from lovr_hf.failures import SetupError, UnknownName, UsageError
     from lovr_hf.integrity import RepoError
 
     if verbose:
@@ -64,7 +52,7 @@ def exit_code_for(command: str, exc: Exception, args: argparse.Namespace | None 
     if isinstance(exc, (SetupError, MissingChunksError, UsageError, RepoError, UnknownName)):  # RepoError: + its repair
         _say(command, str(exc))
         return USAGE
-    os_exc = _os_error(exc)
+    os_exc = os_error_in(exc, _DISK_FULL | _DENIED)
     if os_exc is not None:
         path = os_exc.filename or getattr(args, "repo", None) or "(path not reported)"
         if os_exc.errno in _DISK_FULL:

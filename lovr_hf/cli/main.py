@@ -112,12 +112,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lovr {args.command}: not available ({args._missing})", file=sys.stderr)
         return 2
     setup_logging(args.verbose, args.quiet)
+    _forget_earlier_changes()
     try:
-        return int(_module(args.command).main(args) or 0)
+        code = int(_module(args.command).main(args) or 0)
+        _render_cards()
     except Exception as exc:
         from lovr_hf.cli.errors import exit_code_for
 
-        return exit_code_for(args.command, exc, args, verbose=args.verbose)
+        code = exit_code_for(args.command, exc, args, verbose=args.verbose)
+        try:  # what the command wrote before it failed is kept (a rerun resumes): so is a current card
+            _render_cards()
+        except Exception as render_exc:  # the command's own error is the one to report
+            logging.getLogger(__name__).warning("the card was not rendered: %s", render_exc)
+    return code
+
+
+def _forget_earlier_changes() -> None:
+    """A command renders the cards of what it changed itself (not of a library caller's earlier writes)."""
+    repo = sys.modules.get("lovr_hf.repo")
+    if repo is not None:
+        repo.forget_changes()
+
+
+def _render_cards() -> None:
+    """The card of every repo the command changed, rendered once (storage never renders; a command that never
+    imported the repo module changed no repo, and ``lovr --help`` stays instant)."""
+    if "lovr_hf.repo" in sys.modules:
+        from lovr_hf.report.card import write_changed_cards
+
+        write_changed_cards()
 
 
 if __name__ == "__main__":

@@ -7,30 +7,24 @@ process that runs it (``Stage.setup``), never pickled.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lovr_hf import schema
-from lovr_hf.engine.owned_files import owned_identities
 from lovr_hf.engine.workdir import commit_batch
 from lovr_hf.repo import to_arrow
-
-if TYPE_CHECKING:
-    from lovr_hf.engine.stage import Stage
 
 
 class BatchRunner:
     """The picklable map function: process a batch, commit it atomically, return the primary rows."""
 
-    def __init__(self, stage: Stage, work: str, digests: dict[str, str], repo_root: str = "") -> None:
-        self.stage = stage
+    def __init__(self, stage: Any, work: str, digests: dict[str, str]) -> None:
+        self.stage = stage  # a lovr_hf.engine.stage.Stage (not imported: the stage module imports this one)
         self.work = work
         self.digests = digests
-        self.repo_root = repo_root
         self._ready = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"stage": self.stage, "work": self.work, "digests": self.digests, "repo_root": self.repo_root,
-                "_ready": False}
+        return {"stage": self.stage, "work": self.work, "digests": self.digests, "_ready": False}
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if not self._ready:
@@ -48,8 +42,7 @@ class BatchRunner:
             cfg: to_arrow(_as_rows(results.get(cfg, [])), schema.features_for(cfg)) for cfg in self.stage.outputs
         }
         keys = [str(k) for k in batch[self.stage.input_key]]
-        files = owned_identities(self.stage.owned_files, self.stage.input_key, tables, self.repo_root)
-        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys], files)
+        commit_batch(Path(self.work), tables, keys, self.stage, [self.digests.get(k) for k in keys])
         return tables[self.stage.outputs[0]].to_pydict()
 
 

@@ -14,9 +14,16 @@ import logging
 import os
 import time
 
-from lovr_hf.video.prefetch import cpu_count as usable_cpus  # the affinity mask, one definition
-
 logger = logging.getLogger(__name__)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask / container quota, not the host's core count): the one
+    definition (the video decode workers size themselves from it too)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _proc_stat() -> tuple[int, int] | None:
@@ -54,7 +61,7 @@ def busy_cores(window_s: float = 0.1) -> float:
 
 def cpu_threads(window_s: float = 0.1) -> int:
     """Threads worth running now: usable cores not kept busy by other processes (at least 1)."""
-    usable = usable_cpus()
+    usable = cpu_count()
     free = usable - int(busy_cores(window_s) + 0.5)
     return max(1, min(usable, free))
 
@@ -66,6 +73,6 @@ def size_torch_threads(window_s: float = 0.1) -> int:
     n = cpu_threads(window_s)
     if torch.get_num_threads() != n:
         logger.info("torch threads: %d -> %d (%d usable cores, others busy)", torch.get_num_threads(), n,
-                    usable_cpus())
+                    cpu_count())
         torch.set_num_threads(n)
     return n

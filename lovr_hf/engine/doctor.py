@@ -19,30 +19,26 @@ Exit status: 0 when nothing is left to repair, 1 otherwise (problems left, or ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from lovr_hf.engine.workdir import _stale_tmp, batch_problem
 from lovr_hf.integrity import (
     CorruptCardError,
-    RepoError,
     name_fingerprint,
+    parse_shard_name,
     read_hashes,
     rebuild_command,
-    sha256_hex,
+    shard_problem,
 )
-from lovr_hf.locks import held_locks
-from lovr_hf.redact import find_secret, redact
-from lovr_hf.repo import CARD, DATA_DIR, RUN_CONFIG, TMP_PREFIX, BenchmarkRepo, atomic_write_text
+from lovr_hf.locks import held_locks, writers_held
+from lovr_hf.redact import find_secret
+from lovr_hf.repo import CARD, DATA_DIR, RUN_CONFIG, TMP_PREFIX, BenchmarkRepo
 
 logger = logging.getLogger(__name__)
-
-_SHARD = re.compile(r"^(?P<cfg>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
-
 
 class Report:
     """Problems found (each with what repairs it) and what ``--fix`` did."""
@@ -69,29 +65,23 @@ class Report:
 
 def index_from_shards(repo: BenchmarkRepo) -> dict[str, list[str]]:
     """config -> shard paths, rebuilt from ``data/<config>/``: the newest complete set of shards whose
-    concatenated bytes match the fingerprint in their names."""
-    import hashlib
-
+    concatenated bytes match the fingerprint in their names (the checks of :mod:`lovr_hf.integrity`)."""
     out: dict[str, list[str]] = {}
     for folder in sorted(p for p in (repo.root / DATA_DIR).glob("*") if p.is_dir()):
         groups: dict[tuple[str, int], list[Path]] = {}
         for f in folder.glob("*.parquet"):
-            m = _SHARD.match(f.name)
-            if m and m.group("cfg") == folder.name:
-                groups.setdefault((m.group("fp"), int(m.group("n"))), []).append(f)
+            parsed = parse_shard_name(f.name)
+            if parsed and parsed[0] == folder.name:
+                groups.setdefault((parsed[3], parsed[2]), []).append(f)
         best: tuple[float, list[str]] | None = None
-        for (fp, n), files in groups.items():
+        for (_, n), files in groups.items():
             files = sorted(files)
-            if len(files) != n:
-                continue
-            h = hashlib.sha256()
-            for f in files:
-                h.update(f.read_bytes())
-            if h.hexdigest()[:12] != fp:
+            rel = [f.relative_to(repo.root).as_posix() for f in files]
+            if len(files) != n or shard_problem(repo.root, folder.name, rel, [f.read_bytes() for f in files], {}):
                 continue
             newest = max(f.stat().st_mtime for f in files)
             if best is None or newest > best[0]:
-                best = (newest, [f.relative_to(repo.root).as_posix() for f in files])
+                best = (newest, rel)
         if best is not None:
             out[folder.name] = best[1]
     return out
@@ -101,7 +91,7 @@ def _fix_card(repo: BenchmarkRepo) -> str:
     index = index_from_shards(repo)
     repo.card_path.unlink(missing_ok=True)  # the broken card goes; its body is re-rendered
     with repo.lock():
-        repo._write_card(dict.fromkeys(repo._read_empty(), []) | index, refresh_body=True)
+        repo._write_card(dict.fromkeys(repo._read_empty(), []) | index)
     return f"index rebuilt from the shards ({', '.join(sorted(index)) or 'no configs'}) and the card re-rendered"
 
 
@@ -114,7 +104,7 @@ def _unlist(repo: BenchmarkRepo, config: str, files: list[str]) -> Callable[[], 
         with repo.lock():
             listing = repo.config_files()
             listing.pop(config, None)
-            repo._write_card(listing, refresh_body=True)
+            repo._write_card(listing)
             for f in files:
                 if (repo.root / f).is_file():
                     (repo.root / f).rename(aside / Path(f).name)
@@ -135,25 +125,13 @@ def check_batches(repo: BenchmarkRepo, report: Report, fix: bool) -> None:
     n = 0
     for batch in sorted(work.glob("*/*/batch-*")):
         n += 1
-        rel = batch.relative_to(repo.root)
-        try:
-            done = json.loads((batch / "done.json").read_text())
-            if not isinstance(done, dict) or not isinstance(done.get("keys"), list):
-                raise ValueError("no list of unit keys")
-        except (OSError, ValueError) as exc:
-            report.add(f"{rel}: done.json is garbled ({str(exc).splitlines()[0][:80]})", _set_aside(batch), fix)
-            continue
-        for cfg, want in (done.get("sha256") or {}).items():
-            p = batch / f"{cfg}.parquet"
-            if not p.is_file() or sha256_hex(p.read_bytes()) != want:
-                report.add(f"{rel}/{cfg}.parquet does not match the SHA-256 of its commit", _set_aside(batch), fix)
-                break
+        problem = batch_problem(batch)
+        if problem:
+            report.add(f"{batch.relative_to(repo.root)}/{problem}", _set_aside(batch), fix)
     report.ok.append(f"work state: {n} committed batches checked")
 
 
 def check_tmp(repo: BenchmarkRepo, report: Report, fix: bool) -> None:
-    from lovr_hf.engine.workdir import _stale_tmp
-
     for tmp in sorted(repo.root.rglob(f"{TMP_PREFIX}*")):
         if "publish" in tmp.relative_to(repo.root).parts or not _stale_tmp(tmp):
             continue
@@ -171,19 +149,28 @@ def check_secrets(repo: BenchmarkRepo, report: Report, fix: bool) -> None:
         secret = find_secret(text)
         if secret:
             def rewrite() -> str:
-                atomic_write_text(rc, json.dumps(redact(json.loads(text)), indent=2, sort_keys=True, default=str))
-                repo.refresh_card()
+                repo.write_run_config(json.loads(text))  # redacted; the command renders the card when it ends
                 return "rewritten redacted (and the card re-rendered)"
             report.add(f"{RUN_CONFIG} contains {secret}", rewrite, fix)
 
 
 def diagnose(repo: BenchmarkRepo, fix: bool = False) -> Report:
-    """Check ``repo`` (and repair what can be repaired here with ``fix``)."""
-    report = Report()
-    for holder in held_locks(repo.work_root):
-        report.problems.append(f"a writer is running ({holder}): run doctor again once it is done")
-    if report.problems:
-        return report  # never repair under a running writer
+    """Check ``repo`` (and repair what can be repaired here with ``fix``, holding every stage's writer lock
+    meanwhile, so that no writer starts in the middle of a repair)."""
+    if not fix:
+        report = Report()
+        for holder in held_locks(repo.work_root):
+            report.problems.append(f"a writer is running ({holder}): run doctor again once it is done")
+        return report if report.problems else _diagnose(repo, report, fix)
+    stages = sorted(p.name for p in repo.work_dir().glob("*") if p.is_dir())
+    with writers_held(repo.work_root, stages) as busy:
+        report = Report()
+        for holder in busy:
+            report.problems.append(f"a writer is running ({holder}): run doctor again once it is done")
+        return report if busy else _diagnose(repo, report, fix)  # never repair under a running writer
+
+
+def _diagnose(repo: BenchmarkRepo, report: Report, fix: bool) -> Report:
     try:
         listing = repo.config_files()
         report.ok.append(f"{CARD}: index of {len(listing)} configs")
@@ -209,26 +196,6 @@ def diagnose(repo: BenchmarkRepo, fix: bool = False) -> Report:
     check_batches(repo, report, fix)
     check_tmp(repo, report, fix)
     return report
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder (default ./lovr)")
-    p.add_argument("--fix", action="store_true", help="repair what can be repaired here (see lovr doctor docs)")
-
-
-def main(args: argparse.Namespace) -> int:
-    repo = BenchmarkRepo(args.repo)
-    if not repo.root.is_dir():
-        logger.error("lovr doctor: %s is not a folder", repo.root)
-        return 2
-    try:
-        report = diagnose(repo, fix=args.fix)
-    except RepoError as exc:
-        logger.error("lovr doctor: %s", exc)
-        return 2
-    for line in report.render().splitlines():
-        (logger.warning if line.startswith(("PROBLEM", "NEXT")) else logger.info)("%s", line)
-    return 0 if not (report.problems or report.todo) else 1
 
 
 __all__ = ["Report", "diagnose", "index_from_shards"]

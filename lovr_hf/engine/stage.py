@@ -23,8 +23,7 @@ unit committed gathers (rank 0 under ``accelerate launch``, after a barrier; wit
 that finishes last, in any order). ``gather`` with units missing raises :class:`MissingChunksError` naming
 the chunks, unless ``allow_partial`` (then the run config, shown in the card, records what is missing).
 
-The state on disk (batches, their index, records of inputs and gathers) is :mod:`lovr_hf.engine.workdir`; files
-a stage owns for its rows (clip files) are :mod:`lovr_hf.engine.owned_files`.
+The state on disk (batches, their index, records of inputs and gathers) is :mod:`lovr_hf.engine.workdir`.
 """
 
 from __future__ import annotations
@@ -42,21 +41,12 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from datasets import Dataset
 
-from lovr_hf import __version__, schema
+from lovr_hf import schema
 from lovr_hf.engine.batch_runner import BatchRunner as _BatchRunner
 from lovr_hf.engine.dist import Shard, barrier, shard_range
-from lovr_hf.engine.owned_files import dropped_files, prune_pending
-from lovr_hf.engine.workdir import (  # noqa: F401 - re-exported: the engine's work state used to live here
-    DONE_FILE,
-    GATHERED_FILE,
-    INPUTS_FILE,
-    RETRYABLE,
+from lovr_hf.engine.workdir import (
     WorkIndex,
-    batch_metas,
     batch_prefix,
-    commit_batch,
-    committed_batches,
-    completed_keys,
     file_identity,
     latest_digest,
     log_removed,
@@ -114,8 +104,9 @@ class Stage(ABC):
 
     Subclasses set ``name``, ``input_key`` (column identifying a unit of work in the input rows),
     ``outputs`` (configs produced; rows of ``status_config`` carry ``input_key`` and a status) and
-    implement ``process``. Runtime-only fields of the config (paths, worker counts) are listed in
-    ``runtime_fields`` so they do not change the fingerprint.
+    implement ``process``. The fingerprint is declared, not coded: ``fingerprint_fields`` names the config
+    fields that change the output (default: all but the runtime-only ones listed in ``runtime_fields``: paths,
+    worker counts), ``fingerprint_config`` normalises them and ``fingerprint_extra`` adds what is not a field.
 
     Optional, per stage (or set on an instance by the caller):
 
@@ -126,12 +117,7 @@ class Stage(ABC):
       a unit that fails is recomputed;
     - ``digest_column``: a column of the primary output that receives the digest of the row's unit (rows
       carry their unit key under ``input_key``), so a reader of the published table can tell a row made
-      for other inputs than the current ones without the work state (``lovr eval --calc_pass``);
-    - ``owned_files``: ``{config: (path column, root folder)}``: files this stage created for its rows
-      (relative paths are relative to the repo root). Their size and mtime are committed with each unit:
-      a reused unit whose file is missing or was rewritten since (another setting cut a file of the same
-      name) is recomputed. A file referenced by a row that a gather drops, and by no row kept, is deleted
-      (only inside ``root``).
+      for other inputs than the current ones without the work state (``lovr eval --calc_pass``).
     """
 
     name: ClassVar[str]
@@ -139,12 +125,12 @@ class Stage(ABC):
     outputs: ClassVar[tuple[str, ...]]
     status_config: ClassVar[str]
     runtime_fields: ClassVar[tuple[str, ...]] = ()
+    #: the config fields that change this stage's output (its fingerprint); None: every field of the config
+    #: except ``runtime_fields``
+    fingerprint_fields: ClassVar[tuple[str, ...] | None] = None
     version: ClassVar[str] = "1"
     digest_files: tuple[str, ...] = ()
     digest_column: ClassVar[str | None] = None
-    owned_files: dict[str, tuple[str, str]] = {}  # noqa: RUF012 - instances assign their own dict
-    #: refresh the card after a gather (a command running several stages turns it off and refreshes once)
-    card_refresh: bool = True
     #: gather by patching the previous tables (only changed units' batches are read)
     incremental_gather: bool = True
 
@@ -155,11 +141,26 @@ class Stage(ABC):
 
     # ---- identity ----------------------------------------------------------------------------------
     def fingerprint_payload(self) -> dict[str, Any]:
+        """What the fingerprint hashes, built from the declarations: ``fingerprint_fields`` (or every config
+        field but ``runtime_fields``), normalised by :meth:`fingerprint_config`, plus :meth:`fingerprint_extra`."""
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        if self.fingerprint_fields is not None:
+            cfg = {f: cfg[f] for f in self.fingerprint_fields if f in cfg}
         for f in self.runtime_fields:
             cfg.pop(f, None)
         # credentials (api_key in backend_options...) never enter a fingerprint or the stage manifest
-        return {"stage": self.name, "version": self.version, "config": redact(cfg)}
+        return {"stage": self.name, "version": self.version, "config": redact(self.fingerprint_config(cfg)),
+                **self.fingerprint_extra()}
+
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the selected config fields in one spelling per setting, without those that do not apply (e.g.
+        encoder settings of a mode that encodes nothing). Default: as they are."""
+        return cfg
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """Hook: entries beside ``config`` that change the output without being config fields (a prompt's hash,
+        a resolved model revision). Default: none."""
+        return {}
 
     def fingerprint(self) -> str:
         return stable_hash(self.fingerprint_payload())
@@ -256,7 +257,7 @@ class Stage(ABC):
         if len(todo):
             primary = self.outputs[0]
             self.prepare(todo)
-            fn = _BatchRunner(self, str(work), {keys[i]: digests[i] for i in todo_idx}, str(repo.root))
+            fn = _BatchRunner(self, str(work), {keys[i]: digests[i] for i in todo_idx})
             out = todo.map(
                 fn,
                 batched=True,
@@ -288,21 +289,11 @@ class Stage(ABC):
 
     def _failed_verification(self, index: WorkIndex, keys: list[str], digests: list[str],
                              done_idx: list[int]) -> list[int]:
-        """Indices of reused units whose outputs no longer hold: an owned file (a clip file) missing or
-        rewritten since the unit was committed (another setting cut a file of the same name, a user
-        deleted it), or rejected by the stage's own ``verify_unit``. Those units are recomputed."""
+        """Indices of reused units whose outputs no longer hold: rejected by the stage's own ``verify_unit``
+        (a clip file missing or rewritten since the unit was committed). Those units are recomputed."""
         bad: set[int] = set()
-        if self.owned_files and done_idx:
-            for i in done_idx:
-                e = index.lookup(keys[i], digests[i])
-                recorded = index.done[e.batch].get("files", {}).get(keys[i]) if e is not None else None
-                if recorded and any(file_identity(p) != [size, mtime] for p, size, mtime in recorded):
-                    bad.add(i)
-            if bad:
-                logger.warning("%s: %d reused units have clip files missing or rewritten since; recomputing "
-                               "them", self.name, len(bad))
         if type(self).verify_unit is not Stage.verify_unit and done_idx:
-            rest = [i for i in done_idx if i not in bad]
+            rest = done_idx
             owner = {keys[i]: e.batch for i in rest if (e := index.lookup(keys[i], digests[i])) is not None}
             rows = unit_rows(index, self.outputs, owner, self.input_key)
             failed = [i for i in rest if not self.verify_unit(keys[i], rows.get(keys[i], {}))]
@@ -411,8 +402,6 @@ class Stage(ABC):
             self.write_outputs(repo, tables, set(keys), olds)
             self.wrote = True
             record_gathered(repo, work, signature, self.outputs, owners)
-            if self.card_refresh:
-                repo.refresh_card()
             out = {cfg: _dataset_of(repo, cfg) for cfg in self.outputs if repo.has(cfg)}
         _record_partial(repo, self.outputs, len(missing), len(keys))
         for marker in work.glob("rerun-*.json"):
@@ -428,26 +417,11 @@ class Stage(ABC):
 
     def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
                       olds: dict[str, pa.Table | None] | None = None) -> None:
-        """Replace each output config with its gathered table; log what went; delete owned files of it.
-        The card is refreshed by the caller (once per gather, or once per command: ``card_refresh``)."""
+        """Replace each output config with its gathered table; log what went."""
         for cfg, table in tables.items():
             old = olds[cfg] if olds is not None else (repo.read_table(cfg) if repo.has(cfg) else None)
             log_removed(self.name, cfg, old, table, self.input_key, units)
-            self._write_with_prune(repo, cfg, old, table, update_card=False)
-
-    def _write_with_prune(self, repo: BenchmarkRepo, cfg: str, old: pa.Table | None, table: pa.Table,
-                          **write_kw: Any) -> list[str]:
-        spec = self.owned_files.get(cfg)
-        work = self.work_path(repo)
-        pending = work / f"prune-{cfg}.json"
-        if spec is not None and old is not None:
-            gone = dropped_files(repo, old, table, *spec)
-            if gone:  # recorded before the table changes: a kill between the two never leaks the files
-                atomic_write_text(pending, json.dumps(sorted(gone)))
-        rel = repo.write(cfg, table, **write_kw)
-        if spec is not None:
-            prune_pending(repo, pending, table, *spec)
-        return rel
+            repo.write(cfg, table)
 
 
 def _dataset_of(repo: BenchmarkRepo, cfg: str) -> Dataset:
@@ -483,8 +457,6 @@ def _record_partial(repo: BenchmarkRepo, configs: Sequence[str], missing: int, t
         else:
             run.pop(PARTIAL_KEY, None)
         repo.write_run_config(run)
-    if missing:
-        repo.refresh_card()
 
 
 def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dict[str, Any]]:
@@ -493,7 +465,4 @@ def live_batch_metas(stage: Stage, repo: BenchmarkRepo, ds: Dataset) -> list[dic
     return [index.done[i].get("meta", {}) for i in sorted(set(stage.committed_owners(index, ds).values()))]
 
 
-__all__ = [
-    "MissingChunksError", "Stage", "StageResult", "WorkIndex", "commit_batch", "completed_keys", "select_rows",
-    "stable_hash", "__version__",
-]
+__all__ = ["MissingChunksError", "Stage", "StageResult", "live_batch_metas"]

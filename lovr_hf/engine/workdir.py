@@ -2,7 +2,7 @@
 
 ``<repo>/.lovr/work/<stage>/<fingerprint>/`` holds ``batch-<time>-<pid>-<rand>/`` directories, each renamed
 into place when complete (a parquet file per output config and ``done.json``: the unit keys, their input
-digests, which failed, timings, and the identities of the files the units' rows own), plus
+digests, which failed, timings), plus
 ``inputs.parquet`` (the latest apply's units: what ``--gather`` builds), ``chunks-<N>.json`` (manual chunk
 counts seen, to name missing chunks) and ``gathered.json`` / ``gathered-owners.parquet`` (what the last
 gather wrote: a rerun with nothing new skips it, one with a few changed units patches it).
@@ -269,8 +269,7 @@ def patched(old: pa.Table | None, index: WorkIndex, cfg: str, changed: dict[str,
 
 
 def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], stage: Any,
-                 digests: Sequence[str | None] | None = None,
-                 files: dict[str, list[list[Any]]] | None = None) -> Path:
+                 digests: Sequence[str | None] | None = None) -> Path:
     """Write a batch into a temp directory, then rename it into place: a batch is all there or absent.
 
     A write the machine refuses (disk full, permissions) removes the temp directory and raises one
@@ -305,8 +304,6 @@ def commit_batch(work: Path, tables: dict[str, pa.Table], keys: Iterable[str], s
             done["env_failed"] = sorted(env_failed)
         if digests is not None:
             done["digests"] = list(digests)
-        if files:
-            done["files"] = files
         _write_synced(tmp / DONE_FILE, json.dumps(done).encode("utf-8"))
         final = work / f"batch-{name}"
         os.rename(tmp, final)
@@ -337,14 +334,34 @@ def _stale_tmp(tmp: Path) -> bool:
         return False
 
 
+def read_done(batch: Path) -> dict[str, Any]:
+    """A batch's ``done.json``; ``ValueError``/``OSError`` when it is garbled (truncated, not JSON, no keys)."""
+    d = _read_done(batch)
+    if not isinstance(d, dict) or not isinstance(d.get("keys"), list):
+        raise ValueError("no list of unit keys")
+    return d
+
+
+def batch_problem(batch: Path) -> str | None:
+    """Why a committed batch cannot be trusted (``done.json`` garbled, a parquet file not matching the SHA-256
+    of its commit), as ``<file> ...`` text, or None: the check ``lovr doctor`` reports (readers check the same
+    on the way: :func:`read_done_or_set_aside`, :func:`read_batch_table`)."""
+    try:
+        done = read_done(batch)
+    except (OSError, ValueError) as exc:
+        return f"{DONE_FILE} is garbled ({str(exc).splitlines()[0][:80]})"
+    for cfg, want in (done.get("sha256") or {}).items():
+        p = batch / f"{cfg}.parquet"
+        if not p.is_file() or sha256_hex(p.read_bytes()) != want:
+            return f"{cfg}.parquet does not match the SHA-256 of its commit"
+    return None
+
+
 def read_done_or_set_aside(batch: Path) -> dict[str, Any] | None:
     """A batch's ``done.json``; a garbled one (truncated, not JSON, no keys) is renamed ``corrupt-...``
     with a warning, so its units are recomputed instead of every command ending in a traceback."""
     try:
-        d = _read_done(batch)
-        if not isinstance(d, dict) or not isinstance(d.get("keys"), list):
-            raise ValueError("no list of unit keys")
-        return d
+        return read_done(batch)
     except (OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError) and not batch.exists():
             return None  # set aside meanwhile by another reader

@@ -103,7 +103,6 @@ class _EmbedStage(Stage):
 
     kinds: tuple[str, ...] = ()
     version = "1"
-    card_refresh = False  # run_stages refreshes the card once (``card_stale``)
     digest_column = "input_digest"  # scoring stored embeddings checks them against the current inputs
     incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
 
@@ -115,7 +114,6 @@ class _EmbedStage(Stage):
         del input_keys  # the engine keeps exactly the current input's units (kept for callers)
         self._backend: Embedder | None = None
         self._stats: dict[str, float] = {}
-        self.card_stale = False  # set by gather when the config changed (run_stages refreshes the card once)
 
     def fingerprint_payload(self) -> dict[str, Any]:
         # the slug too: committed batch files are named after the output config
@@ -160,8 +158,7 @@ class _EmbedStage(Stage):
                 is_mine = pc.is_in(old["kind"], value_set=pa.array(list(self.kinds)))
                 log_removed(self.name, config, old.filter(is_mine), mine, self.input_key, units)
                 mine = pa.concat_tables([old.filter(pc.invert(is_mine)), mine])
-            # shard names carry a content hash: same names = same rows, and the card body can wait
-            self.card_stale |= repo.write(config, mine, update_card=False) != before
+            repo.write(config, mine)
 
 
 class TextEmbedStage(_EmbedStage):
@@ -365,7 +362,6 @@ class EmbedRun:
     results: dict[str, StageResult] = dataclasses.field(default_factory=dict)
     complete: bool = True
     missing: dict[str, int] = dataclasses.field(default_factory=dict)
-    card_stale: bool = False
 
 
 def run_stages(
@@ -374,13 +370,8 @@ def run_stages(
     control: RunControl,
     *,
     gather_only: bool = False,
-    refresh_card: bool = True,
 ) -> EmbedRun:
-    """Apply (or only gather) each stage; record which still miss units (other chunks not finished).
-
-    The card is refreshed once at the end when a config changed (``refresh_card=False``: the caller does it;
-    ``EmbedRun.card_stale`` says whether it must).
-    """
+    """Apply (or only gather) each stage; record which still miss units (other chunks not finished)."""
     run = EmbedRun()
     shard = control.shard()
     for stage, ds in stages:
@@ -400,12 +391,6 @@ def run_stages(
         if missing:
             run.missing[stage.name] = missing
             run.complete = False
-    run.card_stale = any(stage.card_stale for stage, _ in stages)
-    for stage, _ in stages:
-        stage.card_stale = False
-    if run.card_stale and refresh_card:
-        repo.refresh_card()
-        run.card_stale = False
     return run
 
 

@@ -84,7 +84,7 @@ def write_results(repo: BenchmarkRepo, model: str, rows: list[dict[str, Any]],
             old = read_results_table(repo)
             mine = pc.and_(pc.equal(old["model"], model), pc.is_in(old["protocol"], value_set=pa.array(protocols)))
             new = pa.concat_tables([old.filter(pc.invert(pc.fill_null(mine, False))), new])
-        repo.write(schema.RESULTS, new, update_card=False)  # render_results refreshes the card
+        repo.write(schema.RESULTS, new)
 
 
 def _read_costs(repo: BenchmarkRepo) -> dict[str, Any]:
@@ -438,5 +438,4 @@ def render_results(repo: BenchmarkRepo | str, models: Sequence[str] | None = Non
     slice_plot = write_slice_plot(repo, rows, entries)
     md = render_markdown(rows, present, _read_costs(repo), plot, slice_plot, repo_arg(repo.root))
     atomic_write_text(repo.root / RESULTS_MD, md)
-    repo.refresh_card()
     return md

@@ -100,7 +100,6 @@ def evaluate_model(
     shard = control.shard()
     complete = True
     encoded = False
-    card_stale = False
     stages = []
     if wanted & {"encode_text", "video_merge"}:
         stages += [("encode_text", st) for st in text_stages(repo, config, slug)]
@@ -108,9 +107,8 @@ def evaluate_model(
         stages.append(("encode_video", video_stage(repo, config, slug)))
     for step in ("encode_text", "encode_video"):
         if step in wanted:
-            run = run_stages([st for s, st in stages if s == step], repo, control, refresh_card=False)
+            run = run_stages([st for s, st in stages if s == step], repo, control)
             encoded = True
-            card_stale |= run.card_stale
             if not run.complete:
                 complete = False
                 logger.info("%s: %s still to do %s", label, step, run.missing)
@@ -118,8 +116,7 @@ def evaluate_model(
     if not main_rank:
         return []
     if "video_merge" in wanted:
-        run = run_stages([st for _, st in stages], repo, control, gather_only=True, refresh_card=False)
-        card_stale |= run.card_stale
+        run = run_stages([st for _, st in stages], repo, control, gather_only=True)
         if not run.complete:
             logger.warning("%s: merged incomplete embeddings (missing %s): they count as misses", label, run.missing)
     if encoded:
@@ -132,8 +129,6 @@ def evaluate_model(
         if "calc_pass" in wanted:
             logger.info("%s: other chunks are still embedding; the last one to finish scores (or run --calc_pass)",
                         label)
-        if card_stale:
-            repo.refresh_card()
         return []
     if not encoded:  # --calc_pass alone: the stored embeddings must describe the current data
         from lovr_hf.evaluation.embed import stale_embeddings

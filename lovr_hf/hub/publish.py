@@ -295,12 +295,14 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
         elif config == schema.CLIPS:
             table = _publish_clips(repo, table, out, no_media, notes)
             notes.append(_video_note(pub.media_url, no_media))
-        pub.write(config, clean.table(table), update_card=False)
+        pub.write(config, clean.table(table))
     if pub.has(schema.RESULTS):
         from lovr_hf.evaluation.results import render_results
 
         render_results(pub)  # results.md and the plot from the sanitised rows (labels included)
-    pub.refresh_card()
+    from lovr_hf.report.card import write_card
+
+    write_card(pub)  # the staged card is uploaded by this command: rendered now, from the sanitised tables
     _append_notes(pub, notes, no_media, repo_id or "ORG/NAME")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
                    and not p.relative_to(out).as_posix().startswith(".lovr"))

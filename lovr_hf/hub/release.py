@@ -88,7 +88,7 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
             builder.download_and_prepare()
             tables[config] = builder.as_dataset(split="train").with_format("arrow")[:]
         for config, table in tables.items():
-            repo.write(config, table, update_card=False)
+            repo.write(config, table)
             counts[config] = table.num_rows
             if config == schema.CLIPS:
                 for s in table.column(schema.STATUS).to_pylist():
@@ -130,7 +130,9 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
     atomic_write_text(repo.root / MARKER, json.dumps(marker, indent=1, ensure_ascii=False) + "\n")
     repo.write_run_config({"import_release": {"release_dir": str(root), "configs": counts,
                                               "generation": scan.generation, "queries": len(scan.query_ids)}})
-    repo.refresh_card()
+    from lovr_hf.report.card import write_card
+
+    write_card(repo)  # an entry function above the report layer: a library caller gets the card too
     logger.info("release %s (%s): %d query captions, %d clip files, %d videos", root, scan.generation,
                 len(scan.query_ids), len(on_disk), len(scan.video_ids))
     return counts

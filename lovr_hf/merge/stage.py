@@ -441,17 +441,11 @@ def merge(repo: BenchmarkRepo | str, config: MergeConfig | None = None,
     shard = control.shard()
     kw = dict(num_proc=control.num_proc, rerun=control.rerun, retry_failed=control.retry_failed)
     cstage, vstage, tstage = ClusterStage(config), VideoCaptionStage(config), ThemeStage(config)
-    for st in (cstage, vstage, tstage):
-        st.card_refresh = False  # the card is rendered once, at the end
     if control.gather_only:
         return _gather_only(repo, config, control, cl_in, cstage, vstage, tstage)
     res = cstage.apply(cl_in, repo, shard=shard, **kw)
     res.stats["computed_clusters"] = res.processed  # units computed this run, per step (the rest was reused)
-    try:
-        return _after_clusters(repo, config, control, cl_in, res, vstage, tstage)
-    finally:
-        if _reports(shard) and any(st.wrote for st in (cstage, vstage, tstage)):
-            repo.refresh_card()
+    return _after_clusters(repo, config, control, cl_in, res, vstage, tstage)
 
 
 def _reports(shard: Shard) -> bool:
@@ -506,8 +500,6 @@ def _after_clusters(repo: BenchmarkRepo, config: MergeConfig, control: RunContro
 def _gather_only(repo: BenchmarkRepo, config: MergeConfig, control: RunControl, cl_in: Dataset,
                  cstage: ClusterStage, vstage: VideoCaptionStage, tstage: ThemeStage) -> StageResult:
     """``--gather``: build every merge config from committed work; missing units raise MissingChunksError."""
-    for st in (cstage, vstage, tstage):
-        st.card_refresh = True
     res = StageResult(outputs=cstage.gather(repo, cl_in, allow_partial=control.allow_partial))
     if config.video_captions and repo.has(schema.CLUSTERS):
         v_in = video_inputs(read_columns(repo, schema.CLUSTERS, CLUSTER_MADE), cl_in)

@@ -191,3 +191,28 @@ def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
             "",
         ]
     return "<!-- lovr_hf:card -->\n" + "\n".join(lines)
+
+
+def write_card(repo: BenchmarkRepo) -> None:
+    """Render the card's body from what ``repo`` holds now and write it below the card's index.
+
+    Storage never renders (a write only updates the YAML index): the ``lovr`` commands call this once when they
+    end, for every repo they changed (:func:`write_changed_cards`); a library caller of a stage function
+    (``segment(...)``, ``evaluate_model(...)``...) calls it when it wants the card current.
+    """
+    with repo.lock():  # the card shows the configs listed at this moment, not a half-switched index
+        repo.write_card_body(render_card_body(repo, repo.config_files()))
+
+
+def write_changed_cards() -> list[Path]:
+    """:func:`write_card` for every repo this process changed since its card was last written (folders gone
+    since, such as a push's staging folder, are skipped). Returns the roots rendered."""
+    from lovr_hf.repo import BenchmarkRepo, changed_roots, forget_changes
+
+    done = []
+    for root in changed_roots():
+        if (root / "README.md").is_file():
+            write_card(BenchmarkRepo(root))
+            done.append(root)
+    forget_changes()
+    return done

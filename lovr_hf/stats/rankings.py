@@ -124,7 +124,7 @@ def write_rankings(repo: BenchmarkRepo, slug: str, protocol: str, rows: list[dic
     if repo.has(config):
         old = repo.read_table(config)
         new = pa.concat_tables([old.filter(pc.not_equal(old["protocol"], protocol)), new])
-    repo.write(config, new, update_card=False)
+    repo.write(config, new)
 
 
 def read_rankings(repo: BenchmarkRepo, slug: str, protocol: str | None = None) -> list[dict[str, Any]]:

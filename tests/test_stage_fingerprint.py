@@ -1,0 +1,94 @@
+"""The declarative fingerprint of :class:`lovr_hf.engine.stage.Stage` (``fingerprint_fields``,
+``fingerprint_config``, ``fingerprint_extra``): the default payload hashes exactly what it hashed before (existing
+work folders keep their names), and a stage that declares its normalisation instead of overriding
+``fingerprint_payload`` gets the same fingerprint as its override (the adoption path, shown for segment,
+caption and materialize)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from lovr_hf.caption.stage import CaptionConfig, CaptionStage
+from lovr_hf.engine.stage import Stage
+from lovr_hf.engine.workdir import stable_hash
+from lovr_hf.hub.materialize import MaterializeConfig, MaterializeStage
+from lovr_hf.redact import redact
+from lovr_hf.segment.stage import SegmentConfig, SegmentStage
+from tests.test_stage import ToyConfig, ToyStage
+
+
+def test_default_payload_is_the_one_existing_work_folders_are_named_after(tmp_path: Path) -> None:
+    for cfg in (ToyConfig(), dataclasses.replace(ToyConfig(), batch_size=5)):
+        st = ToyStage(cfg)
+        old = dataclasses.asdict(cfg)
+        for f in st.runtime_fields:
+            old.pop(f, None)
+        assert st.fingerprint() == stable_hash({"stage": st.name, "version": st.version, "config": redact(old)})
+
+
+def test_fingerprint_fields_select_what_changes_the_output() -> None:
+    class Narrow(ToyStage):
+        fingerprint_fields: ClassVar[tuple[str, ...] | None] = ("batch_size",)
+
+        def fingerprint_extra(self) -> dict[str, Any]:
+            return {"prompt_hash": "abc"}
+
+    payload = Narrow(ToyConfig(batch_size=3)).fingerprint_payload()
+    assert payload["config"] == {"batch_size": 3} and payload["prompt_hash"] == "abc"
+    assert Narrow(ToyConfig(batch_size=3)).fingerprint() != Narrow(ToyConfig(batch_size=4)).fingerprint()
+
+
+class DeclaredSegment(SegmentStage):
+    """SegmentStage's normalisation as a ``fingerprint_config`` (its override moved into the hook)."""
+
+    fingerprint_payload = Stage.fingerprint_payload
+
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        cfg["output_dir"] = self.clips_dir
+        cfg["clip_layout"] = self.layout
+        cfg["downscale"] = str(cfg["downscale"]).lower()
+        if cfg["clip_mode"] != "exact":
+            for k in ("crf", "preset", "audio"):
+                cfg.pop(k, None)
+        if cfg["clip_mode"] == "virtual":
+            cfg.pop("output_dir", None)
+            cfg.pop("clip_layout", None)
+        if not cfg["adaptive"]:
+            for k in ("min_clips", "max_clips", "max_adaptive_iter"):
+                cfg.pop(k, None)
+        return cfg
+
+
+@pytest.mark.parametrize("kw", [{}, {"clip_mode": "copy"}, {"clip_mode": "virtual", "downscale": 3},
+                                {"adaptive": True, "threshold": 3.0}])
+def test_segment_adopts_the_declarative_fingerprint_unchanged(tmp_path: Path, kw: dict[str, Any]) -> None:
+    cfg = SegmentConfig(**kw)
+    args = (cfg, tmp_path / "clips", str(tmp_path))
+    assert DeclaredSegment(*args).fingerprint() == SegmentStage(*args).fingerprint()
+
+
+def test_caption_and_materialize_adopt_it_unchanged(tmp_path: Path) -> None:
+    class DeclaredCaption(CaptionStage):
+        fingerprint_payload = Stage.fingerprint_payload
+
+        def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+            cfg.pop("prompt_file", None)
+            return cfg
+
+        def fingerprint_extra(self) -> dict[str, Any]:
+            return {"prompt_hash": self.prompt_hash()}
+
+    class DeclaredMaterialize(MaterializeStage):
+        fingerprint_payload = Stage.fingerprint_payload
+
+        def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+            return {**cfg, "output_dir": self.clips_dir}
+
+    cap = CaptionConfig(backend="dummy", backend_options={"api_key": "sk-secret-1234567890"})
+    assert DeclaredCaption(cap, str(tmp_path)).fingerprint() == CaptionStage(cap, str(tmp_path)).fingerprint()
+    margs = (MaterializeConfig(), str(tmp_path), "clips", str(tmp_path))
+    assert DeclaredMaterialize(*margs).fingerprint() == MaterializeStage(*margs).fingerprint()
