@@ -13,7 +13,9 @@ from conftest import killed_on_call
 from lovr_hf import schema
 from lovr_hf.cli.common import RunControl
 from lovr_hf.cli.main import main as cli_main
-from lovr_hf.merge.stage import ClusterStage, MergeConfig, merge, merge_jsonl
+from lovr_hf.merge.config import MergeConfig
+from lovr_hf.merge.jsonl import merge_jsonl
+from lovr_hf.merge.stage import ClusterStage, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Garbage, Hang, RateLimit
 
@@ -170,7 +172,7 @@ def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
 def test_jsonl_mode_where_no_join_succeeds_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
     """The original JSONL mode exited 0 whatever happened to its joins: a run where nothing was merged (every
     call failed) keeps its lines (original text, counted) but exits 1; one good join is a success."""
-    import lovr_hf.merge.stage as merge_mod
+    import lovr_hf.merge.jsonl as merge_mod
     from lovr_hf.testing import ScriptedLLM
 
     caps = tmp_path / "caps.jsonl"

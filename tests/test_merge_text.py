@@ -340,7 +340,7 @@ def _caption_rows() -> list[dict]:
 
 
 def test_cluster_membership_equals_the_original_with_skipped_clips() -> None:
-    from lovr_hf.merge.stage import cluster_inputs
+    from lovr_hf.merge.inputs import cluster_inputs
 
     rows = _caption_rows()
     want = original_merger([{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"]} for r in rows],
@@ -365,7 +365,8 @@ def _user_pair(messages: list[dict]) -> tuple[str, str]:
 def test_cluster_membership_in_jsonl_mode_equals_the_original(tmp_path) -> None:
     import json
 
-    from lovr_hf.merge.stage import MergeConfig, merge_jsonl
+    from lovr_hf.merge.config import MergeConfig
+    from lovr_hf.merge.jsonl import merge_jsonl
 
     rows = _caption_rows()
     caps = [{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"], "status": r["status"]}
