@@ -6,15 +6,14 @@ import random
 
 import pytest
 
+from lovr_hf.backends.llms.reply_checks import parse_transition_reply
+from lovr_hf.backends.standins.chat_llms import ScriptedLLM
+from lovr_hf.merge.clusters import clusters_per_video, group_clips, slice_number
 from lovr_hf.merge.text import (
     PARAGRAPH_SEP,
     approx_tokens,
-    clusters_per_video,
-    group_clips,
     integrate_video,
     merger_params,
-    parse_transition_reply,
-    slice_number,
     smooth_group,
     split_paragraphs,
     summarize_theme,
@@ -31,7 +30,6 @@ from lovr_hf.prompts import (
     prompt_hash,
     render_prompt,
 )
-from lovr_hf.testing import ScriptedLLM
 
 # three clip captions as a VLM writes them: several paragraphs, blank lines, stray whitespace
 CAP_A = "A man in a red coat enters a bakery.\n\nHe looks at the bread on the shelves.  \nThe room is warm."
@@ -373,7 +371,7 @@ def test_cluster_membership_in_jsonl_mode_equals_the_original(tmp_path) -> None:
             for r in rows]
     (tmp_path / "caps.jsonl").write_text("".join(json.dumps(c) + "\n" for c in reversed(caps)))
     merge_jsonl(str(tmp_path / "caps.jsonl"), str(tmp_path / "out.jsonl"),
-                MergeConfig(llm="lovr_hf.testing.merge_llm:PromptLLM", num_workers=1))
+                MergeConfig(llm="lovr_hf.backends.standins.chat_llms:PromptLLM", num_workers=1))
     got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     want = original_merger(caps, _join)
     keys = ("vid", "cluster_id", "start_slice_num", "end_slice_num", "clip_count", "cap", "merged_paragraphs")

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
-from lovr_hf.merge.text import DEFAULT_CLUSTER_SIZE
+from lovr_hf.merge.clusters import DEFAULT_CLUSTER_SIZE
 
 DEFAULT_API_MODEL = "gpt-4o"
 

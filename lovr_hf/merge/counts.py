@@ -7,8 +7,9 @@ import logging
 from collections import Counter
 
 from lovr_hf import schema
+from lovr_hf.backends.llms.reply_checks import REJECTED
 from lovr_hf.merge.inputs import read_columns
-from lovr_hf.merge.text import REJECTED, rejected_count
+from lovr_hf.merge.text import rejected_count
 from lovr_hf.repo import BenchmarkRepo
 
 logger = logging.getLogger(__name__)

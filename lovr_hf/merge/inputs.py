@@ -16,7 +16,7 @@ import pyarrow as pa
 from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from lovr_hf import schema
-from lovr_hf.merge.text import group_clips
+from lovr_hf.merge.clusters import group_clips
 from lovr_hf.repo import BenchmarkRepo
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lovr_hf.merge.clusters import group_clips
 from lovr_hf.merge.config import MergeConfig, llm_identity, make_llm
-from lovr_hf.merge.text import group_clips, smooth_group
+from lovr_hf.merge.text import smooth_group
 from lovr_hf.repo import atomic_write_text
 
 logger = logging.getLogger(__name__)

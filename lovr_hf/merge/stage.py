@@ -33,6 +33,7 @@ from lovr_hf.backends.base import ChatLLM
 from lovr_hf.cli.common import RunControl
 from lovr_hf.engine.dist import Shard, barrier, shard_range
 from lovr_hf.engine.stage import Stage, StageResult
+from lovr_hf.merge.clusters import MERGEABLE
 from lovr_hf.merge.config import MergeConfig, llm_identity, make_llm
 from lovr_hf.merge.counts import summarize
 from lovr_hf.merge.inputs import (
@@ -44,7 +45,6 @@ from lovr_hf.merge.inputs import (
     video_inputs,
 )
 from lovr_hf.merge.text import (
-    MERGEABLE,
     approx_tokens,
     integrate_video,
     rejected_count,
