@@ -39,8 +39,6 @@ from lovr_hf.video.frames import caption_frame_plan
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaptionConfig", "CaptionStage", "caption", "clip_duration", "sampled_fps", "summarize"]
-
 
 def clip_duration(row: dict[str, Any]) -> float:
     """Seconds of a clip row: its time range, else frames / fps (release clips may lack times)."""
