@@ -8,7 +8,6 @@ import logging
 import os
 
 from lovr_hf.cli.common import add_backend_option_arg, add_common_args, config_from_args, control_from_args
-from lovr_hf.engine.stage import MissingChunksError
 from lovr_hf.merge.clusters import DEFAULT_CLUSTER_SIZE
 from lovr_hf.merge.config import DEFAULT_API_MODEL, MergeConfig
 from lovr_hf.merge.jsonl import NothingMergedError, merge_jsonl
@@ -71,11 +70,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
         return 0
     control = control_from_args(args)
-    try:
-        merge(control.repo, config, control)
-    except MissingChunksError as exc:
-        logger.error("lovr merge: %s", exc)
-        return 2
+    merge(control.repo, config, control)  # chunks missing under --gather: exit 2 by lovr_hf.cli.errors
     shard = control.shard()
     if shard.launched and not shard.is_main:
         return 0  # rank 0 reports for the job
