@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 STAND_IN_NAME = "stand-in joiner"
 #: (task, writer) -> calls in this process: task in join | theme | integrate, writer in llm | stand-in
 TALLY: Counter[tuple[str, str]] = Counter()
-REJECTIONS: list[str] = []
 _TALLY_LOCK = threading.Lock()
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -36,7 +35,6 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 def reset_tally() -> None:
     with _TALLY_LOCK:
         TALLY.clear()
-        REJECTIONS.clear()
 
 
 def _lower_first(text: str) -> str:
@@ -146,8 +144,6 @@ class GuardedMerger(ChatLLM):
         problem = guard_problem(kind, fields, reply)
         with _TALLY_LOCK:
             TALLY[(kind, "stand-in" if problem else "llm")] += 1
-            if problem:
-                REJECTIONS.append(f"{kind}: {problem}")
         if problem is None:
             logger.info("merge %s: the LLM's reply kept (%d chars)", kind, len(reply))
             return reply
