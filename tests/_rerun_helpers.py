@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf import schema
+from lovr_hf.backends.standins.chat_llms import PromptLLM
 from lovr_hf.backends.standins.testing import DummyCaptioner
 from lovr_hf.caption.stage import CaptionConfig, caption, clip_duration
 from lovr_hf.cli.common import RunControl
@@ -20,13 +21,12 @@ from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, segment
-from lovr_hf.testing.merge_llm import PromptLLM
 from lovr_hf.video.frames import caption_frame_plan
 
 FPS = 12
 #: lin_a's scenes are 3.3-6 s: min clip 5 s and 3 s give different clips; lin_b's (5-5.5 s) are the same
 SCENES = {"lin_a": [40, 48, 36, 72, 40, 44, 60], "lin_b": [60, 66, 60]}
-PROMPT_LLM = "lovr_hf.testing.merge_llm:PromptLLM"
+PROMPT_LLM = "lovr_hf.backends.standins.chat_llms:PromptLLM"
 
 
 def make_videos(folder: Path) -> Path:

@@ -189,8 +189,8 @@ def test_decoding_is_planned_per_source_and_bounded_in_bytes(source: Path, tmp_p
     """The stage decodes through the decode plan (one sequential pass per source, the caption rule's
     frames only) and hands it its byte budget (CaptionConfig.prefetch_bytes); skipped clips are not decoded."""
     import lovr_hf.caption.stage as caption_mod
-    from lovr_hf.caption.stage import DEFAULT_PREFETCH_BYTES
     from lovr_hf.video import decode_plan
+    from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES
 
     seen: dict = {"reads": []}
     real_decoder, real_read = caption_mod.ClipDecoder, decode_plan.iter_targets

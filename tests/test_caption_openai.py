@@ -12,7 +12,7 @@ from _caption_helpers import FPS, by_id, clip_row, write_clips
 from lovr_hf import schema
 from lovr_hf.caption.stage import CaptionConfig, caption, check_backend_flags, sampled_fps
 from lovr_hf.demo.samples import SceneSpec, make_video
-from lovr_hf.testing import Error, FakeOpenAIServer, request_images, request_videos
+from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, request_images, request_videos
 from lovr_hf.video.frames import caption_num_frames
 
 LENGTHS = (120, 96, 60, 84)  # 10 s, 8 s, 5 s, 7 s at 12 fps

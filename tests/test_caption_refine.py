@@ -17,7 +17,7 @@ from lovr_hf.caption.refine import REFINE_SUFFIX, default_variant, more_frames_c
 from lovr_hf.caption.stage import CaptionConfig, caption
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.prompts import CAPTION_USER
-from lovr_hf.testing import Error, FakeOpenAIServer, Reply
+from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Reply
 from lovr_hf.video.frames import caption_frame_plan, caption_num_frames
 
 

@@ -10,13 +10,8 @@ import pytest
 import torch
 
 from lovr_hf.backends.base import CAPTIONERS, LLMS, GenerationParams
-from lovr_hf.backends.captioners.transformers import (
-    OutOfMemory,
-    TransformersCaptioner,
-    downscale_frames,
-    resolve_device,
-    resolve_dtype,
-)
+from lovr_hf.backends.captioners.transformers import OutOfMemory, TransformersCaptioner, downscale_frames
+from lovr_hf.backends.devices import resolve_device, resolve_dtype
 from lovr_hf.backends.standins.testing import DummyCaptioner, DummyChatLLM
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.tiny import build_tiny_qwen2vl, build_tiny_qwen3vl, build_tiny_qwen25vl

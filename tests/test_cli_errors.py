@@ -61,7 +61,7 @@ def test_full_disk_is_one_line_naming_the_path(caption_source: Path, tmp_path: P
 def test_a_bug_keeps_its_traceback_and_exits_1(caption_source: Path, tmp_path: Path, monkeypatch,  # noqa: F811
                                                capsys) -> None:
     repo = _captioned_repo(tmp_path / "lovr", caption_source)
-    import lovr_hf.caption.stage as caption_mod
+    import lovr_hf.cli.caption as caption_mod
 
     def broken(*a, **k):
         return None.missing  # a programming error in lovr_hf

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.demo import run as demo
+from lovr_hf.cli import demo
 from lovr_hf.demo.run import DESCRIBER, run_demo
 from lovr_hf.evaluation.models import model_label
 from lovr_hf.repo import BenchmarkRepo

@@ -150,7 +150,7 @@ def test_kill9_each_stage(stage: str, videos: Path, tmp_path: Path) -> None:
 # ---- reruns after upstream changes (issue #10): killed anywhere, they still converge on a fresh run -------------
 
 TESTS_DIR = str(Path(__file__).parent)
-PROMPT_LLM = "lovr_hf.testing.merge_llm:PromptLLM"
+PROMPT_LLM = "lovr_hf.backends.standins.chat_llms:PromptLLM"
 FLAKY = "_rerun_helpers:FlakyCaptioner"  # fails on every third clip while LOVR_TEST_FLAKY=1
 ENV_T = {**ENV, "PYTHONPATH": os.pathsep.join(p for p in (ENV.get("PYTHONPATH"), TESTS_DIR) if p)}
 

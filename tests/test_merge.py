@@ -13,7 +13,9 @@ from conftest import killed_on_call
 from lovr_hf import schema
 from lovr_hf.cli.common import RunControl
 from lovr_hf.cli.main import main as cli_main
-from lovr_hf.merge.stage import ClusterStage, MergeConfig, merge, merge_jsonl
+from lovr_hf.merge.config import MergeConfig
+from lovr_hf.merge.jsonl import merge_jsonl
+from lovr_hf.merge.stage import ClusterStage, merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Garbage, Hang, RateLimit
 
@@ -155,8 +157,8 @@ def test_jsonl_resume_rewrite_never_truncates_finished_clusters(tmp_path: Path, 
 
 
 def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
+    from lovr_hf.backends.standins.chat_llms import ScriptedLLM
     from lovr_hf.merge.text import smooth_group
-    from lovr_hf.testing import ScriptedLLM
 
     prev = "A man walks down a rainy street at night, passing shops."
     nxt = "He stops at a corner, checks his phone and crosses as a bus arrives."
@@ -170,8 +172,8 @@ def test_reply_that_drops_a_paragraph_keeps_the_originals() -> None:
 def test_jsonl_mode_where_no_join_succeeds_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
     """The original JSONL mode exited 0 whatever happened to its joins: a run where nothing was merged (every
     call failed) keeps its lines (original text, counted) but exits 1; one good join is a success."""
-    import lovr_hf.merge.stage as merge_mod
-    from lovr_hf.testing import ScriptedLLM
+    import lovr_hf.merge.jsonl as merge_mod
+    from lovr_hf.backends.standins.chat_llms import ScriptedLLM
 
     caps = tmp_path / "caps.jsonl"
     caps.write_text("".join(json.dumps({"vid": v, "slice_num": i, "cap": f"{v} clip {i} shows a red car."}) + "\n"

@@ -10,7 +10,7 @@ from test_merge import caption_rows
 
 from lovr_hf import schema
 from lovr_hf.cli.main import main as cli_main
-from lovr_hf.merge.stage import summarize
+from lovr_hf.merge.counts import summarize
 from lovr_hf.pipeline import summarize as run_summary
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer
@@ -124,9 +124,9 @@ def test_merge_counts_come_from_the_count_columns_not_the_error_text(tmp_path: P
     """The run summary counts rejected replies from ``rejected_replies`` (joins on the clusters, integrations
     as the video's count less its clusters'); it used to re-parse the ``error`` text, which missed any
     rejection whose reason was not spelled there."""
+    from lovr_hf.merge.counts import merge_call_counts
     from lovr_hf.pipeline import summarize as run_summary
     from lovr_hf.repo import BenchmarkRepo
-    from lovr_hf.report.summary import merge_call_counts
 
     repo = BenchmarkRepo(tmp_path / "lovr")
     base = {"start_slice_num": 0, "end_slice_num": 1, "clip_count": 2, "caption": "x", "merged_paragraphs": 2,

@@ -6,15 +6,14 @@ import random
 
 import pytest
 
+from lovr_hf.backends.llms.reply_checks import parse_transition_reply
+from lovr_hf.backends.standins.chat_llms import ScriptedLLM
+from lovr_hf.merge.clusters import clusters_per_video, group_clips, slice_number
 from lovr_hf.merge.text import (
     PARAGRAPH_SEP,
     approx_tokens,
-    clusters_per_video,
-    group_clips,
     integrate_video,
     merger_params,
-    parse_transition_reply,
-    slice_number,
     smooth_group,
     split_paragraphs,
     summarize_theme,
@@ -31,7 +30,6 @@ from lovr_hf.prompts import (
     prompt_hash,
     render_prompt,
 )
-from lovr_hf.testing import ScriptedLLM
 
 # three clip captions as a VLM writes them: several paragraphs, blank lines, stray whitespace
 CAP_A = "A man in a red coat enters a bakery.\n\nHe looks at the bread on the shelves.  \nThe room is warm."
@@ -340,7 +338,7 @@ def _caption_rows() -> list[dict]:
 
 
 def test_cluster_membership_equals_the_original_with_skipped_clips() -> None:
-    from lovr_hf.merge.stage import cluster_inputs
+    from lovr_hf.merge.inputs import cluster_inputs
 
     rows = _caption_rows()
     want = original_merger([{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"]} for r in rows],
@@ -365,14 +363,15 @@ def _user_pair(messages: list[dict]) -> tuple[str, str]:
 def test_cluster_membership_in_jsonl_mode_equals_the_original(tmp_path) -> None:
     import json
 
-    from lovr_hf.merge.stage import MergeConfig, merge_jsonl
+    from lovr_hf.merge.config import MergeConfig
+    from lovr_hf.merge.jsonl import merge_jsonl
 
     rows = _caption_rows()
     caps = [{"vid": r["video_id"], "slice_num": r["slice_num"], "cap": r["caption"], "status": r["status"]}
             for r in rows]
     (tmp_path / "caps.jsonl").write_text("".join(json.dumps(c) + "\n" for c in reversed(caps)))
     merge_jsonl(str(tmp_path / "caps.jsonl"), str(tmp_path / "out.jsonl"),
-                MergeConfig(llm="lovr_hf.testing.merge_llm:PromptLLM", num_workers=1))
+                MergeConfig(llm="lovr_hf.backends.standins.chat_llms:PromptLLM", num_workers=1))
     got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     want = original_merger(caps, _join)
     keys = ("vid", "cluster_id", "start_slice_num", "end_slice_num", "clip_count", "cap", "merged_paragraphs")

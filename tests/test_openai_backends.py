@@ -20,7 +20,7 @@ from lovr_hf.backends.llms.openai import OpenAIChatLLM
 from lovr_hf.backends.openai_client import RequestFailed, bounded_map, iter_bounded, parse_retry_after
 from lovr_hf.merge.text import smooth_group
 from lovr_hf.prompts import CAPTION_SYSTEM, CAPTION_USER, MERGE_SYSTEM, caption_prompt
-from lovr_hf.testing import (
+from lovr_hf.testing.fake_openai import (
     GARBAGE_KINDS,
     Error,
     FakeOpenAIServer,

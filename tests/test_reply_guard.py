@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from lovr_hf.backends.llms.reply_checks import REJECTED
 from lovr_hf.backends.llms.reply_guard import added_text_problem, cut_off, repeated_phrase
-from lovr_hf.merge.text import REJECTED, integrate_video, smooth_group, split_paragraphs, summarize_theme
-from lovr_hf.testing import ScriptedLLM
+from lovr_hf.backends.standins.chat_llms import ScriptedLLM
+from lovr_hf.merge.text import integrate_video, smooth_group, split_paragraphs, summarize_theme
 
 DATA = json.loads((Path(__file__).parent / "data" / "smollm2_merge_replies.json").read_text(encoding="utf-8"))
 REPLIES = DATA["replies"]

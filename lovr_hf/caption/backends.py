@@ -1,4 +1,4 @@
-"""Which captioner a :class:`~lovr_hf.caption.stage.CaptionConfig` builds, and the flags each backend refuses.
+"""Which captioner a :class:`~lovr_hf.caption.config.CaptionConfig` builds, and the flags each backend refuses.
 
 Every caption setting is fingerprinted, so a flag the chosen backend would silently ignore would make a
 "different" run that computes the same captions (or, worse, look like it had an effect). Each built-in
@@ -8,17 +8,13 @@ backend therefore lists the settings it cannot use; a set one is refused before 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lovr_hf.backends.base import CAPTIONERS, SCORERS, Captioner, QualityScorer
-
-if TYPE_CHECKING:
-    from lovr_hf.caption.stage import CaptionConfig
+from lovr_hf.backends.captioners.common import ORIGINAL_DOWNSCALE
+from lovr_hf.caption.config import CaptionConfig
 
 logger = logging.getLogger(__name__)
-
-#: the original LoVR captioner's downscale helper size (width, height)
-ORIGINAL_DOWNSCALE = (426, 240)
 
 #: flags a built-in backend cannot use: (config field, neutral value, flag, why). A set flag is refused,
 #: since it would change the fingerprint without changing the captions.

@@ -10,7 +10,10 @@ Differences, each for the "fail loudly" rule: a clip that failed (unreadable fil
 output) gets no line, so the next run tries it again, and is listed in the log and the summary
 (the original wrote whatever caption sat at its position in the batch, see ../shared/README.md); a clip
 under 5 frames gets ``cap: ""`` with ``status: "skipped"``. The work runs on the caption stage in a
-repo next to the result file (``OUT.lovr/``: ``clips`` and ``clip_captions`` tables, resumable per batch).
+repo next to the result file (``OUT.lovr/``: ``clips`` and ``clip_captions`` tables, resumable per batch),
+so ``lovr caption`` judges its rows by the same exit rule as a repo run.
+
+:func:`export_jsonl` writes a repo's captions the other way: the original caption file format.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from lovr_hf import schema
+from lovr_hf.caption.backends import check_backend_flags
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
 from lovr_hf.cli.common import RunControl
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
@@ -41,6 +47,7 @@ class JsonlSummary:
     written: int = 0  # lines in the result file after the run
     failed: int = 0  # clips without a line (unreadable, failed, error): retried next run
     errors: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> reason, for the failed ones
+    repo: str | None = None  # the work repo this run captioned in (None: every line was already done)
 
 
 def original_key(info: dict[str, Any]) -> str:
@@ -109,12 +116,10 @@ def clip_row(info: dict[str, Any], video_folder: Path) -> dict[str, Any]:
             "fps": float(meta.fps)}
 
 
-def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: Any = None,
+def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: CaptionConfig | None = None,
                   control: RunControl | None = None) -> JsonlSummary:
     """Caption the clips of ``jsonl_file`` into ``result_file`` (the original script's contract)."""
     from tqdm.auto import tqdm
-
-    from lovr_hf.caption.stage import CaptionConfig, caption, check_backend_flags
 
     config = config or CaptionConfig()
     check_backend_flags(config)
@@ -158,6 +163,7 @@ def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: 
         repo.write(schema.CLIPS, rows)
         run = dataclasses.replace(control, num_chunks=None, chunk_idx=None, retry_failed=True)
         caption(repo, config, run)
+        summary.repo = str(repo.root)
     # the caption config the stage gathered: exactly the clips of this file, for the current settings
     captions = ({r[schema.CLIP_ID]: r for r in repo.read_table(schema.CLIP_CAPTIONS).to_pylist()}
                 if rows and repo.has(schema.CLIP_CAPTIONS) else {})
@@ -182,3 +188,20 @@ def caption_jsonl(video_folder: str, jsonl_file: str, result_file: str, config: 
     logger.info("caption (jsonl): %d lines in %s (%d new), %d clips without a caption (retried next run)",
                 len(lines), result_file, len(new_lines), summary.failed)
     return summary
+
+
+def export_jsonl(repo: BenchmarkRepo, path: str) -> None:
+    """The original caption file format (``vid``, ``slice_num``, ``cap``, and the clip file's ``path`` that the
+    original ``encode_text`` reads), for the original merger and evaluation scripts."""
+    paths = {}
+    if repo.has(schema.CLIPS):
+        clips = repo.read_table(schema.CLIPS)
+        paths = {c: (str(repo.resolve(p)) if p else None) for c, p in
+                 zip(clips.column(schema.CLIP_ID).to_pylist(), clips.column("path").to_pylist())}
+    lines = [
+        json.dumps({"vid": r[schema.VIDEO_ID], "slice_num": r[schema.SLICE_NUM], "clip_id": r[schema.CLIP_ID],
+                    "path": paths.get(r[schema.CLIP_ID]), "cap": r[schema.CAPTION], "status": r[schema.STATUS]},
+                   ensure_ascii=False)
+        for r in repo.read(schema.CLIP_CAPTIONS)
+    ]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

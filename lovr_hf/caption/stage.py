@@ -14,97 +14,30 @@ refused with a clear error (:func:`check_backend_flags`): nothing that is finger
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import os
 import time
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.backends.base import Captioner, GenerationParams, QualityScorer
-from lovr_hf.caption.backends import ORIGINAL_DOWNSCALE, check_backend_flags, make_captioner, make_scorer
+from lovr_hf.caption.backends import check_backend_flags, make_captioner, make_scorer
+from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.refine import REFINE_SUFFIX, ClipFrames, QualityLoop, Variant, default_variant
-from lovr_hf.cli.common import (
-    RunControl,
-    add_backend_option_arg,
-    add_common_args,
-    config_from_args,
-    control_from_args,
-)
+from lovr_hf.cli.common import RunControl
 from lovr_hf.engine.stage import Stage, StageResult, batch_metas
 from lovr_hf.failures import input_failure, reason_status, start_backend
 from lovr_hf.failures import message as failure_message
-from lovr_hf.prompts import caption_prompt, load_prompt_set, prompt_hash
+from lovr_hf.prompts import prompt_hash
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.video.decode_plan import ClipDecoder, size_request
-from lovr_hf.video.frames import CAPTION_MAX_FRAMES, CAPTION_MIN_FRAMES, caption_frame_plan
-from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES  # noqa: F401 - re-exported: one budget
+from lovr_hf.video.frames import caption_frame_plan
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-__all__ = ["ORIGINAL_DOWNSCALE", "REFINE_SUFFIX", "CaptionConfig", "CaptionStage", "caption", "check_backend_flags",
-           "make_captioner", "make_scorer"]
-
-
-@dataclasses.dataclass
-class CaptionConfig:
-    """Everything that changes a caption is fingerprinted; ``RUNTIME`` fields are not."""
-
-    backend: str = "transformers"  # transformers | vllm | openai | dummy | module:Class
-    model_path: str = DEFAULT_MODEL
-    revision: str | None = None
-    dtype: str = "auto"
-    attn_implementation: str | None = None
-    trust_remote_code: bool = False
-    tensor_parallel_size: int = 1  # vllm
-    api_base: str | None = None  # openai: also OPENAI_BASE_URL
-    api_model: str | None = None
-    api_server: str = "openai"  # openai: the server kind (openai = official fields only | vllm = vLLM serve)
-    prompt_file: str | None = None  # JSON/YAML {"system": ..., "user": ...} or a text file = user prompt
-    # sampling and frame counts of the original captioner: one source each (GenerationParams, frames.py)
-    temperature: float = GenerationParams.temperature
-    top_p: float = GenerationParams.top_p
-    repetition_penalty: float = GenerationParams.repetition_penalty
-    max_new_tokens: int = GenerationParams.max_new_tokens
-    do_sample: bool = GenerationParams.do_sample
-    seed: int | None = None
-    min_frames: int = CAPTION_MIN_FRAMES
-    max_frames: int = CAPTION_MAX_FRAMES
-    downscale: bool = False  # the original's 426x240 helper
-    min_quality: float | None = None  # quality threshold θ (0-10); None = original single pass
-    scorer: str = "heuristic"  # heuristic | llm
-    scorer_model: str | None = None  # llm judge: an LLM backend spec, e.g. "openai:gpt-4o-mini"
-    max_attempts: int = 3
-    generate_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra model.generate() options
-    # runtime only
-    batch_size: int = 8
-    decode_workers: int | None = None  # None: sized to the machine (lovr_hf.video.prefetch.auto_workers)
-    prefetch_batches: int = 2
-    prefetch_bytes: int = DEFAULT_PREFETCH_BYTES
-    device: str = "auto"
-    api_concurrency: int = 8
-    decode_backend: str = "auto"
-    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    RUNTIME: ClassVar[tuple[str, ...]] = (
-        "batch_size", "decode_workers", "prefetch_batches", "prefetch_bytes", "device", "api_concurrency",
-        "decode_backend", "api_base",
-    )
-
-    def prompts(self) -> dict[str, str]:
-        base = caption_prompt()
-        return load_prompt_set(self.prompt_file, base) if self.prompt_file else base
-
-    def params(self) -> GenerationParams:
-        extra = {"generate_kwargs": dict(self.generate_kwargs)} if self.generate_kwargs else {}
-        return GenerationParams(self.temperature, self.top_p, self.repetition_penalty, self.max_new_tokens,
-                                self.do_sample, self.seed, extra)
 
 
 def clip_duration(row: dict[str, Any]) -> float:
@@ -464,112 +397,3 @@ def summarize(repo: BenchmarkRepo, stage: CaptionStage, since: str, res: StageRe
         stats.get(schema.NEEDS_REVIEW, 0),
     )
     return stats
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="transformers", help="transformers | vllm | openai | describer (offline stand-in: describes the pixels) | dummy | module:Class")
-    p.add_argument("--model-path", "--model_path", dest="model_path", default=DEFAULT_MODEL,
-                   help="Hub id or local folder (original LoVR flag)")
-    p.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model-path (default: main)")
-    p.add_argument("--dtype", default="auto",
-                   help="weights dtype: auto (bfloat16 on a GPU that has it, else float16; float32 on CPU) | bfloat16 | "
-                        "float16 | float32")
-    p.add_argument("--attn-implementation", dest="attn_implementation", default=None,
-                   help="transformers attention kernel, e.g. flash_attention_2 or sdpa (default: the library's choice)")
-    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
-                   help="allow the model's own code from the Hub (off: such a model is refused)")
-    p.add_argument("--tensor-parallel-size", dest="tensor_parallel_size", type=int, default=1,
-                   help="--backend vllm: GPUs one model is split over")
-    p.add_argument("--api-base", dest="api_base", default=os.environ.get("OPENAI_BASE_URL"),
-                   help="--backend openai: the OpenAI-compatible server's URL (default: $OPENAI_BASE_URL, else the "
-                        "official API)")
-    p.add_argument("--api-model", dest="api_model", default=None,
-                   help="--backend openai: the model name the server knows (default: --model-path)")
-    p.add_argument("--api-server", dest="api_server", default=None, choices=("openai", "vllm"),
-                   help="--backend openai: the server kind. openai (default): official Chat Completions fields "
-                        "only, frames as images; vllm: a `vllm serve` endpoint, the clip as one video with its fps, "
-                        "repetition_penalty and top_k as the original")
-    p.add_argument("--prompt-file", dest="prompt_file", default=None,
-                   help="JSON/YAML {system, user} or a text file (the user prompt) in place of the original caption "
-                        "prompt; recorded by its hash")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8,
-                   help="clips per model call (original LoVR flag)")
-    d = CaptionConfig  # unset flags fall back to the config's defaults (the original captioner's)
-    p.add_argument("--temperature", type=float, default=None, help=f"default {d.temperature}")
-    p.add_argument("--top-p", dest="top_p", type=float, default=None, help=f"default {d.top_p}")
-    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=None,
-                   help=f"default {d.repetition_penalty}")
-    p.add_argument("--max-new-tokens", "--max_tokens", dest="max_new_tokens", type=int, default=None,
-                   help=f"default {d.max_new_tokens}")
-    p.add_argument("--greedy", dest="do_sample", action="store_false", help="greedy decoding (deterministic)")
-    p.add_argument("--max-frames", dest="max_frames", type=int, default=None, help=f"default {d.max_frames}")
-    p.add_argument("--downscale", action="store_true", help="shrink frames into 426x240 as the original helper")
-    p.add_argument("--min-quality", dest="min_quality", type=float, default=None,
-                   help="quality threshold θ (0-10): re-caption below it, up to --max-attempts")
-    p.add_argument("--scorer", default="heuristic", choices=("heuristic", "llm"),
-                   help="with --min-quality: who scores a caption: heuristic (offline rules) or llm (a judge model)")
-    p.add_argument("--scorer-model", dest="scorer_model", default=None,
-                   help="--scorer llm: the judge, an LLM backend spec such as openai:gpt-4o-mini (default: openai)")
-    p.add_argument("--max-attempts", dest="max_attempts", type=int, default=3,
-                   help="with --min-quality: captions tried per clip before the best one is kept")
-    p.add_argument("--decode-workers", dest="decode_workers", type=int, default=None,
-                   help="decode threads (default: sized to the machine)")
-    p.add_argument("--prefetch-bytes", dest="prefetch_bytes", type=int, default=None,
-                   help=f"bytes of decoded frames held ahead of the model (default {DEFAULT_PREFETCH_BYTES})")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
-    # the original caption_generator.py mode: a JSONL of clips in, the same lines with "cap" out
-    p.add_argument("--video-folder", dest="video_folder", default=None,
-                   help="original mode: folder the JSONL's clip paths are relative to")
-    p.add_argument("--jsonl-file", dest="jsonl_file", default=None,
-                   help="original mode: JSONL of clips (vid, slice_num, path); captions go to --result-file")
-    p.add_argument("--result-file", dest="result_file", default=None,
-                   help="original mode: output JSONL (each input line + cap, resumable); repo mode: also "
-                        "export the captions as JSONL (vid, slice_num, cap)")
-    add_backend_option_arg(p)
-    add_common_args(p)
-
-
-def main(args: argparse.Namespace) -> int:
-    config = config_from_args(CaptionConfig, args)
-    control = control_from_args(args)
-    if args.jsonl_file or args.video_folder:
-        from lovr_hf.caption.jsonl import caption_jsonl
-
-        if not (args.jsonl_file and args.video_folder and args.result_file):
-            raise SystemExit("the original mode needs --video-folder, --jsonl-file and --result-file together")
-        summary = caption_jsonl(args.video_folder, args.jsonl_file, args.result_file, config, control)
-        from lovr_hf.failures import is_bug_text
-
-        new = summary.written - summary.already_done
-        if any(is_bug_text(e) for e in summary.errors.values()) or (summary.failed and new <= 0):
-            logger.error("caption (jsonl): %s (exit 1)", "a programming error failed clips"
-                         if any(is_bug_text(e) for e in summary.errors.values()) else "no clip was captioned")
-            return 1
-        return 1 if control.strict and summary.failed else 0
-    res = caption(control.repo, config, control)
-    repo = BenchmarkRepo(control.repo)
-    if args.result_file and repo.has(schema.CLIP_CAPTIONS):
-        export_jsonl(repo, args.result_file)
-    from lovr_hf.report.summary import STAGE_CONFIGS, strict_exit
-
-    del res
-    return strict_exit(repo, {"caption": STAGE_CONFIGS["caption"]}, strict=control.strict)
-
-
-def export_jsonl(repo: BenchmarkRepo, path: str) -> None:
-    """The original caption file format (``vid``, ``slice_num``, ``cap``, and the clip file's ``path`` that the
-    original ``encode_text`` reads), for the original merger and evaluation scripts."""
-    from lovr_hf.repo import atomic_write_text
-
-    paths = {}
-    if repo.has(schema.CLIPS):
-        clips = repo.read_table(schema.CLIPS)
-        paths = {c: (str(repo.resolve(p)) if p else None) for c, p in
-                 zip(clips.column(schema.CLIP_ID).to_pylist(), clips.column("path").to_pylist())}
-    lines = [
-        json.dumps({"vid": r[schema.VIDEO_ID], "slice_num": r[schema.SLICE_NUM], "clip_id": r[schema.CLIP_ID],
-                    "path": paths.get(r[schema.CLIP_ID]), "cap": r[schema.CAPTION], "status": r[schema.STATUS]},
-                   ensure_ascii=False)
-        for r in repo.read(schema.CLIP_CAPTIONS)
-    ]
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

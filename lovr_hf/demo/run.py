@@ -21,17 +21,15 @@ dataset card and in the command's output; every failed or rejected merge call is
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.caption.stage import CaptionConfig
+from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.cli.common import RunControl
-from lovr_hf.merge.stage import MergeConfig
+from lovr_hf.merge.config import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
-from lovr_hf.report.summary import merge_line
 from lovr_hf.segment.stage import SegmentConfig
 
 logger = logging.getLogger(__name__)
@@ -127,31 +125,3 @@ def run_demo(output_dir: str | Path = "lovr_demo", **kwargs: Any) -> dict[str, A
     summary["theme_writers"] = theme_note()
     logger.info("demo finished in %.0f s; benchmark repo: %s", summary["seconds"], cfg.repo)
     return summary
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output_dir", "--output-dir", dest="output_dir", default="lovr_demo",
-                   help="where videos, models and the benchmark repo go (default ./lovr_demo)")
-    p.add_argument("--no-eval", dest="eval_models", action="store_false", help="skip the retrieval evaluation")
-    p.add_argument("--hub", action="store_true",
-                   help=f"small real Hub models on the CPU ({HUB_CAPTIONER}, {HUB_MERGER}, {HUB_EMBEDDER}); "
-                        "downloads them on first use")
-    p.add_argument("--caption-model", dest="caption_model", default=None, help="--hub: captioner (Hub id or folder)")
-    p.add_argument("--merge-model", dest="merge_model", default=None,
-                   help="merge LLM (Hub id, folder, .gguf or 'smollm2')")
-    p.add_argument("--eval-model", dest="eval_model", default=None, help="--hub: retrieval model (Hub id or folder)")
-
-
-def main(args: argparse.Namespace) -> int:
-    summary = run_demo(args.output_dir, hub=args.hub, eval_models=args.eval_models, caption_model=args.caption_model,
-                       merge_model=args.merge_model, eval_model=args.eval_model)
-    print(f"\nBenchmark repo: {summary['repo']}")  # the user-facing result of the command
-    print(summary["models_note"])
-    print(merge_line(summary))  # joins and integrations: by the LLM, by the stand-in, or the original kept
-    if summary.get("theme_writers"):
-        print(summary["theme_writers"])
-    print(f"demo finished in {summary['seconds']:.0f} s")
-    if summary.get("results_table"):
-        print(summary["results_table"])
-    print(f"from datasets import load_dataset\nload_dataset({summary['repo']!r}, 'video_captions', split='train')")
-    return 0

@@ -17,23 +17,19 @@ is dropped, so the next join goes to the LLM with the paragraph that now ends th
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lovr_hf.backends.base import ChatLLM, GenerationParams
-from lovr_hf.backends.llms.reply_guard import (
-    META_WORDS,
-    added_text_problem,
-    cut_off,
-    prompt_echo,
-    repeated_phrase,
-    repeated_sentence,
+from lovr_hf.backends.llms.reply_checks import (
+    REJECTED,
+    clean_reply,
+    join_verdict,
+    rewrite_problem,
+    theme_verdict,
 )
 from lovr_hf.failures import message as failure_message
 from lovr_hf.prompts import (
@@ -43,16 +39,11 @@ from lovr_hf.prompts import (
     TRANSITION_PROMPT,
     render_prompt,
 )
-from lovr_hf.schema import FAILED, NEEDS_REVIEW, OK, clip_id_for, cluster_id_for
+from lovr_hf.schema import FAILED, OK
 
 logger = logging.getLogger(__name__)
 
 PARAGRAPH_SEP = "\n"
-DEFAULT_CLUSTER_SIZE = 10
-#: clip caption statuses whose text is merged (``needs_review`` captions are real text: kept, flagged)
-MERGEABLE = (OK, NEEDS_REVIEW)
-#: prefix of every reason a reply was rejected by a guard (counted as "rejected replies" in summaries)
-REJECTED = "rejected reply: "
 
 
 def rejected_count(errors: Iterable[str | None]) -> int:
@@ -78,139 +69,6 @@ def split_paragraphs(text: str | None) -> list[str]:
 
 def join_paragraphs(paragraphs: Iterable[str]) -> str:
     return PARAGRAPH_SEP.join(p for p in paragraphs if p)
-
-
-_KEYWORD = r"(?:paragraph|previous|prev\b|next|optimi[sz]ed|beginning|caption|part\b|output|first|second|last|end\b)"
-_KEYWORD_RE = re.compile(_KEYWORD, re.IGNORECASE)
-_SEP = r"[:：\-–—]"
-# "[Optimized end of previous paragraph]", "**[Paragraph 1]:**", "> [Part 2] -"
-_BRACKET_LABEL = re.compile(rf"^[\s*_>#]*\[([^\]\n]{{1,80}})\]\s*(?:{_SEP})?[\s*_]*")
-# "**Paragraph 1:**", "__Next paragraph__:"
-_BOLD_LABEL = re.compile(rf"^\s*(\*\*|__)([^*_\n]{{1,80}}?)\1\s*(?:{_SEP})?\s*")
-# "Paragraph 1:", "Optimized end of previous paragraph:", "Next paragraph -", "Previous:", "Output:"
-_PLAIN_LABEL = re.compile(
-    rf"^[\s>#]*((?:[\w-]+\s+){{0,6}}?(?:paragraph|part|caption)(?:\s*\d+)?"
-    rf"|previous|prev|next|first|second|output|answer|result)\s*{_SEP}\s*",
-    re.IGNORECASE,
-)
-# list markers of a numbered or bulleted answer: "1. ", "2) ", "- ", "* "
-_LIST_MARKER = re.compile(r"^(?:[12][.)]|[-*•])\s+")
-_REFUSAL = re.compile(r"^(?:i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|as an ai)\b", re.IGNORECASE)
-_FENCE = re.compile(r"^\s*```")
-
-
-def _strip_label(line: str) -> str:
-    """Remove leading paragraph labels (repeatedly: labels come nested, e.g. ``**[Paragraph 1]:**``)."""
-    for _ in range(4):
-        before = line
-        m = _BRACKET_LABEL.match(line)
-        if m and _KEYWORD_RE.search(m.group(1)):
-            line = line[m.end():]
-        m = _BOLD_LABEL.match(line)
-        if m and _KEYWORD_RE.search(m.group(2)):
-            line = line[m.end():]
-        m = _PLAIN_LABEL.match(line)
-        if m:
-            line = line[m.end():]
-        m = _LIST_MARKER.match(line)
-        if m:
-            line = line[m.end():]
-        line = line.strip()
-        if line == before:
-            break
-    return line
-
-
-def _unquote(line: str) -> str:
-    line = line.strip()
-    if line.startswith("**") and line.endswith("**") and len(line) > 4 and "**" not in line[2:-2]:
-        line = line[2:-2].strip()
-    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'`":
-        line = line[1:-1].strip()
-    if len(line) >= 2 and line[0] == "“" and line[-1] == "”":
-        line = line[1:-1].strip()
-    return line
-
-
-def _looks_like_garbage(text: str) -> bool:
-    """Structured or markup payloads (an HTML error page, a JSON error object) instead of prose."""
-    t = text.strip()
-    if not any(ch.isalpha() for ch in t):
-        return True
-    low = t[:200].lower()
-    if low.startswith("<") and ("<html" in low or "<!doctype" in low or "</" in t):
-        return True
-    if t[0] in "{[":
-        try:
-            json.loads(t)
-            return True
-        except ValueError:
-            return False
-    return False
-
-
-def clean_reply(reply: str | None) -> list[str] | None:
-    """A model reply as clean paragraphs: labels, code fences, headings and preambles removed.
-
-    Returns None for no usable text (None, empty, markup/JSON garbage, a refusal).
-    """
-    if not isinstance(reply, str) or not reply.strip():
-        return None
-    if _looks_like_garbage(reply):
-        return None
-    # a literal backslash-n (models copying the prompt's "\n") separates paragraphs too
-    text = reply.replace("\r\n", "\n").replace("\\n", "\n")
-    paragraphs: list[str] = []
-    for raw in text.split("\n"):
-        line = raw.strip()
-        if not line or _FENCE.match(line):
-            continue
-        if line.startswith("#") and not paragraphs and len(line) < 100:
-            continue  # a markdown heading before the content
-        stripped = _unquote(_strip_label(line))
-        if not stripped:
-            continue  # the line was only a label
-        if stripped.endswith(":") and len(stripped) < 100 and not paragraphs:
-            continue  # "Here are the optimized paragraphs:"
-        paragraphs.append(stripped)
-    if not paragraphs or _REFUSAL.match(paragraphs[0]):
-        return None
-    return paragraphs
-
-
-def parse_transition_reply(reply: str | None) -> list[str] | None:
-    """Parse a transition reply into ``[new_prev, *new_next]``.
-
-    Element 0 replaces the last paragraph merged so far; the remaining elements replace the first
-    paragraph of the next caption (the original's ``split('\\n', 1)``: everything after the first line
-    is the next part). A single paragraph gives ``[p, ""]``: previous replaced, next emptied, as the
-    original. Bracket/bold/plain labels ("[Paragraph 1]", "Paragraph 1:", "**Previous:**") are stripped.
-    None when nothing usable came back (None, empty, garbage, refusal).
-    """
-    paragraphs = clean_reply(reply)
-    if paragraphs is None:
-        return None
-    if len(paragraphs) == 1:
-        return [paragraphs[0], ""]
-    return paragraphs
-
-
-def _plausible_length(out_chars: int, in_chars: int, min_ratio: float, max_ratio: float) -> bool:
-    """A rewrite keeps roughly the input's size; far shorter = dropped facts, far longer = rambling."""
-    return min_ratio * in_chars <= out_chars <= max_ratio * in_chars + 200
-
-
-_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
-
-
-def _covers(reply: str, source: str, min_coverage: float) -> bool:
-    """Does the reply keep the facts of ``source``? Share of its distinct content words (4+ letters) that
-    the reply still contains. Catches small models that echo one paragraph twice and drop the other."""
-    words = {w.lower() for w in _CONTENT_WORD.findall(source)}
-    if not words or min_coverage <= 0:
-        return True
-    kept = {w.lower() for w in _CONTENT_WORD.findall(reply)}
-    return len(words & kept) / len(words) >= min_coverage
 
 
 # ---- transition smoothing inside a cluster ------------------------------------------------------------
@@ -293,19 +151,8 @@ def smooth_group(
         except Exception as exc:  # one failed join must never lose the cluster
             reason = failure_message(exc)
         else:
-            parsed = parse_transition_reply(reply)
-            if parsed is None:
-                reason = "empty or unparsable reply" if reply and reply.strip() else "empty reply"
-            else:
-                out_chars = sum(len(p) for p in parsed)
-                if not _plausible_length(out_chars, len(prev) + len(nxt), min_ratio, max_ratio):
-                    reason = f"{REJECTED}implausible length {out_chars} for {len(prev) + len(nxt)} input chars"
-                elif not (_covers(" ".join(parsed), prev, min_coverage) and _covers(" ".join(parsed), nxt, min_coverage)):
-                    reason = f"{REJECTED}dropped the content of one paragraph"
-                elif (added := added_text_problem(parsed, [prev, nxt])) is not None:
-                    reason = f"{REJECTED}{added}"
-                if reason is not None:
-                    parsed = None
+            parsed, reason = join_verdict(prev, nxt, reply, min_ratio=min_ratio, max_ratio=max_ratio,
+                                          min_coverage=min_coverage)
         if parsed is None:
             failed += 1
             errors.append(f"join {idx - 1}->{idx}: {reason}")
@@ -317,129 +164,6 @@ def smooth_group(
         merged.extend(paragraphs[1:])
     merged = [p for p in merged if p]
     return ClusterResult(join_paragraphs(merged), len(merged), calls, failed, errors)
-
-
-# ---- grouping ---------------------------------------------------------------------------------------------
-
-_LAST_INT = re.compile(r"(\d+)(?!.*\d)")
-
-
-def slice_number(value: Any) -> int:
-    """Numeric slice order of ``3``, ``"3"``, ``"Scene-009"`` or ``"vid-Scene-010"`` (never string order)."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a slice number: {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        m = _LAST_INT.search(value)
-        if m:
-            return int(m.group(1))
-    raise ValueError(f"not a slice number: {value!r}")
-
-
-def _first(row: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if k in row and row[k] is not None:
-            return row[k]
-    return default
-
-
-@dataclass
-class Cluster:
-    """Consecutive clips of one video (by numeric slice order) merged into one caption."""
-
-    video_id: str
-    index: int
-    rows: list[Mapping[str, Any]]
-
-    @property
-    def cluster_id(self) -> str:
-        return cluster_id_for(self.video_id, self.index)
-
-    @functools.cached_property
-    def slice_nums(self) -> list[int]:
-        return [slice_number(_first(r, "slice_num", "clip_id")) for r in self.rows]
-
-    @property
-    def start_slice_num(self) -> int:
-        return self.slice_nums[0]
-
-    @property
-    def end_slice_num(self) -> int:
-        return self.slice_nums[-1]
-
-    @property
-    def clip_count(self) -> int:
-        return len(self.rows)
-
-    @property
-    def captions(self) -> list[str]:
-        return [_first(r, "caption", "cap", default="") or "" for r in self.rows]
-
-    @property
-    def usable_captions(self) -> list[str]:
-        """Captions with the text of rows whose ``status`` (when they have one) is not mergeable blanked:
-        such a clip keeps its place in the run, as in the original, but contributes no text."""
-        return [c if _usable(r) else "" for r, c in zip(self.rows, self.captions)]
-
-    @property
-    def left_out(self) -> list[str]:
-        """Clip ids of the run whose text is not merged (no usable caption: unusable status or empty)."""
-        return [cid for r, c, cid in zip(self.rows, self.captions, self.clip_ids) if not (_usable(r) and c.strip())]
-
-    @functools.cached_property
-    def clip_ids(self) -> list[str]:
-        out = []
-        for r, n in zip(self.rows, self.slice_nums):
-            cid = _first(r, "clip_id")
-            out.append(str(cid) if cid else (clip_id_for(self.video_id, n) if n >= 1 else f"{self.video_id}-{n}"))
-        return out
-
-
-def _usable(row: Mapping[str, Any]) -> bool:
-    st = row.get("status")
-    return st is None or st in MERGEABLE
-
-
-def group_clips(rows: Iterable[Mapping[str, Any]], cluster_size: int = DEFAULT_CLUSTER_SIZE) -> list[Cluster]:
-    """Per video (sorted ids), clips sorted numerically by ``slice_num``, in consecutive groups.
-
-    Every row counts, whatever its caption or status (the original groups every row of the caption
-    file): a skipped or failed clip keeps its place, so the clusters after it do not shift.
-
-    Accepts both the dataset columns (``video_id``, ``slice_num``, ``caption``) and the original JSONL
-    fields (``vid``, ``slice_num``, ``cap``). A repeated (video, slice) keeps its first row and logs a
-    warning, so a caption file with a duplicated line never yields a duplicated clip.
-    """
-    if cluster_size < 1:
-        raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
-    per_video: dict[str, dict[int, Mapping[str, Any]]] = {}
-    for row in rows:
-        vid = _first(row, "video_id", "vid")
-        if vid is None:
-            raise ValueError(f"row without video_id/vid: {dict(row)!r}"[:300])
-        num = slice_number(_first(row, "slice_num", "clip_id"))
-        clips = per_video.setdefault(str(vid), {})
-        if num in clips:
-            logger.warning("duplicate clip %s slice %d: keeping the first row", vid, num)
-            continue
-        clips[num] = row
-    clusters: list[Cluster] = []
-    for vid in sorted(per_video):
-        ordered = [per_video[vid][n] for n in sorted(per_video[vid])]
-        for k, start in enumerate(range(0, len(ordered), cluster_size)):
-            clusters.append(Cluster(vid, k, ordered[start:start + cluster_size]))
-    return clusters
-
-
-def clusters_per_video(num_clips: int, cluster_size: int = DEFAULT_CLUSTER_SIZE) -> int:
-    """ceil(clips / size): how many clusters a complete video has (the original's resume check)."""
-    return math.ceil(num_clips / cluster_size) if num_clips > 0 else 0
-
-
-# ---- full-video integration ----------------------------------------------------------------------------
 
 
 def approx_tokens(text: str) -> int:
@@ -505,18 +229,13 @@ class _Integrator:
             reason = failure_message(exc)
         else:
             paragraphs = clean_reply(reply)
-            in_chars = len(first) + len(second)
-            out_chars = sum(len(p) for p in paragraphs or [])
             if paragraphs is None:
                 reason = "empty or unparsable reply"
-            elif not _plausible_length(out_chars, in_chars, self.min_ratio, self.max_ratio):
-                reason = f"{REJECTED}implausible length {out_chars} for {in_chars} input chars"
-            elif not all(_covers(" ".join(paragraphs), t, self.min_coverage) for t in (first, second)):
-                reason = f"{REJECTED}dropped the content of one text"
-            elif (added := added_text_problem(paragraphs, [first, second])) is not None:
-                reason = f"{REJECTED}{added}"
             else:
-                return paragraphs
+                reason = rewrite_problem(paragraphs, [first, second], min_ratio=self.min_ratio,
+                                         max_ratio=self.max_ratio, min_coverage=self.min_coverage, what="text")
+                if reason is None:
+                    return paragraphs
         self.failed += 1
         self.errors.append(f"{where}: {reason}")
         logger.warning("video integration %s kept the original text: %s", where, reason)
@@ -676,16 +395,7 @@ def summarize_theme(
         reply = llm.chat(messages, params)
     except Exception as exc:  # a missing theme never fails the video
         return ThemeResult("", 1, failure_message(exc), truncated)
-    cleaned = clean_reply(reply)
-    if cleaned is None:
-        return ThemeResult("", 1, "empty or unparsable reply", truncated)
-    text = " ".join(cleaned)
-    problem = prompt_echo(text, [caption]) or repeated_sentence(text, [caption]) or repeated_phrase(text, [caption])
-    if problem is None and cut_off(text, [caption]):
-        problem = f"cut off: {text[-40:]}"
-    if problem is None:
-        problem = next((w for w in sorted({w.lower() for w in re.findall(r"[^\W\d_]+", text)} & META_WORDS)
-                        if w not in caption.lower()), None)
-    if problem is not None:
-        return ThemeResult("", 1, f"{REJECTED}instruction echo, meta-commentary or a loop ({problem!r})", truncated)
+    text, problem = theme_verdict(caption, reply)
+    if text is None:
+        return ThemeResult("", 1, problem, truncated)
     return ThemeResult(text, 1, None, truncated)

@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+#: the default captioner of the original LoVR pipeline (also the name a vLLM server of it answers to)
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: the original LoVR captioner's downscale helper size (width, height)
+ORIGINAL_DOWNSCALE = (426, 240)
+
 
 class OutOfMemory(RuntimeError):
     """A batch did not fit in accelerator memory; the caller may retry with fewer frames or clips."""

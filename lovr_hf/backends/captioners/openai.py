@@ -22,13 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
-from lovr_hf.backends.captioners.common import PartialBatchError, per_clip
+from lovr_hf.backends.captioners.common import DEFAULT_MODEL, PartialBatchError, per_clip
 from lovr_hf.backends.openai_client import API_SERVERS, ClientStats, OpenAIChatClient
 from lovr_hf.prompts import caption_prompt
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_API_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"  # the name a vLLM server of the default model uses
 
 
 def jpeg_base64(frame: np.ndarray, quality: int = 90, max_side: int | None = None) -> str:
@@ -71,7 +69,7 @@ class OpenAICaptioner(Captioner):
 
     def __init__(
         self,
-        api_model: str = DEFAULT_API_MODEL,
+        api_model: str = DEFAULT_MODEL,  # the name a vLLM server of the default model uses
         api_base: str | None = None,
         api_key: str | None = None,
         *,

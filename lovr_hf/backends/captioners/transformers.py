@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,55 +22,12 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
-from lovr_hf.backends.captioners.common import OutOfMemory, per_clip
+from lovr_hf.backends.captioners.common import DEFAULT_MODEL, ORIGINAL_DOWNSCALE, OutOfMemory, per_clip
 from lovr_hf.backends.captioners.qwen_vision import merge_factor
+from lovr_hf.backends.devices import resolve_device, resolve_dtype
 from lovr_hf.backends.model_cache import load_once
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["DEFAULT_MODEL", "ORIGINAL_DOWNSCALE", "OutOfMemory", "TransformersCaptioner", "downscale_frames",
-           "is_oom", "resolve_device", "resolve_dtype"]
-
-DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-#: the original LoVR captioner's downscale helper size (width, height)
-ORIGINAL_DOWNSCALE = (426, 240)
-
-
-def resolve_device(device: str | None = "auto") -> str:
-    """``"auto"`` -> ``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per process), else ``cpu``."""
-    import torch
-
-    if device not in (None, "", "auto"):
-        return str(device)
-    if torch.cuda.is_available():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        return f"cuda:{local_rank % max(1, torch.cuda.device_count())}"
-    return "cpu"
-
-
-def resolve_dtype(dtype: Any, device: str) -> Any:
-    """``"auto"`` -> bfloat16 on a GPU that supports it (float16 otherwise), float32 on CPU."""
-    import torch
-
-    if dtype is None or dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    aliases = {
-        "bf16": "bfloat16",
-        "fp16": "float16",
-        "half": "float16",
-        "fp32": "float32",
-        "float": "float32",
-    }
-    value = getattr(torch, aliases.get(name, name), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return value
-
 
 def is_oom(exc: BaseException) -> bool:
     """True for accelerator/host out-of-memory errors (torch raises several kinds)."""

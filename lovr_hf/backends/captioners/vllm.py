@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, Captioner, GenerationParams
-from lovr_hf.backends.captioners.common import per_clip
+from lovr_hf.backends.captioners.common import DEFAULT_MODEL, OutOfMemory, per_clip
 from lovr_hf.backends.captioners.qwen_vision import merge_factor, resize_video
-from lovr_hf.backends.captioners.transformers import DEFAULT_MODEL, OutOfMemory, downscale_frames, is_oom
+from lovr_hf.backends.captioners.transformers import downscale_frames, is_oom
 from lovr_hf.backends.model_cache import load_once
 
 PIXEL_BUDGETS = ("auto", "qwen", "none")

@@ -112,7 +112,7 @@ def load_causal_lm(
     """(model, tokenizer), loaded once per process per settings (later calls share the objects)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lovr_hf.backends.captioners.transformers import resolve_device, resolve_dtype
+    from lovr_hf.backends.devices import resolve_device, resolve_dtype
 
     folder, gguf_file = resolve_model_path(model_path, gguf_file)
     device = resolve_device(device)  # cuda:<LOCAL_RANK> under accelerate launch, one GPU per rank

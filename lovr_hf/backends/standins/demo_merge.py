@@ -3,8 +3,8 @@
 SmolLM2-135M (the demo's offline LLM) mostly echoes the original merge prompt or loops; the reply guard
 rejects those replies and the join keeps the original paragraphs, so a newcomer running ``lovr demo``
 would never see what a merge does. :class:`GuardedMerger` asks the LLM (bounded: see
-:mod:`lovr_hf.backends.llms.transformers`), checks the reply with the very checks the merge stage applies
-(:func:`~lovr_hf.merge.text.smooth_group` / :func:`~lovr_hf.merge.text.summarize_theme` run on the reply),
+:mod:`lovr_hf.backends.llms.transformers`), checks the reply with the very verdicts the merge stage applies
+(:func:`~lovr_hf.backends.llms.reply_checks.join_verdict` / :func:`~lovr_hf.backends.llms.reply_checks.theme_verdict`),
 and where they reject it answers with :class:`StandInJoiner`'s text instead: a deterministic joiner
 that does what the prompt asks in the plainest way (a temporal connective between the two paragraphs,
 a repeated sentence dropped). Every call is logged with who wrote the text; :data:`TALLY` counts them
@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 from lovr_hf.backends.base import ChatLLM, GenerationParams
+from lovr_hf.backends.llms.reply_checks import join_verdict, theme_verdict
 from lovr_hf.prompts import INTEGRATE_PROMPT, THEME_PROMPT, TRANSITION_PROMPT, prompt_fields
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ logger = logging.getLogger(__name__)
 STAND_IN_NAME = "stand-in joiner"
 #: (task, writer) -> calls in this process: task in join | theme | integrate, writer in llm | stand-in
 TALLY: Counter[tuple[str, str]] = Counter()
-REJECTIONS: list[str] = []
 _TALLY_LOCK = threading.Lock()
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -35,7 +35,6 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 def reset_tally() -> None:
     with _TALLY_LOCK:
         TALLY.clear()
-        REJECTIONS.clear()
 
 
 def _lower_first(text: str) -> str:
@@ -77,7 +76,7 @@ class StandInJoiner:
 
 
 class _Canned(ChatLLM):
-    """A ChatLLM that answers one fixed text: runs a reply through the merge stage's own checks."""
+    """A ChatLLM that answers one fixed text (the demo's tests feed the merger a known reply through it)."""
 
     name = "canned"
 
@@ -92,30 +91,16 @@ class _Canned(ChatLLM):
 
 
 def guard_problem(task: str, fields: dict[str, str], reply: str) -> str | None:
-    """Why the merge stage would reject ``reply`` for this task (None: it would keep it)."""
-    from lovr_hf.merge.text import smooth_group, summarize_theme
-
-    with _quiet(logging.getLogger("lovr_hf.merge.text")):  # the stage logs its own verdict; this is a check
-        return _guard_problem(task, fields, reply, smooth_group, summarize_theme)
-
-
-class _quiet:
-    def __init__(self, log: logging.Logger) -> None:
-        self.log, self.was = log, log.disabled
-
-    def __enter__(self) -> None:
-        self.log.disabled = True
-
-    def __exit__(self, *exc: object) -> None:
-        self.log.disabled = self.was
-
-
-def _guard_problem(task: str, fields: dict[str, str], reply: str, smooth_group: Any, summarize_theme: Any) -> str | None:
+    """Why the merge stage would reject ``reply`` for this task (None: it would keep it): the stage's own
+    verdicts (:mod:`lovr_hf.backends.llms.reply_checks`), with the stage's default bounds."""
     if task == "join":
-        res = smooth_group([fields["prev"], fields["next"]], _Canned(reply))
-        return res.errors[0] if res.failed_calls else None
+        prev, nxt = fields["prev"].strip(), fields["next"].strip()
+        if not (prev and nxt):
+            return None  # the stage asks no join of an empty paragraph
+        _, problem = join_verdict(prev, nxt, reply)
+        return f"join 0->1: {problem}" if problem is not None else None
     if task == "theme":
-        return summarize_theme(fields["caption"], _Canned(reply)).error
+        return theme_verdict(fields["caption"], reply)[1]
     return None  # integration replies are checked by the stage (coverage), not repeated here
 
 
@@ -159,8 +144,6 @@ class GuardedMerger(ChatLLM):
         problem = guard_problem(kind, fields, reply)
         with _TALLY_LOCK:
             TALLY[(kind, "stand-in" if problem else "llm")] += 1
-            if problem:
-                REJECTIONS.append(f"{kind}: {problem}")
         if problem is None:
             logger.info("merge %s: the LLM's reply kept (%d chars)", kind, len(reply))
             return reply
