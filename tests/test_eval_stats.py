@@ -26,7 +26,7 @@ from lovr_hf.hub.release import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.compare import paired
 from lovr_hf.stats.rankings import write_rankings
-from lovr_hf.stats.retrieval import DIRECTIONS
+from lovr_hf.stats.directions import DIRECTIONS
 
 N_CLIPS = 5
 BASE = {"model": "dummy", "interval": 30, "topk": "1,2,3,5", "clip_queries": "all", "bootstrap": 200}

@@ -22,7 +22,7 @@ from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, res
 from lovr_hf.evaluation.models import model_label
 from lovr_hf.evaluation.results import cost_key
 from lovr_hf.evaluation.run import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
-from lovr_hf.stats.retrieval import DIRECTIONS
+from lovr_hf.stats.directions import DIRECTIONS
 from lovr_hf.video.reader import read_clip_frames
 
 N_CLIPS = sum(len(c) for c in LAYOUT.values())

@@ -32,7 +32,7 @@ from lovr_hf.report.plots import (  # noqa: F401 - re-exported
     write_slice_plot,
 )
 from lovr_hf.stats import slices
-from lovr_hf.stats.retrieval import DIRECTIONS
+from lovr_hf.stats.directions import DIRECTIONS
 
 RESULTS_MD = "results.md"
 COST_JSON = f"{ASSETS_DIR}/eval_cost.json"
