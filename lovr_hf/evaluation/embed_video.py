@@ -48,10 +48,10 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.evaluation.embed import VISUAL_KINDS, _EmbedStage, l2n
 from lovr_hf.evaluation.embed_files import FilesInput
+from lovr_hf.evaluation.embed_stage import VISUAL_KINDS, EmbedStage
 from lovr_hf.evaluation.models import EmbedConfig, check_embedder, resolved_interval
-from lovr_hf.evaluation.visual_plan import (  # noqa: F401 - re-exported: the stage's public vocabulary
+from lovr_hf.evaluation.visual_plan import (
     FrameRule,
     OracleChoice,
     RunningMean,
@@ -59,11 +59,11 @@ from lovr_hf.evaluation.visual_plan import (  # noqa: F401 - re-exported: the st
     frame_rule,
     left_out_note,
     load_gold,
-    sample_video,
 )
 from lovr_hf.failures import message as failure_message
 from lovr_hf.failures import reason_status
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stats.vectors import l2_normalize
 from lovr_hf.video.decode_plan import error_text, read_source, size_request
 from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES, StreamPool, resolve_workers
 
@@ -89,7 +89,7 @@ class _ClipState:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class VideoEmbedStage(FilesInput, _EmbedStage):
+class VideoEmbedStage(FilesInput, EmbedStage):
     """Videos (with their ordered clips) -> one ``clip`` row per clip and one ``video`` row per video."""
 
     input_key = schema.VIDEO_ID
@@ -187,18 +187,18 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             raise ValueError(f"embed_frames returned shape {out.shape} for {len(frames)} frames")
         if not np.isfinite(out).all():
             raise ValueError("embed_frames returned NaN/inf")
-        return l2n(out)
+        return l2_normalize(out)
 
     def _native(self, frames: np.ndarray) -> np.ndarray:
         """A video tower on ``frames``; an ``embed_video`` that returns None pools frame embeddings."""
         assert self._backend is not None
         v = self._backend.embed_video(frames)
         if v is None:
-            return l2n(self._frame_embeddings(frames).mean(axis=0))
+            return l2_normalize(self._frame_embeddings(frames).mean(axis=0))
         v = np.asarray(v, dtype=np.float32).reshape(-1)
         if not np.isfinite(v).all():
             raise ValueError("embed_video returned NaN/inf")
-        return l2n(v)
+        return l2_normalize(v)
 
     def _row(self, kind: str, item: str, vid: str, vec: np.ndarray | None, n: int, status: str = schema.OK,
              error: str | None = None, rule: str | None = None) -> dict[str, Any]:

@@ -20,8 +20,6 @@ import numpy as np
 
 from lovr_hf.backends.base import Embedder
 
-PROTOCOLS = ("lovr", "original")
-
 
 def swap_channels(frames: np.ndarray) -> np.ndarray:
     """``[..., 3]`` RGB <-> BGR, contiguous (a negative-stride view would not go through ``torch.from_numpy``)."""

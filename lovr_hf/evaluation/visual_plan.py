@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 
 from lovr_hf import schema
 from lovr_hf.backends.base import Embedder
-from lovr_hf.evaluation.embed import l2n
 from lovr_hf.evaluation.models import EmbedConfig, resolved_interval
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stats.vectors import l2_normalize
 from lovr_hf.video.decode_plan import FrameRequest, SourceRead, error_text, group_by_source
 from lovr_hf.video.frames import interval_indices, uniform_indices, video_interval_indices
 from lovr_hf.video.reader import probe
@@ -164,7 +164,7 @@ class VideoPlan:
 
 
 class RunningMean:
-    """Running mean of L2-normalised vectors in float64: equal to ``l2n(frames.mean(0))`` within float32
+    """Running mean of L2-normalised vectors in float64: equal to ``l2_normalize(frames.mean(0))`` within float32
     rounding, in O(d) memory whatever the number of frames."""
 
     __slots__ = ("total", "n")
@@ -187,7 +187,7 @@ class RunningMean:
 
     def vector(self) -> np.ndarray:
         assert self.total is not None and self.n
-        return l2n((self.total / self.n).astype(np.float32))
+        return l2_normalize((self.total / self.n).astype(np.float32))
 
 
 class OracleChoice:
@@ -198,7 +198,7 @@ class OracleChoice:
     __slots__ = ("gold", "sim", "vec")
 
     def __init__(self, gold: np.ndarray) -> None:
-        self.gold = l2n(np.asarray(gold, dtype=np.float32).reshape(-1))
+        self.gold = l2_normalize(np.asarray(gold, dtype=np.float32).reshape(-1))
         self.sim = -np.inf
         self.vec: np.ndarray | None = None
 

@@ -60,7 +60,7 @@ def _rows(repo: BenchmarkRepo, config: str) -> list[dict[str, Any]]:
 def query_clip_ids(repo: BenchmarkRepo, clip_queries: str | None = None, seed: int = 0) -> list[str]:
     """The text->clip query list to export: the released list of an imported release (unless
     ``clip_queries`` is given), else ``lovr eval``'s selection (``"1000"`` drawn with ``seed``, or ``"all"``)."""
-    from lovr_hf.hub.release import released_query_ids
+    from lovr_hf.evaluation.release_marker import released_query_ids
     from lovr_hf.stats.directions import select_clip_queries
 
     caps = {r[schema.CLIP_ID]: r for r in _rows(repo, schema.CLIP_CAPTIONS) if r[schema.STATUS] in QUERY_STATUSES}
