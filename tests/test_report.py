@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from test_embed import make_repo
 
+from lovr_hf.cli import report as report_cli
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import html as report
@@ -32,8 +33,8 @@ def scored(eval_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Bench
 
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
-    return report.main(parser.parse_args(argv))
+    report_cli.add_arguments(parser)
+    return report_cli.main(parser.parse_args(argv))
 
 
 def test_report_page_has_results_plots_and_a_gallery_of_decoded_clips(scored: BenchmarkRepo, tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ Marker fields (``"schema": "lovr_release/1"``):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -133,20 +132,3 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
     logger.info("release %s (%s): %d query captions, %d clip files, %d videos", root, scan.generation,
                 len(scan.query_ids), len(on_disk), len(scan.video_ids))
     return counts
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("release_dir", help="folder of the official LoVR release (caption_data/, video_data/)")
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder to write (default ./lovr)")
-    p.add_argument("--no-clips", action="store_true", help="skip probing clip video files")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        counts = import_release(args.release_dir, args.repo, clips=not args.no_clips)
-    except (ValueError, FileNotFoundError) as exc:
-        logger.error("lovr import-release: %s", exc)
-        return 2
-    for config, n in counts.items():
-        logger.info("%-16s %8d rows", config, n)
-    return 0
