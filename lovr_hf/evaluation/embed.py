@@ -70,10 +70,10 @@ class TextEmbedStage(EmbedStage):
 
     def _chunks(self, text: str) -> int:
         """Text chunks averaged for ``text`` (1 when truncating or when the embedder cannot tell)."""
-        backend = self._backend
-        if self.config.text_mode == "chunk-mean" and hasattr(backend, "text_chunk_ids"):
-            return len(backend.text_chunk_ids(text))  # type: ignore[union-attr]
-        return 1
+        if self.config.text_mode != "chunk-mean" or self._backend is None:
+            return 1
+        chunks = self._backend.text_chunk_ids(text)
+        return 1 if chunks is None else len(chunks)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         assert self._backend is not None

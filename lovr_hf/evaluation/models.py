@@ -301,7 +301,7 @@ def check_embedder(config: EmbedConfig) -> type[Embedder]:
         if importlib.util.find_spec("open_clip") is None:
             raise ImportError("the open_clip backend needs open_clip_torch: pip install 'lovr_hf[openclip]'")
     cls = EMBEDDERS.get(backend)
-    if getattr(cls, "requires_remote_code", False) and not config.trust_remote_code:
+    if cls.requires_remote_code and not config.trust_remote_code:
         raise ValueError(f"{config.model} runs code from its Hub repo: pass --trust-remote-code "
                          "if you trust it")
     return cls

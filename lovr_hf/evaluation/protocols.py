@@ -62,6 +62,13 @@ class ChannelSwapEmbedder(Embedder):
     def video_frames(self) -> int | None:  # type: ignore[override]
         return self._inner.video_frames
 
+    @property
+    def decode_size(self) -> Any:  # type: ignore[override]
+        return self._inner.decode_size
+
+    def text_chunk_ids(self, text: str) -> list[list[int]] | None:
+        return self._inner.text_chunk_ids(text)
+
     def model_id(self) -> str:
         return self._inner.model_id()
 
@@ -74,7 +81,7 @@ class ChannelSwapEmbedder(Embedder):
     def embed_video_files(self, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
         return self._inner.embed_video_files(groups)  # files are decoded by the model's own code: untouched
 
-    # -- anything else (text_chunk_ids, dim, load, family-specific hooks) -------------------------------
+    # -- anything else (dim, load, family-specific hooks) -------------------------------
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_inner":  # unpickling looks these up before _inner exists
             raise AttributeError(name)

@@ -93,13 +93,13 @@ def frame_rule(cls: type[Embedder], config: EmbedConfig, instance: Embedder | No
     video tower's own count (recorded as ``native:N``); a class implementing ``embed_video`` without
     declaring ``video_frames`` gets the configured sampling (``native+interval:K``).
     """
-    if getattr(cls, "video_input", "frames") == "files":
+    if cls.video_input == "files":
         return FrameRule("files")
     interval = resolved_interval(config)
     if has_native_video(cls):
-        n = config.num_frames or getattr(instance if instance is not None else cls, "video_frames", None)
+        n = config.num_frames or (instance if instance is not None else cls).video_frames
         return FrameRule("native", None if n else interval, int(n) if n else None)
-    oracle = config.protocol == "original" and bool(getattr(cls, "original_oracle_frame", False))
+    oracle = config.protocol == "original" and cls.original_oracle_frame
     return FrameRule("pool", interval, config.num_frames or None, oracle)
 
 

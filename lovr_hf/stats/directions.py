@@ -1,7 +1,7 @@
 """The LoVR protocol on top of :mod:`lovr_hf.stats.retrieval`: the directions of the original ``calc_pass``.
 
-Kept apart from the rank maths so that the maths stays a small, dependency-free module; everything here is
-re-exported from :mod:`lovr_hf.stats.retrieval` for existing imports.
+Kept apart from the rank maths so that the maths stays a small, dependency-free module; import the
+directions from here.
 """
 
 from __future__ import annotations
