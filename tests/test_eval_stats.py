@@ -312,6 +312,7 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     with pytest.raises(ValueError, match="stored embeddings do not match the current data"):
         score(repo, render=True)  # --calc_pass alone: the embeddings of the old caption are refused
     evaluate_model(repo, EvalConfig(**BASE, backend_options={"max_text_tokens": 20}))  # re-embeds, then scores
+    render_results(repo)  # what `lovr eval` renders once per command
     assert "Out of date" not in repo.card_path.read_text() and verify(repo).ok
     assert repo_status(repo)["results_out_of_date"] == []
     # a local model folder: a hash of its files, changed by any file

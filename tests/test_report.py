@@ -18,6 +18,7 @@ from lovr_hf.cli import report as report_cli
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import html as report
+from lovr_hf.report.results_page import render_results
 from lovr_hf.stats.rankings import read_rankings
 from lovr_hf.video.reader import evenly_spaced, read_clip_frames
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.slow
 def scored(eval_source: Path, tmp_path_factory: pytest.TempPathFactory) -> BenchmarkRepo:
     repo = make_repo(tmp_path_factory.mktemp("report") / "lovr", eval_source, themes=True)
     evaluate_model(repo, EvalConfig(model="dummy", interval=30, topk="1,2,3,5", clip_queries="all", bootstrap=100))
+    render_results(repo)  # what `lovr eval` renders once per command (the plots the page shows)
     return repo
 
 
@@ -70,7 +72,7 @@ def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypat
                                 capsys: pytest.CaptureFixture) -> None:
     from lovr_hf.cli import main as cli
 
-    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.report.html", "static HTML report per model"))
+    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.cli.report", "static HTML report per model"))
     assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0
     assert capsys.readouterr().out.strip().endswith("dummy.html")
     empty = BenchmarkRepo(tmp_path / "empty")
