@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -49,18 +48,16 @@ class TextEmbedStage(EmbedStage):
 
     input_key = "item_id"
 
-    def __init__(self, config: EmbedConfig, kind: str, slug: str, inputs_hash: str = "",
-                 input_keys: Iterable[str] | None = None) -> None:
-        # ``inputs_hash`` is no longer used: each caption's text is its unit digest (kept for callers)
+    def __init__(self, config: EmbedConfig, kind: str, slug: str) -> None:
+        # each caption's text is its unit digest: a rewritten caption is embedded again, the others reused
         if kind not in TEXT_KINDS:
             raise ValueError(f"unknown caption kind {kind!r}; known: {sorted(TEXT_KINDS)}")
         if config.text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {config.text_mode!r}")
-        super().__init__(config, slug, input_keys)
+        super().__init__(config, slug)
         self.kind = kind
         self.kinds = (kind,)
         self.name = f"embed-text-{kind}"  # type: ignore[misc]
-        self.inputs_hash = inputs_hash
         self.batch_size = max(1, int(config.text_rows_per_commit))
 
     def fingerprint_payload(self) -> dict[str, Any]:

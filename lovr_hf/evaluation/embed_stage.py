@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -64,12 +63,11 @@ class EmbedStage(Stage):
     digest_column = "input_digest"  # scoring stored embeddings checks them against the current inputs
     incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
 
-    def __init__(self, config: EmbedConfig, slug: str, input_keys: Iterable[str] | None = None) -> None:
+    def __init__(self, config: EmbedConfig, slug: str) -> None:
         super().__init__(config)
         self.slug = slug
         self.outputs = (schema.embeddings_config(slug),)  # type: ignore[misc]
         self.status_config = self.outputs[0]  # type: ignore[misc]
-        del input_keys  # the engine keeps exactly the current input's units (kept for callers)
         self._backend: Embedder | None = None
         self._stats: dict[str, float] = {}
         self.card_stale = False  # set by gather when the config changed (run_stages refreshes the card once)

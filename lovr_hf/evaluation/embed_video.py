@@ -40,7 +40,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -96,9 +96,8 @@ class VideoEmbedStage(FilesInput, EmbedStage):
     kinds = VISUAL_KINDS
     version = "2"  # 2: unreadable clips skipped inside their video; frame_rule and protocol on every row
 
-    def __init__(self, config: EmbedConfig, slug: str, repo_root: str,
-                 input_keys: Iterable[str] | None = None) -> None:
-        super().__init__(config, slug, input_keys)
+    def __init__(self, config: EmbedConfig, slug: str, repo_root: str) -> None:
+        super().__init__(config, slug)
         self.name = "embed-video"  # type: ignore[misc]
         self.repo_root = repo_root
         self.interval = resolved_interval(config)
@@ -434,4 +433,4 @@ def video_inputs(repo: BenchmarkRepo) -> Dataset:
 
 def video_stage(repo: BenchmarkRepo, config: EmbedConfig, slug: str) -> tuple[VideoEmbedStage, Dataset]:
     ds = video_inputs(repo)
-    return VideoEmbedStage(config, slug, str(repo.root), ds[schema.VIDEO_ID]), ds
+    return VideoEmbedStage(config, slug, str(repo.root)), ds
