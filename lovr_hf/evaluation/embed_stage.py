@@ -16,7 +16,8 @@ from filelock import FileLock
 
 from lovr_hf import schema
 from lovr_hf.backends.base import Embedder
-from lovr_hf.engine.stage import Stage, log_removed
+from lovr_hf.engine.stage import Stage
+from lovr_hf.engine.workdir import log_removed
 from lovr_hf.evaluation.models import EmbedConfig, model_label, model_payload, shared_embedder
 from lovr_hf.repo import BenchmarkRepo
 

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
-from lovr_hf.engine.stage import completed_keys
+from lovr_hf.engine.workdir import completed_keys
 from lovr_hf.evaluation.models import model_slug
 from lovr_hf.repo import BenchmarkRepo
 
