@@ -56,7 +56,7 @@ def save_standin(module_file: str, config_cls: str, model_cls: str, out: Path) -
     as remote code."""
     import torch
 
-    from lovr_hf.tiny import _clip_tokenizer
+    from lovr_hf.tiny.clip import _clip_tokenizer
 
     path = REMOTE_CODE / module_file
     spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -120,6 +120,30 @@ def test_a_keyerror_bug_in_eval_is_not_a_usage_error(tmp_path, monkeypatch, caps
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_a_valueerror_bug_in_eval_is_not_a_usage_error(tmp_path, monkeypatch, capsys) -> None:
+    """``lovr eval`` turned every ``ValueError`` into exit 2, so a ValueError raised by a bug (here from numpy,
+    deep inside a library) read as the user's mistake; exit 2 is for usage errors only
+    (:func:`lovr_hf.cli.errors.exit_code_for`): a bug exits 1 with its traceback."""
+    import numpy as np
+
+    import lovr_hf.evaluation.run as evaluation
+    from lovr_hf import schema
+    from lovr_hf.repo import BenchmarkRepo
+
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.VIDEOS, [])
+
+    def buggy(*args, **kwargs):
+        return np.zeros(4).reshape(3)  # ValueError: cannot reshape (a bug, not the user's input)
+
+    monkeypatch.setattr(evaluation, "evaluate_models", buggy)
+    capsys.readouterr()
+    assert cli_main(["-q", "eval", "--repo", str(repo.root), "--model", "dummy"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "cannot reshape" in err
+
+
+
 def test_every_flag_of_every_command_has_help_and_shows_its_default(capsys) -> None:
     """``--threshold``, ``--min_clip_duration``, ``--revision``, ... were listed with nothing beside them."""
     import argparse

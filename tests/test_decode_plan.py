@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from _video_helpers import decode_all, frame_numbers, make_video, numbered_videos
 
-from lovr_hf.evaluation.embed import l2n
 from lovr_hf.evaluation.visual_plan import RunningMean
+from lovr_hf.stats.vectors import l2_normalize as l2n
 from lovr_hf.video import reader as V
 from lovr_hf.video.decode_plan import (
     ClipDecoder,

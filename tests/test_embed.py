@@ -16,8 +16,10 @@ from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyEmbedder
 from lovr_hf.cli.common import RunControl
 from lovr_hf.demo.samples import SceneSpec, make_video
-from lovr_hf.evaluation.embed import EmbedConfig, embed, model_label, model_slug
-from lovr_hf.evaluation.embed_video import VideoEmbedStage, sample_video
+from lovr_hf.evaluation.embed import embed
+from lovr_hf.evaluation.embed_video import VideoEmbedStage
+from lovr_hf.evaluation.models import EmbedConfig, model_label, model_slug
+from lovr_hf.evaluation.visual_plan import sample_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.video import decode_plan
 from lovr_hf.video.frames import uniform_indices
@@ -218,7 +220,8 @@ def test_video_without_readable_clip_is_an_error(eval_source: Path, tmp_path: Pa
 DECODE_THREADS = """
 import sys
 from lovr_hf import schema
-from lovr_hf.evaluation.embed import EmbedConfig, embed
+from lovr_hf.evaluation.models import EmbedConfig
+from lovr_hf.evaluation.embed import embed
 from lovr_hf.repo import BenchmarkRepo
 src, root = sys.argv[1], sys.argv[2]
 rows = [{"video_id": "v", "clip_id": schema.clip_id_for("v", k + 1), "slice_num": k + 1, "start_time": 2.0 * k,

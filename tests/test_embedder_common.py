@@ -20,13 +20,13 @@ from lovr_hf.backends.embedders.common import (
     check_text_mode,
     chunk_mean,
     encode_batches,
-    l2_normalize,
     refuse_remote_code,
     text_limit,
     token_pieces,
 )
 from lovr_hf.backends.extras import require_extra
 from lovr_hf.evaluation.models import model_label
+from lovr_hf.stats.vectors import l2_normalize
 
 
 def test_checks_and_limits() -> None:

@@ -181,7 +181,7 @@ def test_languagebind_dtype_text_batches_and_modes(lb_dir: str, videos: list[str
     ``batch_size`` at a time, an unknown text mode is refused, one load per process for one model."""
     import torch
 
-    from lovr_hf.evaluation.embed import EmbedConfig, make_embedder
+    from lovr_hf.evaluation.models import EmbedConfig, make_embedder
 
     ref = LanguageBindEmbedder(lb_dir, device="cpu", batch_size=2)
     assert next(ref.load().parameters()).dtype == torch.float32

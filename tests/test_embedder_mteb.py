@@ -167,7 +167,7 @@ def test_mteb_options_never_silently_dropped(tiny_name: str) -> None:
     """A --dtype the bridge cannot apply is refused (mteb loads each model at its own precision), remote code
     asked for through the user's own loader_kwargs needs --trust-remote-code too, an explicit max_text_tokens
     cuts captions under truncate (word pieces, as chunk-mean), an unknown text mode is refused."""
-    from lovr_hf.evaluation.embed import EmbedConfig, make_embedder
+    from lovr_hf.evaluation.models import EmbedConfig, make_embedder
 
     with pytest.raises(ValueError, match="mteb's own precision"):  # through lovr eval's --dtype
         make_embedder(EmbedConfig(model=tiny_name, backend="mteb", dtype="bfloat16"))

@@ -18,7 +18,7 @@ from test_embedder_transformers import LONG  # noqa: E402
 from lovr_hf import schema  # noqa: E402
 from lovr_hf.backends.base import EMBEDDERS  # noqa: E402
 from lovr_hf.backends.embedders.openclip import OpenCLIPEmbedder, parse_spec  # noqa: E402
-from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
+from lovr_hf.evaluation.models import EmbedConfig, make_embedder, model_slug, resolve_backend  # noqa: E402
 from lovr_hf.tiny import build_tiny_open_clip  # noqa: E402
 
 
@@ -114,7 +114,8 @@ def test_eva02_pe_core_tiny_features_equal_open_clip_forward(tiny_eva_pe: dict[s
     import json
 
     from lovr_hf.backends.embedders.families import family_for
-    from lovr_hf.tiny.openclip_timm import TINY_FAMILIES, register_tiny_trunks
+    from lovr_hf.backends.embedders.openclip import register_tiny_trunks
+    from lovr_hf.tiny.openclip_timm import TINY_FAMILIES
 
     path = tiny_eva_pe[family]
     cfg = json.loads((Path(path) / "open_clip_config.json").read_text())

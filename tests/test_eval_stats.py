@@ -19,15 +19,16 @@ from test_embed import LONG, make_repo
 from lovr_hf import schema
 from lovr_hf.cli.main import main as cli_main
 from lovr_hf.evaluation import provenance, scoring
-from lovr_hf.evaluation.results import read_results, render_results, write_results
-from lovr_hf.evaluation.run import RESULTS_MD, EvalConfig, evaluate_model
+from lovr_hf.evaluation.release_marker import MARKER, MARKER_SCHEMA
+from lovr_hf.evaluation.results import read_results, write_results
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.evaluation.verify import verify
-from lovr_hf.hub.release import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.card import write_card
 from lovr_hf.report.compare import paired
+from lovr_hf.report.results_page import RESULTS_MD, render_results
+from lovr_hf.stats.directions import DIRECTIONS
 from lovr_hf.stats.rankings import write_rankings
-from lovr_hf.stats.retrieval import DIRECTIONS
 
 N_CLIPS = 5
 BASE = {"model": "dummy", "interval": 30, "topk": "1,2,3,5", "clip_queries": "all", "bootstrap": 200}
@@ -39,6 +40,7 @@ def embedded(eval_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("eval_stats") / "lovr"
     repo = make_repo(root, eval_source, long_caption=True, themes=True)
     evaluate_model(repo, EvalConfig(**BASE, backend_options={"max_text_tokens": 20}))
+    render_results(repo)  # what `lovr eval` renders once per command
     return root
 
 
@@ -52,7 +54,9 @@ def score(repo: BenchmarkRepo, render: bool = False, **kw) -> list[dict]:
     """``lovr eval --calc_pass``; without ``render`` the same writes minus the card and plots (seconds each)."""
     cfg = EvalConfig(**{**BASE, "backend_options": {"max_text_tokens": 20}, **kw})
     if render:
-        return evaluate_model(repo, cfg, steps=["calc_pass"])
+        rows = evaluate_model(repo, cfg, steps=["calc_pass"])
+        render_results(repo)  # what `lovr eval` renders once per command
+        return rows
     scored = scoring.score(repo, cfg)
     write_rankings(repo, cfg.slug(), cfg.protocol, scored.rankings)
     write_results(repo, cfg.label(), scored.rows, cfg.protocol)
@@ -309,6 +313,7 @@ def test_provenance(embedded: Path, tmp_path: Path, tiny: dict[str, str]) -> Non
     with pytest.raises(ValueError, match="stored embeddings do not match the current data"):
         score(repo, render=True)  # --calc_pass alone: the embeddings of the old caption are refused
     evaluate_model(repo, EvalConfig(**BASE, backend_options={"max_text_tokens": 20}))  # re-embeds, then scores
+    render_results(repo)  # what `lovr eval` renders once per command
     write_card(repo)
     assert "Out of date" not in repo.card_path.read_text() and verify(repo).ok
     assert repo_status(repo)["results_out_of_date"] == []

@@ -18,12 +18,13 @@ from lovr_hf import __version__, schema
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.standins.testing import DummyEmbedder
 from lovr_hf.cli.main import main as cli_main
-from lovr_hf.evaluation.embed import EmbedConfig, make_embedder, model_slug, resolve_backend
-from lovr_hf.evaluation.models import model_label
-from lovr_hf.evaluation.results import cost_key
-from lovr_hf.evaluation.run import COST_JSON, PLOT, RESULTS_MD, EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.evaluation.models import EmbedConfig, make_embedder, model_label, model_slug, resolve_backend
+from lovr_hf.evaluation.results import COST_JSON, cost_key
+from lovr_hf.evaluation.run import EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.report.plots import PLOT
+from lovr_hf.report.results_page import RESULTS_MD, render_results
+from lovr_hf.stats.directions import DIRECTIONS
 from lovr_hf.report.card import write_card
-from lovr_hf.stats.retrieval import DIRECTIONS
 from lovr_hf.video.reader import read_clip_frames
 
 N_CLIPS = sum(len(c) for c in LAYOUT.values())
@@ -73,6 +74,7 @@ def test_tiny_clip_then_siglip_results_table_plot_card(eval_source: Path, tmp_pa
 
     # a second model with other settings: its rows join, the first model's stay untouched
     evaluate_model(repo, tiny_config(siglip, text_mode="chunk-mean", num_frames=3))
+    render_results(repo)  # what `lovr eval` renders once per command (the library call stores only)
     assert results_of(repo, clip) == clip_rows
     sg = results_of(repo, siglip)
     assert len([key for key in sg if key[0] in DIRECTIONS]) == len(got)
@@ -273,7 +275,7 @@ def test_model_loading_is_its_own_cost_not_caption_encoding(eval_source: Path, t
     a load that takes 1.5 s shows as load time, and the captions' encode time stays below it."""
     import time as time_mod
 
-    import lovr_hf.evaluation.embed as embed_mod
+    import lovr_hf.evaluation.embed_stage as embed_mod
 
     real = embed_mod.load_embedder
 
@@ -284,6 +286,7 @@ def test_model_loading_is_its_own_cost_not_caption_encoding(eval_source: Path, t
     monkeypatch.setattr(embed_mod, "load_embedder", slow_load)
     repo = make_repo(tmp_path / "lovr", eval_source)
     evaluate_model(repo, tiny_config("dummy"))
+    render_results(repo)  # what `lovr eval` renders once per command
     costs = json.loads((repo.root / COST_JSON).read_text())[cost_key("dummy")]
     assert costs["captions"]["load_ms"] >= 1500 and costs["total"]["load_ms"] >= costs["captions"]["load_ms"]
     assert costs["captions"]["encode_ms"] < 1500

@@ -19,7 +19,8 @@ from datasets import load_dataset
 
 from builders.lovr_release import PER_CLIP, QUERY_LIST, LoVRRelease, parse_clip_id, scan_release
 from lovr_hf import schema
-from lovr_hf.hub.release import MARKER, import_release, read_release_marker, released_query_ids
+from lovr_hf.evaluation.release_marker import MARKER, read_release_marker, released_query_ids
+from lovr_hf.hub.release import import_release
 from lovr_hf.repo import BenchmarkRepo
 
 

@@ -14,10 +14,12 @@ import pytest
 from PIL import Image
 from test_embed import make_repo
 
+from lovr_hf.cli import report as report_cli
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import html as report
 from lovr_hf.report.card import write_card
+from lovr_hf.report.results_page import render_results
 from lovr_hf.stats.rankings import read_rankings
 from lovr_hf.video.reader import evenly_spaced, read_clip_frames
 
@@ -28,13 +30,14 @@ pytestmark = pytest.mark.slow
 def scored(eval_source: Path, tmp_path_factory: pytest.TempPathFactory) -> BenchmarkRepo:
     repo = make_repo(tmp_path_factory.mktemp("report") / "lovr", eval_source, themes=True)
     evaluate_model(repo, EvalConfig(model="dummy", interval=30, topk="1,2,3,5", clip_queries="all", bootstrap=100))
+    render_results(repo)  # what `lovr eval` renders once per command (the plots the page shows)
     return repo
 
 
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
-    return report.main(parser.parse_args(argv))
+    report_cli.add_arguments(parser)
+    return report_cli.main(parser.parse_args(argv))
 
 
 def test_report_page_has_results_plots_and_a_gallery_of_decoded_clips(scored: BenchmarkRepo, tmp_path: Path) -> None:
@@ -70,7 +73,7 @@ def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypat
                                 capsys: pytest.CaptureFixture) -> None:
     from lovr_hf.cli import main as cli
 
-    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.report.html", "static HTML report per model"))
+    monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.cli.report", "static HTML report per model"))
     assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0
     assert capsys.readouterr().out.strip().endswith("dummy.html")
     empty = BenchmarkRepo(tmp_path / "empty")

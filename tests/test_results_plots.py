@@ -11,7 +11,7 @@ import pytest
 from lovr_hf.evaluation import results
 from lovr_hf.evaluation.models import model_label
 from lovr_hf.repo import BenchmarkRepo
-from lovr_hf.report import card
+from lovr_hf.report import card, results_page
 from lovr_hf.report import plots as results_plots
 from lovr_hf.stats import slices
 
@@ -52,9 +52,9 @@ def test_slice_k_is_one_where_slices_differ_not_the_candidate_count() -> None:
 
 
 def test_interval_cells_share_one_number_format() -> None:
-    assert results._rank({"value": 2.0, "ci_low": 2.0, "ci_high": 7.025}, "g") == "2.0 [2.0, 7.0]"
-    assert results._rank({"value": 4.0, "ci_low": 2.0, "ci_high": 7.0}, "g") == "4 [2, 7]"
-    assert results._rank({"value": 4.25, "ci_low": None}, ".1f") == "4.2"
+    assert results_page._rank({"value": 2.0, "ci_low": 2.0, "ci_high": 7.025}, "g") == "2.0 [2.0, 7.0]"
+    assert results_page._rank({"value": 4.0, "ci_low": 2.0, "ci_high": 7.0}, "g") == "4 [2, 7]"
+    assert results_page._rank({"value": 4.25, "ci_low": None}, ".1f") == "4.2"
 
 
 def test_legend_labels_fit_and_name_the_folder(tmp_path: Path) -> None:
@@ -127,10 +127,10 @@ def test_histogram_bars_have_visible_edges(tmp_path: Path, figures: list) -> Non
 def test_cost_table_shows_model_loading_apart_from_encoding() -> None:
     part = {"items": 9, "frames": 189, "io_ms": 1099.0, "encode_ms": 736.0, "ms_per_item": 203.8}
     costs = {A: {"clips": part, "captions": dict(part, frames=0, io_ms=0.0, encode_ms=410.0, load_ms=5200.0)}}
-    md = "\n".join(results._cost_table([A], costs))
+    md = "\n".join(results_page._cost_table([A], costs))
     assert "| load ms |" in md and f"| {results_plots.display_name(A)} | captions | 9 | 0 | 0 | 410 | 5200 |" in md
     assert A not in md  # the absolute path of a local model never reaches the card
-    without = "\n".join(results._cost_table([A], {A: {"clips": part}}))
+    without = "\n".join(results_page._cost_table([A], {A: {"clips": part}}))
     assert "load ms" not in without
 
 
@@ -143,4 +143,4 @@ def test_eval_cost_json_never_holds_a_local_path(tmp_path: Path) -> None:
     results.write_cost(repo, folder, {"clips": part})
     text = (repo.root / results.COST_JSON).read_text()
     assert str(tmp_path) not in text and '"tiny-clip-' in text  # before: keyed by the absolute folder path
-    assert f"| {model_label(folder)} | clips | 1 | 1 | 1 | 2 | 3.0 |" in "\n".join(results._cost_table([folder], results._read_costs(repo)))
+    assert f"| {model_label(folder)} | clips | 1 | 1 | 1 | 2 | 3.0 |" in "\n".join(results_page._cost_table([folder], results.read_costs(repo)))

@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from lovr_hf.stats import retrieval
+from lovr_hf.stats.directions import DIRECTIONS, EmbeddingSet, evaluate_directions, select_clip_queries
 from lovr_hf.stats.retrieval import (
-    EmbeddingSet,
-    evaluate_directions,
     gold_ranks,
     parse_ks,
     pass_at_k,
     retrieval_metrics,
-    select_clip_queries,
 )
 
 KS = tuple(range(1, 21))
@@ -408,7 +406,7 @@ def original_calc_pass(text_feat, text_src, clip_num, clip_feat, clip_src, full_
     clip_theme_src = [clip_src[i] for i in clip_theme_id]
     theme_sim = theme_feat @ clip_feat.T
     v2t_theme_sim = clip_theme_feat @ theme_feat.T
-    out: dict[str, dict[int, float]] = {d: {} for d in retrieval.DIRECTIONS}
+    out: dict[str, dict[int, float]] = {d: {} for d in DIRECTIONS}
 
     def count(sim, queries_src, cand_src, k):
         _, top = torch.topk(torch.from_numpy(sim), k, dim=1)
@@ -456,7 +454,7 @@ def test_evaluate_directions_equals_original_calc_pass(drop_one_clip):
     for r in rows:
         if r["metric"] == "pass@k":
             got.setdefault(r["direction"], {})[r["k"]] = r["value"]
-    assert set(got) == set(retrieval.DIRECTIONS)
+    assert set(got) == set(DIRECTIONS)
 
     text_feat = np.concatenate([clip_txt[sel_idx], video_txt])
     text_src = selected + videos
@@ -464,7 +462,7 @@ def test_evaluate_directions_equals_original_calc_pass(drop_one_clip):
         text_feat, text_src, 40, clip_vis[vis_keep], [clips[i] for i in vis_keep], video_vis, videos,
         (theme_txt, theme_ids), ks,
     )  # fmt: skip
-    for direction in retrieval.DIRECTIONS:
+    for direction in DIRECTIONS:
         assert got[direction] == pytest.approx(orig[direction], abs=0), direction
     assert 0 < got["text_to_clip"][1] < got["text_to_clip"][12] <= 1  # non-trivial numbers
     by = {(r["direction"], r["metric"]): r for r in rows}

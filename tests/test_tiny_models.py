@@ -17,13 +17,13 @@ from transformers import (
 )
 
 from lovr_hf.tiny import (
-    MARKER,
-    QWEN_SPECIAL_TOKENS,
     build_tiny_clip,
     build_tiny_qwen2vl,
     build_tiny_qwen25vl,
     build_tiny_siglip,
 )
+from lovr_hf.tiny.common import MARKER
+from lovr_hf.tiny.qwen_vl import QWEN_SPECIAL_TOKENS
 
 VLM_BUILDERS = {"qwen2_5_vl": build_tiny_qwen25vl, "qwen2_vl": build_tiny_qwen2vl}
 

@@ -64,6 +64,24 @@ class Embedder(ABC):
     #: text length limit in tokens (None = no limit), used by --text-mode truncate / chunk-mean
     max_text_tokens: int | None = None
 
+    # -- capabilities the stages read (declared here with their defaults, never probed with hasattr) ---------
+    #: the model runs code from its Hub repo: ``lovr eval`` refuses it before any download unless
+    #: ``--trust-remote-code`` is given (default False: nothing of the Hub repo runs)
+    requires_remote_code: bool = False
+    #: under ``--protocol original`` the family's original script picked each clip's frame by its similarity
+    #: to the gold caption (MM-Embed): the visual stage reproduces it and flags the rows as oracle
+    #: (default False: frames are sampled, never chosen by the answer)
+    original_oracle_frame: bool = False
+    #: the frame size this model wants decoded (read by :func:`lovr_hf.video.decode_plan.size_request`: None,
+    #: a ``FrameSize``, ``(width, height)``, a mapping or an object with ``resolve(w, h)``); default None =
+    #: frames at their stored size, resized by the model's own preprocessing
+    decode_size: Any = None
+
+    def text_chunk_ids(self, text: str) -> list[list[int]] | None:
+        """``--text-mode chunk-mean``: the token ids of each chunk ``text`` is embedded as, so the stage can
+        record how many chunks were averaged. Default None: the embedder cannot tell (counted as one)."""
+        return None
+
     @abstractmethod
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """[n, d] float32, L2-normalised."""

@@ -20,164 +20,45 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from datasets import Dataset
-from filelock import FileLock
 
 from lovr_hf import schema
-from lovr_hf.backends.base import Embedder
+from lovr_hf.backends.embedders.common import TEXT_MODES
 from lovr_hf.cli.common import RunControl
-from lovr_hf.engine.stage import Stage, StageResult, committed_batches, live_batch_metas, log_removed
-from lovr_hf.evaluation.models import (  # noqa: F401 - re-exported: the model side used to live here
-    CLIP_INTERVAL,
-    OPEN_CLIP_CONFIG,
-    ORIGINAL_INTERVAL,
-    TEXT_MODES,
-    EmbedConfig,
-    check_embedder,
-    default_interval,
-    make_embedder,
-    model_label,
-    model_payload,
-    model_slug,
-    resolve_backend,
-    resolved_interval,
-    shared_embedder,
-)
+from lovr_hf.engine.stage import StageResult, live_batch_metas
+from lovr_hf.engine.workdir import committed_batches
+from lovr_hf.evaluation.embed_stage import EMBEDDED_STATUSES, TEXT_KINDS, VISUAL_KINDS, EmbedStage
+from lovr_hf.evaluation.embed_video import VideoEmbedStage, video_stage
+from lovr_hf.evaluation.models import EmbedConfig, model_slug
 from lovr_hf.failures import message as failure_message
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
-
-#: caption kind -> the config its rows come from
-TEXT_KINDS: dict[str, str] = {
-    "clip_caption": schema.CLIP_CAPTIONS,
-    "video_caption": schema.VIDEO_CAPTIONS,
-    "theme_caption": schema.THEME_CAPTIONS,
-}
-VISUAL_KINDS = ("clip", "video")
-#: Status policy: caption rows whose text is embedded (and so scored), per kind. ``needs_review`` clip
-#: captions are real text below the quality threshold: embedded, flagged (scoring may exclude them with
-#: ``--exclude-needs-review``). A ``failed`` video caption had LLM joins fall back to the original text:
-#: its text is complete, so it is embedded and flagged by ``failed_calls``. A failed clip or theme
-#: caption has no text. Empty captions are never embedded.
-EMBEDDED_STATUSES: dict[str, tuple[str, ...]] = {
-    "clip_caption": (schema.OK, schema.NEEDS_REVIEW),
-    "video_caption": (schema.OK, schema.NEEDS_REVIEW, schema.FAILED),
-    "theme_caption": (schema.OK, schema.NEEDS_REVIEW),
-}
-
-
-def l2n(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
-
-
-def load_embedder(config: EmbedConfig) -> Embedder:
-    """The shared embedder for ``config`` with its weights loaded (adapters with a ``load()``). A load that fails
-    for a reason other than a bug raises :class:`~lovr_hf.failures.SetupError` naming the cause in one line
-    (folder missing, not cached while offline, Hub unreachable, 401); a bug propagates with its traceback."""
-    from lovr_hf.failures import start_backend
-
-    return start_backend(lambda: shared_embedder(config), config.model)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------------------
 
 
-class _EmbedStage(Stage):
-    """Shared parts: lazily built embedder, per-batch timings, and a gather that merges kinds.
-
-    Several stages write one ``embeddings-<slug>`` config, so ``gather`` replaces only the kinds this stage
-    produces (and only rows of units still in the input), under a lock.
-    """
-
-    kinds: tuple[str, ...] = ()
-    version = "1"
-    digest_column = "input_digest"  # scoring stored embeddings checks them against the current inputs
-    incremental_gather = False  # several stages share the config: each rebuilds its kinds in full
-
-    def __init__(self, config: EmbedConfig, slug: str, input_keys: Iterable[str] | None = None) -> None:
-        super().__init__(config)
-        self.slug = slug
-        self.outputs = (schema.embeddings_config(slug),)  # type: ignore[misc]
-        self.status_config = self.outputs[0]  # type: ignore[misc]
-        del input_keys  # the engine keeps exactly the current input's units (kept for callers)
-        self._backend: Embedder | None = None
-        self._stats: dict[str, float] = {}
-
-    def fingerprint_payload(self) -> dict[str, Any]:
-        # the slug too: committed batch files are named after the output config
-        return {"stage": self.name, "version": self.version, "model": model_payload(self.config),
-                "output": self.outputs[0]}
-
-    def setup(self) -> None:
-        """Build the embedder and load its weights once, before any row: a model that cannot load stops the
-        command here (:class:`lovr_hf.failures.SetupError`, one line) instead of failing every row in turn."""
-        t0 = time.perf_counter()
-        self._backend = load_embedder(self.config)
-        # the first batch's meta carries the load (a cached model costs ~0): it is never encode time
-        self._stats = {"load_s": time.perf_counter() - t0}
-
-    def _add(self, key: str, value: float) -> None:
-        self._stats[key] = self._stats.get(key, 0.0) + float(value)
-
-    def batch_meta(self) -> dict[str, Any]:
-        meta = {"kinds": list(self.kinds), **self._stats}
-        self._stats = {}
-        return meta
-
-    def model_id(self) -> str:
-        """The ``model`` column of the rows: the backend's model, a local folder by its label
-        (:func:`lovr_hf.evaluation.models.model_label`), never its absolute path (published tables must not carry it)."""
-        assert self._backend is not None
-        raw = self._backend.model_id()
-        if getattr(self, "_label_of", (None, None))[0] != raw:  # hashing a folder once per stage, not per batch
-            self._label_of = (raw, model_label(raw))
-        return self._label_of[1]
-
-    def write_outputs(self, repo: BenchmarkRepo, tables: dict[str, pa.Table], units: set[str],
-                      olds: dict[str, pa.Table | None] | None = None) -> None:
-        """Replace only this stage's kinds in the shared ``embeddings-<slug>`` config, under a lock."""
-        config = self.outputs[0]
-        mine = tables[config]
-        repo.work_root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(repo.work_root / "embeddings.lock")):
-            before = repo.config_files().get(config)
-            if before is not None:
-                old = repo.read_table(config)
-                is_mine = pc.is_in(old["kind"], value_set=pa.array(list(self.kinds)))
-                log_removed(self.name, config, old.filter(is_mine), mine, self.input_key, units)
-                mine = pa.concat_tables([old.filter(pc.invert(is_mine)), mine])
-            repo.write(config, mine)
-
-
-class TextEmbedStage(_EmbedStage):
+class TextEmbedStage(EmbedStage):
     """Caption rows of one kind -> text embedding rows (``num_frames`` = text chunks averaged)."""
 
     input_key = "item_id"
 
-    def __init__(self, config: EmbedConfig, kind: str, slug: str, inputs_hash: str = "",
-                 input_keys: Iterable[str] | None = None) -> None:
-        # ``inputs_hash`` is no longer used: each caption's text is its unit digest (kept for callers)
+    def __init__(self, config: EmbedConfig, kind: str, slug: str) -> None:
+        # each caption's text is its unit digest: a rewritten caption is embedded again, the others reused
         if kind not in TEXT_KINDS:
             raise ValueError(f"unknown caption kind {kind!r}; known: {sorted(TEXT_KINDS)}")
         if config.text_mode not in TEXT_MODES:
             raise ValueError(f"text_mode must be one of {TEXT_MODES}, got {config.text_mode!r}")
-        super().__init__(config, slug, input_keys)
+        super().__init__(config, slug)
         self.kind = kind
         self.kinds = (kind,)
         self.name = f"embed-text-{kind}"  # type: ignore[misc]
-        self.inputs_hash = inputs_hash
         self.batch_size = max(1, int(config.text_rows_per_commit))
 
     def fingerprint_payload(self) -> dict[str, Any]:
@@ -187,10 +68,10 @@ class TextEmbedStage(_EmbedStage):
 
     def _chunks(self, text: str) -> int:
         """Text chunks averaged for ``text`` (1 when truncating or when the embedder cannot tell)."""
-        backend = self._backend
-        if self.config.text_mode == "chunk-mean" and hasattr(backend, "text_chunk_ids"):
-            return len(backend.text_chunk_ids(text))  # type: ignore[union-attr]
-        return 1
+        if self.config.text_mode != "chunk-mean" or self._backend is None:
+            return 1
+        chunks = self._backend.text_chunk_ids(text)
+        return 1 if chunks is None else len(chunks)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         assert self._backend is not None
@@ -199,7 +80,7 @@ class TextEmbedStage(_EmbedStage):
             raise ValueError(f"embed_text returned shape {out.shape} for {len(texts)} texts")
         if not np.isfinite(out).all():
             raise ValueError("embed_text returned NaN/inf")
-        return l2n(out)
+        return l2_normalize(out)
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
         texts = [str(t or "") for t in batch[schema.CAPTION]]
@@ -329,8 +210,6 @@ def stale_embeddings(repo: BenchmarkRepo, config: EmbedConfig, slug: str, *, cou
     scoring stored embeddings (``--calc_pass``) can refuse numbers that no longer describe the data. Rows
     written before ``input_digest`` existed are taken as they are. ``count_missing=False`` (``--allow-partial``):
     units never embedded are not counted, changed and removed ones are."""
-    from lovr_hf.evaluation.embed_video import video_stage
-
     cfg = schema.embeddings_config(slug)
     if not repo.has(cfg):
         return {}
@@ -365,7 +244,7 @@ class EmbedRun:
 
 
 def run_stages(
-    stages: list[tuple[_EmbedStage, Dataset]],
+    stages: list[tuple[EmbedStage, Dataset]],
     repo: BenchmarkRepo,
     control: RunControl,
     *,
@@ -408,12 +287,10 @@ def embed(
     repo = repo if isinstance(repo, BenchmarkRepo) else BenchmarkRepo(repo)
     control = control or RunControl()
     slug = slug or model_slug(config.model)
-    stages: list[tuple[_EmbedStage, Dataset]] = []
+    stages: list[tuple[EmbedStage, Dataset]] = []
     if text:
         stages.extend(text_stages(repo, config, slug))
     if video and repo.has(schema.CLIPS):
-        from lovr_hf.evaluation.embed_video import video_stage
-
         stages.append(video_stage(repo, config, slug))
     return run_stages(stages, repo, control, gather_only=gather_only or control.gather_only)
 
@@ -430,12 +307,10 @@ def cost_report(repo: BenchmarkRepo, config: EmbedConfig, slug: str | None = Non
     time). Frames shared by a clip and its video are decoded and encoded once and charged to both rows, so
     ``clips + videos`` can exceed ``total``.
     """
-    from lovr_hf.evaluation.embed_video import VideoEmbedStage, video_stage
-
     slug = slug or model_slug(config.model)
     vis: dict[str, float] = {}
     txt: dict[str, float] = {}
-    stages: list[tuple[_EmbedStage, Dataset]] = list(text_stages(repo, config, slug))
+    stages: list[tuple[EmbedStage, Dataset]] = list(text_stages(repo, config, slug))
     if repo.has(schema.CLIPS):
         stages.append(video_stage(repo, config, slug))
     for stage, ds in stages:

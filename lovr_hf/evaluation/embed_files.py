@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from lovr_hf import schema
-from lovr_hf.evaluation.embed import l2n
 from lovr_hf.evaluation.visual_plan import VideoPlan, left_out_note
 from lovr_hf.failures import input_failure, reason_status
 from lovr_hf.failures import message as failure_message
+from lovr_hf.stats.vectors import l2_normalize
 from lovr_hf.video.reader import probe
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class FilesInput:
             out = np.asarray(out, dtype=np.float32)
             if out.ndim != 2 or out.shape[0] != len(gs) or not np.isfinite(out).all():
                 raise ValueError(f"embed_video_files returned shape {out.shape} (or NaN) for {len(gs)} groups")
-            return l2n(out)
+            return l2_normalize(out)
 
         try:
             return list(call(groups))

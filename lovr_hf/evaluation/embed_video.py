@@ -40,7 +40,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,10 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.evaluation.embed import VISUAL_KINDS, _EmbedStage, l2n
 from lovr_hf.evaluation.embed_files import FilesInput
+from lovr_hf.evaluation.embed_stage import VISUAL_KINDS, EmbedStage
 from lovr_hf.evaluation.models import EmbedConfig, check_embedder, resolved_interval
-from lovr_hf.evaluation.visual_plan import (  # noqa: F401 - re-exported: the stage's public vocabulary
+from lovr_hf.evaluation.visual_plan import (
     FrameRule,
     OracleChoice,
     RunningMean,
@@ -59,11 +59,11 @@ from lovr_hf.evaluation.visual_plan import (  # noqa: F401 - re-exported: the st
     frame_rule,
     left_out_note,
     load_gold,
-    sample_video,
 )
 from lovr_hf.failures import message as failure_message
 from lovr_hf.failures import reason_status
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stats.vectors import l2_normalize
 from lovr_hf.video.decode_plan import error_text, read_source, size_request
 from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES, StreamPool, resolve_workers
 
@@ -89,16 +89,15 @@ class _ClipState:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class VideoEmbedStage(FilesInput, _EmbedStage):
+class VideoEmbedStage(FilesInput, EmbedStage):
     """Videos (with their ordered clips) -> one ``clip`` row per clip and one ``video`` row per video."""
 
     input_key = schema.VIDEO_ID
     kinds = VISUAL_KINDS
     version = "2"  # 2: unreadable clips skipped inside their video; frame_rule and protocol on every row
 
-    def __init__(self, config: EmbedConfig, slug: str, repo_root: str,
-                 input_keys: Iterable[str] | None = None) -> None:
-        super().__init__(config, slug, input_keys)
+    def __init__(self, config: EmbedConfig, slug: str, repo_root: str) -> None:
+        super().__init__(config, slug)
         self.name = "embed-video"  # type: ignore[misc]
         self.repo_root = repo_root
         self.interval = resolved_interval(config)
@@ -187,18 +186,18 @@ class VideoEmbedStage(FilesInput, _EmbedStage):
             raise ValueError(f"embed_frames returned shape {out.shape} for {len(frames)} frames")
         if not np.isfinite(out).all():
             raise ValueError("embed_frames returned NaN/inf")
-        return l2n(out)
+        return l2_normalize(out)
 
     def _native(self, frames: np.ndarray) -> np.ndarray:
         """A video tower on ``frames``; an ``embed_video`` that returns None pools frame embeddings."""
         assert self._backend is not None
         v = self._backend.embed_video(frames)
         if v is None:
-            return l2n(self._frame_embeddings(frames).mean(axis=0))
+            return l2_normalize(self._frame_embeddings(frames).mean(axis=0))
         v = np.asarray(v, dtype=np.float32).reshape(-1)
         if not np.isfinite(v).all():
             raise ValueError("embed_video returned NaN/inf")
-        return l2n(v)
+        return l2_normalize(v)
 
     def _row(self, kind: str, item: str, vid: str, vec: np.ndarray | None, n: int, status: str = schema.OK,
              error: str | None = None, rule: str | None = None) -> dict[str, Any]:
@@ -434,4 +433,4 @@ def video_inputs(repo: BenchmarkRepo) -> Dataset:
 
 def video_stage(repo: BenchmarkRepo, config: EmbedConfig, slug: str) -> tuple[VideoEmbedStage, Dataset]:
     ds = video_inputs(repo)
-    return VideoEmbedStage(config, slug, str(repo.root), ds[schema.VIDEO_ID]), ds
+    return VideoEmbedStage(config, slug, str(repo.root)), ds

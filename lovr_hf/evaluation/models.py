@@ -18,22 +18,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
-from lovr_hf.backends.embedders.families import (  # noqa: F401 - OPEN_CLIP_CONFIG re-exported
+from lovr_hf.backends.embedders.common import PROTOCOLS
+from lovr_hf.backends.embedders.families import (
     ASSUMED_INTERVAL,
     DEFAULT_FAMILY,
-    OPEN_CLIP_CONFIG,
     Family,
     families,
     family_or_default,
 )
-from lovr_hf.evaluation.protocols import PROTOCOLS, wrap_channel_swap  # noqa: F401 - PROTOCOLS re-exported
+from lovr_hf.evaluation.protocols import wrap_channel_swap
 from lovr_hf.ids import short_hash, strict_slug
 from lovr_hf.redact import is_secret_key
 from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES
 
 ORIGINAL_INTERVAL = ASSUMED_INTERVAL  # the original launchers' --interval for every family but CLIP
 CLIP_INTERVAL = 10  # the original CLIP run (run_clip.sh --encode_video --interval 10)
-TEXT_MODES = ("truncate", "chunk-mean")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:Class (no '/', '-': never a Hub id)
 
 
@@ -302,7 +301,7 @@ def check_embedder(config: EmbedConfig) -> type[Embedder]:
         if importlib.util.find_spec("open_clip") is None:
             raise ImportError("the open_clip backend needs open_clip_torch: pip install 'lovr_hf[openclip]'")
     cls = EMBEDDERS.get(backend)
-    if getattr(cls, "requires_remote_code", False) and not config.trust_remote_code:
+    if cls.requires_remote_code and not config.trust_remote_code:
         raise ValueError(f"{config.model} runs code from its Hub repo: pass --trust-remote-code "
                          "if you trust it")
     return cls

@@ -20,8 +20,6 @@ import numpy as np
 
 from lovr_hf.backends.base import Embedder
 
-PROTOCOLS = ("lovr", "original")
-
 
 def swap_channels(frames: np.ndarray) -> np.ndarray:
     """``[..., 3]`` RGB <-> BGR, contiguous (a negative-stride view would not go through ``torch.from_numpy``)."""
@@ -64,6 +62,13 @@ class ChannelSwapEmbedder(Embedder):
     def video_frames(self) -> int | None:  # type: ignore[override]
         return self._inner.video_frames
 
+    @property
+    def decode_size(self) -> Any:  # type: ignore[override]
+        return self._inner.decode_size
+
+    def text_chunk_ids(self, text: str) -> list[list[int]] | None:
+        return self._inner.text_chunk_ids(text)
+
     def model_id(self) -> str:
         return self._inner.model_id()
 
@@ -76,7 +81,7 @@ class ChannelSwapEmbedder(Embedder):
     def embed_video_files(self, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
         return self._inner.embed_video_files(groups)  # files are decoded by the model's own code: untouched
 
-    # -- anything else (text_chunk_ids, dim, load, family-specific hooks) -------------------------------
+    # -- anything else (dim, load, family-specific hooks) -------------------------------
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_inner":  # unpickling looks these up before _inner exists
             raise AttributeError(name)

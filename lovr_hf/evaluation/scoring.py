@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from lovr_hf import schema
 from lovr_hf.evaluation import provenance
-from lovr_hf.evaluation.embed import TEXT_KINDS
+from lovr_hf.evaluation.embed_stage import TEXT_KINDS
 from lovr_hf.evaluation.models import (
     EmbedConfig,
     model_label,
@@ -37,6 +37,7 @@ from lovr_hf.evaluation.models import (
     protocol_slug,
     resolve_backend,
 )
+from lovr_hf.evaluation.release_marker import read_release_marker
 from lovr_hf.evaluation.truncation import token_counter, truncation_rows
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stats.bootstrap import Bootstrap
@@ -190,10 +191,8 @@ class Catalog:
 
 
 def release_marker(repo: BenchmarkRepo) -> dict[str, Any] | None:
-    """The marker ``lovr import-release`` writes at the repo root (:data:`lovr_hf.hub.release.MARKER`), or None
-    when the repo is not an imported release; its ``query_set.ids`` are the released text->clip queries."""
-    from lovr_hf.hub.release import read_release_marker
-
+    """The marker ``lovr import-release`` writes at the repo root (:data:`lovr_hf.evaluation.release_marker.MARKER`),
+    or None when the repo is not an imported release; its ``query_set.ids`` are the released text->clip queries."""
     return read_release_marker(repo)
 
 

@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 
 from lovr_hf import schema
 from lovr_hf.backends.base import Embedder
-from lovr_hf.evaluation.embed import l2n
 from lovr_hf.evaluation.models import EmbedConfig, resolved_interval
 from lovr_hf.repo import BenchmarkRepo
+from lovr_hf.stats.vectors import l2_normalize
 from lovr_hf.video.decode_plan import FrameRequest, SourceRead, error_text, group_by_source
 from lovr_hf.video.frames import interval_indices, uniform_indices, video_interval_indices
 from lovr_hf.video.reader import probe
@@ -93,13 +93,13 @@ def frame_rule(cls: type[Embedder], config: EmbedConfig, instance: Embedder | No
     video tower's own count (recorded as ``native:N``); a class implementing ``embed_video`` without
     declaring ``video_frames`` gets the configured sampling (``native+interval:K``).
     """
-    if getattr(cls, "video_input", "frames") == "files":
+    if cls.video_input == "files":
         return FrameRule("files")
     interval = resolved_interval(config)
     if has_native_video(cls):
-        n = config.num_frames or getattr(instance if instance is not None else cls, "video_frames", None)
+        n = config.num_frames or (instance if instance is not None else cls).video_frames
         return FrameRule("native", None if n else interval, int(n) if n else None)
-    oracle = config.protocol == "original" and bool(getattr(cls, "original_oracle_frame", False))
+    oracle = config.protocol == "original" and cls.original_oracle_frame
     return FrameRule("pool", interval, config.num_frames or None, oracle)
 
 
@@ -164,7 +164,7 @@ class VideoPlan:
 
 
 class RunningMean:
-    """Running mean of L2-normalised vectors in float64: equal to ``l2n(frames.mean(0))`` within float32
+    """Running mean of L2-normalised vectors in float64: equal to ``l2_normalize(frames.mean(0))`` within float32
     rounding, in O(d) memory whatever the number of frames."""
 
     __slots__ = ("total", "n")
@@ -187,7 +187,7 @@ class RunningMean:
 
     def vector(self) -> np.ndarray:
         assert self.total is not None and self.n
-        return l2n((self.total / self.n).astype(np.float32))
+        return l2_normalize((self.total / self.n).astype(np.float32))
 
 
 class OracleChoice:
@@ -198,7 +198,7 @@ class OracleChoice:
     __slots__ = ("gold", "sim", "vec")
 
     def __init__(self, gold: np.ndarray) -> None:
-        self.gold = l2n(np.asarray(gold, dtype=np.float32).reshape(-1))
+        self.gold = l2_normalize(np.asarray(gold, dtype=np.float32).reshape(-1))
         self.sim = -np.inf
         self.vec: np.ndarray | None = None
 

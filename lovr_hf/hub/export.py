@@ -26,7 +26,6 @@ would decode too.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -60,8 +59,8 @@ def _rows(repo: BenchmarkRepo, config: str) -> list[dict[str, Any]]:
 def query_clip_ids(repo: BenchmarkRepo, clip_queries: str | None = None, seed: int = 0) -> list[str]:
     """The text->clip query list to export: the released list of an imported release (unless
     ``clip_queries`` is given), else ``lovr eval``'s selection (``"1000"`` drawn with ``seed``, or ``"all"``)."""
-    from lovr_hf.hub.release import released_query_ids
-    from lovr_hf.stats.retrieval import select_clip_queries
+    from lovr_hf.evaluation.release_marker import released_query_ids
+    from lovr_hf.stats.directions import select_clip_queries
 
     caps = {r[schema.CLIP_ID]: r for r in _rows(repo, schema.CLIP_CAPTIONS) if r[schema.STATUS] in QUERY_STATUSES}
     released = released_query_ids(repo)
@@ -296,27 +295,3 @@ def export_original(repo: BenchmarkRepo | str, out: str | os.PathLike[str], *, c
     logger.info("exported %s to %s: %d queries, %d videos, %d clip files, %d model runs", repo.root, out_dir,
                 len(queries), manifest["videos"], len(manifest["clip_files"]), len(manifest["runs"]))
     return manifest
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder (default ./lovr)")
-    p.add_argument("--format", choices=FORMATS, default="original", help="output layout (original LoVR)")
-    p.add_argument("--out", required=True, help="folder to write (outside the repo)")
-    p.add_argument("--clip-queries", "--clip_queries", dest="clip_queries", default=None,
-                   help="query captions for all_clip.jsonl: a count drawn with --seed, or 'all' "
-                        "(default: the released list of an imported release, else 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the query caption draw")
-    p.add_argument("--clips", choices=("link", "copy", "none"), default="link",
-                   help="clip files under video_data/long_video_clip: symlinks (default), copies, or none")
-    p.add_argument("--model", dest="models", action="append", default=None,
-                   help="export this model's embeddings and results (repeat; default: every model)")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        manifest = export_original(args.repo, args.out, clip_queries=args.clip_queries, seed=args.seed,
-                                   clips=args.clips, models=args.models)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        logger.error("lovr export: %s", exc)
-        return 2
-    return 1 if manifest["errors"] else 0

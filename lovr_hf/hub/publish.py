@@ -297,7 +297,7 @@ def stage(repo: BenchmarkRepo | str, *, no_media: bool = False, repo_id: str | N
             notes.append(_video_note(pub.media_url, no_media))
         pub.write(config, clean.table(table))
     if pub.has(schema.RESULTS):
-        from lovr_hf.evaluation.results import render_results
+        from lovr_hf.report.results_page import render_results
 
         render_results(pub)  # results.md and the plot from the sanitised rows (labels included)
     from lovr_hf.report.card import write_card

@@ -17,7 +17,6 @@ logged or written.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import logging
 import time
@@ -191,34 +190,3 @@ def push_to_hub(
     rerun = f"lovr push {repo_dir} --repo-id {repo_id}" + (" --no-media" if no_media else "")
     return with_retries(lambda: upload(api, pub, repo_id, private=private, revision=revision,
                                        commit_message=commit_message), repo_id, rerun)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("repo", nargs="?", default="lovr", help="benchmark repo folder (default ./lovr)")
-    p.add_argument("--repo-id", required=True, help="Hub dataset id, ORG/NAME")
-    p.add_argument("--private", action="store_true",
-                   help="create the Hub dataset repo as private (create_repo; an existing repo keeps its visibility)")
-    p.add_argument("--revision", default=None, help="the Hub branch to commit to (default: main)")
-    p.add_argument("--no-media", "--no-clips", dest="no_media", action="store_true",
-                   help="index only: publish no clip or video file (clips as frame ranges, videos as size + "
-                        "SHA-256; rebuild with `lovr materialize`)")
-    p.add_argument("--dry-run", action="store_true", help="stage what would be published and stop")
-    p.add_argument("-m", "--commit-message", dest="commit_message", default=DEFAULT_MESSAGE,
-                   help="the commit message on the Hub")
-
-
-def main(args: argparse.Namespace) -> int:
-    from lovr_hf.hub.publish import PublishError
-
-    try:
-        url = push_to_hub(args.repo, args.repo_id, private=args.private or None, revision=args.revision,
-                          commit_message=args.commit_message, no_media=args.no_media, dry_run=args.dry_run)
-    except PushError as exc:
-        logger.error("lovr push: %s", exc)
-        return exc.exit_code
-    except (PublishError, FileNotFoundError, RepoError) as exc:
-        logger.error("lovr push: %s", exc)
-        return 2
-    if not args.dry_run:
-        logger.info("pushed: %s  (load with datasets.load_dataset(%r, 'clip_captions'))", url, args.repo_id)
-    return 0

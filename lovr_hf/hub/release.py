@@ -8,7 +8,8 @@ The import also writes :data:`MARKER` (``lovr_release.json``) at the repo root: 
 scoring side. It records that this repo is an imported release, which generation it is, and the released
 query list (clip ids in file order), so that ``lovr eval`` scores text->clip on exactly those queries, as
 the original did (``CLIP_NUM`` = the number of lines of ``all_clip.jsonl``), instead of drawing
-``--clip-queries`` from the captions. Read it with :func:`read_release_marker` / :func:`released_query_ids`.
+``--clip-queries`` from the captions. Read it with
+:func:`lovr_hf.evaluation.release_marker.read_release_marker`.
 
 Marker fields (``"schema": "lovr_release/1"``):
 
@@ -25,21 +26,18 @@ Marker fields (``"schema": "lovr_release/1"``):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from lovr_hf import schema
+from lovr_hf.evaluation.release_marker import MARKER, MARKER_SCHEMA
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-MARKER = "lovr_release.json"
-MARKER_SCHEMA = "lovr_release/1"
 #: configs an import owns: a re-import replaces them and removes those the release no longer has
 RELEASE_CONFIGS = (schema.CLIPS, schema.CLIP_CAPTIONS, schema.VIDEO_CAPTIONS, schema.THEME_CAPTIONS, schema.SPLITS)
 #: configs only the build pipeline writes: a repo holding them is a built benchmark, not a release import
@@ -136,38 +134,3 @@ def import_release(release_dir: str | Path, repo_dir: str | Path, *, clips: bool
     logger.info("release %s (%s): %d query captions, %d clip files, %d videos", root, scan.generation,
                 len(scan.query_ids), len(on_disk), len(scan.video_ids))
     return counts
-
-
-def read_release_marker(repo: BenchmarkRepo | str | Path) -> dict[str, Any] | None:
-    """The import marker of ``repo`` (None when the repo is not an imported release)."""
-    root = repo.root if isinstance(repo, BenchmarkRepo) else Path(repo)
-    path = Path(root) / MARKER
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("schema") != MARKER_SCHEMA:
-        raise ValueError(f"{path}: unknown marker schema {data.get('schema')!r} (expected {MARKER_SCHEMA!r})")
-    return data
-
-
-def released_query_ids(repo: BenchmarkRepo | str | Path) -> list[str] | None:
-    """The released text->clip query list (clip ids, file order), or None for a repo that is no release."""
-    marker = read_release_marker(repo)
-    return None if marker is None else list(marker["query_set"]["ids"])
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("release_dir", help="folder of the official LoVR release (caption_data/, video_data/)")
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder to write (default ./lovr)")
-    p.add_argument("--no-clips", action="store_true", help="skip probing clip video files")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        counts = import_release(args.release_dir, args.repo, clips=not args.no_clips)
-    except (ValueError, FileNotFoundError) as exc:
-        logger.error("lovr import-release: %s", exc)
-        return 2
-    for config, n in counts.items():
-        logger.info("%-16s %8d rows", config, n)
-    return 0

@@ -22,8 +22,8 @@ from lovr_hf.failures import UnknownName
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.plots import DIRECTION_NAMES, short
 from lovr_hf.stats.bootstrap import DEFAULT_ALPHA, Bootstrap, paired_comparison
+from lovr_hf.stats.directions import DIRECTIONS
 from lovr_hf.stats.rankings import read_rankings
-from lovr_hf.stats.retrieval import DIRECTIONS
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ to the page. Queries are drawn with a seeded generator from the stored ``ranking
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 import random
@@ -209,27 +208,3 @@ def write_report(repo: BenchmarkRepo | str, out: str | Path, models: Sequence[st
                                     "</body></html>\n", encoding="utf-8")
     logger.info("report: %d page(s) in %s", len(pages), out)
     return pages
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder with results")
-    p.add_argument("--model", action="append", default=None, help="a scored model (repeatable; default: all)")
-    p.add_argument("--out", required=True, help="folder for the HTML pages, plots and thumbnails")
-    p.add_argument("--protocol", default="lovr", help="whose rows the pages show: lovr or original")
-    p.add_argument("--samples", type=int, default=6, help="gallery queries per direction")
-    p.add_argument("--seed", type=int, default=0, help="seed of the gallery's query draw")
-
-
-def main(args: argparse.Namespace) -> int:
-    repo = BenchmarkRepo(args.repo)
-    if not repo.has(schema.RESULTS):
-        logger.error("%s has no results: run `lovr eval --repo %s --model M` first", repo.root, args.repo)
-        return 2
-    try:
-        pages = write_report(repo, args.out, args.model, protocol=args.protocol, samples=args.samples, seed=args.seed)
-    except UnknownName as exc:  # a --model without results (a KeyError bug keeps its traceback)
-        logger.error("%s", exc)
-        return 2
-    for page in pages:
-        print(page)
-    return 0

@@ -3,8 +3,6 @@ file (the original ``read_pt.py``, without unpickling anything)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lovr_hf import schema
-from lovr_hf.engine.stage import completed_keys
+from lovr_hf.engine.workdir import completed_keys
 from lovr_hf.evaluation.models import model_slug
 from lovr_hf.repo import BenchmarkRepo
 
@@ -127,37 +125,3 @@ def file_summary(path: str | Path, rows: int = 3) -> dict[str, Any]:
             elif isinstance(v, str) and len(v) > 200:
                 r[k] = v[:200] + "..."
     return {"file": str(path), "rows": pf.metadata.num_rows, "schema": str(pf.schema_arrow), "head": head}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", nargs="?", default=None, help="a parquet file to summarise (else --repo)")
-    p.add_argument("--repo", default="lovr", help="benchmark repo folder")
-    p.add_argument("--model", default=None, help="only this model's embedding progress")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.target and args.target.endswith(".parquet"):
-        info = file_summary(args.target)
-    else:
-        repo = BenchmarkRepo(args.target or args.repo)
-        if not repo.card_path.exists():
-            logger.error("%s is not a benchmark repo (no README.md)", repo.root)
-            return 2
-        info = repo_status(repo, args.model)
-    code = 1 if info.get("integrity_problems") else 0  # a repo that does not verify is not "fine"
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return code
-    for key, value in info.items():
-        if isinstance(value, dict):
-            print(f"{key}:")
-            for k, v in value.items():
-                print(f"  {k}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
-        elif isinstance(value, list):
-            print(f"{key}:")
-            for v in value:
-                print(f"  {v}")
-        else:
-            print(f"{key}: {value}")
-    return code

@@ -11,7 +11,7 @@ from typing import Any
 from lovr_hf.evaluation.models import looks_like_path, model_label
 from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.stats import slices
-from lovr_hf.stats.retrieval import DIRECTIONS
+from lovr_hf.stats.directions import DIRECTIONS
 
 PLOT = f"{ASSETS_DIR}/retrieval_pass_at_k.png"
 SLICE_PLOT = f"{ASSETS_DIR}/retrieval_slices.png"

@@ -1,7 +1,7 @@
 """The LoVR protocol on top of :mod:`lovr_hf.stats.retrieval`: the directions of the original ``calc_pass``.
 
-Kept apart from the rank maths so that the maths stays a small, dependency-free module; everything here is
-re-exported from :mod:`lovr_hf.stats.retrieval` for existing imports.
+Kept apart from the rank maths so that the maths stays a small, dependency-free module; import the
+directions from here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.stats.retrieval import parse_ks, rank_metrics, rank_queries
+from lovr_hf.stats.retrieval import defined_ks, parse_ks, rank_metrics, rank_queries
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,6 @@ def _direction_rows(
     if ranks.size == 0:
         logger.warning("%s: no queries, skipped", direction)
         return []
-    from lovr_hf.stats.rankings import defined_ks
-
     metrics = rank_metrics(ranks, defined_ks(ks, n_candidates))
     rows = []
     for name, value in metrics.items():

@@ -27,7 +27,7 @@ from lovr_hf.repo import BenchmarkRepo, to_arrow
 from lovr_hf.stats import slices
 from lovr_hf.stats.bootstrap import Bootstrap, rank_intervals
 from lovr_hf.stats.directions import DirectionRanking
-from lovr_hf.stats.retrieval import rank_metrics
+from lovr_hf.stats.retrieval import defined_ks, rank_metrics
 
 TOP_N = 20  # candidates kept per query
 
@@ -46,12 +46,6 @@ class ScoredDirection:
 
     def __len__(self) -> int:
         return int(self.ranks.size)
-
-
-def defined_ks(ks: Sequence[int], num_candidates: int) -> list[int]:
-    """The k that have a value: k <= the number of candidates. Beyond it the original's ``torch.topk`` raises,
-    and a query without an embedding (ranked ``candidates + 1``, a miss) would turn into a hit."""
-    return [k for k in ks if k <= num_candidates]
 
 
 def metric_rows(sd: ScoredDirection, ks: Sequence[int], boot: Bootstrap) -> list[dict[str, Any]]:

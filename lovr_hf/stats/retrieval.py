@@ -63,18 +63,27 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lovr_hf.stats.score_blocks import (
+    BLOCK_ELEMENTS,
+    GoldSpec,
+    as_matrix,
+    count_into,
+    encode_ids,
+    gold_id_lists,
+    merge_top,
+    segment_starts,
+)
+from lovr_hf.stats.vectors import l2_normalize
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = tuple(range(1, 21))  # original ``--topk`` default: 1..20
 DEFAULT_CANDIDATE_CHUNK = 65_536
-BLOCK_ELEMENTS = 1 << 25  # scores per block: 128 MiB float32 + 32 MiB bool
-_LOOP_COUNT_MIN_WIDTH = 2048  # wider blocks: per-row 1-D count_nonzero is ~2x faster than axis=1
 
 RankBy = Literal["row", "id"]
 Ties = Literal["optimistic", "pessimistic"]
 Missing = Literal["raise", "last"]
 
-GoldSpec = Hashable | Sequence[Hashable]
 
 __all__ = [
     "DEFAULT_KS",
@@ -91,59 +100,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------
 # core: ranks
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _as_matrix(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float32)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D [n, d] array, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr)
-    # a NaN gold score would compare False against everything and rank 1: refuse instead
-    # (checked in row blocks so the temporary stays small for a million candidates)
-    step = max(1, BLOCK_ELEMENTS // max(1, arr.shape[1]))
-    for i in range(0, arr.shape[0], step):
-        if not np.isfinite(arr[i : i + step]).all():
-            raise ValueError(f"{name} contains NaN or inf")
-    return arr
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError("cannot L2-normalise an all-zero embedding")
-    return x / norms
-
-
-def _gold_lists(gold: Sequence[GoldSpec] | np.ndarray) -> list[Hashable | list[Hashable]]:
-    """Per query: one gold id (str/int/scalar) or a list of ids (list/tuple/array = multi-positive)."""
-    if isinstance(gold, np.ndarray) and gold.ndim == 1:
-        return gold.tolist()
-    return [g if isinstance(g, (str, bytes)) or not isinstance(g, Iterable) else list(g) for g in gold]
-
-
-def _encode_ids(candidate_ids: Sequence[Hashable] | np.ndarray) -> tuple[np.ndarray, dict[Hashable, int]]:
-    """Integer code per candidate row, codes in first-appearance order (numpy scalars hash like Python's)."""
-    ids = candidate_ids.tolist() if isinstance(candidate_ids, np.ndarray) else candidate_ids
-    id_to_code: dict[Hashable, int] = {}
-    codes = np.fromiter(
-        (id_to_code.setdefault(x, len(id_to_code)) for x in ids), dtype=np.int64, count=len(ids)
-    )
-    return codes, id_to_code
-
-
-def _segment_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal values in a sorted 1-D array."""
-    if sorted_keys.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-
-
-def _count_into(counts: np.ndarray, mask: np.ndarray) -> None:
-    if mask.shape[1] >= _LOOP_COUNT_MIN_WIDTH:
-        for i in range(mask.shape[0]):
-            counts[i] += np.count_nonzero(mask[i])
-    else:
-        counts += np.count_nonzero(mask, axis=1)
 
 
 @dataclass(frozen=True)
@@ -205,47 +161,13 @@ def gold_ranks(
                         normalize=normalize).ranks
 
 
-def _desc_key(scores: np.ndarray) -> np.ndarray:
-    """uint32 keys whose ascending order is descending score order (-0.0 and 0.0 equal)."""
-    bits = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
-    asc = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
-    return (np.uint32(0xFFFFFFFF) - asc).astype(np.uint64)
-
-
-def _merge_top(parts: list[tuple[np.ndarray, ...]], top: int, gold_first: bool) -> tuple[np.ndarray, ...]:
-    """Keep each query's ``top`` best entries of (query, score, is_gold, index), in tie-break order; returns
-    them with their 0-based list positions.
-
-    ``parts`` must list entries in ascending candidate index within equal (query, score, gold) -- earlier
-    blocks first, each block's entries in column order -- so one stable sort on a (query, score, gold) key
-    also orders ties by index (gold entries are sorted by index first)."""
-    tq, ts, tg, ti = (np.concatenate(x) for x in zip(*(p[:4] for p in parts), strict=True))
-    gold = np.flatnonzero(tg)
-    if gold.size > 1:  # gold rows of one query may come out of index order: put them in order
-        order = gold[np.lexsort((ti[gold], tq[gold]))]
-        tq[gold], ts[gold], ti[gold] = tq[order], ts[order], ti[order]
-    gbit = (~tg if gold_first else tg).astype(np.uint64)
-    key = (tq.astype(np.uint64) << np.uint64(33)) | (_desc_key(ts) << np.uint64(1)) | gbit
-    order = np.argsort(key, kind="stable")
-    tq, ts, tg, ti = tq[order], ts[order], tg[order], ti[order]
-    pos = _positions(tq)
-    keep = pos < top
-    return tq[keep], ts[keep], tg[keep], ti[keep], pos[keep]
-
-
-def _positions(sorted_keys: np.ndarray) -> np.ndarray:
-    """0-based position of each entry within its run of equal keys (``sorted_keys`` sorted)."""
-    starts = _segment_starts(sorted_keys)
-    return np.arange(sorted_keys.size) - np.repeat(starts, np.diff(np.r_[starts, sorted_keys.size]))
-
-
 _TOP_STRIDE = 8  # top-N pre-filter: the N-th best of every 8th column bounds the row's N-th best from below
 
 
 def _block_top(table: np.ndarray, top: int, offset: int) -> tuple[np.ndarray, ...]:
     """Entries of ``table`` (gold entries already -inf) that may be among their row's ``top`` best: a superset
     (every entry >= the ``top``-th best of a strided subsample, itself <= the row's ``top``-th best), reduced
-    to the exact lists, ties included, by :func:`_merge_top`. ~3x cheaper than a full partition."""
+    to the exact lists, ties included, by :func:`~lovr_hf.stats.score_blocks.merge_top`. ~3x cheaper than a full partition."""
     n, w = table.shape
     qs, cs = [], []
     step = max(1, (1 << 20) // max(1, w))  # rows per piece: temporaries of <= 4 MiB
@@ -298,17 +220,17 @@ def rank_queries(
     top = int(top)
     if top < 0:
         raise ValueError(f"top must be >= 0, got {top}")
-    q = _as_matrix(queries, "queries")
-    c = _as_matrix(candidates, "candidates")
+    q = as_matrix(queries, "queries")
+    c = as_matrix(candidates, "candidates")
     if q.shape[1] != c.shape[1]:
         raise ValueError(f"dimension mismatch: queries d={q.shape[1]}, candidates d={c.shape[1]}")
     if len(candidate_ids) != c.shape[0]:
         raise ValueError(f"{len(candidate_ids)} candidate ids for {c.shape[0]} candidate rows")
-    gold_lists = _gold_lists(gold)
+    gold_lists = gold_id_lists(gold)
     if len(gold_lists) != q.shape[0]:
         raise ValueError(f"{len(gold_lists)} gold entries for {q.shape[0]} queries")
     if normalize:
-        q, c = _normalize(q), _normalize(c)
+        q, c = l2_normalize(q, zero_rows="raise"), l2_normalize(c, zero_rows="raise")
     n_q, n_c = q.shape[0], c.shape[0]
     labels_in = candidate_ids.tolist() if isinstance(candidate_ids, np.ndarray) else list(candidate_ids)
     if n_q == 0:
@@ -317,7 +239,7 @@ def rank_queries(
     if n_c == 0:
         raise ValueError("no candidates")
 
-    codes, id_to_code = _encode_ids(candidate_ids)
+    codes, id_to_code = encode_ids(candidate_ids)
     n_ids = len(id_to_code)
     if n_ids == n_c:
         rank_by = "row"  # unique ids: both rules coincide, skip the per-id reduction
@@ -359,7 +281,7 @@ def rank_queries(
         if not np.array_equal(order, np.arange(n_c)):
             c = c[order]
             codes = codes[order]
-        group_starts = _segment_starts(codes)  # codes are 0..n_ids-1, so group j starts at group_starts[j]
+        group_starts = segment_starts(codes)  # codes are 0..n_ids-1, so group j starts at group_starts[j]
 
     # (query, gold row) pairs: every row of every gold id (rows in the possibly reordered candidate matrix)
     rows_sorted = np.argsort(codes, kind="stable")
@@ -415,7 +337,7 @@ def rank_queries(
         lpq = pq[pq_bounds[bi] : pq_bounds[bi + 1]] - q0
         lpc = pc[pq_bounds[bi] : pq_bounds[bi + 1]]
         g = gold_scores[q0:q1]  # no gold: every finite score is higher -> ranked last
-        seg = _segment_starts(lrq)
+        seg = segment_starts(lrq)
         found: list[tuple[np.ndarray, ...]] = []
         if not single_block and lrq.size:
             s = np.einsum("ij,ij->i", qblk[lrq], c[lrr])
@@ -450,10 +372,10 @@ def rank_queries(
             table[gq, gcol] = -np.inf  # gold rows (ids) never count against themselves
             mask = mask_buf[: table.size].reshape(table.shape)
             compare(table, g[:, None], out=mask)
-            _count_into(cnt, mask)
+            count_into(cnt, mask)
             if top:
                 found.append(_block_top(table, top, offset))
-                found = [_merge_top(found, top, ties == "optimistic")]
+                found = [merge_top(found, top, ties == "optimistic")]
         if top and found:
             tq, ts, _, ti, pos = found[0]
             top_index[q0 + tq, pos] = ti
@@ -480,6 +402,12 @@ def parse_ks(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     if not items or any(k < 1 for k in items):
         raise ValueError(f"k values must be positive integers, got {spec!r}")
     return tuple(sorted(set(items)))
+
+
+def defined_ks(ks: Sequence[int], num_candidates: int) -> list[int]:
+    """The k that have a value: k <= the number of candidates. Beyond it the original's ``torch.topk`` raises,
+    and a query without an embedding (ranked ``candidates + 1``, a miss) would turn into a hit."""
+    return [k for k in ks if k <= num_candidates]
 
 
 def pass_at_k(
@@ -516,16 +444,3 @@ def retrieval_metrics(
     ``rank_kwargs`` go to :func:`gold_ranks` (chunking, ``rank_by``, ``ties``, ``missing``, ``normalize``).
     """
     return rank_metrics(gold_ranks(queries, gold, candidates, candidate_ids, **rank_kwargs), ks)
-
-
-# the LoVR directions live in lovr_hf.stats.directions (re-exported here, resolved on first use: no import cycle)
-_DIRECTION_NAMES = ("DIRECTIONS", "DirectionRanking", "EmbeddingSet", "evaluate_directions", "rank_direction",
-                    "rank_directions", "select_clip_queries")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _DIRECTION_NAMES:
-        from lovr_hf.stats import directions
-
-        return getattr(directions, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _CORPUS, TINY_IMAGE_SIZE, _build_once, _seed_everything, tiny_tower
+from lovr_hf.tiny.common import _CORPUS, TINY_IMAGE_SIZE, _build_once, _seed_everything, tiny_tower
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _CORPUS, TINY_IMAGE_SIZE, _build_once, _seed_everything, _train_bpe, tiny_tower
+from lovr_hf.tiny.common import (
+    _CORPUS,
+    TINY_IMAGE_SIZE,
+    _build_once,
+    _seed_everything,
+    _train_bpe,
+    tiny_tower,
+)
 
 # CLIPTokenizer's pre-tokenizer split (words, single digits, punctuation runs, the two special tokens)
 _CLIP_SPLIT = (
@@ -130,7 +137,7 @@ def _open_clip_save(out: Path, seed: int) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    from lovr_hf.evaluation.models import OPEN_CLIP_CONFIG
+    from lovr_hf.backends.embedders.families import OPEN_CLIP_CONFIG
 
     model_cfg = {
         "embed_dim": 16,

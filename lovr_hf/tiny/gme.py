@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from lovr_hf.tiny import _build_once, _qwen_vl_save
+from lovr_hf.tiny.common import _build_once
+from lovr_hf.tiny.qwen_vl import _qwen_vl_save
 
 TINY_MIN_IMAGE_TOKENS = 4
 TINY_MAX_IMAGE_TOKENS = 16

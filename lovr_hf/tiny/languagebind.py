@@ -22,7 +22,7 @@ def _specials_last_tokenizer() -> Any:
     """A genuine ``CLIPTokenizer`` whose two special tokens have the highest ids (as in CLIP's vocab)."""
     from transformers import CLIPTokenizer
 
-    from lovr_hf.tiny import _clip_tokenizer
+    from lovr_hf.tiny.clip import _clip_tokenizer
 
     base = _clip_tokenizer()
     vocab = base.get_vocab()
@@ -38,8 +38,8 @@ def _save(out: Path, seed: int) -> None:
     import torch
 
     from lovr_hf.backends.embedders.languagebind import import_languagebind
-    from lovr_hf.tiny import tiny_tower
     from lovr_hf.tiny.clip import clip_text_tower
+    from lovr_hf.tiny.common import tiny_tower
 
     lb = import_languagebind()
     tokenizer = _specials_last_tokenizer()
@@ -62,6 +62,6 @@ def _save(out: Path, seed: int) -> None:
 def build_tiny_languagebind(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny LanguageBind-Video (8-frame temporal attention with LoRA, width 32) -> folder (needs the
     ``languagebind`` extra)."""
-    from lovr_hf.tiny import _build_once
+    from lovr_hf.tiny.common import _build_once
 
     return _build_once(out_dir, "languagebind_video", seed, lambda p: _save(p, seed))

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _build_once, _qwen_tokenizer, _seed_everything
+from lovr_hf.tiny.common import _build_once, _seed_everything
+from lovr_hf.tiny.qwen_vl import _qwen_tokenizer
 
 #: ChatML turns (Qwen2 text model) with the image/video placeholders before the text of a turn, each on its
 #: own line (written for the tiny model, in the layout of the llava-onevision-qwen2 checkpoints)

@@ -8,7 +8,8 @@ module registers two small timm variants (``lovr_tiny_*``) that call the SAME ti
 widths; the saved folder is open_clip's Hub layout (``open_clip_config.json`` = the real model config with
 the tiny trunk name and small text sizes, plus the real pretrained tag's preprocessing) and loads through
 ``open_clip.create_model_and_transforms("local-dir:<folder>")`` once the variants are registered (the
-open_clip adapter imports this module on demand when a config names a ``lovr_tiny_`` trunk).
+open_clip adapter, :mod:`lovr_hf.backends.embedders.openclip`, registers them when a config names a
+``lovr_tiny_`` trunk).
 """
 
 from __future__ import annotations
@@ -18,13 +19,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: tiny trunk name -> (the real timm constructor it shrinks, small sizes)
-TINY_TRUNKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "lovr_tiny_eva02_clip": ("eva02_base_patch16_clip_224",
-                             {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8}),
-    "lovr_tiny_pe_core": ("vit_pe_core_base_patch16_224",
-                          {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8}),
-}
 #: family -> (open_clip model config it copies, its pretrained tag (preprocessing), tiny trunk)
 TINY_FAMILIES: dict[str, tuple[str, str, str]] = {
     "eva02": ("EVA02-B-16", "merged2b_s8b_b131k", "lovr_tiny_eva02_clip"),
@@ -32,24 +26,6 @@ TINY_FAMILIES: dict[str, tuple[str, str, str]] = {
 }
 TINY_IMAGE_SIZE = 32
 TINY_EMBED_DIM = 16
-
-
-def register_tiny_trunks() -> None:
-    """Register the ``lovr_tiny_*`` timm variants (idempotent)."""
-    import timm
-    from timm.models import register_model
-
-    for name, (base, sizes) in TINY_TRUNKS.items():
-        if timm.is_model(name):
-            continue
-
-        def make(pretrained: bool = False, _base: str = base, _sizes: dict[str, Any] = sizes,
-                 **kwargs: Any) -> Any:
-            return timm.create_model(_base, pretrained=False, **{**_sizes, **kwargs})
-
-        make.__name__ = name
-        make.__qualname__ = name
-        register_model(make)
 
 
 def tiny_model_config(family: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -72,7 +48,8 @@ def _save(out: Path, seed: int, family: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from lovr_hf.evaluation.models import OPEN_CLIP_CONFIG
+    from lovr_hf.backends.embedders.families import OPEN_CLIP_CONFIG
+    from lovr_hf.backends.embedders.openclip import register_tiny_trunks
 
     register_tiny_trunks()
     model_cfg, preprocess = tiny_model_config(family)
@@ -90,13 +67,13 @@ def _write_config(out: Path, model_cfg: dict[str, Any], preprocess: dict[str, An
 
 def build_tiny_eva02_clip(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny EVA02-CLIP (open_clip ``EVA02-B-16`` config, timm Eva trunk of width 32, 32x32 images) -> folder."""
-    from lovr_hf.tiny import _build_once
+    from lovr_hf.tiny.common import _build_once
 
     return _build_once(out_dir, "open_clip_eva02", seed, lambda p: _save(p, seed, "eva02"))
 
 
 def build_tiny_pe_core(out_dir: str | os.PathLike[str], seed: int = 0) -> str:
     """Tiny PE-Core (open_clip ``PE-Core-B-16`` config: timm PE trunk with attention pool, 32-token text)."""
-    from lovr_hf.tiny import _build_once
+    from lovr_hf.tiny.common import _build_once
 
     return _build_once(out_dir, "open_clip_pe_core", seed, lambda p: _save(p, seed, "pe_core"))

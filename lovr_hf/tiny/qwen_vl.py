@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _build_once, _seed_everything, _train_bpe
+from lovr_hf.tiny.common import _build_once, _seed_everything, _train_bpe
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _CORPUS, _build_once, _seed_everything, tiny_tower
+from lovr_hf.tiny.common import _CORPUS, _build_once, _seed_everything, tiny_tower
 
 PATCH = 8
 MAX_PATCHES = 16  # 4x4 patches of 8 px: a 32x32 image budget

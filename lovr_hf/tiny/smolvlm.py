@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lovr_hf.tiny import _build_once, _seed_everything, _train_bpe
+from lovr_hf.tiny.common import _build_once, _seed_everything, _train_bpe
 
 SMOLVLM_SPECIAL_TOKENS = ["<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
                           "<image>"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lovr_hf.tiny import TINY_IMAGE_SIZE, _build_once, _clip_tokenizer, _seed_everything, tiny_tower
-from lovr_hf.tiny.clip import clip_text_tower
+from lovr_hf.tiny.clip import _clip_tokenizer, clip_text_tower
+from lovr_hf.tiny.common import TINY_IMAGE_SIZE, _build_once, _seed_everything, tiny_tower
 
 TINY_XCLIP_FRAMES = 4
 

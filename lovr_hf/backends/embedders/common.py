@@ -19,6 +19,7 @@ import numpy as np
 
 from lovr_hf.backends.base import Embedder
 from lovr_hf.backends.model_cache import load_once
+from lovr_hf.stats.vectors import l2_normalize
 
 TEXT_MODES = ("truncate", "chunk-mean")
 PROTOCOLS = ("lovr", "original")
@@ -63,13 +64,6 @@ def text_limit(override: int | None, native: int | None, model: str, *, fixed: b
 
 
 # ---- numbers -----------------------------------------------------------------------------------------------
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
 
 def to_numpy(x: Any) -> np.ndarray:
     """A model output (tensor in any dtype on any device, or array-like) as a float32 numpy array."""

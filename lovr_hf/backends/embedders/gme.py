@@ -37,12 +37,12 @@ from lovr_hf.backends.embedders.common import (
     device_and_dtype,
     encode_batches,
     hf_pieces,
-    l2_normalize,
     model_ref,
     text_limit,
 )
 from lovr_hf.backends.embedders.families import FRAMES, Family, register_family
 from lovr_hf.backends.embedders.transformers import to_model
+from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from lovr_hf.backends.embedders.common import (
     RemoteCodeEmbedder,
     check_frames,
     hf_pieces,
-    l2_normalize,
     refuse_remote_code,
     to_numpy,
 )
+from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 

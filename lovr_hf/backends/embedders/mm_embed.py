@@ -27,12 +27,12 @@ from lovr_hf.backends.embedders.common import (
     check_frames,
     encode_batches,
     hf_pieces,
-    l2_normalize,
     refuse_remote_code,
     text_limit,
     to_numpy,
 )
 from lovr_hf.backends.embedders.families import FRAMES, Family, register_family
+from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 

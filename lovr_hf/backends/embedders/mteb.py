@@ -33,13 +33,13 @@ from lovr_hf.backends.embedders.common import (
     check_frames,
     check_text_mode,
     device_and_dtype,
-    l2_normalize,
     refuse_remote_code,
     to_numpy,
 )
 from lovr_hf.backends.embedders.families import FILES, Family, register_family
 from lovr_hf.backends.extras import require_extra
 from lovr_hf.backends.files import segments_of
+from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -39,9 +39,8 @@ from lovr_hf.backends.embedders.common import (
     text_limit,
     token_pieces,
 )
-from lovr_hf.backends.embedders.families import Family, register_family
+from lovr_hf.backends.embedders.families import OPEN_CLIP_CONFIG, Family, register_family
 from lovr_hf.backends.extras import require_extra
-from lovr_hf.evaluation.models import OPEN_CLIP_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +92,34 @@ def _architectures() -> set[str]:
     return set(open_clip.list_models())
 
 
+#: tiny test trunk name -> (the real timm constructor it shrinks, small sizes): the trunks of the tiny
+#: EVA02/PE-Core models of :mod:`lovr_hf.tiny.openclip_timm`, registered here, where a model naming them loads
+TINY_TRUNKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lovr_tiny_eva02_clip": ("eva02_base_patch16_clip_224",
+                             {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8}),
+    "lovr_tiny_pe_core": ("vit_pe_core_base_patch16_224",
+                          {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8}),
+}
+
+
+def register_tiny_trunks() -> None:
+    """Register the ``lovr_tiny_*`` timm variants (idempotent)."""
+    import timm
+    from timm.models import register_model
+
+    for name, (base, sizes) in TINY_TRUNKS.items():
+        if timm.is_model(name):
+            continue
+
+        def make(pretrained: bool = False, _base: str = base, _sizes: dict[str, Any] = sizes,
+                 **kwargs: Any) -> Any:
+            return timm.create_model(_base, pretrained=False, **{**_sizes, **kwargs})
+
+        make.__name__ = name
+        make.__qualname__ = name
+        register_model(make)
+
+
 def _register_tiny_trunks(spec: str) -> None:
     """A tiny test model's config names a ``lovr_tiny_`` timm trunk: register those variants first."""
     if not spec.startswith(LOCAL_DIR):
@@ -102,8 +129,6 @@ def _register_tiny_trunks(spec: str) -> None:
     except (OSError, ValueError):
         return
     if str(cfg.get("model_cfg", {}).get("vision_cfg", {}).get("timm_model_name", "")).startswith("lovr_tiny_"):
-        from lovr_hf.tiny.openclip_timm import register_tiny_trunks
-
         register_tiny_trunks()
 
 

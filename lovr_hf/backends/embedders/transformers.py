@@ -17,16 +17,14 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import EMBEDDERS
-from lovr_hf.backends.embedders.common import (  # noqa: F401 - l2_normalize, chunk_mean re-exported
+from lovr_hf.backends.embedders.common import (
     PROTOCOLS,
-    TEXT_MODES,
     LazyEmbedder,
     check_frames,
     check_text_mode,
     chunk_mean,
     device_and_dtype,
     encode_batches,
-    l2_normalize,
     model_ref,
     text_limit,
 )
