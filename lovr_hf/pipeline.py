@@ -142,7 +142,10 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
         from lovr_hf.evaluation.run import EvalConfig, evaluate_models
 
         base = _build(EvalConfig, dict(cfg.eval))
-        evaluate_models(repo, cfg.eval_models, base, _finisher(ctl) if manual else ctl)
+        if evaluate_models(repo, cfg.eval_models, base, _finisher(ctl) if manual else ctl):
+            from lovr_hf.report.results_page import render_results
+
+            render_results(repo)  # results.md and plots, once for all the models
         slugs = [dataclasses.replace(base, model=m).slug() for m in cfg.eval_models]
         stages["eval"] = embedding_configs(repo, slugs)
     summary["complete"] = mres.complete
@@ -181,7 +184,7 @@ def summarize(repo: BenchmarkRepo) -> dict[str, Any]:
     if repo.has(schema.CLIP_CAPTIONS):
         st = repo.read(schema.CLIP_CAPTIONS)[schema.STATUS]
         s["captions"] = {k: st.count(k) for k in schema.STATUSES if st.count(k)}
-    from lovr_hf.merge.stage import summarize as merge_counts
+    from lovr_hf.merge.counts import summarize as merge_counts
 
     # every join and integration asked of the LLM and how it ended, from the tables' count columns (a video
     # row's join counts repeat its clusters': not added again)

@@ -1,6 +1,6 @@
 """Cost of a merge RERUN at LoVR scale (467 videos, 40,804 clip captions), against a fresh run in the same run.
 
-Three timings of ``lovr merge`` (library call, the deterministic ``PromptLLM`` of ``lovr_hf.testing.merge_llm``, so the LLM costs nothing and
+Three timings of ``lovr merge`` (library call, the deterministic ``PromptLLM`` of ``lovr_hf.backends.standins.chat_llms``, so the LLM costs nothing and
 what is measured is the engine: inputs, digests, resume, gather):
 
 1. fresh: every cluster and video caption computed;
@@ -86,7 +86,7 @@ def main() -> None:
         t0 = time.perf_counter()
         repo = build(root / "lovr", args.videos, args.clips, args.caption_chars)
         print(f"built {args.clips} clip captions of {args.videos} videos in {time.perf_counter() - t0:.1f}s")
-        cfg = MergeConfig(llm="lovr_hf.testing.merge_llm:PromptLLM", num_workers=args.num_workers)
+        cfg = MergeConfig(llm="lovr_hf.backends.standins.chat_llms:PromptLLM", num_workers=args.num_workers)
         fresh, n_fresh = timed(repo, cfg)
         same, n_same = timed(repo, cfg)
         caps = repo.read_table(schema.CLIP_CAPTIONS).to_pylist()

@@ -15,8 +15,8 @@ from lovr_hf import schema
 from lovr_hf.backends.standins.chat_llms import PromptLLM
 from lovr_hf.backends.standins.testing import DummyCaptioner
 from lovr_hf.caption.stage import CaptionConfig, caption, clip_duration
-from lovr_hf.cli.common import RunControl
 from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.engine.control import RunControl
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model
 from lovr_hf.merge.stage import MergeConfig, merge
 from lovr_hf.repo import BenchmarkRepo

@@ -21,10 +21,10 @@ from lovr_hf.cli.main import main as cli_main
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder, model_label, model_slug, resolve_backend
 from lovr_hf.evaluation.results import COST_JSON, cost_key
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.report.card import write_card
 from lovr_hf.report.plots import PLOT
 from lovr_hf.report.results_page import RESULTS_MD, render_results
 from lovr_hf.stats.directions import DIRECTIONS
-from lovr_hf.report.card import write_card
 from lovr_hf.video.reader import read_clip_frames
 
 N_CLIPS = sum(len(c) for c in LAYOUT.values())

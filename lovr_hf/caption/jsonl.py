@@ -29,7 +29,7 @@ from lovr_hf import schema
 from lovr_hf.caption.backends import check_backend_flags
 from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.stage import caption
-from lovr_hf.cli.common import RunControl
+from lovr_hf.engine.control import RunControl
 from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)

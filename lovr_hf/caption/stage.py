@@ -28,8 +28,9 @@ from lovr_hf.backends.base import Captioner, GenerationParams, QualityScorer
 from lovr_hf.caption.backends import check_backend_flags, make_captioner, make_scorer
 from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.refine import REFINE_SUFFIX, ClipFrames, QualityLoop, Variant, default_variant
-from lovr_hf.cli.common import RunControl
-from lovr_hf.engine.stage import Stage, StageResult, batch_metas
+from lovr_hf.engine.control import RunControl
+from lovr_hf.engine.stage import Stage, StageResult
+from lovr_hf.engine.workdir import batch_metas
 from lovr_hf.failures import input_failure, reason_status, start_backend
 from lovr_hf.failures import message as failure_message
 from lovr_hf.prompts import prompt_hash

@@ -22,10 +22,10 @@ from lovr_hf.cli.common import (
     require_repo,
     split_list,
 )
-from lovr_hf.cli.errors import UsageError
 from lovr_hf.evaluation import run as evaluation
 from lovr_hf.evaluation.models import model_label
 from lovr_hf.evaluation.scoring import EvalConfig
+from lovr_hf.failures import UsageError
 from lovr_hf.report.results_page import RESULTS_MD, render_results
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lovr_hf.caption.config import CaptionConfig
-from lovr_hf.cli.common import RunControl
+from lovr_hf.engine.control import RunControl
 from lovr_hf.merge.config import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.segment.stage import SegmentConfig

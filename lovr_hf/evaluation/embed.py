@@ -27,7 +27,7 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.backends.embedders.common import TEXT_MODES
-from lovr_hf.cli.common import RunControl
+from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.stage import StageResult, live_batch_metas
 from lovr_hf.engine.workdir import committed_batches
 from lovr_hf.evaluation.embed_stage import EMBEDDED_STATUSES, TEXT_KINDS, VISUAL_KINDS, EmbedStage

@@ -239,7 +239,7 @@ def effective_dtype(config: EmbedConfig) -> str:
     if config.protocol == "original" and config.dtype in ("auto", None):
         original = resolve_family(config).original_dtype
         if original:
-            from lovr_hf.backends.captioners.transformers import resolve_device
+            from lovr_hf.backends.devices import resolve_device
 
             if resolve_device(config.device).startswith("cuda"):
                 return original

@@ -29,7 +29,7 @@ from typing import Any
 
 from lovr_hf import schema
 from lovr_hf.backends.embedders.common import TEXT_MODES
-from lovr_hf.cli.common import RunControl
+from lovr_hf.engine.control import RunControl
 from lovr_hf.evaluation.embed import cost_report, run_stages, text_stages
 from lovr_hf.evaluation.embed_video import video_stage
 from lovr_hf.evaluation.models import check_embedder

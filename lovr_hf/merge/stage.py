@@ -30,7 +30,7 @@ from datasets import Dataset
 
 from lovr_hf import schema
 from lovr_hf.backends.base import ChatLLM
-from lovr_hf.cli.common import RunControl
+from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.dist import Shard, barrier, shard_range
 from lovr_hf.engine.stage import Stage, StageResult
 from lovr_hf.merge.clusters import MERGEABLE

@@ -78,7 +78,7 @@ def repo_status(repo: BenchmarkRepo, model: str | None = None) -> dict[str, Any]
         left["clips_to_caption"] = sum(c not in captioned for c in ok_clips)
         left["clips_captioned_not_gathered"] = _committed_not_gathered(repo, "caption", captioned, set(ok_clips))
     if repo.has(schema.CLIP_CAPTIONS) and not imported:
-        from lovr_hf.merge.text import clusters_per_video
+        from lovr_hf.merge.clusters import clusters_per_video
 
         caps = repo.read(schema.CLIP_CAPTIONS)
         per_video: dict[str, int] = {}

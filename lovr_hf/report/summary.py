@@ -116,40 +116,6 @@ def embedding_configs(repo: BenchmarkRepo, slugs: Iterable[str]) -> tuple[str, .
     return tuple(c for c in (schema.embeddings_config(s) for s in slugs) if repo.has(c))
 
 
-def merge_call_counts(repo: BenchmarkRepo) -> dict[str, int]:
-    """Joins (inside clusters) and integrations (across them) asked of the merge LLM, how many kept the
-    original text, and how many of those were replies rejected by the reply guard: read from the tables' own
-    count columns. Only rows of an older lovr_hf, whose ``rejected_replies`` is null, fall back to counting
-    the rejections in their ``error`` text."""
-    from collections import Counter
-
-    from lovr_hf.merge.text import REJECTED, rejected_count
-
-    out: dict[str, int] = {}
-    join_rejected: Counter[str] = Counter()
-    if repo.has(schema.CLUSTERS):
-        cl = repo.read_columns(schema.CLUSTERS, [schema.VIDEO_ID, "llm_calls", "failed_calls", "rejected_replies",
-                                                 schema.ERROR_COL]).to_pydict()
-        for vid, n, err in zip(cl[schema.VIDEO_ID], cl["rejected_replies"], cl[schema.ERROR_COL]):
-            join_rejected[vid] += int(n) if n is not None else rejected_count([err])
-        out.update(join_calls=sum(int(n or 0) for n in cl["llm_calls"]),
-                   join_failed_calls=sum(int(n or 0) for n in cl["failed_calls"]),
-                   join_rejected=sum(join_rejected.values()))
-    if repo.has(schema.VIDEO_CAPTIONS):
-        vc = repo.read_columns(schema.VIDEO_CAPTIONS, [schema.VIDEO_ID, "llm_calls", "failed_calls",
-                                                       "rejected_replies", schema.ERROR_COL]).to_pydict()
-        rejected = 0
-        for vid, n, err in zip(vc[schema.VIDEO_ID], vc["rejected_replies"], vc[schema.ERROR_COL]):
-            if n is not None:  # a video's count holds its clusters' rejected joins too: those are counted above
-                rejected += max(0, int(n) - join_rejected[vid])
-            else:
-                rejected += sum(p.count(REJECTED) for p in (err or "").split("; ") if p.startswith(("step ", "level ")))
-        out.update(integrate_calls=sum(int(n or 0) for n in vc["llm_calls"]),
-                   integrate_failed_calls=sum(int(n or 0) for n in vc["failed_calls"]), integrate_rejected=rejected)
-    out["rejected_replies"] = out.get("join_rejected", 0) + out.get("integrate_rejected", 0)
-    return out
-
-
 def merge_line(s: Mapping[str, object]) -> str:
     """The run summary's one line on who wrote the merged texts.
 

@@ -122,8 +122,8 @@ def hf_pieces(tokenizer: Any, room: int) -> Callable[[str], list[str]]:
 def device_and_dtype(device: str | None, dtype: Any, auto: str | None = None) -> tuple[str, Any]:
     """(device, torch dtype): ``"auto"`` device = cuda:LOCAL_RANK or cpu; ``"auto"`` dtype = ``auto`` when the
     family has a fixed precision (e.g. ``"float32"`` for models run in fp32 by their original code), else
-    bf16 on GPU and fp32 on CPU (:func:`lovr_hf.backends.captioners.transformers.resolve_dtype`)."""
-    from lovr_hf.backends.captioners.transformers import resolve_device, resolve_dtype
+    bf16 on GPU and fp32 on CPU (:func:`lovr_hf.backends.devices.resolve_dtype`)."""
+    from lovr_hf.backends.devices import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     if dtype in (None, "", "auto") and auto is not None:
