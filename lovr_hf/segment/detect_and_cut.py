@@ -10,7 +10,7 @@ frame (score >= threshold), a superset of the cuts, because every cut the flash 
 above-threshold frame; the packets it returns wait in a queue until the online flash filter
 (:class:`lovr_hf.video.scenes.OnlineFlashFilter`) has decided their frame's scene (at most ``min_scene_len``
 frames later), and are then routed into their clip's file, exactly like the two-pass
-``_cut_exact_one_encoder`` routes them at known cuts. A candidate that does not become a cut (a flash
+``exact_cut._cut_exact_one_encoder`` routes them at known cuts. A candidate that does not become a cut (a flash
 merged away) leaves an extra key frame inside a clip - the frames are the same. Audio is cut per clip as
 in :mod:`lovr_hf.video.clip_audio`, the clip's end given when the next cut is known.
 
@@ -32,32 +32,30 @@ import av
 import numpy as np
 
 from lovr_hf import schema
-from lovr_hf.backends.detectors.fast import (
+from lovr_hf.backends.detectors.content_score import _PlaneSampler, _Scorer
+from lovr_hf.backends.detectors.detector_base import (
     DetectionResult,
-    FastContentDetector,
-    _PlaneSampler,
-    _Scorer,
     effective_downscale,
     iter_frames,
     open_video,
     stream_fps,
 )
+from lovr_hf.backends.detectors.fast import FastContentDetector
 from lovr_hf.ids import check_id
 from lovr_hf.video.clip_audio import AudioPlan
-from lovr_hf.video.clip_store import file_digest
-from lovr_hf.video.clipper import (
+from lovr_hf.video.clip_files import (
     ClipFile,
     _clip_times,
-    _ClipMuxer,
     _commit,
-    _in_thread,
     _tmp_path,
     clip_dir,
     clip_path,
-    one_encoder,
     remove_stale_temp_files,
 )
-from lovr_hf.video.reader import VideoError, build_index, probe
+from lovr_hf.video.clip_store import file_digest
+from lovr_hf.video.exact_cut import _ClipMuxer, _in_thread, one_encoder
+from lovr_hf.video.frame_index import VideoError, build_index
+from lovr_hf.video.reader import probe
 from lovr_hf.video.scenes import MERGE, OnlineFlashFilter, scenes_from_cuts, seconds_to_frames
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detectors.fast import (
+from lovr_hf.backends.detectors.detector_base import (
     DEFAULT_DOWNSCALE,
     DEFAULT_MIN_SCENE_LEN_S,
     DetectionResult,
