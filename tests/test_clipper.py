@@ -12,7 +12,7 @@ from datasets import Dataset
 from lovr_hf import schema
 from lovr_hf.video import clip_files as F
 from lovr_hf.video import clipper as C
-from lovr_hf.video import frame_index
+from lovr_hf.video import exact_cut, frame_index
 from lovr_hf.video import reader as V
 from lovr_hf.video.frame_index import VideoError
 
@@ -147,7 +147,7 @@ def test_failure_never_leaves_a_partial_clip(
     a rerun clears stale temp files of a killed run and produces complete clips."""
     n = V.probe(sources[name]).num_frames
     ranges = [(0, n // 4), (n // 4, n // 2), (n // 2, n)]
-    target = getattr(C, cls)
+    target = getattr(exact_cut, cls)
     real = getattr(target, method)
     calls = {"n": 0}
 
