@@ -1,7 +1,7 @@
 """``lovr segment``: the command line of the segment stage (flags, the usage error, the exit code).
 
-The flags of the original ``clip_segmentation.py`` (``--input_folder``, ``--output_dir``, ``--max_workers``,
-``--threshold``, ``--min_clip_duration``) keep working as aliases; the work is :func:`lovr_hf.segment.stage.segment`.
+The flags of the original ``clip_segmentation.py`` (``--input_folder``, ``--output_dir``, ``--max_workers``)
+keep working beside lovr_hf's own; the work is :func:`lovr_hf.segment.stage.segment`.
 """
 
 from __future__ import annotations
