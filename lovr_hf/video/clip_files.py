@@ -73,7 +73,7 @@ class ClipFile:
         return asdict(self)
 
 
-def _clip_times(index: FrameIndex, info: VideoInfo, s: int, e: int) -> tuple[float, float]:
+def clip_times(index: FrameIndex, info: VideoInfo, s: int, e: int) -> tuple[float, float]:
     """Presentation times of the first frame and of the end (next frame, or the end of the video)."""
     if index.reliable and index.num_frames == info.num_frames:
         t = index.times()
@@ -95,7 +95,8 @@ def clip_path(out_dir: str | os.PathLike[str], video_id: str, slice_num: int) ->
     return safe_join(out_dir, check_id(video_id), schema.clip_id_for(video_id, slice_num) + ".mp4")
 
 
-def _tmp_path(final: Path) -> Path:
+def tmp_path_for(final: Path) -> Path:
+    """The name a clip is written under until it is complete (per process: two writers never share one)."""
     return final.with_name(f"{TMP_PREFIX}{final.stem}.{os.getpid()}{TMP_SUFFIX}")
 
 

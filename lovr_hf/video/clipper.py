@@ -39,10 +39,10 @@ from pathlib import Path
 from lovr_hf import schema
 from lovr_hf.ids import check_id
 from lovr_hf.video.clip_audio import AudioPlan
-from lovr_hf.video.clip_files import ClipFile, _clip_times, clip_dir, clip_path, remove_stale_temp_files
+from lovr_hf.video.clip_files import ClipFile, clip_dir, clip_path, clip_times, remove_stale_temp_files
 from lovr_hf.video.clip_store import file_digest
-from lovr_hf.video.copy_cut import _cut_copy, _verify_copy
-from lovr_hf.video.exact_cut import _cut_exact
+from lovr_hf.video.copy_cut import cut_copy, verify_copy
+from lovr_hf.video.exact_cut import cut_exact
 from lovr_hf.video.frame_index import VideoError, VideoInfo, build_index
 from lovr_hf.video.reader import probe
 
@@ -99,7 +99,7 @@ def cut_clips(
     index = build_index(src)
     rngs = _check_ranges(ranges, info.num_frames)
     check_id(video_id)
-    times = [_clip_times(index, info, s, e) for s, e in rngs]
+    times = [clip_times(index, info, s, e) for s, e in rngs]
     ids = [schema.clip_id_for(video_id, n) for n in range(1, len(rngs) + 1)]
 
     if mode == "virtual":
@@ -119,7 +119,7 @@ def cut_clips(
             v0 = float(int(index.pts[0]) * index.time_base) if index.reliable and index.num_frames else 0.0
             plan = AudioPlan(src, [(v0 + t0, v0 + t1) for t0, t1 in times])  # AudioError if unreadable
         try:
-            _cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress,
+            cut_exact(src, rngs, finals, info, index, codec=codec, preset=preset, crf=crf, progress=progress,
                        audio=plan or None, threads=threads)
         finally:
             if plan is not None:
@@ -133,13 +133,13 @@ def cut_clips(
 
     if not index.reliable:
         raise VideoError(f"{src}: packet timestamps do not index the frames; use clip mode 'exact'")
-    plans = _cut_copy(src, rngs, finals, index)
+    plans = cut_copy(src, rngs, finals, index)
     clips = []
     for n, (cid, f, (s, e), (t0, t1), plan) in enumerate(
         zip(ids, finals, rngs, times, plans, strict=True), start=1
     ):
         rel = float((int(index.pts[s]) - plan.min_pts) * index.time_base)
-        total = _verify_copy(f, plan, rel, info.fps)
+        total = verify_copy(f, plan, rel, info.fps)
         clips.append(ClipFile(n, cid, str(f), plan.offset, e - s, s, e, t0, t1, mode, total, *file_digest(f)))
     return clips
 

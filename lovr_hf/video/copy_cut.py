@@ -15,7 +15,7 @@ from typing import Any
 import av
 import numpy as np
 
-from lovr_hf.video.clip_files import _commit, _tmp_path
+from lovr_hf.video.clip_files import _commit, tmp_path_for
 from lovr_hf.video.frame_index import FrameIndex, VideoError, build_index
 
 
@@ -46,7 +46,7 @@ def _plan_copy(index: FrameIndex, s: int, e: int) -> _CopyPlan:
     return _CopyPlan(first=first, last=last, min_pts=min_pts, offset=offset, total=int(kept.sum()))
 
 
-def _cut_copy(
+def cut_copy(
     src_path: str, ranges: list[tuple[int, int]], finals: list[Path], index: FrameIndex
 ) -> list[_CopyPlan]:
     """One demux pass; a packet goes to every open clip whose planned packet span holds it."""
@@ -64,7 +64,7 @@ def _cut_copy(
                     continue
                 pos += 1
                 while nxt < len(plans) and plans[nxt].first == pos:
-                    tmp = _tmp_path(finals[nxt])
+                    tmp = tmp_path_for(finals[nxt])
                     out = av.open(str(tmp), "w", format="mp4")
                     ost = out.add_stream_from_template(vs)
                     outs[nxt] = (out, ost, tmp)
@@ -104,7 +104,7 @@ def _cut_copy(
     return plans
 
 
-def _verify_copy(path: Path, plan: _CopyPlan, s_rel_s: float, fps: float) -> int:
+def verify_copy(path: Path, plan: _CopyPlan, s_rel_s: float, fps: float) -> int:
     """Check the written file against its plan and return its frame count (demux only, no decoding)."""
     idx = build_index(path)
     if idx.num_frames != plan.total:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.video.frame_index import FrameIndex, VideoError, VideoInfo, _file_key
+from lovr_hf.video.frame_index import FrameIndex, VideoError, VideoInfo, file_key
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,7 +43,7 @@ def clear_decord_readers() -> None:
     _decord_reader.cache_clear()
 
 
-def _decord_read(
+def read_with_decord(
     path: str, targets: Sequence[int], index: FrameIndex, info: VideoInfo, size: tuple[int, int] | None
 ) -> np.ndarray:
     """Read with decord, refusing (raising) whenever its frame numbering differs from ours."""
@@ -54,7 +54,7 @@ def _decord_read(
         raise VideoError(f"{path}: timestamps do not index the frames (decord would guess)")
     if index.open_gop:
         raise VideoError(f"{path}: open-GOP stream (decord returns wrong frames after seeks there)")
-    vr, lock = _decord_reader(*_file_key(path), size)
+    vr, lock = _decord_reader(*file_key(path), size)
     with lock:
         if len(vr) != info.num_frames:
             raise VideoError(f"{path}: decord counts {len(vr)} frames, the index {info.num_frames}")

@@ -24,7 +24,7 @@ from typing import Any
 import av
 
 from lovr_hf.video.clip_audio import AudioPlan
-from lovr_hf.video.clip_files import _commit, _tmp_path
+from lovr_hf.video.clip_files import _commit, tmp_path_for
 from lovr_hf.video.frame_index import FrameIndex, VideoError, VideoInfo
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class _ExactWriter:
             self.tmp.unlink()
 
 
-def _in_thread(make: Callable[[], Iterator[Any]], maxsize: int = 2, batch: int = 8) -> Iterator[Any]:
+def in_thread(make: Callable[[], Iterator[Any]], maxsize: int = 2, batch: int = 8) -> Iterator[Any]:
     """Run the generator ``make()`` in a worker thread, yielding its items here.
 
     PyAV releases the GIL while decoding, so decoding the source in a thread overlaps with encoding in
@@ -212,7 +212,7 @@ def _cut_exact_per_clip(
         _commit(writer.tmp, finals[k])
         writer = None
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
+    frames = in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     try:
         for i, frame in frames:
             while i >= ranges[k][1]:
@@ -231,7 +231,7 @@ def _cut_exact_per_clip(
                 )
             if writer is None:
                 writer = _ExactWriter(
-                    _tmp_path(finals[k]),
+                    tmp_path_for(finals[k]),
                     time_base,
                     rate,
                     info.rotation,
@@ -344,10 +344,10 @@ def _cut_exact_one_encoder(
                 raise VideoError(f"{src_path}: encoder returned a packet before the first clip")
             if j not in muxers:
                 commit_below(j)  # closed GOPs: the previous clip has all its packets
-                muxers[j] = _ClipMuxer(_tmp_path(finals[j]), codec, rate, tb, w, h, starts[j], audio, j)
+                muxers[j] = _ClipMuxer(tmp_path_for(finals[j]), codec, rate, tb, w, h, starts[j], audio, j)
             muxers[j].mux(pkt)
 
-    frames = _in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
+    frames = in_thread(lambda: _decode_wanted(src_path, ranges, progress, threads))
     k = 0
     last = -1
     try:
@@ -408,7 +408,7 @@ def x264_threads(threads: int) -> dict[str, str]:
     return {"threads": str(max(1, round(1.5 * threads)))} if threads else {}
 
 
-def _cut_exact(
+def cut_exact(
     src_path: str,
     ranges: list[tuple[int, int]],
     finals: list[Path],
@@ -416,6 +416,8 @@ def _cut_exact(
     index: FrameIndex,
     **kwargs: Any,
 ) -> None:
+    """Cut ``exact`` clips into ``finals``: one encoder for the whole source where forced IDR frames split it
+    (libx264, no rotation), else one encoder per clip."""
     if info.rotation or kwargs.get("codec") != "libx264":  # forced IDR frames are libx264's guarantee
         _cut_exact_per_clip(src_path, ranges, finals, info, index, **kwargs)
     else:

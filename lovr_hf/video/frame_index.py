@@ -88,7 +88,9 @@ class FrameIndex:
         return float((int(self.pts[-1]) - int(self.pts[0]) + self.last_duration) * self.time_base)
 
 
-def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+def file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """``(real path, size, mtime)``: the cache key of a file (a rewritten file is indexed again); raises
+    :class:`VideoError` for a file that is missing, not a regular file or empty."""
     p = os.path.realpath(os.fspath(path))
     try:
         st = os.stat(p)
@@ -110,7 +112,8 @@ def _open(path: str) -> av.container.InputContainer:
         raise VideoError(f"{path}: not a readable video container (truncated or not a video?): {e}") from None
 
 
-def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+def first_video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    """The stream every reader decodes; :class:`VideoError` naming the streams there are when none is video."""
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoError(f"{path}: no video stream (streams: {', '.join(kinds)}; audio-only file?)")
@@ -119,20 +122,21 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
 
 def build_index(path: str | os.PathLike[str]) -> FrameIndex:
     """Demux the video packets of ``path`` once and index them (cached by path, size and mtime)."""
-    return _build_index_cached(*_file_key(path))
+    return build_index_for_key(*file_key(path))
 
 
 
 def clear_index_cache() -> None:
     """Forget cached indexes (see :func:`lovr_hf.video.reader.clear_cache`, which clears every cache)."""
-    _build_index_cached.cache_clear()
+    build_index_for_key.cache_clear()
 
 
 @functools.lru_cache(maxsize=256)
-def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
+def build_index_for_key(path: str, size: int, mtime_ns: int) -> FrameIndex:
+    """:func:`build_index` for a :func:`file_key` (the reader's probe reuses the cached index by key)."""
     del size, mtime_ns  # cache key only
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         tb = vs.time_base or Fraction(1, 90000)
         pts_l: list[int] = []
         dts_l: list[int] = []
@@ -241,7 +245,7 @@ def _decoded_pts_match(path: str, pts: np.ndarray, check: int = 48) -> bool:
     got: list[int | None] = []
     try:
         with _open(path) as c:
-            vs = _video_stream(c, path)
+            vs = first_video_stream(c, path)
             vs.thread_type = "AUTO"
             for frame in c.decode(vs):
                 got.append(frame.pts)

@@ -25,17 +25,17 @@ import av
 import numpy as np
 
 from lovr_hf.ids import safe_join
-from lovr_hf.video.decord_read import _decord_read, clear_decord_readers
+from lovr_hf.video.decord_read import clear_decord_readers, read_with_decord
 from lovr_hf.video.frame_index import (
     FrameIndex,
     VideoError,
     VideoInfo,
-    _build_index_cached,
-    _file_key,
     _open,
-    _video_stream,
     build_index,
+    build_index_for_key,
     clear_index_cache,
+    file_key,
+    first_video_stream,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,14 +60,14 @@ def clear_cache() -> None:
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Exact facts about a video; raises :class:`VideoError` with a clear message for unusable files."""
-    return _probe_cached(*_file_key(path))
+    return _probe_cached(*file_key(path))
 
 
 @functools.lru_cache(maxsize=256)
 def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
-    index = _build_index_cached(path, size, mtime_ns)
+    index = build_index_for_key(path, size, mtime_ns)
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         codec = vs.codec_context.name
         first = None
@@ -227,7 +227,7 @@ def _pyav_seek_frames(
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode the (sorted, unique) file frame ``targets`` using the pts index and keyframe seeks."""
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         pos = -1  # index of the last frame the decoder produced
         frames: Iterator[av.VideoFrame] | None = None
@@ -262,7 +262,7 @@ def _pyav_count_frames(path: str, targets: Iterable[int]) -> Iterator[tuple[int,
     if not targets:
         return
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         it = iter(targets)
         t = next(it)
@@ -335,7 +335,7 @@ def read_frames(
     gather = [pos[frame_offset + i] for i in idx]
     if backend in ("decord", "auto"):
         try:
-            arr = _decord_read(path, targets, build_index(path), info, size)
+            arr = read_with_decord(path, targets, build_index(path), info, size)
             return arr[gather] if gather != list(range(len(targets))) else arr
         except Exception as e:  # decord raises its own error types; any failure means "use PyAV"
             if backend == "decord":

@@ -49,7 +49,7 @@ def _sample_slice(src: int, dst: int, factor: int, offset: int) -> slice:
     return slice(offset, offset + factor * (n - 1) + 1, factor)
 
 
-class _PlaneSampler:
+class PlaneSampler:
     """Gathers a small I420 image from a decoded 4:2:0 frame, touching only the rows it needs.
 
     Integer factor ``f``: luma output pixel ``i`` takes source pixel ``(f - 1) // 2 + f * i`` - the pixel
@@ -177,13 +177,13 @@ class FrameScores:
         return len(self.scores)
 
 
-class _Scorer:
+class Scorer:
     """Batches sampled frames, converts each batch I420 -> BGR -> HSV in two OpenCV calls, and keeps
     the per-frame component distances (plus the flash look-ahead distances)."""
 
     def __init__(
         self,
-        sampler: _PlaneSampler,
+        sampler: PlaneSampler,
         weights: np.ndarray,
         batch_size: int,
         full_range: bool,
@@ -351,7 +351,7 @@ def content_scores(
     if w8.shape != (4,) or not np.any(w8):
         raise ValueError("weights must be 4 numbers (hue, sat, lum, edges), not all zero")
     container, stream = open_video(path)
-    scorer: _Scorer | None = None
+    scorer: Scorer | None = None
     width = height = 0
     factor = 1.0
     times: list[float] = []
@@ -368,7 +368,7 @@ def content_scores(
                 full = frame.format.name == "yuvj420p" or int(getattr(frame, "color_range", 0) or 0) == 2
                 target = "yuvj420p" if frame.format.name == "yuvj420p" else "yuv420p"
                 factor = effective_downscale(downscale, width, height)
-                scorer = _Scorer(_PlaneSampler(width, height, factor), w8, batch_size, full,
+                scorer = Scorer(PlaneSampler(width, height, factor), w8, batch_size, full,
                                  flash_lookahead, flash_floor, threaded)
             if frame.format.name != target or frame.width != width or frame.height != height:
                 # other pixel formats (10-bit, 4:2:2, RGB...) and mid-stream size changes: convert once
