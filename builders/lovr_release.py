@@ -297,7 +297,8 @@ def scan_release(root: str | os.PathLike[str]) -> ReleaseScan:
 
 
 def _probe_row(clip: ClipFile) -> dict[str, Any]:
-    from lovr_hf.video.reader import VideoError, probe
+    from lovr_hf.video.frame_index import VideoError
+    from lovr_hf.video.reader import probe
 
     row = {
         "video_id": clip.video_id, "clip_id": clip.clip_id, "slice_num": clip.slice_num, "start_time": None,

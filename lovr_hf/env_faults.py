@@ -4,7 +4,7 @@ Why: the engine records a bad input as an ``error`` row (retrying cannot help) a
 environment fault as a ``failed`` row (``--retry-failed`` re-processes it once the disk has room again).
 A clip that cannot be written because the disk is full says nothing about the video, so it must not be
 recorded as a bad video. :func:`lovr_hf.failures.input_failure` is the one rule that turns an exception into a
-row status (bugs included); this module only knows the environment's errnos. The cutters wrap FFmpeg errors in :class:`lovr_hf.video.reader.VideoError` (``raise ...
+row status (bugs included); this module only knows the environment's errnos. The cutters wrap FFmpeg errors in :class:`lovr_hf.video.frame_index.VideoError` (``raise ...
 from None`` keeps the original as ``__context__``), so the whole chain is searched.
 """
 

@@ -138,7 +138,7 @@ def caption_indices(rows: list[dict]) -> dict[str, list[int]]:
 
 def eval_frames(rows: list[dict], interval: int) -> list[int]:
     """File frames the eval plan converts: clip strides restart per clip, the video stride runs on."""
-    from lovr_hf.evaluation.embed_video import sample_video
+    from lovr_hf.evaluation.visual_plan import sample_video
 
     sel_c, sel_v = sample_video([r["num_frames"] for r in rows], interval=interval)
     return sorted({r["frame_offset"] + i for r, a, b in zip(rows, sel_c, sel_v) for i in set(a) | set(b)})
@@ -327,7 +327,8 @@ def workers_table(path: Path, n_frames: int, repeat: int) -> None:
 
 
 def bench_resolution(tmp: Path, label: str, minutes: float, w: int, h: int, repeat: int, stage: bool) -> None:
-    from lovr_hf.video.reader import build_index, clear_cache
+    from lovr_hf.video.frame_index import build_index
+    from lovr_hf.video.reader import clear_cache
 
     src, ranges = make_source(tmp, minutes, w, h)
     rows = clip_rows(src, ranges)

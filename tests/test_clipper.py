@@ -10,9 +10,11 @@ import pytest
 from datasets import Dataset
 
 from lovr_hf import schema
+from lovr_hf.video import clip_files as F
 from lovr_hf.video import clipper as C
+from lovr_hf.video import exact_cut, frame_index
 from lovr_hf.video import reader as V
-from lovr_hf.video.reader import VideoError
+from lovr_hf.video.frame_index import VideoError
 
 try:  # pytest puts tests/ on sys.path (rootdir-relative imports otherwise)
     from test_video import decode_all, frame_numbers, make_video
@@ -38,7 +40,7 @@ def _ranges(n: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-def _clip_numbers(clip: C.ClipFile, root: Path, rotation: int, backend: str = "pyav") -> list[int]:
+def _clip_numbers(clip: F.ClipFile, root: Path, rotation: int, backend: str = "pyav") -> list[int]:
     row = clip.to_row("vid", 24.0, root)
     return frame_numbers(V.read_clip_frames(row, range(clip.num_frames), root, backend=backend), rotation)
 
@@ -93,7 +95,7 @@ def test_decord_reads_clip_files_like_pyav(sources: dict[str, Path], tmp_path: P
     """decord (directly and through ``auto``) honours frame_offset on clip files exactly like PyAV."""
     clips = C.cut_clips(sources["cfr"], _ranges(240), tmp_path, "vid", mode=mode)
     for c in clips:
-        assert V.build_index(c.path).dec_key[0]  # every clip file starts with a key frame
+        assert frame_index.build_index(c.path).dec_key[0]  # every clip file starts with a key frame
         for backend in ("auto", "decord"):
             assert _clip_numbers(c, tmp_path, 0, backend) == list(range(c.start_frame, c.end_frame))
 
@@ -102,7 +104,7 @@ def test_layout_rows_and_features(sources: dict[str, Path], tmp_path: Path) -> N
     clips = C.cut_clips(sources["cfr"], [(0, 100), (100, 240)], tmp_path, "my_vid")
     names = sorted(p.name for p in (tmp_path / "my_vid").iterdir())
     assert names == ["my_vid-Scene-001.mp4", "my_vid-Scene-002.mp4"]  # no temp files left behind
-    rows = C.rows_for(clips, "my_vid", 24.0, root=tmp_path)
+    rows = F.rows_for(clips, "my_vid", 24.0, root=tmp_path)
     assert rows[0]["path"] == "my_vid/my_vid-Scene-001.mp4"
     assert rows[1]["clip_id"] == schema.clip_id_for("my_vid", 2)
     ds = Dataset.from_list(rows, features=schema.CLIPS_FEATURES)
@@ -126,7 +128,7 @@ def test_ids_and_ranges_are_checked(sources: dict[str, Path], tmp_path: Path) ->
             C.cut_clips(src, bad, tmp_path / "out", "v")
     with pytest.raises(ValueError):
         C.cut_clips(src, [(0, 10)], tmp_path / "out", "v", mode="split")
-    assert C.clip_path(tmp_path, "v", 1000).name == "v-Scene-1000.mp4"
+    assert F.clip_path(tmp_path, "v", 1000).name == "v-Scene-1000.mp4"
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,7 @@ def test_failure_never_leaves_a_partial_clip(
     a rerun clears stale temp files of a killed run and produces complete clips."""
     n = V.probe(sources[name]).num_frames
     ranges = [(0, n // 4), (n // 4, n // 2), (n // 2, n)]
-    target = getattr(C, cls)
+    target = getattr(exact_cut, cls)
     real = getattr(target, method)
     calls = {"n": 0}
 
@@ -162,7 +164,7 @@ def test_failure_never_leaves_a_partial_clip(
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["k-Scene-001.mp4"]
     assert V.probe(tmp_path / "k" / "k-Scene-001.mp4").num_frames == n // 4
 
-    stale = tmp_path / "k" / f"{C.TMP_PREFIX}k-Scene-002.99999{C.TMP_SUFFIX}"
+    stale = tmp_path / "k" / f"{F.TMP_PREFIX}k-Scene-002.99999{F.TMP_SUFFIX}"
     stale.write_bytes(b"half a clip")  # what a kill -9 leaves behind
     clips = C.cut_clips(sources[name], ranges, tmp_path, "k")
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == [f"k-Scene-00{i}.mp4" for i in (1, 2, 3)]
@@ -184,13 +186,6 @@ def test_bad_source(tmp_path: Path) -> None:
     p.write_text("not a video")
     with pytest.raises(VideoError):
         C.cut_clips(p, [(0, 1)], tmp_path, "x")
-
-
-def test_bench_clip_modes(sources: dict[str, Path], tmp_path: Path) -> None:
-    res = C.bench_clip_modes(sources["cfr"], _ranges(240), tmp_path, baseline=False)
-    assert set(res) == set(C.CLIP_MODES) | {f"{m}_cpu" for m in C.CLIP_MODES}
-    assert all(res[m] > 0 for m in C.CLIP_MODES)
-    assert (tmp_path / "exact" / "bench" / "bench-Scene-001.mp4").exists()
 
 
 @pytest.fixture(scope="module")

@@ -240,13 +240,13 @@ def test_load_dataset_from_the_hub_streams_and_decodes_the_clip(
 def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``copy`` clip cut off a key frame: the decoder's first ``frame_offset`` frames are the pre-roll; the
     clip's frames start at ``frame_offset``, exactly where lovr's reader starts them."""
-    from lovr_hf.video import clipper
+    from lovr_hf.video import clip_files, clipper
 
     src = tmp_path / "src.mp4"
     make_video(src, [SceneSpec(48)], 64, 48, 12, seed=4, gop=12)
     repo = BenchmarkRepo(tmp_path / "lovr")
     files = clipper.cut_clips(src, [(0, 17), (17, 48)], repo.root / "clips", "v", mode="copy")
-    repo.write(schema.CLIPS, clipper.rows_for(files, "v", 12.0, root=repo.root))
+    repo.write(schema.CLIPS, clip_files.rows_for(files, "v", 12.0, root=repo.root))
     monkeypatch.chdir(repo.root)
     row = load_dataset(str(repo.root), "clips", split="train")[1]
     assert row["clip_mode"] == "copy" and row["frame_offset"] > 0  # a real pre-roll

@@ -23,7 +23,7 @@ from lovr_hf.video.decode_plan import (
     read_source,
     size_request,
 )
-from lovr_hf.video.prefetch import Prefetcher, StreamPool, auto_workers, nbytes_of, resolve_workers
+from lovr_hf.video.prefetch import StreamPool, auto_workers, resolve_workers
 
 
 @pytest.fixture(scope="module")
@@ -242,21 +242,6 @@ def test_stream_pool_errors_early_stop_and_close() -> None:
         next(pool.items("e"))
     pool.close()
     stop.set()
-
-
-def test_prefetcher_byte_bound() -> None:
-    loaded: list[int] = []
-
-    def load(k: int) -> np.ndarray:
-        loaded.append(k)
-        return np.zeros(1000, np.uint8)
-
-    pf = Prefetcher(list(range(50)), load, workers=2, depth=40, max_bytes=3000)
-    assert nbytes_of(pf.get([0])) == 1000
-    time.sleep(0.2)
-    assert len(loaded) <= 1 + 3 + 2  # what was asked + the budget's worth + one per worker in flight
-    assert all(len(a) == 1000 for a in pf.get(list(range(1, 20))))
-    pf.close()
 
 
 def test_worker_counts() -> None:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detectors.fast import FastContentDetector, VideoReadError, content_scores
+from lovr_hf.backends.detectors.content_score import content_scores
+from lovr_hf.backends.detectors.detector_base import VideoReadError
+from lovr_hf.backends.detectors.fast import FastContentDetector
 from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_sample_video, make_video
 from lovr_hf.video.scenes import (
     adaptive_cuts,

@@ -22,8 +22,9 @@ from lovr_hf.evaluation.models import EmbedConfig, model_label, model_slug
 from lovr_hf.evaluation.visual_plan import sample_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.video import decode_plan
+from lovr_hf.video.frame_index import VideoError
 from lovr_hf.video.frames import uniform_indices
-from lovr_hf.video.reader import VideoError, read_clip_frames
+from lovr_hf.video.reader import read_clip_frames
 
 FPS = EVAL_FPS  # clip rows describe the conftest source video
 # video a: clips of 45, 20, 50 frames; video b: 60, 55 (b uses later frames of the source: no duplicates)

@@ -167,7 +167,7 @@ def test_decode_reasons_follow_the_one_failure_rule() -> None:
 
     from lovr_hf.failures import is_bug_text, reason_status
     from lovr_hf.video.decode_plan import error_text
-    from lovr_hf.video.reader import VideoError
+    from lovr_hf.video.frame_index import VideoError
 
     bug = error_text(AttributeError("'NoneType' object has no attribute 'decode'"))
     assert is_bug_text(bug) and reason_status(bug) == schema.FAILED

@@ -24,8 +24,9 @@ from lovr_hf.segment.detect_and_cut import detect_and_cut
 from lovr_hf.segment.stage import SegmentConfig, SegmentStage
 from lovr_hf.video.clipper import cut_clips
 from lovr_hf.video.decode_plan import ClipDecoder
+from lovr_hf.video.frame_index import build_index
 from lovr_hf.video.frames import caption_frame_plan, video_interval_indices
-from lovr_hf.video.reader import build_index, probe
+from lovr_hf.video.reader import probe
 
 NAMES = [m.name for m in CORPUS]
 AAC_FRAME = 1024

@@ -16,7 +16,7 @@ from lovr_hf.failures import is_bug_text
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment import detect_and_cut
 from lovr_hf.segment.stage import SegmentConfig, segment
-from lovr_hf.video import clipper
+from lovr_hf.video import exact_cut
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_full_disk_in_the_one_pass_muxer_is_a_failed_row(videos: Path, tmp_path:
     def no_space(self, pkt) -> None:  # what FFmpeg's write returns on a full disk, as PyAV raises it
         av.error.err_check(-errno.ENOSPC)
 
-    monkeypatch.setattr(clipper._ClipMuxer, "mux", no_space)
+    monkeypatch.setattr(exact_cut._ClipMuxer, "mux", no_space)
     repo = BenchmarkRepo(tmp_path / "lovr")
     cfg = SegmentConfig(min_clip_duration=1.0)
     segment(videos, repo, cfg)
@@ -53,7 +53,7 @@ def test_permission_denied_when_committing_a_clip_is_a_failed_row(videos: Path, 
     def denied(tmp: Path, final: Path) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(final))
 
-    monkeypatch.setattr(clipper, "_commit", denied)
+    monkeypatch.setattr(exact_cut, "_commit", denied)
     monkeypatch.setattr(detect_and_cut, "_commit", denied)
     repo = BenchmarkRepo(tmp_path / "lovr")
     segment(videos, repo, SegmentConfig(min_clip_duration=1.0, single_pass=False))

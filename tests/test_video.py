@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from _video_helpers import H, W, decode_all, frame_number, frame_numbers, make_video, numbered_videos
 
+from lovr_hf.video import frame_index
 from lovr_hf.video import reader as V
-from lovr_hf.video.reader import VideoError
+from lovr_hf.video.frame_index import VideoError
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_probe_values(vids: dict[str, Path]) -> None:
     assert vfr.fps == pytest.approx(120 / vfr.duration_s, rel=0.02)
 
     assert V.probe(vids["mkv"]).num_frames == 96
-    assert V.build_index(vids["cfr"]).reliable and not V.build_index(vids["avi"]).reliable
+    assert frame_index.build_index(vids["cfr"]).reliable and not frame_index.build_index(vids["avi"]).reliable
 
 
 @pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "opengop", "mkv", "editlist", "avi"])
@@ -170,7 +171,7 @@ def test_decord_overcounts_editlist_files(vids: dict[str, Path]) -> None:
     n = V.probe(vids["editlist"]).num_frames
     assert n == len(decode_all(vids["editlist"]))
     assert len(decord.VideoReader(str(vids["editlist"]))) > n
-    assert V.build_index(vids["editlist"]).dec_discard.sum() > 0
+    assert frame_index.build_index(vids["editlist"]).dec_discard.sum() > 0
 
 
 def test_bounds_and_bad_backend(vids: dict[str, Path]) -> None:

@@ -90,7 +90,8 @@ def original_chunk(items: list[Any], num_chunks: int | None, chunk_idx: int | No
 
 def clip_row(info: dict[str, Any], video_folder: Path) -> dict[str, Any]:
     """A ``clips`` row for one input line (status ``error`` with the reason when it cannot be used)."""
-    from lovr_hf.video.reader import VideoError, probe
+    from lovr_hf.video.frame_index import VideoError
+    from lovr_hf.video.reader import probe
 
     vid, raw_slice = str(info["vid"]), info["slice_num"]
     try:

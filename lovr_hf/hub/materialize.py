@@ -13,7 +13,6 @@ and a rerun re-checks the videos that were not available (a copy added since is 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 from datasets import Dataset
 
 from lovr_hf import schema
-from lovr_hf.cli.common import RunControl, add_common_args, control_from_args
+from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.stage import Stage, StageResult
 from lovr_hf.failures import input_failure
 from lovr_hf.hub.publish import sha256_file
@@ -189,21 +188,3 @@ def materialize(repo: BenchmarkRepo | str, input_folder: str | os.PathLike[str],
         for n in names:
             logger.warning("  %s: %s", label, n)
     return report
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input_folder", "--input-folder", dest="input_folder", required=True,
-                   help="your copies of the source videos, laid out as `videos.source_name` says")
-    p.add_argument("--clip_mode", "--clip-mode", dest="clip_mode", choices=("exact", "copy", "virtual"),
-                   default=None, help="default: the mode each clip was built with")
-    p.add_argument("--output_dir", "--output-dir", dest="output_dir", default=None, help="clip folder")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the size + SHA-256 check")
-    add_common_args(p, chunks=True)
-
-
-def main(args: argparse.Namespace) -> int:
-    control = control_from_args(args)
-    config = MaterializeConfig(clip_mode=args.clip_mode, output_dir=args.output_dir, verify=args.verify)
-    report = materialize(control.repo, args.input_folder, config, control)
-    bad = report.missing or report.altered or report.errors
-    return 1 if control.strict and bad else 0

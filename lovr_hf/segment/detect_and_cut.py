@@ -10,7 +10,7 @@ frame (score >= threshold), a superset of the cuts, because every cut the flash 
 above-threshold frame; the packets it returns wait in a queue until the online flash filter
 (:class:`lovr_hf.video.scenes.OnlineFlashFilter`) has decided their frame's scene (at most ``min_scene_len``
 frames later), and are then routed into their clip's file, exactly like the two-pass
-``_cut_exact_one_encoder`` routes them at known cuts. A candidate that does not become a cut (a flash
+``exact_cut._cut_exact_one_encoder`` routes them at known cuts. A candidate that does not become a cut (a flash
 merged away) leaves an extra key frame inside a clip - the frames are the same. Audio is cut per clip as
 in :mod:`lovr_hf.video.clip_audio`, the clip's end given when the next cut is known.
 
@@ -32,32 +32,30 @@ import av
 import numpy as np
 
 from lovr_hf import schema
-from lovr_hf.backends.detectors.fast import (
+from lovr_hf.backends.detectors.content_score import PlaneSampler, Scorer
+from lovr_hf.backends.detectors.detector_base import (
     DetectionResult,
-    FastContentDetector,
-    _PlaneSampler,
-    _Scorer,
     effective_downscale,
     iter_frames,
     open_video,
     stream_fps,
 )
+from lovr_hf.backends.detectors.fast import FastContentDetector
 from lovr_hf.ids import check_id
 from lovr_hf.video.clip_audio import AudioPlan
-from lovr_hf.video.clip_store import file_digest
-from lovr_hf.video.clipper import (
+from lovr_hf.video.clip_files import (
     ClipFile,
-    _clip_times,
-    _ClipMuxer,
     _commit,
-    _in_thread,
-    _tmp_path,
     clip_dir,
     clip_path,
-    one_encoder,
+    clip_times,
     remove_stale_temp_files,
+    tmp_path_for,
 )
-from lovr_hf.video.reader import VideoError, build_index, probe
+from lovr_hf.video.clip_store import file_digest
+from lovr_hf.video.exact_cut import _ClipMuxer, in_thread, one_encoder
+from lovr_hf.video.frame_index import VideoError, build_index
+from lovr_hf.video.reader import probe
 from lovr_hf.video.scenes import MERGE, OnlineFlashFilter, scenes_from_cuts, seconds_to_frames
 
 logger = logging.getLogger(__name__)
@@ -139,7 +137,7 @@ def detect_and_cut(
 
     def window_s(j: int) -> tuple[float, float]:
         """The clip's time range on the container clock, as the two-pass path computes it."""
-        t0, t1 = _clip_times(index, info, *bounds_of(j))
+        t0, t1 = clip_times(index, info, *bounds_of(j))
         return v0 + t0, v0 + t1
 
     def commit_below(j: int) -> None:
@@ -163,7 +161,7 @@ def detect_and_cut(
                 commit_below(j)
                 finals[j] = clip_path(out_dir, video_id, j + 1)
                 start = 0 if j == 0 else cuts[j - 1]
-                m = _ClipMuxer(_tmp_path(finals[j]), "libx264", rate, tb, w, h, pts_of[start])
+                m = _ClipMuxer(tmp_path_for(finals[j]), "libx264", rate, tb, w, h, pts_of[start])
                 if plan is not None:
                     m.audio = plan.open_clip(m.out, window_s(j)[0])
                 muxers[j] = m
@@ -183,7 +181,7 @@ def detect_and_cut(
         frame.pict_type = 1 if (i == 0 or above) else 0  # I (an IDR with forced-idr) at every candidate
         queue.extend(enc.encode(frame))
 
-    def drain(scorer: _Scorer) -> None:
+    def drain(scorer: Scorer) -> None:
         """Encode the pending frames whose scores the scorer has produced."""
         while pending and state["scored"] < scorer.n_done:
             while state["comp_off"] >= len(scorer.comps[state["comp_i"]]):
@@ -199,8 +197,8 @@ def detect_and_cut(
             encode(i, pending.popleft(), above)
             route(min(flt.horizon, i + 1))
 
-    scorer: _Scorer | None = None
-    frames_in = _in_thread(lambda: _decode_all(src, threads))
+    scorer: Scorer | None = None
+    frames_in = in_thread(lambda: _decode_all(src, threads))
     n = 0
     try:
         for frame in frames_in:
@@ -212,7 +210,7 @@ def detect_and_cut(
                 fw, fh = frame.width, frame.height
                 factor = effective_downscale(detector.downscale, fw, fh)
                 batch = 8 if fw * fh > BIG_FRAME else 16
-                scorer = _Scorer(_PlaneSampler(fw, fh, factor), w8, batch, full, 0, 8.0, True)
+                scorer = Scorer(PlaneSampler(fw, fh, factor), w8, batch, full, 0, 8.0, True)
             sample = frame
             if frame.format.name != target or frame.width != fw or frame.height != fh:
                 sample = frame.reformat(width=fw, height=fh, format=target)
@@ -255,7 +253,7 @@ def detect_and_cut(
                           extra={"downscale": float(scorer.sampler.f)})
     clips = []
     for j, (s, e) in enumerate(bounds, start=1):
-        t0, t1 = _clip_times(index, info, s, e)
+        t0, t1 = clip_times(index, info, s, e)
         f = finals[j - 1]
         clips.append(ClipFile(j, schema.clip_id_for(video_id, j), str(f), 0, e - s, s, e, t0, t1, "exact", e - s,
                               *file_digest(f)))

@@ -225,7 +225,7 @@ def read_source(read: SourceRead, size: SizeRule | None = None, chunk_frames: in
                 start: int = 0) -> Iterator[Chunk]:
     """Decode the targets of ``read`` from position ``start`` in one pass and yield them in chunks.
 
-    Raises :class:`lovr_hf.video.reader.VideoError` (unreadable file) or ``IndexError``; chunks yielded before
+    Raises :class:`lovr_hf.video.frame_index.VideoError` (unreadable file) or ``IndexError``; chunks yielded before
     an error are valid.
     """
     t0 = time.perf_counter()

@@ -3,15 +3,11 @@ and never hold more decoded frames than a budget.
 
 PyAV releases the GIL while it decodes and while swscale converts, so threads overlap decoding with the
 model in the same process (the model is never pickled, nothing forks); measured against processes in
-docs/benchmarks.md ("Decoding"). Two shapes of work:
+docs/benchmarks.md ("Decoding"). :class:`StreamPool` runs ordered tasks that each *stream* items (frames of
+one source video, in decode order); the consumer reads a task's items as they are produced, so frames
+reach the model while the rest of the video is still decoding, and a long video never has to fit in memory.
 
-* :class:`Prefetcher`: one result per key (a clip's frames), computed by ``load(key)`` in a thread pool, a
-  few keys ahead of the ones asked for.
-* :class:`StreamPool`: ordered tasks that each *stream* items (frames of one source video, in decode
-  order); the consumer reads a task's items as they are produced, so frames reach the model while the
-  rest of the video is still decoding, and a long video never has to fit in memory.
-
-Both bound the bytes of results that are decoded but not yet taken by ``max_bytes``
+It bounds the bytes of results that are decoded but not yet taken by ``max_bytes``
 (:data:`DEFAULT_PREFETCH_BYTES` unless given): work ahead stops when the budget is full. The item being
 waited for is always admitted (the consumer can always make progress), so the true peak is the budget plus
 one item per worker.
@@ -19,13 +15,11 @@ one item per worker.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 #: decoded-but-not-consumed bytes allowed by default: 2 GiB is ~340 RGB frames at 1920x1080 (6.2 MB each),
@@ -33,14 +27,6 @@ from typing import Any
 DEFAULT_PREFETCH_BYTES = 2 << 30
 #: most decode workers the automatic rule picks (each decoder also runs FFmpeg's own frame threads)
 MAX_AUTO_WORKERS = 8
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask / container quota, not the host's core count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def auto_workers(cpus: int | None = None) -> int:
@@ -57,109 +43,6 @@ def resolve_workers(value: int | str | None) -> int:
         return auto_workers()
     n = int(value)
     return auto_workers() if n < 0 else n
-
-
-def nbytes_of(value: Any) -> int:
-    """Bytes of the arrays inside ``value`` (an array, or tuples/lists/dicts holding arrays)."""
-    n = getattr(value, "nbytes", None)
-    if isinstance(n, int):
-        return n
-    if isinstance(value, (tuple, list)):
-        return sum(nbytes_of(v) for v in value)
-    if isinstance(value, dict):
-        return sum(nbytes_of(v) for v in value.values())
-    return 0
-
-
-class Prefetcher:
-    """Computes ``load(key)`` in a thread pool, running ``depth`` keys ahead of the ones asked for, while the
-    results computed but not yet taken stay under ``max_bytes`` (sizes by :func:`nbytes_of`).
-
-    ``workers = 0``: no pool, ``get`` loads inline. ``wait_s`` sums the time ``get`` spent waiting.
-    """
-
-    def __init__(self, order: list[Hashable], load: Callable[[Any], Any], workers: int, depth: int,
-                 max_bytes: int | None = None) -> None:
-        self.order = order
-        self.pos = {k: i for i, k in enumerate(order)}
-        self.load = load
-        self.depth = depth
-        self.max_bytes = DEFAULT_PREFETCH_BYTES if max_bytes is None else int(max_bytes)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") if workers > 0 else None
-        self.futures: dict[Hashable, Future[Any]] = {}
-        self.wait_s = 0.0
-        self._ready_bytes = 0  # bytes of finished futures not taken yet
-        self._sizes: dict[Hashable, int] = {}
-        self._largest = 0  # largest result seen: the estimate for loads still running
-        self._lock = threading.Lock()
-        if self.pool is not None:
-            weakref.finalize(self, self.pool.shutdown, wait=False, cancel_futures=True)
-
-    @property
-    def ready_bytes(self) -> int:
-        return self._ready_bytes
-
-    def get(self, keys: list[Hashable]) -> list[Any]:
-        if self.pool is None:
-            t0 = time.perf_counter()
-            out = [self.load(k) for k in keys]
-            self.wait_s += time.perf_counter() - t0
-            return out
-        for k in keys:
-            self._submit(k)
-        last = max((self.pos.get(k, -1) for k in keys), default=-1)
-        self._ahead(last)
-        t0 = time.perf_counter()
-        out = []
-        for k in keys:
-            out.append(self.futures.pop(k).result())
-            with self._lock:
-                self._ready_bytes -= self._sizes.pop(k, 0)
-        self.wait_s += time.perf_counter() - t0
-        self._ahead(last)
-        return out
-
-    def _ahead(self, last: int) -> None:
-        """Submit the keys after position ``last`` while the budget has room: results ready but not taken
-        count at their size, loads still running at the largest result seen so far (before any result,
-        at most one per worker runs ahead)."""
-        assert self.pool is not None
-        for k in self.order[last + 1 : last + 1 + self.depth]:
-            if k in self.futures:
-                continue
-            with self._lock:
-                running = sum(1 for key in self.futures if key not in self._sizes)
-                if self._largest:
-                    full = self._ready_bytes + (running + 1) * self._largest > self.max_bytes
-                else:
-                    full = running >= self.pool._max_workers
-            if full:
-                break
-            self._submit(k)
-
-    def _submit(self, key: Hashable) -> None:
-        if key in self.futures:
-            return
-        assert self.pool is not None
-        fut = self.pool.submit(self.load, key)
-        self.futures[key] = fut
-
-        def done(f: Future[Any], key: Hashable = key) -> None:
-            if f.cancelled() or f.exception() is not None:
-                return
-            size = nbytes_of(f.result())
-            with self._lock:
-                self._largest = max(self._largest, size)
-                if key in self.futures and self.futures[key] is f:
-                    self._sizes[key] = size
-                    self._ready_bytes += size
-
-        fut.add_done_callback(done)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        self.futures.clear()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,12 +5,8 @@ count, ``len(vr)``, which over-reports on stream-copied files -- their hidden pr
 frames -- so any sampling by index lands on the wrong frames there. (The original's own clips were
 re-encoded by ``split_video_ffmpeg``, libx264 CRF 22, and do not have that problem; ``copy``-mode clips and
 ``ffmpeg -c copy`` cuts do.) Here a frame's *index* is its position in presentation order among the frames
-a full decode yields, and every reader (PyAV, decord, seeks or not) must return exactly those frames.
-
-The index of a file is built once by demuxing its video packets (no decoding): the sorted presentation
-timestamps of the non-discarded packets are the frames, so ``index -> pts`` is exact for variable frame
-rate too, and a decoded frame's pts tells which frame it is after any seek. Files whose timestamps cannot
-be trusted (missing or duplicate pts) are read by decoding from the start and counting.
+a full decode yields (:mod:`lovr_hf.video.frame_index`), and every reader (PyAV, decord through
+:mod:`lovr_hf.video.decord_read`, seeks or not) must return exactly those frames.
 
 Frames are returned as RGB ``uint8 [n, H, W, 3]`` in display orientation (the display-matrix rotation is
 applied), so ``VideoInfo.width/height`` are display sizes as well.
@@ -18,20 +14,29 @@ applied), so ``VideoInfo.width/height`` are display sizes as well.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 import os
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 
 from lovr_hf.ids import safe_join
+from lovr_hf.video.decord_read import clear_decord_readers, read_with_decord
+from lovr_hf.video.frame_index import (
+    FrameIndex,
+    VideoError,
+    VideoInfo,
+    _open,
+    build_index,
+    build_index_for_key,
+    clear_index_cache,
+    file_key,
+    first_video_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,252 +46,28 @@ BACKENDS = ("auto", "pyav", "decord")
 SEEK_GAP = 16
 
 
-class VideoError(Exception):
-    """A file that cannot be read as a video (empty, not a video, audio-only, truncated, undecodable)."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a stage needs to know about a video. ``width``/``height`` are display sizes (after rotation)."""
-
-    duration_s: float
-    fps: float  # average frame rate (frames / duration for variable-rate files)
-    num_frames: int  # exact: frames a full decode yields
-    width: int
-    height: int
-    rotation: int  # display rotation, degrees counter-clockwise in {0, 90, 180, 270}
-    codec: str
-    coded_width: int = 0
-    coded_height: int = 0
-
-
-@dataclass(frozen=True)
-class FrameIndex:
-    """Packet-level index of a file's video stream, built by one demux pass (no decoding).
-
-    ``pts`` are the presentation timestamps of the frames in presentation order; the ``dec_*`` arrays
-    describe every video packet in decode (file) order, which stream copy needs.
-    """
-
-    pts: np.ndarray  # int64 [num_frames], sorted
-    keyframes: np.ndarray  # int64, presentation indices of key frames (sorted)
-    time_base: Fraction
-    last_duration: int  # duration of the last frame in time_base units
-    reliable: bool  # False: pts missing or duplicated -> read by decoding and counting
-    dec_pts: np.ndarray  # int64 [num_packets] (decode order; -1 where unknown)
-    dec_dts: np.ndarray  # int64 [num_packets]
-    dec_key: np.ndarray  # bool [num_packets]
-    dec_discard: np.ndarray  # bool [num_packets]
-    container_frames: int  # the container's own frame count (0 when it has none)
-    open_gop: bool  # some key frame has leading frames (decoded after it, shown before it)
-
-    @property
-    def num_frames(self) -> int:
-        return int(len(self.pts))
-
-    def lookup(self, pts: int | None) -> int:
-        """Frame index of a decoded frame's pts, or -1 when it is not a frame of this index."""
-        if pts is None or not self.reliable:
-            return -1
-        i = int(np.searchsorted(self.pts, pts))
-        return i if i < len(self.pts) and int(self.pts[i]) == pts else -1
-
-    def keyframe_at_or_before(self, i: int) -> int:
-        """Presentation index of the last key frame at or before frame ``i`` (0 when none)."""
-        k = bisect.bisect_right(self.keyframes, i) - 1  # type: ignore[arg-type]
-        return int(self.keyframes[k]) if k >= 0 else 0
-
-    def times(self) -> np.ndarray:
-        """Seconds of each frame from the first frame (exact for variable frame rate)."""
-        return (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
-
-    def duration_s(self) -> float:
-        if not len(self.pts):
-            return 0.0
-        return float((int(self.pts[-1]) - int(self.pts[0]) + self.last_duration) * self.time_base)
+def clear_cache() -> None:
+    """Forget cached indexes, probes and open decord readers (benchmarks, or files rewritten within one
+    mtime tick)."""
+    clear_index_cache()
+    _probe_cached.cache_clear()
+    clear_decord_readers()
 
 
 # ---------------------------------------------------------------------------------------------------------
 # probing
 
 
-def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
-    p = os.path.realpath(os.fspath(path))
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise VideoError(f"{path}: no such file") from None
-    except OSError as e:
-        raise VideoError(f"{path}: cannot stat: {e}") from None
-    if not os.path.isfile(p):
-        raise VideoError(f"{path}: not a regular file")
-    if st.st_size == 0:
-        raise VideoError(f"{path}: empty file (0 bytes)")
-    return p, st.st_size, st.st_mtime_ns
-
-
-def _open(path: str) -> av.container.InputContainer:
-    try:
-        return av.open(path, "r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise VideoError(f"{path}: not a readable video container (truncated or not a video?): {e}") from None
-
-
-def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise VideoError(f"{path}: no video stream (streams: {', '.join(kinds)}; audio-only file?)")
-    return container.streams.video[0]
-
-
-def build_index(path: str | os.PathLike[str]) -> FrameIndex:
-    """Demux the video packets of ``path`` once and index them (cached by path, size and mtime)."""
-    return _build_index_cached(*_file_key(path))
-
-
-def clear_cache() -> None:
-    """Forget cached indexes and probes (benchmarks, or files rewritten within one mtime tick)."""
-    _build_index_cached.cache_clear()
-    _probe_cached.cache_clear()
-    _decord_reader.cache_clear()
-
-
-@functools.lru_cache(maxsize=256)
-def _build_index_cached(path: str, size: int, mtime_ns: int) -> FrameIndex:
-    del size, mtime_ns  # cache key only
-    with _open(path) as c:
-        vs = _video_stream(c, path)
-        tb = vs.time_base or Fraction(1, 90000)
-        pts_l: list[int] = []
-        dts_l: list[int] = []
-        key_l: list[bool] = []
-        disc_l: list[bool] = []
-        durs: dict[int, int] = {}
-        missing_pts = 0
-        # Matroska/WebM have no frame count to check truncation against: compare how far the packets of
-        # all streams reach with the duration in the header instead.
-        fmt_name = c.format.name or ""
-        check_end = "matroska" in fmt_name and bool(c.duration)
-        streams = tuple(c.streams) if check_end else (vs,)
-        reach = 0.0
-        try:
-            for pkt in c.demux(streams):
-                if pkt.size == 0 and pkt.pts is None and pkt.dts is None:
-                    continue  # the flush packet at the end of demuxing
-                if check_end and pkt.time_base is not None:
-                    ts = pkt.pts if pkt.pts is not None else pkt.dts
-                    if ts is not None:
-                        reach = max(reach, float((ts + (pkt.duration or 0)) * pkt.time_base))
-                if pkt.stream_index != vs.index:
-                    continue
-                pts = pkt.pts
-                if pts is None:
-                    missing_pts += 1
-                    pts = pkt.dts
-                pts_l.append(-1 if pts is None else int(pts))
-                dts_l.append(-1 if pkt.dts is None else int(pkt.dts))
-                key_l.append(bool(pkt.is_keyframe))
-                disc_l.append(bool(pkt.is_discard))
-                if pts is not None and pkt.duration:
-                    durs[int(pts)] = int(pkt.duration)
-        except av.error.FFmpegError as e:
-            raise VideoError(f"{path}: corrupt or truncated after {len(pts_l)} video packets: {e}") from None
-        container_frames = int(vs.frames or 0)
-        rate = vs.average_rate or vs.guessed_rate
-        if check_end and pts_l:
-            start = (c.start_time or 0) / 1e6
-            expected = c.duration / 1e6
-            got = reach - start
-            if got < expected - max(1.0, 0.02 * expected):
-                raise VideoError(
-                    f"{path}: truncated: the header says {expected:.2f}s but the packets end at {got:.2f}s"
-                )
-    if not pts_l:
-        raise VideoError(f"{path}: the video stream has no frames")
-    # AVI counts its null (empty, "drop") frames, which the demuxer skips, in the frame count; its
-    # timestamps are frame counters, so the slots the packets span include them
-    known = [p for p in pts_l if p >= 0] if "avi" in fmt_name else []
-    span = max(known) - min(known) + 1 if known else 0
-    if container_frames and len(pts_l) < container_frames and span < container_frames:
-        raise VideoError(
-            f"{path}: truncated: the container lists {container_frames} frames but only "
-            f"{len(pts_l)} could be read"
-        )
-    dec_pts = np.asarray(pts_l, dtype=np.int64)
-    dec_key = np.asarray(key_l, dtype=bool)
-    dec_disc = np.asarray(disc_l, dtype=bool)
-    keep = ~dec_disc
-    order = np.argsort(dec_pts[keep], kind="stable")
-    pts = dec_pts[keep][order]
-    reliable = bool(
-        (dec_pts[keep] >= 0).all() and (len(pts) < 2 or (np.diff(pts) > 0).all()) and missing_pts == 0
-    )
-    if reliable and not _decoded_pts_match(path, pts):
-        reliable = False
-    if not reliable:
-        logger.debug("%s: packet timestamps do not index the frames; counting decoded frames", path)
-    keyframes = np.flatnonzero(dec_key[keep][order]).astype(np.int64)
-    # open GOP: a packet after a key frame (decode order) that is shown before it; decord mis-seeks there
-    seg = np.cumsum(dec_key) - 1
-    has_kf = seg >= 0
-    kf_pts = dec_pts[np.flatnonzero(dec_key)]
-    open_gop = bool(has_kf.any() and (dec_pts[has_kf] < kf_pts[seg[has_kf]]).any())
-    if len(pts):
-        last = durs.get(int(pts[-1]), 0)
-        if last <= 0:
-            if len(pts) > 1:
-                last = int(np.median(np.diff(pts)))
-            elif rate:
-                last = max(1, round(1 / (float(rate) * float(tb))))
-            else:
-                last = 1
-    else:
-        last = 0
-    return FrameIndex(
-        pts=pts,
-        keyframes=keyframes,
-        time_base=Fraction(tb),
-        last_duration=int(last),
-        reliable=reliable,
-        dec_pts=dec_pts,
-        dec_dts=np.asarray(dts_l, dtype=np.int64),
-        dec_key=dec_key,
-        dec_discard=dec_disc,
-        container_frames=container_frames,
-        open_gop=open_gop,
-    )
-
-
-def _decoded_pts_match(path: str, pts: np.ndarray, check: int = 48) -> bool:
-    """Do the first decoded frames carry the packet timestamps, in order? (No for e.g. H.264 B-frames
-    in AVI, whose demuxer invents timestamps in decode order.)"""
-    want = pts[: min(check, len(pts))]
-    got: list[int | None] = []
-    try:
-        with _open(path) as c:
-            vs = _video_stream(c, path)
-            vs.thread_type = "AUTO"
-            for frame in c.decode(vs):
-                got.append(frame.pts)
-                if len(got) == len(want):
-                    break
-    except av.error.FFmpegError:
-        return False
-    return len(got) == len(want) and all(
-        g is not None and int(g) == int(w) for g, w in zip(got, want, strict=True)
-    )
-
-
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Exact facts about a video; raises :class:`VideoError` with a clear message for unusable files."""
-    return _probe_cached(*_file_key(path))
+    return _probe_cached(*file_key(path))
 
 
 @functools.lru_cache(maxsize=256)
 def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
-    index = _build_index_cached(path, size, mtime_ns)
+    index = build_index_for_key(path, size, mtime_ns)
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         codec = vs.codec_context.name
         first = None
@@ -446,7 +227,7 @@ def _pyav_seek_frames(
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decode the (sorted, unique) file frame ``targets`` using the pts index and keyframe seeks."""
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         pos = -1  # index of the last frame the decoder produced
         frames: Iterator[av.VideoFrame] | None = None
@@ -481,7 +262,7 @@ def _pyav_count_frames(path: str, targets: Iterable[int]) -> Iterator[tuple[int,
     if not targets:
         return
     with _open(path) as c:
-        vs = _video_stream(c, path)
+        vs = first_video_stream(c, path)
         vs.thread_type = "AUTO"
         it = iter(targets)
         t = next(it)
@@ -515,46 +296,6 @@ def _pyav_frames(path: str, targets: Sequence[int]) -> Iterator[tuple[int, av.Vi
     yield from _pyav_count_frames(path, rest)
 
 
-@functools.lru_cache(maxsize=4)
-def _decord_reader(
-    path: str, size_b: int, mtime_ns: int, size: tuple[int, int] | None
-) -> tuple[Any, threading.Lock]:
-    """Kept open between calls (opening demuxes the whole file: costly for a long source read clip by
-    clip), with a lock: a decord reader is not thread-safe and callers decode in thread pools."""
-    import decord  # optional: not on every platform
-
-    kwargs: dict[str, Any] = {"ctx": decord.cpu(0), "num_threads": 0}
-    if size is not None:
-        kwargs.update(width=int(size[0]), height=int(size[1]))
-    return decord.VideoReader(path, **kwargs), threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # worker processes (datasets num_proc) must not inherit decoder threads
-    os.register_at_fork(before=_decord_reader.cache_clear)
-
-
-def _decord_read(
-    path: str, targets: Sequence[int], index: FrameIndex, info: VideoInfo, size: tuple[int, int] | None
-) -> np.ndarray:
-    """Read with decord, refusing (raising) whenever its frame numbering differs from ours."""
-    if info.rotation:
-        # decord 0.6 applies the display matrix itself but mis-sizes rotated frames when resizing
-        raise VideoError(f"{path}: rotated video (decord is not used for rotated files)")
-    if not index.reliable:
-        raise VideoError(f"{path}: timestamps do not index the frames (decord would guess)")
-    if index.open_gop:
-        raise VideoError(f"{path}: open-GOP stream (decord returns wrong frames after seeks there)")
-    vr, lock = _decord_reader(*_file_key(path), size)
-    with lock:
-        if len(vr) != info.num_frames:
-            raise VideoError(f"{path}: decord counts {len(vr)} frames, the index {info.num_frames}")
-        if len(targets):
-            probe_idx = sorted({0, *targets})
-            ts = np.asarray(vr.get_frame_timestamp(probe_idx))[:, 0]
-            want = (index.pts[probe_idx] - index.pts[0]).astype(np.float64) * float(index.time_base)
-            if np.abs((ts - ts[0]) - want).max() > 0.5 / max(info.fps, 1.0):
-                raise VideoError(f"{path}: decord frame timestamps disagree with the index")
-        return vr.get_batch(list(targets)).asnumpy()
 
 
 def read_frames(
@@ -594,7 +335,7 @@ def read_frames(
     gather = [pos[frame_offset + i] for i in idx]
     if backend in ("decord", "auto"):
         try:
-            arr = _decord_read(path, targets, build_index(path), info, size)
+            arr = read_with_decord(path, targets, build_index(path), info, size)
             return arr[gather] if gather != list(range(len(targets))) else arr
         except Exception as e:  # decord raises its own error types; any failure means "use PyAV"
             if backend == "decord":
@@ -727,10 +468,6 @@ def evenly_spaced(num_frames: int, k: int) -> list[int]:
 __all__ = [
     "BACKENDS",
     "ClipRef",
-    "FrameIndex",
-    "VideoError",
-    "VideoInfo",
-    "build_index",
     "clear_cache",
     "evenly_spaced",
     "frame_times",

