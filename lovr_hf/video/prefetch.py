@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+from lovr_hf.engine.cpu_budget import cpu_count
+
 #: decoded-but-not-consumed bytes allowed by default: 2 GiB is ~340 RGB frames at 1920x1080 (6.2 MB each),
 #: ~5 clips of 64 full-HD frames, and leaves room for a 7B model's activations and the OS on a 24 GB machine.
 DEFAULT_PREFETCH_BYTES = 2 << 30
