@@ -2,11 +2,13 @@
 
 Why derived and not built by the stages: the value is an address of the file that depends on where the
 shard is read. A local shard holds the clip's ``path`` as it is (relative to the repo root, like every
-stored path, so a table never depends on where the repo lies and a copied or moved repo stays valid);
-``datasets.Video`` opens a relative path against the *current working directory*, so a local repo decodes
-``video`` when loaded from its own folder (``load_dataset(".", "clips")``; README, "Load it"). A published
-shard must hold a ``hf://datasets/<repo_id>@<revision>/<path>`` URL, which ``load_dataset`` (also
-streaming) opens through ``HfFileSystem``. So :meth:`lovr_hf.repo.BenchmarkRepo.write` calls
+stored path, so a table never depends on where the repo lies and a copied or moved repo stays valid).
+``datasets.Video`` would open a relative path against the *current working directory*, so that iterating a
+local repo's ``clips`` from anywhere else would fail on every row: a local shard declares the column
+``Video(decode=False)`` (``load_dataset`` yields the ``{"bytes", "path"}`` cell) and :func:`clips_with_video`
+gives the decoding view from any working directory. A published shard holds a
+``hf://datasets/<repo_id>@<revision>/<path>`` URL declared ``Video()``, which ``load_dataset`` (also
+streaming) and the Hub's viewer open through ``HfFileSystem``. So :meth:`lovr_hf.repo.BenchmarkRepo.write` calls
 :func:`with_video` with its ``media_url`` (set by ``lovr push``'s staging).
 
 A row gets a video when it is ``ok``, its ``clip_mode`` is ``exact`` or ``copy`` and it has a ``path`` (for a
@@ -73,3 +75,21 @@ def with_video(table: pa.Table, root: Path, media_url: str | None = None) -> pa.
     values = [video_value(root, p, m, s, media_url) for p, m, s in zip(*cols)]
     i = table.schema.get_field_index(schema.VIDEO)
     return table.set_column(i, table.schema.field(i), pa.array(values, VIDEO_TYPE))
+
+
+def clips_with_video(repo: Any, split: str = "train") -> Dataset:
+    """A local repo's ``clips`` as ``datasets`` loads them, with ``video`` decoding (a torchcodec
+    ``VideoDecoder`` per row) from any working directory: the stored repo-relative paths are made absolute for
+    this in-memory view only, never written."""
+    from datasets import load_dataset
+
+    root = Path(repo.root if hasattr(repo, "root") else repo).resolve()
+    ds = load_dataset(str(root), schema.CLIPS, split=split)
+
+    def absolute(row: dict[str, Any]) -> dict[str, Any]:
+        v = row[schema.VIDEO]
+        if v and v.get("path") and not os.path.isabs(v["path"]):
+            v = {**v, "path": str(root / v["path"])}
+        return {schema.VIDEO: v}
+
+    return ds.map(absolute, desc="clip files").cast_column(schema.VIDEO, Video())

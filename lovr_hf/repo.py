@@ -365,7 +365,9 @@ class BenchmarkRepo:
         """
         from lovr_hf.clip_video import with_video, with_video_column
 
-        feats = schema.hub_features(config)  # written into the shards: what load_dataset decodes
+        # a published shard's video decodes (hf:// URLs); a local one holds repo-relative paths, which datasets
+        # would open against the working directory: it is stored undecoded (lovr_hf.clip_video)
+        feats = schema.hub_features(config) if self.media_url else schema.features_for(config)
         table = to_arrow(with_video_column(config, data), feats)
         if config == schema.CLIPS:
             table = with_video(table, self.root, self.media_url)

@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from _release_helpers import BROKEN, MISSING, build_release
-from datasets import load_dataset
+from datasets import Video, load_dataset
 from huggingface_hub import HfApi
 from huggingface_hub.hf_file_system import parse_hf_uri
 
 from lovr_hf import schema
+from lovr_hf.clip_video import clips_with_video
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.hub.publish import stage
 from lovr_hf.hub.push import push_to_hub
@@ -68,18 +69,26 @@ def assert_decodes_like_lovr(row: dict, repo: BenchmarkRepo) -> None:
 
 
 @pytest.mark.parametrize("mode", ["exact", "copy"])
-def test_load_dataset_decodes_clip_video_from_the_repo_folder(
-        repos: dict, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_clips_load_anywhere_and_decode_through_clips_with_video(
+        repos: dict, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = repos[mode]
-    monkeypatch.chdir(repo.root)  # Video opens a relative path against the cwd: the stored one is repo-relative
+    monkeypatch.chdir(tmp_path)  # not the repo: a stored relative path would not open from here
     ds = load_dataset(str(repo.root), "clips", split="train")
     assert ds.num_rows == 2
-    for row in ds:
+    for row in ds:  # iterating a local repo never opens a decoder: the stored cell, repo-relative like path
         assert row["clip_mode"] == mode and row["status"] == schema.OK
-        assert row["video"].metadata.path == row["path"] and not Path(row["path"]).is_absolute()
+        assert row["video"] == {"bytes": None, "path": row["path"]} and not Path(row["path"]).is_absolute()
+    decoded = clips_with_video(repo)
+    assert decoded.num_rows == 2
+    for row in decoded:
+        assert row["video"].metadata.path == str(repo.root / row["path"])
         assert_decodes_like_lovr(row, repo)
-    # lovr's own in-memory view does not decode: a {"bytes", "path"} dict
+    # the view changed nothing on disk, and lovr's own reads do not decode either
     assert repo.read(schema.CLIPS)[0]["video"] == {"bytes": None, "path": ds[0]["path"]}
+    # from inside the repo folder, the stored cells decode as they are
+    monkeypatch.chdir(repo.root)
+    row = ds.cast_column("video", Video())[0]
+    assert_decodes_like_lovr(row, repo)
 
 
 def test_virtual_clips_have_no_video(repos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +100,9 @@ def test_virtual_clips_have_no_video(repos: dict, tmp_path: Path, monkeypatch: p
 def test_streaming_load_decodes_clip_video(repos: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = repos["exact"]
     monkeypatch.chdir(repo.root)
-    rows = list(load_dataset(str(repo.root), "clips", split="train", streaming=True))
+    stream = load_dataset(str(repo.root), "clips", split="train", streaming=True)
+    assert list(stream) == load_dataset(str(repo.root), "clips", split="train").to_list()
+    rows = list(stream.cast_column("video", Video()))
     assert len(rows) == 2
     for row in rows:
         assert_decodes_like_lovr(row, repo)
@@ -104,8 +115,8 @@ def test_a_moved_repo_decodes_its_own_clips_without_a_rewrite(
     moved = BenchmarkRepo(shutil.move(first.root, tmp_path / "moved"))
     assert not first.root.exists()
     assert moved.config_files()[schema.CLIPS] == repos["exact"].config_files()[schema.CLIPS]  # same shards
-    monkeypatch.chdir(moved.root)
-    rows = list(load_dataset(str(moved.root), "clips", split="train"))
+    monkeypatch.chdir(tmp_path)
+    rows = list(clips_with_video(moved))
     assert len(rows) == 2
     for row in rows:
         assert_decodes_like_lovr(row, moved)
@@ -128,11 +139,10 @@ def test_old_repo_without_video_column_reads_and_gains_it_on_rewrite(
         repo._record_hashes({new_rel: sha256_hex(blob)})
         repo._write_card(repo.config_files() | {schema.CLIPS: [new_rel]})
     assert repo.read_table(schema.CLIPS).column("video").to_pylist() == [None, None]  # conformed, no failure
-    monkeypatch.chdir(repo.root)
+    monkeypatch.chdir(tmp_path)
     assert load_dataset(str(repo.root), "clips", split="train").num_rows == 2
     repo.write(schema.CLIPS, repo.read(schema.CLIPS))  # the next write derives it
-    ds = load_dataset(str(repo.root), "clips", split="train")
-    assert_decodes_like_lovr(ds[0], repo)
+    assert_decodes_like_lovr(clips_with_video(repo)[0], repo)
 
 
 @pytest.fixture
@@ -191,16 +201,15 @@ def test_release_import_carries_video_where_clip_files_exist(
     for r in ok:
         assert r["video"] == {"bytes": None, "path": r["path"]}
         assert repo.resolve(r["video"]["path"]).is_file()
-    monkeypatch.chdir(repo.root)
-    ds = load_dataset(str(repo.root), "clips", split="train")
-    row = next(r for r in ds if r["status"] == schema.OK)
+    monkeypatch.chdir(tmp_path)
+    row = next(r for r in clips_with_video(repo) if r["status"] == schema.OK)
     assert_decodes_like_lovr(row, repo)
 
 
 _HUB_CHILD = """
 import sys
 import numpy as np
-from datasets import load_dataset
+from datasets import Video, load_dataset
 row = next(iter(load_dataset(sys.argv[1], "clips", split="train", streaming=True)))
 video = row["video"]
 first, last = row["frame_offset"], row["frame_offset"] + row["num_frames"] - 1
@@ -247,8 +256,8 @@ def test_copy_clip_video_starts_with_its_pre_roll(tmp_path: Path, monkeypatch: p
     repo = BenchmarkRepo(tmp_path / "lovr")
     files = clipper.cut_clips(src, [(0, 17), (17, 48)], repo.root / "clips", "v", mode="copy")
     repo.write(schema.CLIPS, clip_files.rows_for(files, "v", 12.0, root=repo.root))
-    monkeypatch.chdir(repo.root)
-    row = load_dataset(str(repo.root), "clips", split="train")[1]
+    monkeypatch.chdir(tmp_path)
+    row = clips_with_video(repo)[1]
     assert row["clip_mode"] == "copy" and row["frame_offset"] > 0  # a real pre-roll
     assert len(row["video"]) >= row["frame_offset"] + row["num_frames"]
     assert_decodes_like_lovr(row, repo)

@@ -157,13 +157,13 @@ def render_card_body(repo: BenchmarkRepo, files: dict[str, list[str]]) -> str:
         "```python",
         "from datasets import load_dataset",
         f'clips = load_dataset("{repo.root.name}", "clips", split="train")  # or the Hub id after `lovr push`',
-        'clips[0]["video"]  # a torchcodec VideoDecoder of the clip file (None for virtual clips)',
+        'clips[0]["video"]  # on the Hub a torchcodec VideoDecoder of the clip file; locally the stored cell',
         "```",
         "",
         "`clips.video` is each clip file as a `datasets.Video` (decoded by `load_dataset`, also streaming): on "
-        "the Hub an `hf://datasets/<id>@<revision>/<path>` URL of the uploaded file, in a local copy its `path` "
-        "relative to the repo root (datasets opens it against the working directory: load from inside the repo "
-        "folder to decode). It is null for `virtual` clips (frame ranges of the source video, `path` from `frame_offset`) and "
+        "the Hub an `hf://datasets/<id>@<revision>/<path>` URL of the uploaded file; in a local copy its `path` "
+        "relative to the repo root, stored undecoded (`lovr_hf.clip_video.clips_with_video(repo)` decodes it from "
+        "any folder). It is null for `virtual` clips (frame ranges of the source video, `path` from `frame_offset`) and "
         "rows without a clip file. A `copy` clip's file starts at the keyframe before the cut: the clip is frames "
         "`[frame_offset, frame_offset + num_frames)` of the decoder.",
         "",
