@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from lovr_hf.env_faults import ENVIRONMENT_ERRNOS
+
 SHARD_HASHES = "shards.json"  # under the repo's work folder: {relative shard path: sha256}
 _SHARD_NAME = re.compile(r"^(?P<cfg>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})-(?P<fp>[0-9a-f]{12})\.parquet$")
 
@@ -159,21 +161,19 @@ def verify_listed(root: Path, listing: dict[str, list[str]], recorded: dict[str,
     return out
 
 
-#: errnos of a machine refusing a write: a rerun after fixing the machine completes
-ENV_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 13: "permission denied",
-              1: "operation not permitted", 30: "read-only file system", 5: "input/output error",
-              24: "too many open files"}
-#: how those faults read in a row's error text (rows failed by them retry without --retry-failed)
-ENV_FAULT_TEXT = re.compile(r"\[Errno (?:28|122|13|1|30|5|24)\]|No space left on device|Disk quota exceeded|"
-                            r"Read-only file system|Permission denied")
+#: how the machine's refusals (:data:`lovr_hf.env_faults.ENVIRONMENT_ERRNOS`, the one list) read in a row's
+#: error text (rows failed by them retry without --retry-failed)
+ENV_FAULT_TEXT = re.compile(
+    r"\[Errno (?:" + "|".join(str(c) for c in sorted(ENVIRONMENT_ERRNOS)) + r")\]|"
+    + "|".join(re.escape(os.strerror(c)) for c in sorted(ENVIRONMENT_ERRNOS)))
 
 
 def environment_fault(exc: BaseException, what: str) -> EnvironmentFault | None:
     """An :class:`EnvironmentFault` saying ``what`` failed and how to resume, for an OSError the machine
     raised (disk full, permissions...); None for any other exception."""
-    if not isinstance(exc, OSError) or exc.errno not in ENV_ERRNOS:
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
-    return EnvironmentFault(f"{what}: {ENV_ERRNOS[exc.errno]}{where} [Errno {exc.errno}]; nothing half-written "
+    return EnvironmentFault(f"{what}: {os.strerror(exc.errno).lower()}{where} [Errno {exc.errno}]; nothing half-written "
                             "was kept: fix the machine (free space, permissions) and rerun the same command "
                             "(it resumes)")

@@ -42,12 +42,13 @@ def test_fingerprint_fields_select_what_changes_the_output() -> None:
     assert Narrow(ToyConfig(batch_size=3)).fingerprint() != Narrow(ToyConfig(batch_size=4)).fingerprint()
 
 
-class DeclaredSegment(SegmentStage):
-    """SegmentStage's normalisation as a ``fingerprint_config`` (its override moved into the hook)."""
+class LegacySegment(SegmentStage):
+    """SegmentStage's fingerprint as its ``fingerprint_payload`` override computed it before it declared its
+    normalisation (the oracle: existing work folders are named after it)."""
 
-    fingerprint_payload = Stage.fingerprint_payload
-
-    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def fingerprint_payload(self) -> dict[str, Any]:
+        payload = Stage.fingerprint_payload(self)
+        cfg = payload["config"] = redact(dataclasses.asdict(self.config))
         cfg["output_dir"] = self.clips_dir
         cfg["clip_layout"] = self.layout
         cfg["downscale"] = str(cfg["downscale"]).lower()
@@ -60,35 +61,41 @@ class DeclaredSegment(SegmentStage):
         if not cfg["adaptive"]:
             for k in ("min_clips", "max_clips", "max_adaptive_iter"):
                 cfg.pop(k, None)
-        return cfg
+        for f in self.runtime_fields:
+            cfg.pop(f, None)
+        return payload
 
 
 @pytest.mark.parametrize("kw", [{}, {"clip_mode": "copy"}, {"clip_mode": "virtual", "downscale": 3},
                                 {"adaptive": True, "threshold": 3.0}])
-def test_segment_adopts_the_declarative_fingerprint_unchanged(tmp_path: Path, kw: dict[str, Any]) -> None:
+def test_segment_declares_its_fingerprint_unchanged(tmp_path: Path, kw: dict[str, Any]) -> None:
     cfg = SegmentConfig(**kw)
     args = (cfg, tmp_path / "clips", str(tmp_path))
-    assert DeclaredSegment(*args).fingerprint() == SegmentStage(*args).fingerprint()
+    assert SegmentStage(*args).fingerprint() == LegacySegment(*args).fingerprint()
+    assert "fingerprint_payload" not in vars(SegmentStage)  # declared, not coded
 
 
-def test_caption_and_materialize_adopt_it_unchanged(tmp_path: Path) -> None:
-    class DeclaredCaption(CaptionStage):
-        fingerprint_payload = Stage.fingerprint_payload
-
-        def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+def test_caption_and_materialize_declare_it_unchanged(tmp_path: Path) -> None:
+    class LegacyCaption(CaptionStage):
+        def fingerprint_payload(self) -> dict[str, Any]:
+            cfg = dataclasses.asdict(self.config)
+            for f in self.runtime_fields:
+                cfg.pop(f, None)
             cfg.pop("prompt_file", None)
-            return cfg
+            return {"stage": self.name, "version": self.version, "config": redact(cfg),
+                    "prompt_hash": self.prompt_hash()}
 
-        def fingerprint_extra(self) -> dict[str, Any]:
-            return {"prompt_hash": self.prompt_hash()}
-
-    class DeclaredMaterialize(MaterializeStage):
-        fingerprint_payload = Stage.fingerprint_payload
-
-        def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
-            return {**cfg, "output_dir": self.clips_dir}
+    class LegacyMaterialize(MaterializeStage):
+        def fingerprint_payload(self) -> dict[str, Any]:
+            cfg = dataclasses.asdict(self.config)
+            for f in self.runtime_fields:
+                cfg.pop(f, None)
+            cfg["output_dir"] = self.clips_dir
+            return {"stage": self.name, "version": self.version, "config": redact(cfg)}
 
     cap = CaptionConfig(backend="dummy", backend_options={"api_key": "sk-secret-1234567890"})
-    assert DeclaredCaption(cap, str(tmp_path)).fingerprint() == CaptionStage(cap, str(tmp_path)).fingerprint()
+    assert CaptionStage(cap, str(tmp_path)).fingerprint() == LegacyCaption(cap, str(tmp_path)).fingerprint()
     margs = (MaterializeConfig(), str(tmp_path), "clips", str(tmp_path))
-    assert DeclaredMaterialize(*margs).fingerprint() == MaterializeStage(*margs).fingerprint()
+    assert MaterializeStage(*margs).fingerprint() == LegacyMaterialize(*margs).fingerprint()
+    for cls in (CaptionStage, MaterializeStage):
+        assert "fingerprint_payload" not in vars(cls)

@@ -61,8 +61,12 @@ class Embedder(ABC):
     """Retrieval model: texts and frames into one shared, L2-normalised space."""
 
     name: str = "embedder"
-    #: text length limit in tokens (None = no limit), used by --text-mode truncate / chunk-mean
-    max_text_tokens: int | None = None
+
+    @property
+    def max_text_tokens(self) -> int | None:
+        """Text length limit in tokens (None = no limit), used by --text-mode truncate / chunk-mean; adapters
+        override it (a read-only property: the limit comes from the model and the config, never set later)."""
+        return None
 
     # -- capabilities the stages read (declared here with their defaults, never probed with hasattr) ---------
     #: the model runs code from its Hub repo: ``lovr eval`` refuses it before any download unless

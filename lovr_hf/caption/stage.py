@@ -155,11 +155,12 @@ class CaptionStage(QualityLoop, Stage):
         self._stats: dict[str, float] = {}
         self._debug_left = 1 if debug else 0
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        payload = super().fingerprint_payload()
-        payload["config"].pop("prompt_file", None)
-        payload["prompt_hash"] = self.prompt_hash()
-        return payload
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        cfg.pop("prompt_file", None)  # the prompt's text counts (fingerprint_extra), not where it was read
+        return cfg
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        return {"prompt_hash": self.prompt_hash()}
 
     def prompt_hash(self) -> str:
         p = self.config.prompts()

@@ -7,9 +7,10 @@ import argparse
 import logging
 import os
 
+from lovr_hf.backends.llms import DEFAULT_API_MODEL
 from lovr_hf.cli.common import add_backend_option_arg, add_common_args, config_from_args, control_from_args
 from lovr_hf.merge.clusters import DEFAULT_CLUSTER_SIZE
-from lovr_hf.merge.config import DEFAULT_API_MODEL, MergeConfig
+from lovr_hf.merge.config import MergeConfig
 from lovr_hf.merge.jsonl import NothingMergedError, merge_jsonl
 from lovr_hf.merge.stage import merge
 from lovr_hf.repo import BenchmarkRepo

@@ -51,7 +51,7 @@ class ChannelSwapEmbedder(Embedder):
         return self._inner.name
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         return self._inner.max_text_tokens
 
     @property

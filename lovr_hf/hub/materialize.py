@@ -56,10 +56,8 @@ class MaterializeStage(Stage):
         self.clips_dir = clips_dir
         self.repo_root = repo_root
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        payload = super().fingerprint_payload()
-        payload["config"]["output_dir"] = self.clips_dir
-        return payload
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        return {**cfg, "output_dir": self.clips_dir}
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
         clips: list[dict[str, Any]] = []

@@ -10,9 +10,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
+from lovr_hf.backends.llms import DEFAULT_API_MODEL
 from lovr_hf.merge.clusters import DEFAULT_CLUSTER_SIZE
-
-DEFAULT_API_MODEL = "gpt-4o"
 
 
 @dataclasses.dataclass

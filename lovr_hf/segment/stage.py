@@ -153,9 +153,7 @@ class SegmentStage(Stage):
         self.threads = int(threads)  # decoder/encoder threads per video (0: automatic, one video at a time)
         self._work: str | None = None
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        payload = super().fingerprint_payload()
-        cfg = payload["config"]
+    def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["output_dir"] = self.clips_dir
         cfg["clip_layout"] = self.layout
         cfg["downscale"] = str(cfg["downscale"]).lower()  # 3 and "3" are one setting
@@ -168,7 +166,7 @@ class SegmentStage(Stage):
         if not cfg["adaptive"]:
             for k in ("min_clips", "max_clips", "max_adaptive_iter"):
                 cfg.pop(k, None)
-        return payload
+        return cfg
 
     @property
     def work(self) -> Path:

@@ -155,7 +155,7 @@ class GmeEmbedder(PieceTextEmbedder):
         return int(getattr(model.config, "max_length", 1800) or 1800)
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         """Caption tokens that fit one prompt (``max_length`` minus GME's template), or the explicit
         ``max_text_tokens`` (at most that: a longer piece would be cut by the prompt limit)."""
         _, processor = self.load()

@@ -70,7 +70,7 @@ class JinaClipEmbedder(RemoteCodeEmbedder):
         self.truncate_dim = truncate_dim
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         """Tokens per text, special tokens included: 512 (``encode_text``'s default) or ``max_text_tokens``."""
         limit = self._limit or DEFAULT_TEXT_LIMIT
         if limit > TOWER_TEXT_LIMIT:

@@ -221,7 +221,7 @@ class LanguageBindEmbedder(PieceTextEmbedder):
         return model, lb.LanguageBindVideoTokenizer.from_pretrained(folder)
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         return text_limit(self._limit, TEXT_LIMIT, self.model_id())
 
     # ---- text ---------------------------------------------------------------------------------------------

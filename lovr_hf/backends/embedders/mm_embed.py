@@ -105,7 +105,7 @@ class MMEmbedEmbedder(RemoteCodeEmbedder):
         self.max_length = int(max_length)
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         """Caption tokens per call: ``max_length`` less the instruction prefix (and two special tokens)."""
         prefix = len(self.tokenizer()(f"Instruct: {self.instruction}\nQuery: ", add_special_tokens=False).input_ids)
         return text_limit(self._limit, max(1, self.max_length - prefix - 2), f"{self.model_id()} queries")

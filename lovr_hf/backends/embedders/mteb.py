@@ -275,7 +275,7 @@ class MtebEmbedder(PieceTextEmbedder):
         return self._model
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         limit = self.meta.max_tokens  # mteb: a number, np.inf (no limit) or None
         return self._limit or (int(limit) if limit and np.isfinite(limit) else None)
 

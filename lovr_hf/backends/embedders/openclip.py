@@ -202,7 +202,7 @@ class OpenCLIPEmbedder(PieceTextEmbedder):
         return torch.autocast(device, dtype=dtype)
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         self.load()
         native = getattr(self._tokenizer, "context_length", None) or 77
         return text_limit(self._limit, native, self.model_id())

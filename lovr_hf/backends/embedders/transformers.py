@@ -308,7 +308,7 @@ class TransformersEmbedder(LazyEmbedder):
         return getattr(processor, "image_processor", processor)
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         """Text length limit in tokens, special tokens included (CLIP 77, SigLIP 64)."""
         model, _ = self.load()
         limits = []

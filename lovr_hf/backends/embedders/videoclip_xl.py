@@ -178,7 +178,7 @@ class VideoCLIPXLEmbedder(PieceTextEmbedder):
         return next(self.load().parameters())
 
     @property
-    def max_text_tokens(self) -> int | None:  # type: ignore[override]
+    def max_text_tokens(self) -> int | None:
         return text_limit(self._limit, TEXT_LIMIT, self.model_id())
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:

@@ -7,12 +7,12 @@ import math
 from collections.abc import Sequence
 
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
+from lovr_hf.backends.llms import DEFAULT_API_MODEL
 from lovr_hf.backends.openai_client import ClientStats, OpenAIChatClient
 from lovr_hf.prompts import MERGE_SYSTEM
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "gpt-4o"
 DEFAULT_TEMPERATURE = 0.5  # the original caption_merger.py
 #: context windows of well-known hosted models (others: pass max_context_tokens)
 KNOWN_CONTEXT = {"gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4-turbo": 128_000, "gpt-4.1": 1_047_576,
@@ -33,7 +33,7 @@ class OpenAIChatLLM(ChatLLM):
 
     def __init__(
         self,
-        api_model: str = DEFAULT_MODEL,
+        api_model: str = DEFAULT_API_MODEL,
         api_base: str | None = None,
         api_key: str | None = None,
         *,

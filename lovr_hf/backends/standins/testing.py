@@ -240,9 +240,13 @@ class DummyEmbedder(Embedder):
         if dim < self.n_colour + self.n_layout + 8:
             raise ValueError(f"dim must be >= {self.n_colour + self.n_layout + 8}")
         self.dim = int(dim)
-        self.max_text_tokens = max_text_tokens
+        self._max_words = max_text_tokens
         self.text_mode = text_mode
         self.colour_weight = float(colour_weight)
+
+    @property
+    def max_text_tokens(self) -> int | None:  # words, for this stand-in
+        return self._max_words
 
     def model_id(self) -> str:
         return f"dummy-embedder-v1-d{self.dim}"
