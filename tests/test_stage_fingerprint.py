@@ -99,3 +99,37 @@ def test_caption_and_materialize_declare_it_unchanged(tmp_path: Path) -> None:
     assert MaterializeStage(*margs).fingerprint() == LegacyMaterialize(*margs).fingerprint()
     for cls in (CaptionStage, MaterializeStage):
         assert "fingerprint_payload" not in vars(cls)
+
+
+def test_merge_and_embedding_stages_declare_theirs_unchanged(tmp_path: Path) -> None:
+    """Merge and embedding stages name no config block (``fingerprint_config_key = None``): their whole identity
+    is ``fingerprint_extra``, and the fingerprint equals what their former overrides hashed."""
+    from lovr_hf.evaluation.embed import TextEmbedStage
+    from lovr_hf.evaluation.embed_video import VideoEmbedStage
+    from lovr_hf.evaluation.models import EmbedConfig, model_payload
+    from lovr_hf.merge.config import MergeConfig, llm_identity
+    from lovr_hf.merge.stage import ClusterStage, ThemeStage, VideoCaptionStage
+    from lovr_hf.prompts import prompt_hash
+
+    mcfg = MergeConfig(llm="dummy", backend_options={"api_key": "sk-secret-1234567890"}, temperature=0.3)
+    for cls in (ClusterStage, VideoCaptionStage, ThemeStage):
+        st = cls(mcfg)
+        legacy = {"stage": st.name, "version": st.version, "llm": llm_identity(mcfg),
+                  "settings": {f: getattr(mcfg, f) for f in ("temperature", "seed", *st.settings)},
+                  "backend_options": redact(dict(mcfg.backend_options)), "prompts": prompt_hash(*st.prompts)}
+        assert st.fingerprint() == stable_hash(legacy), cls.__name__
+        assert "sk-secret" not in str(st.fingerprint_payload())
+    ecfg = EmbedConfig(model="dummy", text_mode="truncate", max_text_tokens=7)
+    text = TextEmbedStage(ecfg, "clip_caption", "dummy")
+    assert text.fingerprint() == stable_hash({
+        "stage": text.name, "version": text.version, "model": model_payload(ecfg), "output": text.outputs[0],
+        "text_mode": "truncate", "max_text_tokens": 7})
+    video = VideoEmbedStage(EmbedConfig(model="dummy"), "dummy", str(tmp_path))
+    rule = video.class_rule
+    assert not rule.oracle
+    assert video.fingerprint() == stable_hash({
+        "stage": video.name, "version": video.version, "model": model_payload(video.config),
+        "output": video.outputs[0], "interval": video.interval, "num_frames": video.config.num_frames or None,
+        "protocol": video.config.protocol, "frame_rule": rule.kind})
+    for cls in (ClusterStage, TextEmbedStage, VideoEmbedStage, SegmentStage, CaptionStage, MaterializeStage):
+        assert not any("fingerprint_payload" in vars(k) for k in cls.__mro__ if k is not Stage), cls.__name__

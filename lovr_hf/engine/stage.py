@@ -128,6 +128,9 @@ class Stage(ABC):
     #: the config fields that change this stage's output (its fingerprint); None: every field of the config
     #: except ``runtime_fields``
     fingerprint_fields: ClassVar[tuple[str, ...] | None] = None
+    #: the payload key of the selected config fields; None for a stage whose identity is not its config's
+    #: fields (embeddings: the model's payload; merge: the LLM's identity): all of it is its fingerprint_extra
+    fingerprint_config_key: ClassVar[str | None] = "config"
     version: ClassVar[str] = "1"
     digest_files: tuple[str, ...] = ()
     digest_column: ClassVar[str | None] = None
@@ -143,14 +146,16 @@ class Stage(ABC):
     def fingerprint_payload(self) -> dict[str, Any]:
         """What the fingerprint hashes, built from the declarations: ``fingerprint_fields`` (or every config
         field but ``runtime_fields``), normalised by :meth:`fingerprint_config`, plus :meth:`fingerprint_extra`."""
-        cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
-        if self.fingerprint_fields is not None:
-            cfg = {f: cfg[f] for f in self.fingerprint_fields if f in cfg}
-        for f in self.runtime_fields:
-            cfg.pop(f, None)
-        # credentials (api_key in backend_options...) never enter a fingerprint or the stage manifest
-        return {"stage": self.name, "version": self.version, "config": redact(self.fingerprint_config(cfg)),
-                **self.fingerprint_extra()}
+        payload: dict[str, Any] = {"stage": self.name, "version": self.version}
+        if self.fingerprint_config_key is not None:
+            cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+            if self.fingerprint_fields is not None:
+                cfg = {f: cfg[f] for f in self.fingerprint_fields if f in cfg}
+            for f in self.runtime_fields:
+                cfg.pop(f, None)
+            # credentials (api_key in backend_options...) never enter a fingerprint or the stage manifest
+            payload[self.fingerprint_config_key] = redact(self.fingerprint_config(cfg))
+        return {**payload, **self.fingerprint_extra()}
 
     def fingerprint_config(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """Hook: the selected config fields in one spelling per setting, without those that do not apply (e.g.

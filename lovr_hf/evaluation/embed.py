@@ -61,10 +61,9 @@ class TextEmbedStage(EmbedStage):
         self.name = f"embed-text-{kind}"  # type: ignore[misc]
         self.batch_size = max(1, int(config.text_rows_per_commit))
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        p = super().fingerprint_payload()
-        p.update(text_mode=self.config.text_mode, max_text_tokens=self.config.max_text_tokens)
-        return p
+    def fingerprint_extra(self) -> dict[str, Any]:
+        return {**super().fingerprint_extra(), "text_mode": self.config.text_mode,
+                "max_text_tokens": self.config.max_text_tokens}
 
     def _chunks(self, text: str) -> int:
         """Text chunks averaged for ``text`` (1 when truncating or when the embedder cannot tell)."""

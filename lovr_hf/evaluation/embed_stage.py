@@ -71,10 +71,11 @@ class EmbedStage(Stage):
         self._backend: Embedder | None = None
         self._stats: dict[str, float] = {}
 
-    def fingerprint_payload(self) -> dict[str, Any]:
+    fingerprint_config_key = None  # the model's payload is the identity (lovr_hf.evaluation.models)
+
+    def fingerprint_extra(self) -> dict[str, Any]:
         # the slug too: committed batch files are named after the output config
-        return {"stage": self.name, "version": self.version, "model": model_payload(self.config),
-                "output": self.outputs[0]}
+        return {"model": model_payload(self.config), "output": self.outputs[0]}
 
     def setup(self) -> None:
         """Build the embedder and load its weights once, before any row: a model that cannot load stops the

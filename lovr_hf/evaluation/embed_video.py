@@ -110,8 +110,8 @@ class VideoEmbedStage(FilesInput, EmbedStage):
         self._rule: FrameRule = self.class_rule
         self._size: Any = None
 
-    def fingerprint_payload(self) -> dict[str, Any]:
-        p = super().fingerprint_payload()
+    def fingerprint_extra(self) -> dict[str, Any]:
+        p = super().fingerprint_extra()
         rule = self.class_rule
         p.update(interval=self.interval, num_frames=self.config.num_frames or None, protocol=self.config.protocol,
                  frame_rule=rule.kind + ("+oracle" if rule.oracle else ""))

@@ -69,10 +69,12 @@ class _MergeStageBase(Stage):
         self.batch_size = max(1, config.num_workers)
         self._llm: ChatLLM | None = None
 
-    def fingerprint_payload(self) -> dict[str, Any]:
+    fingerprint_config_key = None  # the LLM's identity, its settings and the prompts are the identity
+
+    def fingerprint_extra(self) -> dict[str, Any]:
         cfg = self.config
         return {
-            "stage": self.name, "version": self.version, "llm": llm_identity(cfg),
+            "llm": llm_identity(cfg),
             "settings": {f: getattr(cfg, f) for f in ("temperature", "seed", *self.settings)},
             "backend_options": redact(dict(cfg.backend_options)), "prompts": prompt_hash(*self.prompts),
         }
