@@ -240,7 +240,7 @@ def path_table(title: str, best: dict[str, tuple[float, float]], limits: dict[st
 #: memory of THIS process image; ``wait4``'s ru_maxrss would start from the parent's RSS at fork)
 _WRAP = """
 import sys
-from lovr_hf.cli.main import main
+from lovr_hf.cli.app import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as e:

@@ -15,7 +15,7 @@ from typing import Any
 from test_embed import make_repo
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation.models import model_label, model_slug
 from lovr_hf.repo import BenchmarkRepo
 

@@ -296,7 +296,7 @@ def test_a_tampered_caption_shard_is_rebuilt_by_a_plain_caption_rerun(tmp_path: 
     import pyarrow.parquet as pq
     import yaml
 
-    from lovr_hf.cli.main import main as cli_main
+    from lovr_hf.cli.app import main as cli_main
 
     vids = tmp_path / "vids"
     vids.mkdir()

@@ -13,7 +13,7 @@ from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
 from lovr_hf.caption.refine import REFINE_SUFFIX
 from lovr_hf.caption.stage import CaptionConfig, CaptionStage, caption
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.engine.control import RunControl
 from lovr_hf.prompts import CAPTION_USER

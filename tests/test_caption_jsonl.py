@@ -11,7 +11,7 @@ from _caption_helpers import RecordingCaptioner
 
 from lovr_hf.caption.jsonl import caption_jsonl, original_chunk
 from lovr_hf.caption.stage import CaptionConfig
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.engine.control import RunControl
 from lovr_hf.video.frames import caption_num_frames

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import card

@@ -13,7 +13,7 @@ from _caption_helpers import clip_row
 from test_failures import caption_source  # noqa: F401 - fixture
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.repo import BenchmarkRepo
 
 
@@ -148,7 +148,7 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default(capsys) -> N
     """``--threshold``, ``--min_clip_duration``, ``--revision``, ... were listed with nothing beside them."""
     import argparse
 
-    from lovr_hf.cli.main import COMMANDS, build_parser
+    from lovr_hf.cli.app import COMMANDS, build_parser
 
     for name in COMMANDS:
         sub = build_parser(name).command_parser
@@ -168,7 +168,7 @@ def test_no_flag_relies_on_the_generic_help_fallback() -> None:
     does (before: --threshold, --min_clip_duration, --clip_mode of lovr run, --revision, --dtype, ... did not)."""
     import argparse
 
-    from lovr_hf.cli.main import COMMANDS, _help_for_every_flag, flags_on_generic_help
+    from lovr_hf.cli.app import COMMANDS, _help_for_every_flag, flags_on_generic_help
 
     assert {name: flags_on_generic_help(name) for name in COMMANDS} == {name: [] for name in COMMANDS}
     # the net itself still catches a flag added without help

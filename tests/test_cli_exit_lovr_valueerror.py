@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 
 
 def test_a_bad_option_in_a_run_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -16,7 +16,7 @@ from test_embedder_transformers import LONG
 
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.embedders.jina import JinaClipEmbedder
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder, resolve_backend
 
 

@@ -21,7 +21,7 @@ from test_embedder_transformers import LONG
 
 from lovr_hf.backends.embedders.families import NATIVE_VIDEO, family_for
 from lovr_hf.backends.embedders.videoclip_xl import VideoCLIPXLEmbedder, demo_frame_indices
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder
 
 STANDIN = Path(__file__).parent / "remote_code" / "videoclip_xl_standin"

@@ -17,7 +17,7 @@ import pytest
 from test_embed import LONG, make_repo
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation import provenance, scoring
 from lovr_hf.evaluation.release_marker import MARKER, MARKER_SCHEMA
 from lovr_hf.evaluation.results import read_results, write_results

@@ -17,7 +17,7 @@ from test_embed import LAYOUT, make_repo
 from lovr_hf import __version__, schema
 from lovr_hf.backends.base import EMBEDDERS
 from lovr_hf.backends.standins.testing import DummyEmbedder
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder, model_label, model_slug, resolve_backend
 from lovr_hf.evaluation.results import COST_JSON, cost_key
 from lovr_hf.evaluation.run import EvalConfig, evaluate_model, evaluate_models

@@ -14,7 +14,7 @@ from test_embed import make_repo
 
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyCaptioner
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.failures import BUG_MARKER, classify, is_bug_text
 from lovr_hf.repo import BenchmarkRepo

@@ -12,7 +12,7 @@ import yaml
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyCaptioner
 from lovr_hf.caption.stage import CaptionConfig, caption
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.info import file_summary, repo_status

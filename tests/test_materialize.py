@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.hub.materialize import MaterializeConfig, materialize
 from lovr_hf.hub.publish import stage

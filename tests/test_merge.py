@@ -11,7 +11,7 @@ import pytest
 from conftest import killed_on_call
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.engine.control import RunControl
 from lovr_hf.merge.config import MergeConfig
 from lovr_hf.merge.jsonl import merge_jsonl

@@ -9,7 +9,7 @@ from pathlib import Path
 from test_merge import caption_rows
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.merge.counts import summarize
 from lovr_hf.pipeline import summarize as run_summary
 from lovr_hf.repo import BenchmarkRepo

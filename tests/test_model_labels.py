@@ -48,7 +48,7 @@ def test_results_card_and_assets_never_hold_a_local_folders_path(eval_source: Pa
     from test_embed import make_repo
 
     from lovr_hf import schema
-    from lovr_hf.cli.main import main as cli_main
+    from lovr_hf.cli.app import main as cli_main
 
     a = Path(build_tiny_clip(tmp_path / "models-a" / "clip"))
     b = tmp_path / "models-b" / "clip"  # same basename, another model (another config)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.demo.samples import make_sample_folder
 from lovr_hf.repo import BenchmarkRepo
 

@@ -206,7 +206,7 @@ def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Pa
     import yaml
     from datasets import load_dataset
 
-    from lovr_hf.cli.main import main as cli_main
+    from lovr_hf.cli.app import main as cli_main
     from lovr_hf.demo.samples import SceneSpec, make_video
 
     vids = tmp_path / "videos"

@@ -71,7 +71,7 @@ def test_report_page_has_results_plots_and_a_gallery_of_decoded_clips(scored: Be
 
 def test_report_through_the_cli(scored: BenchmarkRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture) -> None:
-    from lovr_hf.cli import main as cli
+    from lovr_hf.cli import app as cli
 
     monkeypatch.setitem(cli.COMMANDS, "report", ("lovr_hf.cli.report", "static HTML report per model"))
     assert cli.main(["-q", "report", "--repo", str(scored.root), "--out", str(tmp_path / "site")]) == 0

@@ -29,7 +29,7 @@ from _rerun_helpers import (
 
 from lovr_hf import schema
 from lovr_hf.caption.stage import caption
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.stage import MissingChunksError
 from lovr_hf.evaluation.embed import text_inputs

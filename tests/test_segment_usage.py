@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lovr_hf.cli.main import build_parser
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import build_parser
+from lovr_hf.cli.app import main as cli_main
 
 
 def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

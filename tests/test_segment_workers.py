@@ -17,7 +17,7 @@ from _media_corpus import frame_number, session_corpus
 from datasets import load_dataset
 
 from lovr_hf import schema
-from lovr_hf.cli.main import main as cli_main
+from lovr_hf.cli.app import main as cli_main
 
 # matroska (1/1000 time base, 5.1 AC-3 starting late), AVI (MPEG-4 part 2, MP3 mono 44.1 kHz), mp4 (NTSC, AAC),
 # WebM (VP9 60 fps, Opus ending early), QuickTime (23.976 fps, PCM)
