@@ -1,4 +1,4 @@
-"""``lovr`` console script: a thin argparse layer; each subcommand lives in the module that does the work.
+"""``lovr`` console script: a thin argparse layer; each subcommand is one module ``lovr_hf.cli.<command>``.
 
 A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only
 when their command runs, so ``lovr --help`` stays instant and an optional extra never breaks another command.
