@@ -23,6 +23,7 @@ from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.stage import StageResult
 from lovr_hf.failures import UsageError
 from lovr_hf.merge.stage import MergeConfig, merge
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.card import write_card
 from lovr_hf.report.summary import STAGE_CONFIGS, embedding_configs, format_counts, merge_line, stage_counts
@@ -138,7 +139,7 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     mres = _step("merge", lambda c: merge(repo, cfg.merge, c), ctl, manual, models=("causal_lm",))
     stages["merge"] = STAGE_CONFIGS["merge"]
     if cfg.eval_models and mres.complete:
-        logger.info("== eval: %s ==", ", ".join(cfg.eval_models))
+        logger.info("== eval: %s ==", ", ".join(map(model_label, cfg.eval_models)))
         from lovr_hf.evaluation.run import EvalConfig, evaluate_models
 
         base = _build(EvalConfig, dict(cfg.eval))

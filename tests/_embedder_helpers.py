@@ -16,7 +16,8 @@ from test_embed import make_repo
 
 from lovr_hf import schema
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.evaluation.models import model_label, model_slug
+from lovr_hf.evaluation.models import model_slug
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 
 DIRECTIONS = {"text_to_clip", "clip_to_text", "text_to_video", "video_to_text"}

@@ -13,7 +13,7 @@ import pytest
 from lovr_hf import schema
 from lovr_hf.cli import demo
 from lovr_hf.demo.run import DESCRIBER, run_demo
-from lovr_hf.evaluation.models import model_label
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 
 pytestmark = pytest.mark.slow
@@ -84,6 +84,12 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys, monke
     # the card's reproduce commands point at the repo where it is (issue #24: they said --repo lovr)
     assert "lovr eval --repo demo/lovr --verify" in card and "--repo lovr " not in card
     assert "offline stand-in" in printed and "RANDOM weights" in printed
+    # issue #24: a local model folder is named by its label in the output and the logs, never by its path
+    tiny = str((out / "models" / "tiny-clip").resolve())
+    assert model_label(tiny) in printed and tiny not in printed
+    named_by_path = [r.getMessage() for r in caplog.records if tiny in r.getMessage()
+                     and not r.getMessage().startswith("built tiny ")]  # where the folder was built is a path
+    assert not named_by_path, named_by_path
 
 
 def test_hub_demo_path_with_local_folders_in_place_of_the_hub_models(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ from lovr_hf.demo.samples import SceneSpec, make_video
 from lovr_hf.engine.control import RunControl
 from lovr_hf.evaluation.embed import embed
 from lovr_hf.evaluation.embed_video import VideoEmbedStage
-from lovr_hf.evaluation.models import EmbedConfig, model_label, model_slug
+from lovr_hf.evaluation.models import EmbedConfig, model_slug
 from lovr_hf.evaluation.visual_plan import sample_video
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.video import decode_plan
 from lovr_hf.video.frame_index import VideoError

@@ -25,7 +25,7 @@ from lovr_hf.backends.embedders.common import (
     token_pieces,
 )
 from lovr_hf.backends.extras import require_extra
-from lovr_hf.evaluation.models import model_label
+from lovr_hf.model_labels import model_label
 from lovr_hf.stats.vectors import l2_normalize
 
 

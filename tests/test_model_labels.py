@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lovr_hf.evaluation.models import model_label, model_slug
+from lovr_hf.evaluation.models import model_slug
+from lovr_hf.model_labels import model_label
 from lovr_hf.tiny import build_tiny_clip
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lovr_hf.evaluation import results
-from lovr_hf.evaluation.models import model_label
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import card, results_page
 from lovr_hf.report import plots as results_plots

@@ -23,9 +23,9 @@ from lovr_hf.cli.common import (
     split_list,
 )
 from lovr_hf.evaluation import run as evaluation
-from lovr_hf.evaluation.models import model_label
 from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.failures import UsageError
+from lovr_hf.model_labels import model_label
 from lovr_hf.report.results_page import RESULTS_MD, render_results
 
 logger = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from typing import Any
 from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.engine.control import RunControl
 from lovr_hf.merge.config import MergeConfig
+from lovr_hf.model_labels import model_label
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.segment.stage import SegmentConfig
 
@@ -104,8 +105,8 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
 
 def models_note(cfg: PipelineConfig) -> str:
     lines = ["Models of this demo:"]
-    for m in cfg.demo.get("models", []):
-        lines.append(f"  {m['stage']:<8} {m['model']}: {m['kind']}")
+    for m in cfg.demo.get("models", []):  # a local folder by its label, as in the results and the card
+        lines.append(f"  {m['stage']:<8} {model_label(m['model'])}: {m['kind']}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,8 @@ from lovr_hf import schema
 from lovr_hf.backends.base import Embedder
 from lovr_hf.engine.stage import Stage
 from lovr_hf.engine.workdir import log_removed
-from lovr_hf.evaluation.models import EmbedConfig, model_label, model_payload, shared_embedder
+from lovr_hf.evaluation.models import EmbedConfig, model_payload, shared_embedder
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class EmbedStage(Stage):
 
     def model_id(self) -> str:
         """The ``model`` column of the rows: the backend's model, a local folder by its label
-        (:func:`lovr_hf.evaluation.models.model_label`), never its absolute path (published tables must not carry it)."""
+        (:func:`lovr_hf.model_labels.model_label`), never its absolute path (published tables must not carry it)."""
         assert self._backend is not None
         raw = self._backend.model_id()
         if getattr(self, "_label_of", (None, None))[0] != raw:  # hashing a folder once per stage, not per batch

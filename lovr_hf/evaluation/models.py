@@ -10,11 +10,8 @@ resumable embedding engine.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
-import re
-from pathlib import Path
 from typing import Any, ClassVar
 
 from lovr_hf.backends.base import EMBEDDERS, Embedder
@@ -27,13 +24,13 @@ from lovr_hf.backends.embedders.families import (
     family_or_default,
 )
 from lovr_hf.evaluation.protocols import wrap_channel_swap
-from lovr_hf.ids import short_hash, strict_slug
+from lovr_hf.ids import strict_slug
+from lovr_hf.model_labels import PLUGIN, model_label
 from lovr_hf.redact import is_secret_key
 from lovr_hf.video.prefetch import DEFAULT_PREFETCH_BYTES
 
 ORIGINAL_INTERVAL = ASSUMED_INTERVAL  # the original launchers' --interval for every family but CLIP
 CLIP_INTERVAL = 10  # the original CLIP run (run_clip.sh --encode_video --interval 10)
-_PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:Class (no '/', '-': never a Hub id)
 
 
 @dataclasses.dataclass
@@ -84,7 +81,7 @@ STAND_INS = ("dummy", "describer")
 def _named_class(model: str) -> str | None:
     """The backend a model string names by itself: ``module:Class``, or one of the offline stand-ins that are
     no model (``dummy`` for tests, ``describer`` for the demo)."""
-    if _PLUGIN.match(model):
+    if PLUGIN.match(model):
         return model
     if model.lower() in STAND_INS:
         return model.lower()
@@ -124,42 +121,10 @@ def _backend_of(config: EmbedConfig) -> str:
     return resolve_backend(config.model, config.backend, config.family)
 
 
-def looks_like_path(text: str) -> bool:
-    """A local path rather than a Hub id (``org/name``) or a plug-in (``module:Class``)."""
-    return text.startswith(("/", "./", "../", "~", ".\\")) or len(Path(text).parts) > 2 or "\\" in text
 
 
-def folder_digest(folder: Path, small: int = 1 << 20) -> str:
-    """Short hash of a model folder's *content*: every file's relative name and size, and the bytes of the
-    small ones (configs, tokenizers). The same weights in two places get the same name; a changed config
-    gets another. Weight files are not read (sizes only): naming a model must not cost a pass over GBs."""
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in
-                                                                            p.relative_to(folder).parts))
-    for p in files:
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(folder).as_posix()}\0{size}\0".encode())
-        if size <= small:
-            h.update(p.read_bytes())
-    return h.hexdigest()[:8] if files else short_hash(str(folder.resolve()))  # an empty folder: its place
 
 
-def model_label(model: str) -> str:
-    """How a model is named in config names, cards, assets and logs: never an absolute path.
-
-    Hub ids, backend names and plug-ins stay as they are; a local folder is ``<folder name>-<content
-    hash>`` (:func:`folder_digest`); a path that does not exist is ``<last part>-<hash of the path text>``.
-    """
-    text = model.strip()
-    if not text or _PLUGIN.match(text):
-        return text
-    path = Path(text).expanduser()
-    if path.exists():
-        resolved = path.resolve()
-        return f"{resolved.name or 'model'}-{folder_digest(resolved) if resolved.is_dir() else short_hash(str(resolved))}"
-    if looks_like_path(text):
-        return f"{path.name or 'model'}-{short_hash(text)}"
-    return text
 
 
 def model_slug(model: str) -> str:

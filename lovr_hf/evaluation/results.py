@@ -75,7 +75,7 @@ def read_costs(repo: BenchmarkRepo) -> dict[str, Any]:
 
 def cost_key(model: str) -> str:
     """The key of a model in ``assets/eval_cost.json``: its label, never an absolute path (the file is published)."""
-    from lovr_hf.evaluation.models import model_label
+    from lovr_hf.model_labels import model_label
 
     return model_label(model)
 

@@ -73,7 +73,7 @@ class EvalConfig(EmbedConfig):
 
     def label(self) -> str:
         """How results, rankings, cards, assets and logs name this model: ``--model-name``, else
-        :func:`lovr_hf.evaluation.models.model_label` (a Hub id as it is; a local folder ``<folder>-<content hash>``,
+        :func:`lovr_hf.model_labels.model_label` (a Hub id as it is; a local folder ``<folder>-<content hash>``,
         never its absolute path, which means nothing on another machine and leaks the local layout)."""
         return self.model_name or model_label(self.model)
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from lovr_hf.evaluation.models import EmbedConfig, model_label, resolve_backend
+from lovr_hf.evaluation.models import EmbedConfig, resolve_backend
+from lovr_hf.model_labels import model_label
 
 logger = logging.getLogger(__name__)
 

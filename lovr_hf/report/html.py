@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lovr_hf import schema
-from lovr_hf.evaluation.models import model_label, model_slug, protocol_slug
+from lovr_hf.evaluation.models import model_slug, protocol_slug
 from lovr_hf.evaluation.results import read_results
 from lovr_hf.failures import UnknownName
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.plots import DIRECTION_NAMES, PLOT, SLICE_PLOT
 from lovr_hf.stats.rankings import read_rankings

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lovr_hf.evaluation.models import looks_like_path, model_label
+from lovr_hf.model_labels import looks_like_path, model_label
 from lovr_hf.repo import ASSETS_DIR, BenchmarkRepo, atomic_write_text
 from lovr_hf.stats import slices
 from lovr_hf.stats.directions import DIRECTIONS
@@ -63,7 +63,7 @@ def short(label: str, n: int = 48) -> str:
 
 def display_name(model: str) -> str:
     """A model as a legend or table shows it: a local path (results of an older lovr_hf) by
-    :func:`lovr_hf.evaluation.models.model_label` (``<folder>-<content hash>``, so two folders that share a basename stay
+    :func:`lovr_hf.model_labels.model_label` (``<folder>-<content hash>``, so two folders that share a basename stay
     apart), a label, Hub id or backend name as it is."""
     return model_label(model) if looks_like_path(model) else model
 

@@ -26,6 +26,7 @@ from lovr_hf.backends.captioners.common import DEFAULT_MODEL, ORIGINAL_DOWNSCALE
 from lovr_hf.backends.captioners.qwen_vision import merge_factor
 from lovr_hf.backends.devices import resolve_device, resolve_dtype
 from lovr_hf.backends.model_cache import load_once
+from lovr_hf.model_labels import model_label
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class TransformersCaptioner(Captioner):
             tokenizer.pad_token = tokenizer.eos_token
         logger.info(
             "loaded captioner %s on %s (%s) in %.1fs",
-            self.model_id(),
+            model_label(self.model_id()),
             device,
             dtype,
             time.perf_counter() - t0,

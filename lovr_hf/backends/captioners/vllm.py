@@ -23,6 +23,7 @@ from lovr_hf.backends.captioners.common import DEFAULT_MODEL, OutOfMemory, per_c
 from lovr_hf.backends.captioners.qwen_vision import merge_factor, resize_video
 from lovr_hf.backends.captioners.transformers import downscale_frames, is_oom
 from lovr_hf.backends.model_cache import load_once
+from lovr_hf.model_labels import model_label
 
 PIXEL_BUDGETS = ("auto", "qwen", "none")
 
@@ -150,7 +151,7 @@ class VLLMCaptioner(Captioner):
             processor = AutoProcessor.from_pretrained(
                 self.model_path, revision=self.revision, trust_remote_code=self.trust_remote_code
             )
-            logger.info("started vLLM engine for %s in %.1fs", self.model_id(), time.perf_counter() - t0)
+            logger.info("started vLLM engine for %s in %.1fs", model_label(self.model_id()), time.perf_counter() - t0)
             return llm, processor
 
         # the process-wide model cache: `lovr run` releases it after captioning (GPU memory for the next stages)

@@ -42,6 +42,7 @@ from lovr_hf.backends.embedders.common import (
 )
 from lovr_hf.backends.embedders.families import FRAMES, Family, register_family
 from lovr_hf.backends.embedders.transformers import to_model
+from lovr_hf.model_labels import model_label
 from lovr_hf.stats.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class GmeEmbedder(PieceTextEmbedder):
             if hasattr(image_processor, attr):
                 setattr(image_processor, attr, value)
         processor.tokenizer.padding_side = "right"  # GME pools at sum(mask) - 1
-        logger.info("loaded GME %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0)
+        logger.info("loaded GME %s on %s in %.1fs", model_label(self.model_id()), device, time.perf_counter() - t0)
         return model, processor
 
     @property

@@ -29,6 +29,7 @@ from lovr_hf.backends.embedders.common import (
     text_limit,
 )
 from lovr_hf.backends.embedders.openai_clip_original import clean_caption, openai_clip_pixels, raw_tokenizer
+from lovr_hf.model_labels import model_label
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class TransformersEmbedder(LazyEmbedder):
             raise
         self._check_model(model)
         logger.info(
-            "loaded embedder %s on %s in %.1fs", self.model_id(), device, time.perf_counter() - t0
+            "loaded embedder %s on %s in %.1fs", model_label(self.model_id()), device, time.perf_counter() - t0
         )
         return model, processor
 
@@ -338,7 +339,7 @@ class TransformersEmbedder(LazyEmbedder):
                     self._affixes = (full[:p], full[p + len(content) :])
                     break
             else:  # unusual template: no affixes rather than wrong ones
-                logger.warning("cannot locate special tokens of %s; chunks get none", self.model_id())
+                logger.warning("cannot locate special tokens of %s; chunks get none", model_label(self.model_id()))
                 self._affixes = ([], [])
         return self._affixes
 

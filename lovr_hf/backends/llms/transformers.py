@@ -39,6 +39,7 @@ from typing import Any
 from lovr_hf.backends.base import LLMS, ChatLLM, GenerationParams
 from lovr_hf.backends.model_cache import load_once
 from lovr_hf.engine.cpu_budget import size_torch_threads
+from lovr_hf.model_labels import model_label
 from lovr_hf.prompts import MERGE_SYSTEM, TRANSITION_PROMPT, prompt_fields
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def load_causal_lm(
         model.to(device).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        logger.info("loaded %s%s on %s (%s, attention %s) in %.1fs", folder, f"/{gguf_file}" if gguf_file else "",
+        logger.info("loaded %s%s on %s (%s, attention %s) in %.1fs", model_label(str(folder)), f"/{gguf_file}" if gguf_file else "",
                     device, torch_dtype, model.config._attn_implementation, time.perf_counter() - t0)
         return model, tokenizer
 
