@@ -84,6 +84,7 @@ def test_offline_demo_reads_like_a_small_benchmark(tmp_path: Path, capsys, monke
     # the card's reproduce commands point at the repo where it is (issue #24: they said --repo lovr)
     assert "lovr eval --repo demo/lovr --verify" in card and "--repo lovr " not in card
     assert "offline stand-in" in printed and "RANDOM weights" in printed
+    assert f"eval: `{model_label(str(out / 'models' / 'tiny-clip'))}` — tiny CLIP" in card  # the results' name
     # issue #24: a local model folder is named by its label in the output and the logs, never by its path
     tiny = str((out / "models" / "tiny-clip").resolve())
     assert model_label(tiny) in printed and tiny not in printed

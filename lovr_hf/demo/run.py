@@ -91,6 +91,8 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
                    "embedder matches colour, light and motion words to the pixels"},
                   {"stage": "eval", "model": tiny_clip, "kind": "tiny CLIP with RANDOM weights: the transformers "
                    "embedder's code path; its scores are at chance"}]
+    for m in models:  # named as in the results, the card and the logs: a local folder by its label, not its path
+        m["model"] = model_label(m["model"])
     return PipelineConfig(
         input_folder=str(videos),
         repo=str(out / "lovr"),
@@ -105,8 +107,8 @@ def demo_config(out: Path, *, hub: bool = False, eval_models: bool = True, capti
 
 def models_note(cfg: PipelineConfig) -> str:
     lines = ["Models of this demo:"]
-    for m in cfg.demo.get("models", []):  # a local folder by its label, as in the results and the card
-        lines.append(f"  {m['stage']:<8} {model_label(m['model'])}: {m['kind']}")
+    for m in cfg.demo.get("models", []):
+        lines.append(f"  {m['stage']:<8} {m['model']}: {m['kind']}")
     return "\n".join(lines)
 
 
