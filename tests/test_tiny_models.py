@@ -152,3 +152,46 @@ def test_tiny_dual_encoders_load_and_embed(tiny_root: Path, builder, model_type:
     image = image if torch.is_tensor(image) else image.pooler_output
     assert text.shape[0] == 2 and image.shape == (2, text.shape[1])
     assert not torch.allclose(image[0], image[1])
+
+
+def test_tiny_clip_is_the_same_folder_on_every_build(tmp_path: Path) -> None:
+    """Two builds of the tiny CLIP are byte-equal and get one content label, so the demo's results and
+    model names are the same on every run (before: ``tokenizers`` numbered the ``</w>`` symbols in hash
+    order, every build had another vocabulary and the demo's tiny CLIP another label and other scores)."""
+    from lovr_hf.model_labels import folder_digest
+    from lovr_hf.tiny import build_tiny_clip
+
+    a, b = Path(build_tiny_clip(tmp_path / "a")), Path(build_tiny_clip(tmp_path / "b"))
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    assert folder_digest(a) == folder_digest(b)
+
+
+def test_suffix_bpe_learns_what_the_tokenizers_trainer_learns() -> None:
+    """Oracle: ``tokenizers``' own BpeTrainer on the tiny corpus. Given the trainer's numbering of the initial
+    symbols, the project's merge loop reproduces its merges and vocabulary exactly (so only the numbering,
+    now sorted, differs from the library); and the trained tokenizer splits each corpus word into the
+    symbols the merge loop ended with."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from lovr_hf.tiny.clip import _clip_tokenizer, configure_clip_tokenizer
+    from lovr_hf.tiny.common import _CORPUS, _learn_merges, _word_counts
+
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    configure_clip_tokenizer(tok)
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+                                  end_of_word_suffix="</w>")
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    lib = json.loads(tok.to_str())["model"]
+    lib_merges = [tuple(m) for m in lib["merges"]]
+    by_id = sorted(lib["vocab"], key=lib["vocab"].get)
+    words = _word_counts(tok)
+    seqs = {(*w[:-1], w[-1] + "</w>"): n for w, n in words.items()}
+    vocab, merges = _learn_merges(seqs, by_id[: len(by_id) - len(lib_merges)], 600)
+    assert merges == lib_merges and vocab == lib["vocab"]
+
+    ours = _clip_tokenizer()
+    assert len(ours) == 600 and ours.convert_tokens_to_ids("<|endoftext|>") == 1
+    for word in ("video", "walking", "celebration", "the", "people"):
+        pieces = ours.tokenize(word)
+        assert "".join(pieces) == word + "</w>" and len(pieces) <= 3, pieces

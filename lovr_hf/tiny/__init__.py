@@ -4,9 +4,11 @@ Each builder creates a genuine architecture (Qwen2.5-VL, Qwen2-VL, Qwen3-VL, CLI
 open_clip, LanguageBind, ...) from a small config, a tokenizer trained locally with ``tokenizers`` on a fixed
 built-in corpus, and the real processors, and saves them with ``save_pretrained``. The folders reload through
 the Auto classes exactly like a Hub checkpoint, so every code path that loads a model by id/folder is
-exercised for real. Weights and configs depend only on ``seed``. The locally trained tokenizers are the same
-within one process but can differ between processes (the ``tokenizers`` trainers break ties between equally
-frequent merges in hash order), which is one more reason a complete folder is reused, never rebuilt.
+exercised for real. Weights, configs and tokenizers depend only on ``seed`` and the fixed corpus: two builds
+are byte-equal, so a tiny model's content label (:func:`lovr_hf.model_labels.model_label`) is the same on
+every machine. (CLIP's ``</w>`` BPE is learned by :func:`lovr_hf.tiny.common._learn_merges`, the
+``tokenizers`` trainer's rule with the initial symbols numbered in sorted order: the trainer numbers them in
+hash order, which changed the vocabulary on every call.)
 
 Builders are idempotent: a complete folder (marked by ``lovr_tiny.json``, written last) is reused as is.
 A build goes to a temporary sibling folder that is renamed into place, so concurrent builders (e.g. two

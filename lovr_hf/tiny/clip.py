@@ -26,31 +26,30 @@ _CLIP_SPLIT = (
 )
 
 
+def configure_clip_tokenizer(tok: Any) -> None:
+    """CLIP's normaliser (NFC, whitespace, lower case), pre-tokenizer (its split regex, byte level), decoder."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+
+
 def _clip_tokenizer() -> Any:
     """A genuine ``CLIPTokenizer`` (CLIP normaliser/pre-tokenizer, ``</w>`` BPE) trained on the corpus."""
-    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
     from transformers import CLIPTokenizer
-
-    def configure(tok: Any) -> None:
-        tok.normalizer = normalizers.Sequence(
-            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-        )
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(
-                    Regex(_CLIP_SPLIT),
-                    behavior="removed",
-                    invert=True,
-                ),
-                pre_tokenizers.ByteLevel(add_prefix_space=False),
-            ]
-        )
-        tok.decoder = decoders.ByteLevel()
 
     vocab, merges = _train_bpe(
         vocab_size=600,
         special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        configure=configure,
+        configure=configure_clip_tokenizer,
         end_of_word_suffix="</w>",
     )
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def _train_bpe(
     model = models.BPE(end_of_word_suffix=end_of_word_suffix) if end_of_word_suffix else models.BPE()
     tok = Tokenizer(model)
     configure(tok)
+    if end_of_word_suffix:
+        return _suffix_bpe(_word_counts(tok), vocab_size, special_tokens, pre_tokenizers.ByteLevel.alphabet(),
+                           end_of_word_suffix)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=special_tokens,
@@ -83,6 +87,61 @@ def _train_bpe(
     vocab: dict[str, int] = data["model"]["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in data["model"]["merges"]]
     return vocab, merges  # type: ignore[return-value]
+
+
+def _word_counts(tok: Any) -> Counter[str]:
+    """The corpus's words as ``tok`` normalises and pre-tokenizes them (what a BPE trainer counts)."""
+    counts: Counter[str] = Counter()
+    for line in _CORPUS * 4:
+        text = tok.normalizer.normalize_str(line) if tok.normalizer is not None else line
+        counts.update(word for word, _ in tok.pre_tokenizer.pre_tokenize_str(text))
+    return counts
+
+
+def _suffix_bpe(words: Counter[str], vocab_size: int, special_tokens: list[str], alphabet: list[str],
+                suffix: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """BPE with an end-of-word suffix (CLIP's ``</w>``) whose vocabulary depends on the corpus only.
+
+    ``tokenizers``' BpeTrainer numbers the suffixed symbols (``a</w>``...) in hash order and breaks ties
+    between equally frequent pairs by those numbers, so the same corpus gave another vocabulary on every
+    call: the tiny CLIP, its label and the demo's results changed from run to run. Here the initial symbols
+    are numbered in sorted order and the trainer's own rule is applied (:func:`_learn_merges`).
+    """
+    seqs = {w: (*w[:-1], w[-1] + suffix) for w in words if w}
+    initial = [*special_tokens, *sorted({*alphabet, *(c for s in seqs.values() for c in s[:-1])}),
+               *sorted({s[-1] for s in seqs.values()})]
+    return _learn_merges({seqs[w]: n for w, n in words.items() if w}, list(dict.fromkeys(initial)), vocab_size)
+
+
+def _learn_merges(seqs: dict[tuple[str, ...], int], tokens: list[str],
+                  vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Greedy BPE as ``tokenizers``' BpeTrainer does it: merge the most frequent adjacent pair (a pair counts
+    once per occurrence, times its word's count), ties to the pair of lowest ids, new tokens numbered in
+    order, until ``vocab_size`` tokens. ``tokens``: the initial symbols in id order."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    merges: list[tuple[str, str]] = []
+    while len(tokens) < vocab_size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for s, n in seqs.items():
+            for pair in zip(s, s[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda p: (-pairs[p], ids[p[0]], ids[p[1]]))
+        merges.append((a, b))
+        if a + b not in ids:
+            ids[a + b] = len(tokens)
+            tokens.append(a + b)
+        merged: Counter[tuple[str, ...]] = Counter()
+        for s, n in seqs.items():
+            out, i = [], 0
+            while i < len(s):
+                take = i + 1 < len(s) and s[i] == a and s[i + 1] == b
+                out.append(a + b if take else s[i])
+                i += 2 if take else 1
+            merged[tuple(out)] += n
+        seqs = dict(merged)
+    return ids, merges
 
 
 # files a (possibly interrupted) build writes: only folders made of these are ever replaced
