@@ -116,13 +116,41 @@ class Embedder(ABC):
 
 
 class SceneDetector(ABC):
-    """Shot-boundary detector: a video file -> the frame indices where new scenes start."""
+    """Shot-boundary detector: a video file -> the frame indices where new scenes start.
+
+    Only :meth:`detect` is required (PySceneDetect's narrow detector idea). What the segment stage may use
+    beyond it is declared here with defaults, never probed: a plug-in that implements ``detect`` alone is
+    segmented correctly, adaptive search included (it is then re-created at each threshold tried).
+    """
 
     name: str = "detector"
+    #: the score threshold in use, recorded in ``videos.threshold`` (None: the detector has no threshold)
+    threshold: float | None = None
+    #: decoder threads the segment stage sets to its share of the cores (0 = the decoder's choice); a
+    #: detector that does not decode with PyAV ignores it; it never changes the output
+    threads: int = 0
+    #: True when :meth:`scores` and :meth:`cuts_from_scores` are implemented: ``--adaptive`` then decodes
+    #: each video once and re-thresholds the scores, instead of running ``detect`` at every threshold
+    rescorable: bool = False
 
     @abstractmethod
     def detect(self, path: str) -> list[int]:
         """Frame indices (0-based, ascending, > 0) of the first frame of each new scene."""
+
+    def analyze(self, path: str) -> Any:
+        """More than :meth:`detect` where the detector knows it: a ``DetectionResult``
+        (``backends.detectors.detector_base``: cuts, threshold, ``extra["downscale"]`` the factor used), or
+        None (the default) when ``detect`` and :attr:`threshold` are all there is."""
+        return None
+
+    def scores(self, path: str) -> Any:
+        """Per-frame scores of one decode (only where :attr:`rescorable`)."""
+        raise NotImplementedError(f"detector {self.name!r} is not rescorable")
+
+    def cuts_from_scores(self, scores: Any, threshold: float | None = None) -> list[int]:
+        """The cuts :meth:`detect` would give at ``threshold``, from :meth:`scores` without decoding again
+        (only where :attr:`rescorable`)."""
+        raise NotImplementedError(f"detector {self.name!r} is not rescorable")
 
 
 class QualityScorer(ABC):

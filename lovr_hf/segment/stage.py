@@ -183,8 +183,7 @@ class SegmentStage(Stage):
         c = self.config
         det = DETECTORS.create(c.detector, threshold=threshold, min_scene_len_s=c.min_clip_duration,
                                downscale=c.downscale)
-        if hasattr(det, "threads"):
-            det.threads = self.threads
+        det.threads = self.threads
         return det
 
     def process(self, batch: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -201,14 +200,14 @@ class SegmentStage(Stage):
         """Cuts, the threshold they were found at, and the downscale factor used."""
         c = self.config
         if not c.adaptive:
-            res = det.analyze(path) if hasattr(det, "analyze") else None
+            res = det.analyze(path)
             if res is None:
                 return det.detect(path), det.threshold, None
             return res.cuts, res.threshold, res.extra.get("downscale")
         from lovr_hf.video.scenes import adaptive_threshold_search, scenes_from_cuts
 
         factor = None
-        if hasattr(det, "scores") and hasattr(det, "cuts_from_scores"):
+        if det.rescorable:
             fs = det.scores(path)  # decode once; each threshold tried is a re-threshold
             factor = fs.downscale
             detect_at = lambda thr: det.cuts_from_scores(fs, thr)  # noqa: E731

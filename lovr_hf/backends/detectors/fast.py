@@ -52,6 +52,7 @@ class FastContentDetector(DetectorBase):
 
     name = "content"
     default_threshold = DEFAULT_THRESHOLD
+    rescorable = True  # scores() once, cuts_from_scores() at every threshold the adaptive search tries
 
     def __init__(
         self,
