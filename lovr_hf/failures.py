@@ -20,7 +20,7 @@ import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lovr_hf import schema
 from lovr_hf.env_faults import ENVIRONMENT_ERRNOS, chain, describe, environment_fault
@@ -33,7 +33,18 @@ BUG_TYPES: tuple[type[BaseException], ...] = (
     SyntaxError, RecursionError,
 )
 _BUG_RE = re.compile(r"(^|: )bug: \w+")
-T = TypeVar("T")
+
+
+class Startable(Protocol):
+    """What :func:`start_backend` calls (``lovr_hf.backends.base.Backend`` declares both; this module sits
+    below the backends and imports none of them)."""
+
+    def load(self) -> Any: ...
+
+    def check_server(self, what: str = "model") -> None: ...
+
+
+T = TypeVar("T", bound=Startable)
 
 
 class UnknownName(KeyError):
@@ -161,19 +172,15 @@ def loader_error(exc: BaseException) -> bool:
 
 
 def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> T:
-    """``factory()`` with its weights loaded (``load()`` when it has one) and, for a backend whose ``client``
-    can probe its server (``check_endpoint``: :class:`lovr_hf.backends.openai_client.OpenAIChatClient`), the
-    server and key checked once: before any row, so that a backend that cannot
+    """``factory()`` with its weights loaded and its server and key checked once (``load()`` and
+    ``check_server(what)``, declared with defaults on :class:`lovr_hf.backends.base.Backend`): before any row,
+    so that a backend that cannot
     start stops the command with one line (:class:`SetupError`) instead of failing every row in turn.
     A programming error propagates with its traceback."""
     try:
         backend = factory()
-        load = getattr(backend, "load", None)  # the adapters' and the transformers chat LLM's public loader
-        if callable(load):
-            load()
-        probe = getattr(getattr(backend, "client", None), "check_endpoint", None)
-        if callable(probe):  # duck-typed: this module sits below the backends and imports none of them
-            probe(what)
+        backend.load()
+        backend.check_server(what)
     except SetupError:
         raise
     except Exception as exc:

@@ -11,7 +11,7 @@ from _caption_helpers import FPS, RecordingCaptioner, by_id, clip_row, write_cli
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
-from lovr_hf.backends.captioners.scorers import JudgeFailed, LLMJudgeScorer, judge
+from lovr_hf.backends.captioners.scorers import JudgeFailed, LLMJudgeScorer
 from lovr_hf.backends.llms.openai import OpenAIChatLLM
 from lovr_hf.caption.refine import REFINE_SUFFIX, default_variant, more_frames_cap, next_variant
 from lovr_hf.caption.stage import CaptionConfig, caption
@@ -119,7 +119,7 @@ def test_a_broken_judge_is_a_failure_not_a_bad_caption(source: Path, tmp_path: P
         # a judge reply without a number is a failure too, not a 0
         srv.push(Reply("I cannot rate this."), Reply("7/10"))
         llm_judge = LLMJudgeScorer(llm=OpenAIChatLLM("judge", api_base=srv.base_url, max_retries=0))
-        bad, good = judge(llm_judge, ["a caption", "another caption"])
+        bad, good = llm_judge.judge(["a caption", "another caption"])
         assert (bad.score, bad.error) == (None, "quality judge reply has no score: 'I cannot rate this.'")
         assert (good.score, good.error) == (7.0, None)
         srv.push(Reply("no idea"))
@@ -132,5 +132,5 @@ def test_scorer_values_outside_the_scale_are_failures() -> None:
         def score(self, captions, frames=None):
             return [float("nan"), 11.0, 4.0]
 
-    assert [j.score for j in judge(Broken(), ["a", "b", "c"])] == [None, None, 4.0]
-    assert judge(Broken(), ["a", "b", "c"])[1].error == "quality scorer gave 11.0, not a score in [0, 10]"
+    assert [j.score for j in Broken().judge(["a", "b", "c"])] == [None, None, 4.0]
+    assert Broken().judge(["a", "b", "c"])[1].error == "quality scorer gave 11.0, not a score in [0, 10]"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from _caption_helpers import FPS, clip_row
 from test_embed import make_repo
+from test_merge import caption_rows
 
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyCaptioner
@@ -28,18 +29,24 @@ def _configs(repo: BenchmarkRepo) -> dict[str, list[str]]:
     return {k: list(v) for k, v in repo.config_files().items()}
 
 
-@pytest.mark.parametrize("model, says", [
-    ("./models/my-clip", "does not exist"),
-    ("openai/clip-vit-base-patch32", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+@pytest.mark.parametrize("model, says, protocol", [
+    ("./models/my-clip", "does not exist", "lovr"),
+    ("openai/clip-vit-base-patch32", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set", "lovr"),
+    # CLIP under the original protocol is wrapped to receive BGR frames: the wrapper must load its model too
+    ("openai/clip-vit-base-patch32", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set", "original"),
 ])
-def test_eval_model_that_cannot_load_stops_before_any_row(model: str, says: str, eval_source: Path,
+def test_eval_model_that_cannot_load_stops_before_any_row(model: str, says: str, protocol: str, eval_source: Path,
                                                           tmp_path: Path, monkeypatch, capsys) -> None:
+    from lovr_hf.evaluation.models import EmbedConfig, swaps_channels
+
+    assert swaps_channels(EmbedConfig(model=model, protocol=protocol)) == (protocol == "original")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     repo = make_repo(tmp_path / "lovr", eval_source)
     before = _configs(repo)
     t0 = time.perf_counter()
-    rc = cli_main(["-q", "eval", "--repo", str(repo.root), "--model", model, "--device", "cpu"])
+    rc = cli_main(["-q", "eval", "--repo", str(repo.root), "--model", model, "--device", "cpu",
+                   "--protocol", protocol])
     took = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert rc == 2
@@ -158,6 +165,22 @@ def test_caption_with_a_missing_local_model_stops_before_any_row(caption_source:
     lines = _lovr_lines(err)
     assert len(lines) == 1 and "./models/my-vlm" in lines[0] and "does not exist" in lines[0]
     assert not repo.has(schema.CLIP_CAPTIONS)
+
+
+def test_merge_with_a_wrapped_llm_that_cannot_load_stops_before_any_row(tmp_path: Path, monkeypatch,
+                                                                         capsys) -> None:
+    """The demo's guarded merger wraps the transformers LLM; its weights are loaded before any row (it declared no
+    ``load``, so a missing model folder used to fail every cluster row, one load attempt each)."""
+    monkeypatch.chdir(tmp_path)
+    repo = BenchmarkRepo(tmp_path / "lovr")
+    repo.write(schema.CLIP_CAPTIONS, caption_rows("v", 3))
+    rc = cli_main(["-q", "merge", "--repo", str(repo.root), "--llm",
+                   "lovr_hf.backends.standins.demo_merge:GuardedMerger", "--model-path", "./models/my-llm"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = _lovr_lines(err)
+    assert len(lines) == 1 and "./models/my-llm" in lines[0] and "does not exist" in lines[0], err
+    assert not repo.has(schema.CLUSTERS) and not repo.has(schema.VIDEO_CAPTIONS)
 
 
 def test_decode_reasons_follow_the_one_failure_rule() -> None:

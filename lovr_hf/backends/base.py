@@ -6,6 +6,8 @@ small class. Implementations register themselves in the matching registry below.
 
 from __future__ import annotations
 
+import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,7 +33,27 @@ class GenerationParams:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Captioner(ABC):
+class Backend:
+    """What every model backend (captioner, chat LLM, embedder) offers a command before its first row.
+
+    :func:`lovr_hf.failures.start_backend` calls :meth:`load` and :meth:`check_server` once, so a model that
+    cannot load or a server that refuses the key stops the command with one line instead of failing every row.
+    """
+
+    name: str = "backend"
+
+    def load(self) -> Any:
+        """Load the weights now (once: later calls reuse them). Default: nothing to load."""
+        return None
+
+    def check_server(self, what: str = "model") -> None:
+        """Check the server and key this backend calls (``what`` names it in the message). Default: no server."""
+
+    def model_id(self) -> str:
+        return self.name
+
+
+class Captioner(Backend, ABC):
     """Vision-language model: frames of each clip -> one caption per clip."""
 
     name: str = "captioner"
@@ -40,11 +64,8 @@ class Captioner(ABC):
     ) -> list[str]:
         """``batch``: one uint8 array [n_frames, H, W, 3] per clip; ``prompt``: {"system", "user"}."""
 
-    def model_id(self) -> str:
-        return self.name
 
-
-class ChatLLM(ABC):
+class ChatLLM(Backend, ABC):
     """Text LLM speaking chat messages (OpenAI-style ``[{"role", "content"}]``)."""
 
     name: str = "llm"
@@ -53,11 +74,8 @@ class ChatLLM(ABC):
     def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> str:
         """Return the reply text; raise on failure (callers record failures per row)."""
 
-    def model_id(self) -> str:
-        return self.name
 
-
-class Embedder(ABC):
+class Embedder(Backend, ABC):
     """Retrieval model: texts and frames into one shared, L2-normalised space."""
 
     name: str = "embedder"
@@ -111,9 +129,6 @@ class Embedder(ABC):
         embedder does not read files."""
         return None
 
-    def model_id(self) -> str:
-        return self.name
-
 
 class SceneDetector(ABC):
     """Shot-boundary detector: a video file -> the frame indices where new scenes start.
@@ -153,14 +168,55 @@ class SceneDetector(ABC):
         raise NotImplementedError(f"detector {self.name!r} is not rescorable")
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One caption's score in [0, 10], or why there is none."""
+
+    score: float | None
+    error: str | None = None
+
+
+def _on_scale(score: Any) -> float | None:
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and 0.0 <= value <= 10.0 else None
+
+
 class QualityScorer(ABC):
-    """Caption quality judge: 0-10, higher is better."""
+    """Caption quality judge: 0-10, higher is better.
+
+    A judge that cannot give a score (its call failed, its reply has no number) is a failure, never a score:
+    the caption stage reads :meth:`judge`, one :class:`Judgement` per caption with either a score or the
+    error, and records such clips as ``failed`` instead of re-captioning them as "bad".
+    """
 
     name: str = "scorer"
 
     @abstractmethod
     def score(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[float]:
         """One score in [0, 10] per caption."""
+
+    def judge(self, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[Judgement]:
+        """Scores or errors for ``captions``. Default: :meth:`score`, where an exception fails the whole call
+        and a value outside [0, 10] or NaN fails that caption; a judge that knows why a caption has no score
+        (an LLM judge) overrides this."""
+        try:
+            scores = self.score(captions, frames)
+        except Exception as exc:
+            reason = f"quality scorer failed: {type(exc).__name__}: {exc}"
+            logger.warning("%s", reason)
+            return [Judgement(None, reason) for _ in captions]
+        if len(scores) != len(captions):
+            return [Judgement(None, f"quality scorer returned {len(scores)} scores for {len(captions)} captions")
+                    for _ in captions]
+        out = []
+        for s in scores:
+            value = _on_scale(s)
+            out.append(Judgement(value) if value is not None else
+                       Judgement(None, f"quality scorer gave {s!r}, not a score in [0, 10]"))
+        return out
 
 
 # one module per line (several people add backends at once); optional ones register only when importable

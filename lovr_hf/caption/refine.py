@@ -162,12 +162,10 @@ class QualityLoop:
     def _judge(self, rows: dict[str, dict[str, Any]], ids: list[str], items: dict[str, ClipFrames],
                log: dict[str, list[dict[str, Any]]], attempt: int) -> None:
         """Score ``rows[ids]``; a judge failure makes the row ``failed`` with the judge's error."""
-        from lovr_hf.backends.captioners.scorers import judge
-
         assert self._scorer is not None
         if not ids:
             return
-        results = judge(self._scorer, [rows[c][schema.CAPTION] for c in ids], [items[c].frames for c in ids])
+        results = self._scorer.judge([rows[c][schema.CAPTION] for c in ids], [items[c].frames for c in ids])
         for cid, j in zip(ids, results):
             log[cid][-1]["score"] = j.score
             if j.error is not None:

@@ -72,6 +72,12 @@ class ChannelSwapEmbedder(Embedder):
     def model_id(self) -> str:
         return self._inner.model_id()
 
+    def load(self) -> Any:  # declared on Backend, so __getattr__ would never be asked: delegate explicitly
+        return self._inner.load()
+
+    def check_server(self, what: str = "model") -> None:
+        self._inner.check_server(what)
+
     def embed_text(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
         return self._inner.embed_text(texts, *args, **kwargs)
 
@@ -81,7 +87,7 @@ class ChannelSwapEmbedder(Embedder):
     def embed_video_files(self, groups: Sequence[Sequence[str]]) -> np.ndarray | None:
         return self._inner.embed_video_files(groups)  # files are decoded by the model's own code: untouched
 
-    # -- anything else (dim, load, family-specific hooks) -------------------------------
+    # -- anything else (dim, family-specific hooks) -------------------------------
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_inner":  # unpickling looks these up before _inner exists
             raise AttributeError(name)

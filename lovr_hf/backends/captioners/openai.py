@@ -105,6 +105,10 @@ class OpenAICaptioner(Captioner):
     def model_id(self) -> str:
         return f"openai:{self.api_model}"
 
+    def check_server(self, what: str = "model") -> None:
+        """The server answers and takes the key (one request before any row)."""
+        self.client.check_endpoint(what)
+
     def messages_for(self, frames: np.ndarray, prompt: dict[str, str]) -> list[dict[str, object]]:
         """The chat messages of one clip: optional system prompt, then the frames and the text prompt."""
         if self.downscale:

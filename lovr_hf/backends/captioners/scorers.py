@@ -1,22 +1,20 @@
 """Caption quality scorers (0-10) for the refinement loop: a cheap offline heuristic and an LLM judge.
 
 A judge that cannot give a score (its call failed, its reply has no number) is a failure, never a
-score: :func:`judge` returns a :class:`Judgement` per caption with either a score or the error, and the
-caption stage records such clips as ``failed`` with that error instead of re-captioning them as "bad".
+score: :meth:`QualityScorer.judge` returns a :class:`Judgement` per caption with either a score or the
+error; the LLM judge overrides it to say why its reply held no score.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lovr_hf.backends.base import LLMS, SCORERS, GenerationParams, QualityScorer
+from lovr_hf.backends.base import LLMS, SCORERS, GenerationParams, Judgement, QualityScorer
 
 logger = logging.getLogger(__name__)
 
@@ -24,44 +22,6 @@ logger = logging.getLogger(__name__)
 class JudgeFailed(RuntimeError):
     """The quality judge could not score a caption (failed call or reply without a score)."""
 
-
-@dataclass(frozen=True)
-class Judgement:
-    """One caption's score in [0, 10], or why there is none."""
-
-    score: float | None
-    error: str | None = None
-
-
-def _valid(score: Any) -> float | None:
-    try:
-        value = float(score)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and 0.0 <= value <= 10.0 else None
-
-
-def judge(scorer: QualityScorer, captions: Sequence[str], frames: Sequence[np.ndarray] | None = None) -> list[Judgement]:
-    """Scores or errors for ``captions``: the scorer's own ``judge`` when it has one, else its ``score``
-    (an exception fails the whole call; a value outside [0, 10] or NaN fails that caption)."""
-    own = getattr(scorer, "judge", None)
-    if callable(own):
-        return list(own(captions, frames))
-    try:
-        scores = scorer.score(captions, frames)
-    except Exception as exc:
-        reason = f"quality scorer failed: {type(exc).__name__}: {exc}"
-        logger.warning("%s", reason)
-        return [Judgement(None, reason) for _ in captions]
-    if len(scores) != len(captions):
-        return [Judgement(None, f"quality scorer returned {len(scores)} scores for {len(captions)} captions")
-                for _ in captions]
-    out = []
-    for s in scores:
-        value = _valid(s)
-        out.append(Judgement(value) if value is not None else Judgement(None, f"quality scorer gave {s!r}, not a "
-                                                                              "score in [0, 10]"))
-    return out
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _TERMINAL = (".", "!", "?", '"', "'", ")", "*")

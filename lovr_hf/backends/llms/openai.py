@@ -57,6 +57,10 @@ class OpenAIChatLLM(ChatLLM):
     def model_id(self) -> str:
         return f"openai:{self.api_model}"
 
+    def check_server(self, what: str = "model") -> None:
+        """The server answers and takes the key (one request before any row)."""
+        self.client.check_endpoint(what)
+
     @staticmethod
     def default_params(**overrides: object) -> GenerationParams:
         """The original merger sampling: temperature 0.5, nothing else constrained."""

@@ -135,6 +135,12 @@ class GuardedMerger(ChatLLM):
     def count_tokens(self, text: str) -> int:
         return self.llm.count_tokens(text)
 
+    def load(self) -> Any:  # the real model's weights, before any row (a missing folder stops the command)
+        return self.llm.load()
+
+    def check_server(self, what: str = "model") -> None:
+        self.llm.check_server(what)
+
     def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> str:
         task = _task(messages)
         reply = self.llm.chat(messages, params)
