@@ -6,12 +6,12 @@ import random
 
 import pytest
 
+from lovr_hf.backends.base import approx_tokens
 from lovr_hf.backends.llms.reply_checks import parse_transition_reply
 from lovr_hf.backends.standins.chat_llms import ScriptedLLM
 from lovr_hf.merge.clusters import clusters_per_video, group_clips, slice_number
 from lovr_hf.merge.text import (
     PARAGRAPH_SEP,
-    approx_tokens,
     integrate_video,
     merger_params,
     smooth_group,

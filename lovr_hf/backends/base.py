@@ -64,15 +64,30 @@ class Captioner(Backend, ABC):
     ) -> list[str]:
         """``batch``: one uint8 array [n_frames, H, W, 3] per clip; ``prompt``: {"system", "user"}."""
 
+    #: what the last :meth:`caption` call measured (``tokens_out``, ...), added to the stage's cost log;
+    #: None = the backend measures nothing
+    last_stats: dict[str, Any] | None = None
+
+
+def approx_tokens(text: str) -> int:
+    """Rough token count (~4 characters per token for English) when no tokenizer is at hand."""
+    return math.ceil(len(text) / 4)
+
 
 class ChatLLM(Backend, ABC):
     """Text LLM speaking chat messages (OpenAI-style ``[{"role", "content"}]``)."""
 
     name: str = "llm"
+    #: the model's context in tokens, which the merge sizes its inputs to (None: unknown, inputs unbounded)
+    max_context_tokens: int | None = None
 
     @abstractmethod
     def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> str:
         """Return the reply text; raise on failure (callers record failures per row)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for this model: its tokenizer where it has one; default :func:`approx_tokens`."""
+        return approx_tokens(text)
 
 
 class Embedder(Backend, ABC):
@@ -98,6 +113,9 @@ class Embedder(Backend, ABC):
     #: a ``FrameSize``, ``(width, height)``, a mapping or an object with ``resolve(w, h)``); default None =
     #: frames at their stored size, resized by the model's own preprocessing
     decode_size: Any = None
+    #: bumped by an adapter whose ``--protocol original`` output changed, so older embeddings are made anew
+    #: (part of the original protocol's fingerprint); None = never changed
+    original_revision: int | None = None
 
     def text_chunk_ids(self, text: str) -> list[list[int]] | None:
         """``--text-mode chunk-mean``: the token ids of each chunk ``text`` is embedded as, so the stage can

@@ -319,7 +319,7 @@ class CaptionStage(QualityLoop, Stage):
                 return _Outcome(item.cid, "", failure_message(exc), indices, fps)
 
     def _account(self, t0: float, n: int) -> None:
-        stats = getattr(self._backend, "last_stats", {}) or {}
+        stats = self._backend.last_stats or {}
         self._stats["generate_s"] += time.perf_counter() - t0
         self._stats["tokens_out"] += float(stats.get("tokens_out", 0))
         self._stats["clips"] += n

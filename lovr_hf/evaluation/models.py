@@ -234,7 +234,7 @@ def protocol_payload(config: EmbedConfig) -> dict[str, Any] | None:
         "dtype_on_cuda": fam.original_dtype if config.dtype in ("auto", None) else config.dtype,
         "adapter_protocol": bool(cls is not None and "protocol" in _accepted(cls, {"protocol": None})),
         # bumped by an adapter whose --protocol original output changed: older embeddings are made anew
-        "adapter_revision": getattr(cls, "original_revision", None),
+        "adapter_revision": cls.original_revision if cls is not None else None,
     }
 
 

@@ -45,7 +45,6 @@ from lovr_hf.merge.inputs import (
     video_inputs,
 )
 from lovr_hf.merge.text import (
-    approx_tokens,
     integrate_video,
     rejected_count,
     smooth_group,
@@ -97,8 +96,7 @@ class _MergeStageBase(Stage):
             return list(pool.map(fn, items))
 
     def _context(self) -> tuple[int | None, Any]:
-        limit = self.config.max_context_tokens or getattr(self._llm, "max_context_tokens", None)
-        return limit, getattr(self._llm, "count_tokens", None) or approx_tokens
+        return self.config.max_context_tokens or self._llm.max_context_tokens, self._llm.count_tokens
 
 
 def left_out_note(clip_ids: list[str], statuses: list[str]) -> str | None:

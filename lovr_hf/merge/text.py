@@ -18,12 +18,11 @@ is dropped, so the next join goes to the LLM with the paragraph that now ends th
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lovr_hf.backends.base import ChatLLM, GenerationParams
+from lovr_hf.backends.base import ChatLLM, GenerationParams, approx_tokens
 from lovr_hf.backends.llms.reply_checks import (
     REJECTED,
     clean_reply,
@@ -164,11 +163,6 @@ def smooth_group(
         merged.extend(paragraphs[1:])
     merged = [p for p in merged if p]
     return ClusterResult(join_paragraphs(merged), len(merged), calls, failed, errors)
-
-
-def approx_tokens(text: str) -> int:
-    """Rough token count (~4 characters per token for English) when no tokenizer is at hand."""
-    return math.ceil(len(text) / 4)
 
 
 @dataclass
