@@ -174,9 +174,8 @@ def loader_error(exc: BaseException) -> bool:
 def start_backend(factory: Callable[[], T], model: str, what: str = "model") -> T:
     """``factory()`` with its weights loaded and its server and key checked once (``load()`` and
     ``check_server(what)``, declared with defaults on :class:`lovr_hf.backends.base.Backend`): before any row,
-    so that a backend that cannot
-    start stops the command with one line (:class:`SetupError`) instead of failing every row in turn.
-    A programming error propagates with its traceback."""
+    so that a backend that cannot start stops the command with one line (:class:`SetupError`) instead of
+    failing every row in turn. A programming error propagates with its traceback."""
     try:
         backend = factory()
         backend.load()
