@@ -18,11 +18,13 @@ from typing import Any
 import yaml
 
 from lovr_hf import __version__, schema
-from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
 from lovr_hf.engine.control import RunControl
 from lovr_hf.engine.stage import StageResult
 from lovr_hf.failures import UsageError
-from lovr_hf.merge.stage import MergeConfig, merge
+from lovr_hf.merge.config import MergeConfig
+from lovr_hf.merge.stage import merge
 from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.card import write_card
@@ -140,7 +142,8 @@ def run_pipeline(cfg: PipelineConfig, control: RunControl | None = None) -> dict
     stages["merge"] = STAGE_CONFIGS["merge"]
     if cfg.eval_models and mres.complete:
         logger.info("== eval: %s ==", ", ".join(map(model_label, cfg.eval_models)))
-        from lovr_hf.evaluation.run import EvalConfig, evaluate_models
+        from lovr_hf.evaluation.run import evaluate_models
+        from lovr_hf.evaluation.scoring import EvalConfig
 
         base = _build(EvalConfig, dict(cfg.eval))
         if evaluate_models(repo, cfg.eval_models, base, _finisher(ctl) if manual else ctl):

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from lovr_hf import schema
-from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
 from lovr_hf.demo.samples import make_sample_video
 from lovr_hf.repo import BenchmarkRepo
 

@@ -187,7 +187,8 @@ def caption_api(rows: list[dict], idx: dict[str, list[int]], workers: int | None
 
 def caption_stage(root: Path, rows: list[dict]) -> None:
     from lovr_hf import schema
-    from lovr_hf.caption.stage import CaptionConfig, caption
+    from lovr_hf.caption.config import CaptionConfig
+    from lovr_hf.caption.stage import caption
     from lovr_hf.repo import BenchmarkRepo
 
     shutil.rmtree(root, ignore_errors=True)
@@ -199,7 +200,8 @@ def caption_stage(root: Path, rows: list[dict]) -> None:
 
 def eval_stage(root: Path, rows: list[dict], workers: int | None = None) -> None:
     from lovr_hf import schema
-    from lovr_hf.evaluation.embed import EmbedConfig, embed
+    from lovr_hf.evaluation.embed import embed
+    from lovr_hf.evaluation.models import EmbedConfig
     from lovr_hf.repo import BenchmarkRepo
 
     shutil.rmtree(root, ignore_errors=True)

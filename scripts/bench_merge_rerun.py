@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from lovr_hf import schema
-from lovr_hf.merge.stage import MergeConfig, merge
+from lovr_hf.merge.config import MergeConfig
+from lovr_hf.merge.stage import merge
 from lovr_hf.repo import BenchmarkRepo
 
 WORDS = ("man woman child dog car street house table window door light red blue green walks runs opens "

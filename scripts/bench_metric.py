@@ -130,7 +130,8 @@ def retrieval_ranks(queries, gold, cands, cand_ids):
 def child(spec: dict) -> dict:
     method, n_q, n_c, d = spec["method"], spec["Q"], spec["C"], spec["d"]
     sys.path.insert(0, str(ROOT))
-    from lovr_hf.stats.retrieval import BLOCK_ELEMENTS, retrieval_metrics
+    from lovr_hf.stats.retrieval import retrieval_metrics
+    from lovr_hf.stats.score_blocks import BLOCK_ELEMENTS
 
     if method == "original":
         import torch  # noqa: F401  (imported before the peak reset: the library is not working memory)

@@ -14,11 +14,15 @@ import numpy as np
 from lovr_hf import schema
 from lovr_hf.backends.standins.chat_llms import PromptLLM
 from lovr_hf.backends.standins.testing import DummyCaptioner
-from lovr_hf.caption.stage import CaptionConfig, caption, clip_duration
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption, clip_duration
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model
-from lovr_hf.merge.stage import MergeConfig, merge
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.evaluation.scoring import EvalConfig
+from lovr_hf.merge.config import MergeConfig
+from lovr_hf.merge.stage import merge
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, segment
 from lovr_hf.video.frames import caption_frame_plan

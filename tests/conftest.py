@@ -43,7 +43,8 @@ EVAL_FPS = 10  # frame rate of ``eval_source``
 def eval_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One generated video with five scenes of 45, 20, 50, 60 and 55 frames at 10 fps: the source of the
     clips in the embedding and evaluation tests (tests/test_embed.py ``make_repo`` lays them out)."""
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     p = tmp_path_factory.mktemp("eval_src") / "src.mp4"
     make_video(p, [SceneSpec(45), SceneSpec(20), SceneSpec(50), SceneSpec(60), SceneSpec(55)], 64, 48, EVAL_FPS,
@@ -63,7 +64,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def scene_frames(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Real decoded frames for the embedder tests: 3 from each of two visually different scenes."""
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
     from lovr_hf.video.reader import read_frames
 
     path = tmp_path_factory.mktemp("embed_video") / "scenes.mp4"

@@ -138,3 +138,54 @@ def test_the_import_linter_contract_holds() -> None:
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+def reexported_imports(modules: dict[str, str], importers: dict[str, str]) -> list[str]:
+    """``from M import n`` lines (in ``importers``: label -> source) where ``n`` is not defined in module ``M``
+    but only imported into it: a re-export path. A name ``M`` lists in ``__all__`` is its API and allowed."""
+    own: dict[str, tuple[set[str], dict[str, str]]] = {}
+    for mod, src in modules.items():
+        names: set[str] = set()
+        imported: dict[str, str] = {}
+        for node in ast.parse(src).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+                    names |= set(ast.literal_eval(node.value))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported |= {a.asname or a.name: node.module for a in node.names}
+        own[mod] = (names, imported)
+    found = []
+    for label, src in importers.items():
+        for node in ast.walk(ast.parse(src)):
+            if not (isinstance(node, ast.ImportFrom) and node.module in own and not node.level):
+                continue
+            names, imported = own[node.module]
+            for a in node.names:
+                if f"{node.module}.{a.name}" in modules or a.name in names or a.name not in imported:
+                    continue
+                found.append(f"{label}:{node.lineno}: from {node.module} import {a.name} "
+                             f"(it comes from {imported[a.name]})")
+    return found
+
+
+def test_the_reexport_finder_finds_a_reexport() -> None:
+    modules = {"p.a": "def f(): pass\n", "p.b": "from p.a import f\n",
+               "p.c": "from p.a import f\n__all__ = ['f']\n"}
+    found = reexported_imports(modules, {"x.py": "from p.a import f\nfrom p.b import f\nfrom p.c import f\n"})
+    assert found == ["x.py:2: from p.b import f (it comes from p.a)"]
+
+
+def test_names_are_imported_from_where_they_live() -> None:
+    """No import through a module that merely imported the name (no re-export shims, issue #23): the package,
+    its tests, scripts, builders and the metric import each name from its module, or from a package's
+    ``__all__`` (the stage packages' library API, ``lovr_hf.cli``, ``lovr_hf.tiny``)."""
+    modules = {m: p.read_text() for m, p in module_names().items()}
+    importers = {str(p.relative_to(ROOT)): p.read_text()
+                 for folder in ("lovr_hf", "tests", "scripts", "builders", "metrics")
+                 for p in sorted((ROOT / folder).rglob("*.py"))}
+    found = reexported_imports(modules, importers)
+    assert not found, "\n".join(found)

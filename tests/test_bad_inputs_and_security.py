@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.caption.stage import CaptionConfig
-from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.demo.samples import make_bad_inputs, make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.ids import check_id, id_problem, strip_video_extension
-from lovr_hf.merge.stage import MergeConfig
+from lovr_hf.merge.config import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig

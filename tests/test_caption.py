@@ -11,10 +11,12 @@ from conftest import killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
+from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.refine import REFINE_SUFFIX
-from lovr_hf.caption.stage import CaptionConfig, CaptionStage, caption
+from lovr_hf.caption.stage import CaptionStage, caption
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.repo import BenchmarkRepo

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from _caption_helpers import RecordingCaptioner
 
+from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.jsonl import caption_jsonl, original_chunk
-from lovr_hf.caption.stage import CaptionConfig
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.video.frames import caption_num_frames
 

@@ -10,8 +10,11 @@ import pytest
 from _caption_helpers import FPS, by_id, clip_row, write_clips
 
 from lovr_hf import schema
-from lovr_hf.caption.stage import CaptionConfig, caption, check_backend_flags, sampled_fps
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.backends import check_backend_flags
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption, sampled_fps
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, request_images, request_videos
 from lovr_hf.video.frames import caption_num_frames
 

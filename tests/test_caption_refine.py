@@ -13,9 +13,11 @@ from lovr_hf import schema
 from lovr_hf.backends.base import SCORERS, QualityScorer
 from lovr_hf.backends.captioners.scorers import JudgeFailed, LLMJudgeScorer
 from lovr_hf.backends.llms.openai import OpenAIChatLLM
+from lovr_hf.caption.config import CaptionConfig
 from lovr_hf.caption.refine import REFINE_SUFFIX, default_variant, more_frames_cap, next_variant
-from lovr_hf.caption.stage import CaptionConfig, caption
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.stage import caption
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.prompts import CAPTION_USER
 from lovr_hf.testing.fake_openai import Error, FakeOpenAIServer, Reply
 from lovr_hf.video.frames import caption_frame_plan, caption_num_frames

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.caption.stage import CaptionConfig, caption
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.tiny import build_tiny_qwen25vl
 from lovr_hf.video.frames import caption_num_frames

@@ -12,8 +12,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from lovr_hf import schema
 from lovr_hf.backends.base import GenerationParams
 from lovr_hf.backends.captioners.transformers import TransformersCaptioner
-from lovr_hf.caption.stage import CaptionConfig, caption
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.tiny import build_tiny_llava_onevision, build_tiny_smolvlm2
 from lovr_hf.video.frames import caption_frame_plan

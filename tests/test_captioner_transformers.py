@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from lovr_hf.backends.base import CAPTIONERS, LLMS, GenerationParams
-from lovr_hf.backends.captioners.transformers import OutOfMemory, TransformersCaptioner, downscale_frames
+from lovr_hf.backends.captioners.common import OutOfMemory
+from lovr_hf.backends.captioners.transformers import TransformersCaptioner, downscale_frames
 from lovr_hf.backends.devices import resolve_device, resolve_dtype
 from lovr_hf.backends.standins.testing import DummyCaptioner, DummyChatLLM
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.tiny import build_tiny_qwen2vl, build_tiny_qwen3vl, build_tiny_qwen25vl
 from lovr_hf.video.frames import caption_frame_plan, caption_num_frames, uniform_indices
 from lovr_hf.video.reader import probe, read_frames

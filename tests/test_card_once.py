@@ -10,7 +10,8 @@ from huggingface_hub import DatasetCard
 
 from lovr_hf import schema
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import card
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, SegmentStage, segment
 from lovr_hf.video import clip_store

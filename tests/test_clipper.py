@@ -190,8 +190,8 @@ def test_bad_source(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def with_audio(tmp_path_factory: pytest.TempPathFactory):
-    from lovr_hf.demo.samples import SceneSpec
     from lovr_hf.demo.samples import make_video as make_scene_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     path = tmp_path_factory.mktemp("audio") / "tones.mp4"
     return make_scene_video(path, [SceneSpec(30), SceneSpec(18), SceneSpec(40)], 96, 64, 12, seed=4, audio=True,

@@ -22,7 +22,8 @@ from huggingface_hub.hf_file_system import parse_hf_uri
 
 from lovr_hf import schema
 from lovr_hf.clip_video import clips_with_video
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.hub.publish import stage
 from lovr_hf.hub.push import push_to_hub
 from lovr_hf.hub.release import import_release

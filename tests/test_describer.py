@@ -9,8 +9,10 @@ import numpy as np
 from lovr_hf import schema
 from lovr_hf.backends.base import CAPTIONERS, EMBEDDERS, GenerationParams
 from lovr_hf.backends.standins.describer import COLOURS, DESCRIBER_ID, describe
-from lovr_hf.caption.stage import CaptionConfig, caption
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, segment
 from lovr_hf.video.reader import read_frames

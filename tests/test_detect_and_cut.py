@@ -11,7 +11,8 @@ import pytest
 from lovr_hf import schema
 from lovr_hf.backends.base import DETECTORS
 from lovr_hf.backends.detectors.fast import FastContentDetector
-from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
+from lovr_hf.demo.samples import make_bad_inputs, make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.detect_and_cut import detect_and_cut, supports
 from lovr_hf.segment.stage import SegmentConfig, segment

@@ -18,7 +18,8 @@ from lovr_hf.backends.base import DETECTORS, SceneDetector
 from lovr_hf.backends.detectors.fast import FastAdaptiveDetector, FastContentDetector
 from lovr_hf.backends.detectors.pyscenedetect import PySceneDetectContent
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, segment
 

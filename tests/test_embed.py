@@ -14,7 +14,8 @@ from conftest import EVAL_FPS, killed_on_call
 
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyEmbedder
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.evaluation.embed import embed
 from lovr_hf.evaluation.embed_video import VideoEmbedStage

@@ -170,7 +170,8 @@ def test_several_models_in_one_command_hold_one_model_in_memory_at_a_time(tiny: 
     from _embedder_helpers import eval_repo
 
     from lovr_hf.backends import model_cache
-    from lovr_hf.evaluation.run import EvalConfig, evaluate_models
+    from lovr_hf.evaluation.run import evaluate_models
+    from lovr_hf.evaluation.scoring import EvalConfig
 
     released: list[tuple[str, weakref.ref]] = []
     real_release = model_cache.release

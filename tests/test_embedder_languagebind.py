@@ -35,7 +35,8 @@ def lb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     root = tmp_path_factory.mktemp("lb_videos")
     out = []

@@ -34,7 +34,8 @@ def tiny_name(tiny: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     root = tmp_path_factory.mktemp("mteb_videos")
     out = []

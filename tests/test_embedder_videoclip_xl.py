@@ -90,7 +90,8 @@ class Reference:
 def frames() -> np.ndarray:
     import tempfile
 
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
     from lovr_hf.video.reader import read_frames
 
     d = tempfile.mkdtemp()

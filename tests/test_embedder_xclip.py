@@ -25,7 +25,8 @@ def xclip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def clip_frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """16 decoded frames of two scenes (8 each)."""
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
     from lovr_hf.video.reader import read_frames
 
     path = tmp_path_factory.mktemp("xclip_video") / "two.mp4"

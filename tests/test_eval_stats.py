@@ -21,7 +21,8 @@ from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation import provenance, scoring
 from lovr_hf.evaluation.release_marker import MARKER, MARKER_SCHEMA
 from lovr_hf.evaluation.results import read_results, write_results
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.evaluation.verify import verify
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.card import write_card

@@ -20,7 +20,8 @@ from lovr_hf.backends.standins.testing import DummyEmbedder
 from lovr_hf.cli.app import main as cli_main
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder, model_slug, resolve_backend
 from lovr_hf.evaluation.results import COST_JSON, cost_key
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model, evaluate_models
+from lovr_hf.evaluation.run import evaluate_model, evaluate_models
+from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.model_labels import model_label
 from lovr_hf.report.card import write_card
 from lovr_hf.report.plots import PLOT

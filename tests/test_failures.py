@@ -16,7 +16,8 @@ from test_merge import caption_rows
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyCaptioner
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.failures import BUG_MARKER, classify, is_bug_text
 from lovr_hf.repo import BenchmarkRepo
 

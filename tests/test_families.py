@@ -171,7 +171,7 @@ def test_every_familys_reproduce_command_parses_and_picks_that_family() -> None:
     from lovr_hf.backends.embedders import families as fam_mod
     from lovr_hf.cli.app import build_parser
     from lovr_hf.cli.common import config_from_args
-    from lovr_hf.evaluation.run import EvalConfig
+    from lovr_hf.evaluation.scoring import EvalConfig
 
     fill = {"<model>": "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "<mteb model name>": "some-org/video-embedder",
             "<checkout>": "/opt/VideoCLIP-XL"}

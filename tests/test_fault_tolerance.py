@@ -20,7 +20,8 @@ import yaml
 from _rerun_helpers import snapshot
 
 from lovr_hf import schema
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.video.frames import caption_frame_plan, caption_num_frames, round_to_factor, uniform_indices
 
 HAS_QWEN_VL_UTILS = importlib.util.find_spec("qwen_vl_utils") is not None and importlib.util.find_spec("decord")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.caption.stage import CaptionConfig
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.hub.export import export_original
 from lovr_hf.ids import (
     MAX_ID_BYTES,
@@ -24,7 +25,7 @@ from lovr_hf.ids import (
     safe_join,
     strict_slug,
 )
-from lovr_hf.merge.stage import MergeConfig
+from lovr_hf.merge.config import MergeConfig
 from lovr_hf.pipeline import PipelineConfig, run_pipeline
 from lovr_hf.repo import BenchmarkRepo
 

@@ -11,9 +11,11 @@ import yaml
 
 from lovr_hf import schema
 from lovr_hf.backends.standins.testing import DummyCaptioner
-from lovr_hf.caption.stage import CaptionConfig, caption
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import caption
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report.info import file_summary, repo_status
 
@@ -100,7 +102,7 @@ def test_run_releases_the_captioner_before_merge_and_eval(tmp_path: Path) -> Non
     embedders): after the run nothing holds the captioner's weights."""
     import gc
 
-    from lovr_hf.merge.stage import MergeConfig
+    from lovr_hf.merge.config import MergeConfig
     from lovr_hf.pipeline import PipelineConfig, run_pipeline
 
     src = tmp_path / "in"

@@ -12,7 +12,8 @@ import yaml
 
 from lovr_hf import schema
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.hub.materialize import MaterializeConfig, materialize
 from lovr_hf.hub.publish import stage
 from lovr_hf.repo import BenchmarkRepo

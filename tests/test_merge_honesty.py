@@ -103,7 +103,8 @@ def test_merge_with_a_missing_local_llm_fails_before_any_row(tmp_path: Path, mon
 def test_run_with_the_default_llm_and_no_key_stops_at_merge(tmp_path: Path, monkeypatch, capsys) -> None:
     """``lovr run`` offline with the default ``--llm openai`` (no key, no server): one line and exit 2 at the
     merge, before any cluster row (it used to mark every row and exit 0)."""
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

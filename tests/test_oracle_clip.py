@@ -138,7 +138,8 @@ def test_every_pass_at_k_equals_the_original_run_with_the_clip_package(
         clip_pkg, tiny_openai: tuple[str, str], oracle_release: Path, tmp_path: Path) -> None:
     """import-release + eval --protocol original --interval 10 = the original's 80 values (k = 1..20, four
     directions), computed from the ``clip`` package's features by the original's calc_pass."""
-    from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+    from lovr_hf.evaluation.run import evaluate_model
+    from lovr_hf.evaluation.scoring import EvalConfig
     from lovr_hf.hub.release import import_release
     from lovr_hf.repo import BenchmarkRepo
 

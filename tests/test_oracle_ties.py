@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from _release_helpers import QUERIES, build_release
 
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.hub.release import import_release
 from lovr_hf.repo import BenchmarkRepo
 

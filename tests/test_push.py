@@ -18,7 +18,8 @@ from datasets import Video, load_dataset
 
 from lovr_hf import schema
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.hub import push as push_mod
 from lovr_hf.hub.publish import PublishError, check_folder_limits, check_no_local_paths, stage
 from lovr_hf.hub.push import push_to_hub

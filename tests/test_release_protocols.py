@@ -30,7 +30,8 @@ from _release_helpers import (
 
 from lovr_hf import schema
 from lovr_hf.evaluation.models import EmbedConfig, make_embedder
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.hub.export import export_original
 from lovr_hf.hub.release import import_release
 from lovr_hf.repo import BenchmarkRepo

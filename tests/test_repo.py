@@ -18,7 +18,8 @@ from huggingface_hub import DatasetCard
 from lovr_hf import schema
 from lovr_hf.ids import check_id, safe_id, safe_join
 from lovr_hf.integrity import CorruptCardError, CorruptShardError
-from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, redact, table_to_parquet_bytes
+from lovr_hf.redact import redact
+from lovr_hf.repo import BenchmarkRepo, atomic_write_bytes, table_to_parquet_bytes
 from lovr_hf.report.card import write_card
 
 
@@ -207,7 +208,8 @@ def test_every_config_of_a_built_repo_loads_and_streams_row_for_row(tmp_path: Pa
     from datasets import load_dataset
 
     from lovr_hf.cli.app import main as cli_main
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     vids = tmp_path / "videos"
     vids.mkdir()

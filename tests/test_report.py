@@ -15,7 +15,8 @@ from PIL import Image
 from test_embed import make_repo
 
 from lovr_hf.cli import report as report_cli
-from lovr_hf.evaluation.run import EvalConfig, evaluate_model
+from lovr_hf.evaluation.run import evaluate_model
+from lovr_hf.evaluation.scoring import EvalConfig
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.report import html as report
 from lovr_hf.report.card import write_card

@@ -122,7 +122,8 @@ def test_replaced_video_with_the_same_cuts_is_embedded_again(videos: Path, tmp_p
     is part of the embedding unit), the other video's are reused."""
     from _rerun_helpers import FPS, SCENES
 
-    from lovr_hf.demo.samples import SceneSpec, make_video
+    from lovr_hf.demo.samples import make_video
+    from lovr_hf.demo.scenes import SceneSpec
 
     folder = tmp_path / "videos"
     shutil.copytree(videos, folder)

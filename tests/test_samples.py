@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lovr_hf.demo import samples
-from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_sample_folder, make_sample_video, make_video
+from lovr_hf.demo.samples import make_bad_inputs, make_sample_folder, make_sample_video, make_video
+from lovr_hf.demo.scenes import SceneSpec
 
 W, H, FPS = 192, 108, 24
 

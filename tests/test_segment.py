@@ -11,7 +11,8 @@ from datasets import load_dataset
 
 from lovr_hf import schema
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import SceneSpec, make_bad_inputs, make_video
+from lovr_hf.demo.samples import make_bad_inputs, make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.ids import check_id
 from lovr_hf.repo import BenchmarkRepo

@@ -10,7 +10,8 @@ import av
 import pytest
 
 from lovr_hf import schema
-from lovr_hf.demo.samples import SceneSpec, make_video
+from lovr_hf.demo.samples import make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.engine.control import RunControl
 from lovr_hf.failures import is_bug_text
 from lovr_hf.repo import BenchmarkRepo

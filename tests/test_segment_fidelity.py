@@ -21,7 +21,8 @@ from lovr_hf import schema
 from lovr_hf.backends.detectors.content_score import content_scores
 from lovr_hf.backends.detectors.detector_base import auto_downscale_factor
 from lovr_hf.cli.app import main as cli_main
-from lovr_hf.demo.samples import FIDELITY_SOURCES, SceneSpec, make_fidelity_sources, make_video
+from lovr_hf.demo.samples import FIDELITY_SOURCES, make_fidelity_sources, make_video
+from lovr_hf.demo.scenes import SceneSpec
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.segment.stage import SegmentConfig, segment
 from lovr_hf.video.clip_store import file_digest

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from lovr_hf.caption.stage import CaptionConfig, CaptionStage
+from lovr_hf.caption.config import CaptionConfig
+from lovr_hf.caption.stage import CaptionStage
 from lovr_hf.engine.stage import Stage
 from lovr_hf.engine.workdir import stable_hash
 from lovr_hf.hub.materialize import MaterializeConfig, MaterializeStage

@@ -63,7 +63,8 @@ from lovr_hf.engine.workdir import (
     write_inputs,
 )
 from lovr_hf.locks import gather_locked, writer_lock
-from lovr_hf.repo import BenchmarkRepo, atomic_write_text, redact
+from lovr_hf.redact import redact
+from lovr_hf.repo import BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

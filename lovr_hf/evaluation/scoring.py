@@ -29,16 +29,10 @@ import pyarrow.compute as pc
 from lovr_hf import schema
 from lovr_hf.evaluation import provenance
 from lovr_hf.evaluation.embed_stage import TEXT_KINDS
-from lovr_hf.evaluation.models import (
-    EmbedConfig,
-    model_label,
-    model_payload,
-    model_slug,
-    protocol_slug,
-    resolve_backend,
-)
+from lovr_hf.evaluation.models import EmbedConfig, model_payload, model_slug, protocol_slug, resolve_backend
 from lovr_hf.evaluation.release_marker import read_release_marker
 from lovr_hf.evaluation.truncation import token_counter, truncation_rows
+from lovr_hf.model_labels import model_label
 from lovr_hf.repo import BenchmarkRepo
 from lovr_hf.stats.bootstrap import Bootstrap
 from lovr_hf.stats.directions import (

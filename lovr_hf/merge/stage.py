@@ -51,7 +51,8 @@ from lovr_hf.merge.text import (
     summarize_theme,
 )
 from lovr_hf.prompts import INTEGRATE_PROMPT, MERGE_SYSTEM, THEME_PROMPT, TRANSITION_PROMPT, prompt_hash
-from lovr_hf.repo import BenchmarkRepo, redact
+from lovr_hf.redact import redact
+from lovr_hf.repo import BenchmarkRepo
 
 logger = logging.getLogger(__name__)
 

@@ -90,12 +90,10 @@ class TransNetV2Detector(DetectorBase):
 
     def _get_model(self) -> Any:
         if self._model is None:
-            import torch
+            from lovr_hf.backends.devices import resolve_device
 
-            device = self.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model = _load_model(device)
+            # the one device rule: "auto" is this process's GPU under accelerate launch (LOCAL_RANK), else cpu
+            self._model = _load_model(resolve_device(self.device))
         return self._model
 
     def frames(self, path: str) -> tuple[np.ndarray, float]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, EMBEDDERS, Captioner, Embedder, GenerationParams
+from lovr_hf.stats.vectors import l2_normalize
 
 DESCRIBER_ID = "lovr-frame-describer-v1 (offline stand-in, not a model)"
 EMBEDDER_ID = "lovr-describer-embedder-v1 (offline stand-in, not a model)"
@@ -160,11 +161,6 @@ class FrameDescriber(Captioner):
         return out
 
 
-def _normalise(m: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(m, axis=-1, keepdims=True)
-    return (m / np.maximum(n, 1e-12)).astype(np.float32)
-
-
 @EMBEDDERS.register("describer")
 class DescriberEmbedder(Embedder):
     """Texts and frames in the describer's vocabulary space (one dimension per word of :data:`VOCAB`).
@@ -193,7 +189,7 @@ class DescriberEmbedder(Embedder):
                     seen += 1
                 elif w in VOCAB:
                     out[r, VOCAB.index(w)] += 0.5
-        return _normalise(out)
+        return l2_normalize(out)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
@@ -205,4 +201,4 @@ class DescriberEmbedder(Embedder):
             for word in (_light(f), _texture(f)):
                 if word:
                     out[i, VOCAB.index(word)] += 0.5
-        return _normalise(out)
+        return l2_normalize(out)

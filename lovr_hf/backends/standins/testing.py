@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from lovr_hf.backends.base import CAPTIONERS, EMBEDDERS, LLMS, Captioner, ChatLLM, Embedder, GenerationParams
-from lovr_hf.backends.captioners.transformers import OutOfMemory
+from lovr_hf.backends.captioners.common import OutOfMemory
+from lovr_hf.stats.vectors import l2_normalize
 
 #: named reference colours shared by the dummy captioner (words) and embedder (dimensions)
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -269,14 +270,14 @@ class DummyEmbedder(Embedder):
             words = _WORD.findall(str(text).lower())
             limit = self.max_text_tokens
             if limit is None or len(words) <= limit:
-                rows.append(_normalise(self._text_vec(words)))
+                rows.append(l2_normalize(self._text_vec(words)))
             elif mode == "truncate":
-                rows.append(_normalise(self._text_vec(words[:limit])))
+                rows.append(l2_normalize(self._text_vec(words[:limit])))
             else:
                 chunks = [
-                    _normalise(self._text_vec(words[i : i + limit])) for i in range(0, len(words), limit)
+                    l2_normalize(self._text_vec(words[i : i + limit])) for i in range(0, len(words), limit)
                 ]
-                rows.append(_normalise(np.mean(chunks, axis=0)))
+                rows.append(l2_normalize(np.mean(chunks, axis=0)))
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -300,9 +301,5 @@ class DummyEmbedder(Embedder):
         ]
         layout = np.concatenate([q.mean(axis=(1, 2)) for q in quads], axis=1)  # [n, 12]
         out[:, self.n_colour : self.n_colour + self.n_layout] = (layout - np.tile(mean, (1, 4))) / 64.0
-        return np.stack([_normalise(r) for r in out])
+        return l2_normalize(out)
 
-
-def _normalise(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return (v / n if n > 0 else v).astype(np.float32)
