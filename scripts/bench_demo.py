@@ -63,10 +63,16 @@ def case(name: str, burners: int, burn_limit: float) -> float:
             p.terminate()
             p.join()
     load1 = os.getloadavg()[0]
-    calls = [line.split(": ", 1)[-1] for line in log.splitlines() if re.search(r"llm_transformers: LLM ", line)]
+    # the demo logs one line per LLM call ("... INFO lovr_hf.backends.llms.transformers: LLM join 1: ... in 2.0s
+    # on 2 thread(s)") and prints who wrote the merged texts ("merge texts: 7 (...): 0 by the LLM, ..."); both
+    # must be found, or the figures would be printed without what explains them (the layout move renamed
+    # the logger and this script printed nothing, silently)
+    calls = [m.group(1) for line in log.splitlines() if (m := re.search(r"INFO [\w.]+: (LLM \w+ \d+: .*)$", line))]
+    writers = next((line for line in log.splitlines() if line.startswith("merge texts")), None)
+    if not calls or writers is None:
+        raise SystemExit(f"{name}: the demo's log holds no per-call LLM line or no 'merge texts' line:\n{log[-3000:]}")
     for line in calls:
         print(f"  [{name}] {line}")
-    writers = next((line for line in log.splitlines() if line.startswith("merge texts written")), "")
     print(f"  [{name}] {writers}")
     verdict = "OK" if wall <= TARGETS_S[name] else "OVER"
     print(f"{name}: {wall:.0f} s wall with {burners} burner(s), target {TARGETS_S[name]:.0f} s -> {verdict} "
