@@ -27,8 +27,11 @@ def _missing_extra(exc: ModuleNotFoundError) -> bool:
 class Registry(Generic[T]):
     """Name -> class table for one backend family."""
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, modules: tuple[str, ...] = (), base: type | None = None) -> None:
         self.kind = kind
+        # the ABC every class of this family implements: a user's module:Class or entry point that does not
+        # subclass it is refused by name (the stages read what the ABC declares, never probe for it)
+        self.base = base
         self._classes: dict[str, type[T]] = {}
         # modules imported lazily on first lookup so that optional heavy backends register themselves
         self._modules = modules
@@ -64,14 +67,29 @@ class Registry(Generic[T]):
     def get(self, name: str) -> type[T]:
         if ":" in name and name not in self._classes:  # a user's module:Class: no built-in needs importing
             module, _, attr = name.partition(":")
-            return getattr(importlib.import_module(module), attr)
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # the user's module imports something missing: its own error shows
+                    raise
+                raise UnknownName(f"{self.kind} {name!r}: no module {module!r} to import (is it on "
+                                  "PYTHONPATH?)") from None
+            if not hasattr(mod, attr):
+                raise UnknownName(f"{self.kind} {name!r}: module {module!r} has no {attr!r}")
+            return self._checked(name, getattr(mod, attr))
         self._load_builtin()
         if name in self._classes:
             return self._classes[name]
         for ep in entry_points(group=f"lovr_hf.{self.kind}"):
             if ep.name == name:
-                return ep.load()
+                return self._checked(name, ep.load())
         raise UnknownName(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())} (or use module:Class)")
+
+    def _checked(self, name: str, cls: Any) -> type[T]:
+        if self.base is not None and not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise UnknownName(f"{self.kind} {name!r} is not a {self.base.__module__}.{self.base.__qualname__} "
+                              "subclass: a plug-in implements that class (see docs/architecture.md)")
+        return cls
 
     def create(self, name: str, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)

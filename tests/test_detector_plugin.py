@@ -118,7 +118,6 @@ def test_rescorable_detectors_decode_once_under_adaptive(long_video: Path, tmp_p
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     assert FastContentDetector.rescorable
     assert not FastAdaptiveDetector.rescorable and not PySceneDetectContent.rescorable
-    assert not SceneDetector.rescorable and SceneDetector.threshold is None
     calls: list[str] = []
     real = FastContentDetector.scores
 
@@ -136,8 +135,29 @@ def test_rescorable_detectors_decode_once_under_adaptive(long_video: Path, tmp_p
     assert len(calls) == 1  # several thresholds tried, one decode
 
 
-def test_a_detector_that_is_not_rescorable_says_so() -> None:
+def test_a_detector_that_is_not_rescorable_says_so(long_video: Path) -> None:
     det = DETECTORS.create("adaptive-fast")
-    assert det.analyze.__func__ is not SceneDetector.analyze  # built-ins report threshold and downscale
+    res = det.analyze(str(long_video / "long.mp4"))  # a built-in reports more than detect(): threshold, downscale
+    assert res.cuts == det.detect(str(long_video / "long.mp4")) and res.threshold == det.threshold == 3.0
+    assert res.extra["downscale"] is not None
+    assert SceneDetector.analyze(det, "x.mp4") is None  # the ABC's default: detect() and threshold are all
     with pytest.raises(NotImplementedError, match="not rescorable"):
         det.scores("x.mp4")
+
+
+def test_a_detector_that_is_not_a_scene_detector_is_refused_by_name(long_video: Path, plugin, tmp_path: Path,
+                                                                     capsys) -> None:
+    """A plug-in class that does not implement SceneDetector is one line and exit 2 before any video, as are a
+    missing module or class and a mistyped name; before, each failed every video as a bug row (exit 1)."""
+    (tmp_path / "not_detectors.py").write_text("class Cuts:\n    def detect(self, path):\n        return [84]\n")
+    cases = {"not_detectors:Cuts": "is not a lovr_hf.backends.base.SceneDetector subclass",
+             "my_detectors:NoSuchClass": "module 'my_detectors' has no 'NoSuchClass'",
+             "no_such_module_zz:Det": "no module 'no_such_module_zz' to import",
+             "contnt": "unknown detectors 'contnt'"}
+    for spec, says in cases.items():
+        rc = cli_main(["-q", "segment", "--input_folder", str(long_video), "--repo", str(tmp_path / spec[:5]),
+                       "--detector", spec, "--clip_mode", "virtual"])
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("lovr ")]
+        assert rc == 2 and "Traceback" not in err, err
+        assert len(lines) == 1 and says in lines[0] and spec in lines[0], err

@@ -158,6 +158,24 @@ def test_native_video_towers_get_swapped_frames_too(scene_frames: np.ndarray) ->
     assert not isinstance(make_embedder(EmbedConfig(model="dummy")), ChannelSwapEmbedder)
 
 
+class _Declares(DummyEmbedder):
+    requires_remote_code = True
+    original_oracle_frame = True
+    original_revision = 7
+    decode_size = (32, 24)
+
+
+def test_the_wrapper_reports_every_capability_the_embedder_declares() -> None:
+    """The capabilities are class attributes of the Embedder ABC, so the wrapper's own defaults (False, None)
+    would hide the wrapped embedder's values unless it delegates each one."""
+    wrapped = wrap_channel_swap(_Declares())
+    assert (wrapped.requires_remote_code, wrapped.original_oracle_frame, wrapped.original_revision,
+            wrapped.decode_size) == (True, True, 7, (32, 24))
+    plain = wrap_channel_swap(DummyEmbedder())
+    assert (plain.requires_remote_code, plain.original_oracle_frame, plain.original_revision,
+            plain.decode_size) == (False, False, None, None)
+
+
 def test_docs_families_md_is_generated_from_the_table() -> None:
     assert (ROOT / "docs" / "families.md").read_text() == render_docs()
 

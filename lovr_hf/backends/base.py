@@ -41,6 +41,11 @@ class Backend:
     """
 
     name: str = "backend"
+    #: the frame size this model wants decoded (a captioner's pixel budget, an embedder's input size; read by
+    #: :func:`lovr_hf.video.decode_plan.size_request`: None, a ``FrameSize``, ``(width, height)``, a mapping or
+    #: an object with ``resolve(w, h)``); default None = frames at their stored size, resized by the model's
+    #: own preprocessing
+    decode_size: Any = None
 
     def load(self) -> Any:
         """Load the weights now (once: later calls reuse them). Default: nothing to load."""
@@ -109,10 +114,6 @@ class Embedder(Backend, ABC):
     #: to the gold caption (MM-Embed): the visual stage reproduces it and flags the rows as oracle
     #: (default False: frames are sampled, never chosen by the answer)
     original_oracle_frame: bool = False
-    #: the frame size this model wants decoded (read by :func:`lovr_hf.video.decode_plan.size_request`: None,
-    #: a ``FrameSize``, ``(width, height)``, a mapping or an object with ``resolve(w, h)``); default None =
-    #: frames at their stored size, resized by the model's own preprocessing
-    decode_size: Any = None
     #: bumped by an adapter whose ``--protocol original`` output changed, so older embeddings are made anew
     #: (part of the original protocol's fingerprint); None = never changed
     original_revision: int | None = None
@@ -247,6 +248,7 @@ CAPTIONERS: Registry[Captioner] = Registry(
         "lovr_hf.backends.standins.testing",
         "lovr_hf.backends.standins.describer",
     ),
+    base=Captioner,
 )
 LLMS: Registry[ChatLLM] = Registry(
     "llms",
@@ -255,6 +257,7 @@ LLMS: Registry[ChatLLM] = Registry(
         "lovr_hf.backends.llms.transformers",
         "lovr_hf.backends.standins.testing",
     ),
+    base=ChatLLM,
 )
 EMBEDDERS: Registry[Embedder] = Registry(
     "embedders",
@@ -272,6 +275,7 @@ EMBEDDERS: Registry[Embedder] = Registry(
         "lovr_hf.backends.embedders.mteb",
         "lovr_hf.backends.embedders.videoclip_xl",
     ),
+    base=Embedder,
 )
 DETECTORS: Registry[SceneDetector] = Registry(
     "detectors",
@@ -280,5 +284,6 @@ DETECTORS: Registry[SceneDetector] = Registry(
         "lovr_hf.backends.detectors.pyscenedetect",
         "lovr_hf.backends.detectors.transnet",
     ),
+    base=SceneDetector,
 )
-SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.captioners.scorers",))
+SCORERS: Registry[QualityScorer] = Registry("scorers", ("lovr_hf.backends.captioners.scorers",), base=QualityScorer)

@@ -240,10 +240,10 @@ class OpenAIChatClient:
         return self._client.with_options(timeout=timeout, max_retries=0).models.list()
 
     def check_endpoint(self, what: str = "LLM", timeout: float = 10.0) -> None:
-        """The start-up probe (:func:`lovr_hf.failures.start_backend` calls it on a backend's ``client``): refuse
-        the official API without a key, and ask the server once for its models (``GET /models``): unreachable or
-        a refused key (401/403) is a :class:`~lovr_hf.failures.SetupError`; any other answer (a server without
-        ``/models``) passes."""
+        """The start-up probe (the OpenAI backends' ``check_server``, which :func:`lovr_hf.failures.start_backend`
+        calls before any row): refuse the official API without a key, and ask the server once for its models
+        (``GET /models``): unreachable or a refused key (401/403) is a :class:`~lovr_hf.failures.SetupError`;
+        any other answer (a server without ``/models``) passes."""
         where = self.api_base or "https://api.openai.com/v1"
         if not self.has_key and _is_official_openai(self.api_base):
             raise SetupError(f"{what} {self.model}: no OPENAI_API_KEY set for the official OpenAI API ({where}): "

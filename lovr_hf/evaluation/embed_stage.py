@@ -44,7 +44,7 @@ EMBEDDED_STATUSES: dict[str, tuple[str, ...]] = {
 
 
 def load_embedder(config: EmbedConfig) -> Embedder:
-    """The shared embedder for ``config`` with its weights loaded (adapters with a ``load()``). A load that fails
+    """The shared embedder for ``config`` with its weights loaded (its ``load()``). A load that fails
     for a reason other than a bug raises :class:`~lovr_hf.failures.SetupError` naming the cause in one line
     (folder missing, not cached while offline, Hub unreachable, 401); a bug propagates with its traceback."""
     from lovr_hf.failures import start_backend

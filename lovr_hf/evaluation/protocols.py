@@ -66,6 +66,18 @@ class ChannelSwapEmbedder(Embedder):
     def decode_size(self) -> Any:  # type: ignore[override]
         return self._inner.decode_size
 
+    @property
+    def requires_remote_code(self) -> bool:  # type: ignore[override]
+        return self._inner.requires_remote_code
+
+    @property
+    def original_oracle_frame(self) -> bool:  # type: ignore[override]
+        return self._inner.original_oracle_frame
+
+    @property
+    def original_revision(self) -> int | None:  # type: ignore[override]
+        return self._inner.original_revision
+
     def text_chunk_ids(self, text: str) -> list[list[int]] | None:
         return self._inner.text_chunk_ids(text)
 

@@ -381,6 +381,9 @@ def segment(
                                f"({' '.join(VIDEO_EXTENSIONS)}, any case{', sub-folders included' if recursive else ''})")
     stage = SegmentStage(config, clips_dir, str(repo.root), num_videos=len(files),
                          threads=threads_per_video(control.num_proc, len(files)))
+    # what can be checked before the rows: a detector name or class that does not resolve, or settings it
+    # refuses, is the user's one error (exit 2), not a failed row per video
+    stage._detector(config.threshold)
     stage.digest_files = ("path",)  # a source file replaced under the same name is segmented again
     # clip files follow the tables through lovr_hf.video.clip_store (staged per setting, published at gather), and a
     # reused unit whose file is gone or changed is re-cut (verify_unit), so the engine's owned_files is unused
