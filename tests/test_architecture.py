@@ -140,9 +140,11 @@ def test_the_import_linter_contract_holds() -> None:
     assert "0 broken" in proc.stdout
 
 
-def reexported_imports(modules: dict[str, str], importers: dict[str, str]) -> list[str]:
+def reexported_imports(modules: dict[str, str], importers: dict[str, str],
+                       packages: frozenset[str] = frozenset()) -> list[str]:
     """``from M import n`` lines (in ``importers``: label -> source) where ``n`` is not defined in module ``M``
-    but only imported into it: a re-export path. A name ``M`` lists in ``__all__`` is its API and allowed."""
+    but only imported into it: a re-export path. A name a package (``M`` in ``packages``: an ``__init__``)
+    lists in ``__all__`` is its API and allowed; a plain module's ``__all__`` does not make an import its own."""
     own: dict[str, tuple[set[str], dict[str, str]]] = {}
     for mod, src in modules.items():
         names: set[str] = set()
@@ -153,7 +155,8 @@ def reexported_imports(modules: dict[str, str], importers: dict[str, str]) -> li
             elif isinstance(node, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-                if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+                if (mod in packages and node.value is not None
+                        and any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)):
                     names |= set(ast.literal_eval(node.value))
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported |= {a.asname or a.name: node.module for a in node.names}
@@ -174,18 +177,20 @@ def reexported_imports(modules: dict[str, str], importers: dict[str, str]) -> li
 
 def test_the_reexport_finder_finds_a_reexport() -> None:
     modules = {"p.a": "def f(): pass\n", "p.b": "from p.a import f\n",
-               "p.c": "from p.a import f\n__all__ = ['f']\n"}
-    found = reexported_imports(modules, {"x.py": "from p.a import f\nfrom p.b import f\nfrom p.c import f\n"})
-    assert found == ["x.py:2: from p.b import f (it comes from p.a)"]
+               "p.c": "from p.a import f\n__all__ = ['f']\n", "p": "from p.a import f\n__all__ = ['f']\n"}
+    importer = "from p.a import f\nfrom p.b import f\nfrom p.c import f\nfrom p import f\n"
+    found = reexported_imports(modules, {"x.py": importer}, packages=frozenset({"p"}))
+    assert found == ["x.py:2: from p.b import f (it comes from p.a)", "x.py:3: from p.c import f (it comes from p.a)"]
 
 
 def test_names_are_imported_from_where_they_live() -> None:
     """No import through a module that merely imported the name (no re-export shims, issue #23): the package,
-    its tests, scripts, builders and the metric import each name from its module, or from a package's
-    ``__all__`` (the stage packages' library API, ``lovr_hf.cli``, ``lovr_hf.tiny``)."""
+    its tests, scripts, builders and the metric import each name from its module, or from a package
+    ``__init__``'s ``__all__`` (the stage packages' library API, ``lovr_hf.cli``, ``lovr_hf.tiny``)."""
     modules = {m: p.read_text() for m, p in module_names().items()}
     importers = {str(p.relative_to(ROOT)): p.read_text()
                  for folder in ("lovr_hf", "tests", "scripts", "builders", "metrics")
                  for p in sorted((ROOT / folder).rglob("*.py"))}
-    found = reexported_imports(modules, importers)
+    packages = frozenset(m for m, p in module_names().items() if p.name == "__init__.py")
+    found = reexported_imports(modules, importers, packages)
     assert not found, "\n".join(found)

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from lovr_hf import schema
 from lovr_hf.redact import find_secret, redact, redact_text
-from lovr_hf.repo import ASSETS_DIR, CARD, DATA_DIR, RUN_CONFIG, BenchmarkRepo, atomic_write_text
+from lovr_hf.repo import ASSETS_DIR, CARD, BenchmarkRepo, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -425,4 +425,4 @@ def check_folder_limits(root: Path, files: list[str], limit: int | None = None) 
         raise PublishError(f"folders over the Hub's limit of {limit} entries: {over}")
 
 
-__all__ = ["Publication", "PublishError", "stage", "sha256_file", "check_folder_limits", "DATA_DIR", "RUN_CONFIG"]
+__all__ = ["Publication", "PublishError", "stage", "sha256_file", "check_folder_limits"]
