@@ -35,6 +35,15 @@ def test_mistyped_flag_prints_the_subcommand_usage(capsys) -> None:
     assert e.value.code == 2 and "usage: lovr eval" in err and "unrecognized arguments: --modle x" in err
 
 
+def test_a_flag_is_taken_only_as_spelled(capsys) -> None:
+    """No prefix matching: ``--mod`` is not ``--model`` (nor ``--model-path``); a shortened flag is an error
+    with the subcommand's usage instead of silently meaning another flag."""
+    with pytest.raises(SystemExit) as e:
+        cli_main(["eval", "--mod", "x"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: lovr eval" in err and "unrecognized arguments: --mod x" in err
+
+
 def _captioned_repo(root: Path, src: Path) -> BenchmarkRepo:
     repo = BenchmarkRepo(root)
     repo.write(schema.CLIPS, [clip_row(src, "v", 1, 0, 60)])

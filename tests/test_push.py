@@ -254,6 +254,18 @@ def test_push_cli_dry_run_and_required_repo_id(built: dict, tmp_path: Path, caps
     assert "--repo-id" in capsys.readouterr().err
 
 
+def test_push_takes_the_repo_as_every_command_does(built: dict, tmp_path: Path, capsys) -> None:
+    """``--repo R`` as the other commands spell it. Before, argparse read ``--repo`` as a prefix of
+    ``--repo-id``: ``lovr push --repo-id me/x --repo R`` tried to publish ./lovr under the Hub id R."""
+    repo, _ = build_repo(tmp_path, built, eval_model=False)
+    assert cli_main(["-q", "push", "--repo-id", "me/x", "--dry-run", "--repo", str(repo.root)]) == 0
+    assert (repo.work_root / "publish" / repo.root.name / "README.md").is_file()
+    capsys.readouterr()
+    assert cli_main(["-q", "push", str(repo.root), "--repo", str(tmp_path / "other"), "--repo-id", "me/x",
+                     "--dry-run"]) == 2
+    assert "two repos given" in capsys.readouterr().err
+
+
 # ---- push errors are one clear line (issue #22) ------------------------------------------------------------
 
 

@@ -90,3 +90,24 @@ def test_documented_python_imports_resolve() -> None:
         exec(compile(line, name, "exec"), namespace)  # noqa: S102 - the docs' own import lines
         imported = [n.strip().split(" as ")[-1] for n in line.split(" import ", 1)[1].split(",")]
         assert all(n in namespace for n in imported), (name, line)
+
+
+def test_every_documented_flag_exists_on_its_command() -> None:
+    """Every ``lovr <command> …`` line of the README and docs uses only flags its command has, spelled in full
+    (the CLI takes no abbreviations): a renamed or removed flag cannot stay in the docs."""
+    from lovr_hf.cli.app import COMMANDS, build_parser
+
+    flags = {cmd: {o for a in build_parser(cmd).command_parser._actions for o in a.option_strings}
+             for cmd in COMMANDS}
+    seen, wrong = 0, []
+    for path in [README, *sorted((README.parent / "docs").glob("*.md"))]:
+        for line in path.read_text().splitlines():
+            for m in re.finditer(r"(?:^|`|\s)lovr ([a-z-]+)((?: [^`|#]*)?)", line):
+                if m.group(1) not in COMMANDS:
+                    continue
+                for flag in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", m.group(2)):
+                    seen += 1
+                    if flag not in flags[m.group(1)]:
+                        wrong.append(f"{path.name}: lovr {m.group(1)} {flag}  ({line.strip()[:90]})")
+    assert seen > 50  # the docs' command lines were found at all
+    assert not wrong, "\n".join(wrong)

@@ -73,14 +73,17 @@ def flags_on_generic_help(command: str) -> list[str]:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s subparser gets its flags (it is kept as ``parser.command_parser``
     so that a mistyped flag is reported with that command's usage, not the top-level one)."""
+    # allow_abbrev=False: a flag is taken only as spelled (a prefix such as --repo would otherwise be read as
+    # --repo-id, or --model as --model-path, silently)
     parser = argparse.ArgumentParser(
-        prog="lovr", description="Build and evaluate LoVR-style long-video retrieval benchmarks."
+        prog="lovr", description="Build and evaluate LoVR-style long-video retrieval benchmarks.", allow_abbrev=False
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter,
+                           allow_abbrev=False)
         if name == command:
             parser.command_parser = p  # type: ignore[attr-defined]
             try:

@@ -13,7 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("repo", nargs="?", default="lovr", help="benchmark repo folder (default ./lovr)")
+    p.add_argument("repo", nargs="?", default=None, help="benchmark repo folder (default ./lovr)")
+    # every other command names its repo with --repo: push takes it too (without it, argparse's prefix matching
+    # read `--repo R` as `--repo-id R` and pushed ./lovr to the Hub id R)
+    p.add_argument("--repo", dest="repo_option", default=None, help="the same, as the other commands spell it")
     p.add_argument("--repo-id", required=True, help="Hub dataset id, ORG/NAME")
     p.add_argument("--private", action="store_true",
                    help="create the Hub dataset repo as private (create_repo; an existing repo keeps its visibility)")
@@ -27,10 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from lovr_hf.failures import UsageError
     from lovr_hf.hub.publish import PublishError
 
+    if args.repo and args.repo_option and args.repo != args.repo_option:
+        raise UsageError(f"two repos given: {args.repo} and --repo {args.repo_option}")
+    repo = args.repo_option or args.repo or "lovr"
     try:
-        url = push_to_hub(args.repo, args.repo_id, private=args.private or None, revision=args.revision,
+        url = push_to_hub(repo, args.repo_id, private=args.private or None, revision=args.revision,
                           commit_message=args.commit_message, no_media=args.no_media, dry_run=args.dry_run)
     except PushError as exc:
         logger.error("lovr push: %s", exc)
