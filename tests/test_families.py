@@ -174,6 +174,11 @@ def test_the_wrapper_reports_every_capability_the_embedder_declares() -> None:
     plain = wrap_channel_swap(DummyEmbedder())
     assert (plain.requires_remote_code, plain.original_oracle_frame, plain.original_revision,
             plain.decode_size) == (False, False, None, None)
+    # every value the ABC declares (not a method) is delegated, so a capability added later cannot be hidden
+    declared = {n for k in Embedder.__mro__ if k is not object for n, v in vars(k).items()
+                if not n.startswith("_") and (isinstance(v, property) or not callable(v))}
+    assert {"name", "decode_size", "requires_remote_code", "video_input"} <= declared
+    assert all(isinstance(vars(ChannelSwapEmbedder).get(n), property) for n in declared), declared
 
 
 def test_docs_families_md_is_generated_from_the_table() -> None:

@@ -29,6 +29,12 @@ def swap_channels(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[..., ::-1])
 
 
+def _from_inner(attr: str) -> Any:
+    """A read-only attribute answered by the wrapped embedder: the Embedder ABC declares each capability with a
+    default, which :meth:`ChannelSwapEmbedder.__getattr__` would never be asked for."""
+    return property(lambda self: getattr(self._inner, attr), doc=f"the wrapped embedder's ``{attr}``")
+
+
 class ChannelSwapEmbedder(Embedder):
     """An embedder whose frames arrive R/B-swapped (the original scripts' ``frame[:, :, ::-1]``).
 
@@ -45,38 +51,15 @@ class ChannelSwapEmbedder(Embedder):
     def inner(self) -> Embedder:
         return self._inner
 
-    # -- what the stages read from the Embedder interface ---------------------------------------------
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self._inner.name
-
-    @property
-    def max_text_tokens(self) -> int | None:
-        return self._inner.max_text_tokens
-
-    @property
-    def video_input(self) -> str:  # type: ignore[override]
-        return self._inner.video_input
-
-    @property
-    def video_frames(self) -> int | None:  # type: ignore[override]
-        return self._inner.video_frames
-
-    @property
-    def decode_size(self) -> Any:  # type: ignore[override]
-        return self._inner.decode_size
-
-    @property
-    def requires_remote_code(self) -> bool:  # type: ignore[override]
-        return self._inner.requires_remote_code
-
-    @property
-    def original_oracle_frame(self) -> bool:  # type: ignore[override]
-        return self._inner.original_oracle_frame
-
-    @property
-    def original_revision(self) -> int | None:  # type: ignore[override]
-        return self._inner.original_revision
+    # -- what the stages read from the Embedder interface: the wrapped embedder's values -----------------
+    name = _from_inner("name")
+    max_text_tokens = _from_inner("max_text_tokens")
+    video_input = _from_inner("video_input")
+    video_frames = _from_inner("video_frames")
+    decode_size = _from_inner("decode_size")
+    requires_remote_code = _from_inner("requires_remote_code")
+    original_oracle_frame = _from_inner("original_oracle_frame")
+    original_revision = _from_inner("original_revision")
 
     def text_chunk_ids(self, text: str) -> list[list[int]] | None:
         return self._inner.text_chunk_ids(text)
