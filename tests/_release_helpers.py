@@ -32,15 +32,16 @@ QUERIES = ["-7wwfGJXEZg-Scene-002", "Ab_9-xYz-Scene-001", "-_q3Q-Scene-002", "-7
 WORDS = ["red", "blue", "green", "yellow", "purple", "teal", "orange"]
 
 
-def encode_clip(path: Path, images: Iterable[np.ndarray], fps: int = FPS) -> None:
-    """H.264 clip of RGB ``images`` (all of one size) at ``fps``, in the release's mp4 layout."""
+def encode_clip(path: Path, images: Iterable[np.ndarray], fps: int = FPS, lossless: bool = False) -> None:
+    """H.264 clip of RGB ``images`` (all of one size) at ``fps``, in the release's mp4 layout: lossy as the
+    released clips are, or ``lossless`` where a test needs the same pixels on every run (see below)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         # lossless (qp 0): x264 does not always make the same bytes from the same frames (seen at 96x72, even
-        # with one thread; gone with asm=0 or without its lookahead in one experiment), so lossy clips decoded
-        # to other pixels from one run to the next and the oracle tests' data, with its near-tie margin,
-        # changed; lossless clips decode to exactly the frames written, whatever the encoder chose
-        st = out.add_stream("libx264", rate=fps, options={"qp": "0"})
+        # with one thread; gone with asm=0 or without its lookahead in one experiment), so lossy clips decode
+        # to other pixels from one run to the next; lossless clips decode to exactly the frames written,
+        # whatever the encoder chose (the oracle release needs that: its near-tie margin is checked)
+        st = out.add_stream("libx264", rate=fps, options={"qp": "0"} if lossless else {})
         for i, img in enumerate(images):
             if i == 0:
                 st.height, st.width = img.shape[:2]
